@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make run` (the service, embedded default) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test install install-dev migrate benchmark
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: $(VENV)/.installed
+	$(VENV)/bin/compresso serve
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+migrate: $(VENV)/.installed
+	$(VENV)/bin/compresso migrate
+
+benchmark: $(VENV)/.installed-dev
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/quantize_minilm.py

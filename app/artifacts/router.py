@@ -1,0 +1,34 @@
+"""Streamed artifact downloads."""
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from app.artifacts import repository
+from app.core.deps import SessionDep, StorageDep
+from app.core.errors import NotFound
+
+router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+
+MEDIA_TYPES = {".zip": "application/zip", ".json": "application/json"}
+
+
+@router.get(
+    "/{artifact_id}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file, streamed."}},
+)
+def download_artifact(artifact_id: str, session: SessionDep, storage: StorageDep):
+    """Streams the file with its Content-Length and its sha256 in the X-Content-SHA256 header."""
+    artifact = repository.get(session, artifact_id)
+    if artifact is None or not storage.exists(artifact.storage_key):
+        raise NotFound(f"Artifact {artifact_id} not found.")
+    suffix = "." + artifact.filename.rsplit(".", 1)[-1]
+    return StreamingResponse(
+        storage.open_chunks(artifact.storage_key),
+        media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
+        headers={
+            "Content-Length": str(artifact.size_bytes),
+            "Content-Disposition": f'attachment; filename="{artifact.filename}"',
+            "X-Content-SHA256": artifact.sha256,
+        },
+    )

@@ -1,0 +1,154 @@
+"""The `compresso` command: serve (embedded default), api, worker and migrate."""
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from app.config import get_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER_STOP_SECONDS = 30
+
+logger = logging.getLogger("compresso")
+
+
+def alembic_config():  # noqa: ANN201
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    return config
+
+
+def migrate() -> None:
+    from alembic import command
+
+    settings = get_settings()
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    config = alembic_config()
+    config.attributes["configure_logging"] = False  # keep the logging set up by main()
+    command.upgrade(config, "head")
+
+
+def run_api(host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+def run_worker(queues: str, concurrency: int) -> None:
+    from workers.celery_app import celery_app
+
+    # Threads, not processes: each job runs the engine in a child process of its own, so the
+    # worker only supervises, and a shutdown signal reaches the supervising threads directly.
+    celery_app.worker_main(
+        ["worker", "--queues", queues, "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO"]
+    )
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - a broken CUDA install means "no GPU", not a crash
+        return False
+
+
+class EmbeddedWorker:
+    """The worker process that `serve` runs beside the API, restarted if it dies on its own."""
+
+    def __init__(self, queues: str):
+        self.command = [sys.executable, "-m", "app.cli", "worker", "--queues", queues]
+        self.process: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+
+    def _spawn(self) -> subprocess.Popen:
+        # Its own session: Ctrl-C reaches `serve` alone, which then asks the worker to stop exactly once.
+        return subprocess.Popen(self.command, start_new_session=True)
+
+    def start(self) -> None:
+        self.process = self._spawn()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            code = self.process.wait()
+            if self.stopping.is_set():
+                return
+            logger.error("the worker exited with code %s; restarting it", code)
+            self.stopping.wait(2)
+            if not self.stopping.is_set():
+                self.process = self._spawn()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.process is None or self.process.poll() is not None:
+            return
+        # A warm shutdown: a running job is put back on the queue and resumes at the next start.
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def serve(host: str, port: int) -> None:
+    """Everything on one machine: SQLite, a local artifact directory, a broker on SQLite, one worker."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    gpu = _cuda_available()
+    # The worker and the API read the same settings; the resolved data dir keeps them on the same files.
+    os.environ["COMPRESSO_DATA_DIR"] = str(settings.data_dir)
+    os.environ["COMPRESSO_GPU_ENABLED"] = "true" if gpu else "false"
+    get_settings.cache_clear()
+    migrate()
+    worker = EmbeddedWorker("cpu,gpu" if gpu else "cpu")
+    worker.start()
+    logger.info("compresso is serving on http://%s:%d (data in %s)", host, port, settings.data_dir)
+    try:
+        run_api(host, port)
+    finally:
+        worker.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="compresso", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("serve", "run the API and a worker on this machine (SQLite, local files, no external service)"),
+        ("api", "run the API only (point COMPRESSO_DATABASE_URL and COMPRESSO_BROKER_URL at shared services)"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--host", default=settings.host)
+        sub.add_argument("--port", type=int, default=settings.port)
+    worker = commands.add_parser("worker", help="run a worker consuming the given queues")
+    worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu or cpu,gpu")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker")
+    commands.add_parser("migrate", help="apply database migrations")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        serve(args.host, args.port)
+    elif args.command == "api":
+        run_api(args.host, args.port)
+    elif args.command == "worker":
+        unknown = set(args.queues.split(",")) - {"cpu", "gpu"}
+        if unknown:
+            parser.error(f"unknown queue(s) {', '.join(sorted(unknown))}; allowed: cpu, gpu")
+        run_worker(args.queues, args.concurrency)
+    elif args.command == "migrate":
+        migrate()
+
+
+if __name__ == "__main__":
+    main()

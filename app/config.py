@@ -1,0 +1,62 @@
+"""Typed settings for the API and the workers, read from the environment (prefix COMPRESSO_).
+
+Nested groups use a double underscore: COMPRESSO_LIMITS__UPLOAD_MAX_BYTES=1000000.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GiB = 1024**3
+
+
+class Limits(BaseModel):
+    """Upload limits. Every one is enforced while streaming, never trusted from a header."""
+
+    upload_max_bytes: int = Field(10 * GiB, gt=0, description="Largest model archive accepted, in bytes.")
+    extracted_max_bytes: int = Field(20 * GiB, gt=0, description="Largest total size of an extracted archive.")
+    archive_max_files: int = Field(10_000, gt=0, description="Most entries an archive may hold.")
+    dataset_max_bytes: int = Field(1 * GiB, gt=0, description="Largest dataset file accepted, in bytes.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMPRESSO_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Holds the SQLite files and artifacts of the embedded default.")
+    database_url: str = Field("", description="SQLAlchemy URL. Empty: a SQLite file under data_dir.")
+    broker_url: str = Field("", description="Celery broker URL. Empty: kombu's SQLAlchemy transport on SQLite.")
+    storage_dir: Path | None = Field(None, description="Artifact directory. Empty: data_dir/storage.")
+    auto_device: Literal["cpu", "cuda"] = Field(
+        "cpu", description='Where a job asking for device "auto" runs; set "cuda" where GPU workers exist.'
+    )
+    gpu_enabled: bool = Field(
+        True, description="Whether jobs may ask for cuda. `compresso serve` sets it from the machine it runs on."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    cancel_poll_seconds: float = Field(1.0, gt=0, description="How often a running job checks for cancellation.")
+    limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Settings":
+        self.data_dir = self.data_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'compresso.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        if self.storage_dir is None:
+            self.storage_dir = self.data_dir / "storage"
+        self.storage_dir = self.storage_dir.resolve()
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,102 @@
+"""Artifact storage interface and its default, a local (or network-mounted) directory.
+
+Every write is staged under a scratch directory on the same filesystem and renamed into place,
+so a reader never sees a half-written file and a failure leaves nothing behind.
+"""
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+CHUNK_BYTES = 1024 * 1024
+
+
+class Storage(Protocol):
+    def scratch_dir(self) -> Path: ...
+
+    def put(self, source: Path, key: str) -> None: ...
+
+    def local_path(self, key: str) -> Path: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int: ...
+
+    def open_chunks(self, key: str) -> Iterator[bytes]: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LocalStorage:
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / ".scratch").mkdir(exist_ok=True)
+
+    def _resolve(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"storage key escapes the storage root: {key!r}")
+        return path
+
+    @contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A private scratch directory, removed on exit whatever happens."""
+        path = self.scratch_dir()
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def scratch_dir(self) -> Path:
+        path = self.root / ".scratch" / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    def put(self, source: Path, key: str) -> None:
+        """Moves a file or folder into place atomically (same filesystem: a rename)."""
+        target = self._resolve(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            self.delete(key)
+        os.replace(source, target)
+
+    def local_path(self, key: str) -> Path:
+        return self._resolve(key)
+
+    def exists(self, key: str) -> bool:
+        return self._resolve(key).exists()
+
+    def size(self, key: str) -> int:
+        return self._resolve(key).stat().st_size
+
+    def open_chunks(self, key: str) -> Iterator[bytes]:
+        with self._resolve(key).open("rb") as handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                yield chunk
+
+    def delete(self, key: str) -> None:
+        path = self._resolve(key)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@lru_cache
+def get_storage(root: Path) -> LocalStorage:
+    return LocalStorage(root)

@@ -1,0 +1,38 @@
+"""HTTP routes for uploaded datasets."""
+
+from fastapi import APIRouter, Request, status
+
+from app.core.deps import SessionDep, SettingsDep, StorageDep
+from app.core.openapi import multipart_upload_body
+from app.datasets import repository, service
+from app.datasets.schemas import DatasetOut
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    openapi_extra=multipart_upload_body(
+        "A .jsonl or .csv file with column text, and optional text_pair, label and slice."
+    ),
+)
+async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep):
+    """Uploads an evaluation dataset. The body is streamed to disk and hashed on the way."""
+    return await service.upload_dataset(request, session, settings, storage)
+
+
+@router.get("", response_model=list[DatasetOut])
+def list_datasets(session: SessionDep):
+    return repository.list_all(session)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, session: SessionDep):
+    return service.get_dataset(session, dataset_id)
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset_id: str, session: SessionDep, storage: StorageDep) -> None:
+    service.delete_dataset(session, storage, dataset_id)

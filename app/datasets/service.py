@@ -1,0 +1,66 @@
+"""Rules for evaluation datasets: validated on upload, kept read-only afterwards."""
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from app.config import Settings
+from app.db.session import run_after_commit, run_after_rollback
+from app.core.errors import Conflict, NotFound
+from app.core.storage import LocalStorage
+from app.core.uploads import receive_upload
+from app.datasets import repository
+from app.datasets.orm import Dataset
+from app.datasets.parsing import inspect_dataset
+from app.db.base import new_id
+from app.jobs import repository as jobs_repository
+from app.models.service import required_name
+
+DATASET_SUFFIXES = (".jsonl", ".csv")
+
+
+async def upload_dataset(request: Request, session: Session, settings: Settings, storage: LocalStorage) -> Dataset:
+    with storage.scratch() as scratch:
+        upload = await receive_upload(
+            request,
+            scratch,
+            settings.limits.dataset_max_bytes,
+            allowed_suffixes=DATASET_SUFFIXES,
+            limit_setting="COMPRESSO_LIMITS__DATASET_MAX_BYTES",
+        )
+        name = required_name(upload.fields)
+        info = await run_in_threadpool(inspect_dataset, upload.file_path)
+        dataset_id = new_id()
+        suffix = ".jsonl" if upload.filename.lower().endswith(".jsonl") else ".csv"
+        key = f"datasets/{dataset_id}{suffix}"
+        storage.put(upload.file_path, key)
+        run_after_rollback(session, lambda: storage.delete(key))
+        return repository.add(
+            session,
+            Dataset(
+                id=dataset_id,
+                name=name,
+                filename=upload.filename,
+                num_rows=info.num_rows,
+                columns=info.columns,
+                size_bytes=upload.size_bytes,
+                sha256=upload.sha256,
+                storage_key=key,
+            ),
+        )
+
+
+def get_dataset(session: Session, dataset_id: str) -> Dataset:
+    dataset = repository.get(session, dataset_id)
+    if dataset is None:
+        raise NotFound(f"Dataset {dataset_id} not found.")
+    return dataset
+
+
+def delete_dataset(session: Session, storage: LocalStorage, dataset_id: str) -> None:
+    dataset = get_dataset(session, dataset_id)
+    active = jobs_repository.count_active_for_dataset(session, dataset_id)
+    if active:
+        raise Conflict(f"Dataset {dataset_id} is used by {active} queued or running job(s); cancel them first.")
+    repository.delete(session, dataset)
+    run_after_commit(session, lambda: storage.delete(dataset.storage_key))

@@ -1,0 +1,9 @@
+"""Imports every domain's tables so that Base.metadata is complete (for Alembic and tests)."""
+
+from app.artifacts.orm import Artifact  # noqa: F401
+from app.datasets.orm import Dataset  # noqa: F401
+from app.jobs.orm import Job  # noqa: F401
+from app.models.orm import Model  # noqa: F401
+from app.db.base import Base
+
+metadata = Base.metadata

@@ -1,0 +1,38 @@
+"""The compression jobs table: the source of truth for a job's state, whatever the broker holds."""
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.artifacts.orm import Artifact
+from app.db.base import Base, CreatedAtMixin, IdMixin
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+
+
+class Job(IdMixin, CreatedAtMixin, Base):
+    __tablename__ = "jobs"
+
+    name: Mapped[str | None] = mapped_column(String(200))
+    # Jobs outlive the uploads they used: deleting a finished job's model keeps the job and its report.
+    model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), index=True)
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
+    device: Mapped[str] = mapped_column(String(10), nullable=False)
+    queue: Mapped[str] = mapped_column(String(20), nullable=False)
+    recipe: Mapped[dict] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default=QUEUED, index=True)
+    stage: Mapped[str | None] = mapped_column(String(100))
+    progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    report: Mapped[dict | None] = mapped_column(JSON)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    artifacts: Mapped[list[Artifact]] = relationship(
+        order_by=Artifact.created_at, cascade="all, delete-orphan", lazy="selectin"
+    )

@@ -1,0 +1,61 @@
+"""Every query on the jobs table, including the atomic state transitions workers rely on."""
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.jobs.orm import QUEUED, RUNNING, Job
+
+
+def get(session: Session, job_id: str) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def list_all(session: Session, status: str | None = None) -> list[Job]:
+    query = select(Job).order_by(Job.created_at.desc())
+    if status is not None:
+        query = query.where(Job.status == status)
+    return list(session.scalars(query))
+
+
+def add(session: Session, job: Job) -> Job:
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _count_active(session: Session, column, value: str) -> int:  # noqa: ANN001
+    query = select(func.count()).select_from(Job).where(column == value, Job.status.in_((QUEUED, RUNNING)))
+    return session.scalar(query) or 0
+
+
+def count_active_for_model(session: Session, model_id: str) -> int:
+    return _count_active(session, Job.model_id, model_id)
+
+
+def count_active_for_dataset(session: Session, dataset_id: str) -> int:
+    return _count_active(session, Job.dataset_id, dataset_id)
+
+
+def transition(session: Session, job_id: str, from_statuses: tuple[str, ...], **values) -> bool:
+    """Changes a job only if it is still in one of `from_statuses`; True when it did.
+
+    A single conditional UPDATE, so a cancel and a worker's claim cannot both win.
+    """
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.status.in_(from_statuses)).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    session.expire_all()
+    return result.rowcount == 1
+
+
+def set_progress(session: Session, job_id: str, stage: str, fraction: float) -> None:
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == RUNNING).values(stage=stage, progress=fraction),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+

@@ -1,0 +1,40 @@
+"""HTTP routes for compression jobs."""
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, status
+
+from app.core.deps import SessionDep, SettingsDep
+from app.jobs import repository, service
+from app.jobs.schemas import JobCreate, JobOut
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def submit_job(body: JobCreate, session: SessionDep, settings: SettingsDep):
+    """Validates the recipe and queues the job; it runs on a worker in the background."""
+    return JobOut.from_job(service.create_job(session, settings, body))
+
+
+@router.get("", response_model=list[JobOut])
+def list_jobs(session: SessionDep, status: JobStatus | None = None):
+    return [JobOut.from_job(job) for job in repository.list_all(session, status)]
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, session: SessionDep):
+    return JobOut.from_job(service.get_job(session, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, session: SessionDep):
+    return JobOut.from_job(service.cancel_job(session, job_id))
+
+
+@router.get("/{job_id}/report")
+def get_report(job_id: str, session: SessionDep) -> dict[str, Any]:
+    """The measured report: size, latency and quality before and after, ratios, and environment."""
+    return service.get_report(session, job_id)

@@ -1,0 +1,67 @@
+"""Request and response shapes of the jobs API."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.artifacts.schemas import ArtifactOut
+
+Device = Literal["auto", "cpu", "cuda"]
+
+EXAMPLE_RECIPE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model_id": "…", "recipe": EXAMPLE_RECIPE}]})
+
+    model_id: str
+    dataset_id: str | None = None
+    name: str | None = Field(None, max_length=200)
+    device: Device = Field("auto", description='"auto" runs where COMPRESSO_AUTO_DEVICE says.')
+    recipe: dict[str, Any] = Field(description="An ordered list of technique steps; see GET /v1/techniques.")
+
+
+class Progress(BaseModel):
+    stage: str | None
+    fraction: float
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str | None
+    status: str
+    progress: Progress
+    error: str | None
+    model_id: str | None
+    dataset_id: str | None
+    device: str
+    queue: str
+    recipe: dict[str, Any]
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    artifacts: list[ArtifactOut]
+
+    @classmethod
+    def from_job(cls, job) -> "JobOut":  # noqa: ANN001
+        return cls(
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            progress=Progress(stage=job.stage, fraction=job.progress),
+            error=job.error,
+            model_id=job.model_id,
+            dataset_id=job.dataset_id,
+            device=job.device,
+            queue=job.queue,
+            recipe=job.recipe,
+            attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            artifacts=[ArtifactOut.model_validate(a) for a in job.artifacts],
+        )

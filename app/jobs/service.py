@@ -1,0 +1,95 @@
+"""Rules for compression jobs: validation before anything is queued, routing by device, and cancellation."""
+
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db.session import run_after_commit
+from app.core.enqueue import enqueue_job
+from app.core.errors import Conflict, Invalid, NotFound
+from app.datasets import repository as datasets_repository
+from app.db.base import utcnow
+from app.jobs import repository
+from app.jobs.orm import CANCELLED, QUEUED, RUNNING, Job
+from app.jobs.schemas import JobCreate
+from app.models import repository as models_repository
+from workers.engine.recipe import Recipe, RecipeError
+
+QUEUE_BY_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
+
+
+def validate_recipe(recipe: dict) -> Recipe:
+    try:
+        return Recipe.from_dict(recipe)
+    except RecipeError as exc:
+        errors = [{**error, "loc": ["body", *error["loc"]]} for error in exc.errors]
+        raise Invalid(f"Invalid recipe: {exc}", errors=errors) from exc
+
+
+def resolve_device(requested: str, settings: Settings) -> str:
+    device = settings.auto_device if requested == "auto" else requested
+    if device == "cuda" and not settings.gpu_enabled:
+        raise Invalid(
+            'No GPU worker serves this deployment (COMPRESSO_GPU_ENABLED is false): use "device": "cpu" or "auto".',
+            errors=[{"loc": ["body", "device"], "msg": "no GPU worker", "allowed": ["auto", "cpu"]}],
+        )
+    return device
+
+
+def create_job(session: Session, settings: Settings, body: JobCreate) -> Job:
+    if models_repository.get(session, body.model_id) is None:
+        raise Invalid(
+            f"Model {body.model_id} not found: upload it first with POST /v1/models.",
+            errors=[{"loc": ["body", "model_id"], "msg": "not found"}],
+        )
+    if body.dataset_id is not None and datasets_repository.get(session, body.dataset_id) is None:
+        raise Invalid(
+            f"Dataset {body.dataset_id} not found: upload it first with POST /v1/datasets.",
+            errors=[{"loc": ["body", "dataset_id"], "msg": "not found"}],
+        )
+    recipe = validate_recipe(body.recipe)
+    device = resolve_device(body.device, settings)
+    job = repository.add(
+        session,
+        Job(
+            name=body.name,
+            model_id=body.model_id,
+            dataset_id=body.dataset_id,
+            device=device,
+            queue=QUEUE_BY_DEVICE[device],
+            recipe=recipe.to_dict(),
+            status=QUEUED,
+            progress=0.0,
+            attempts=0,
+            cancel_requested=False,
+        ),
+    )
+    job_id, queue = job.id, job.queue
+    run_after_commit(session, lambda: enqueue_job(job_id, queue))
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = repository.get(session, job_id)
+    if job is None:
+        raise NotFound(f"Job {job_id} not found.")
+    return job
+
+
+def cancel_job(session: Session, job_id: str) -> Job:
+    """A queued job is cancelled at once; a running one is flagged and its worker stops it within seconds."""
+    job = get_job(session, job_id)
+    now = utcnow()
+    if repository.transition(
+        session, job_id, (QUEUED,), status=CANCELLED, cancel_requested=True, finished_at=now, stage="cancelled"
+    ):
+        return get_job(session, job_id)
+    if repository.transition(session, job_id, (RUNNING,), cancel_requested=True):
+        return get_job(session, job_id)
+    raise Conflict(f"Job {job_id} is already {job.status}; only queued or running jobs can be cancelled.")
+
+
+def get_report(session: Session, job_id: str) -> dict:
+    job = get_job(session, job_id)
+    if job.report is None:
+        raise Conflict(f"Job {job_id} is {job.status}; its report exists once it has succeeded.")
+    return job.report

@@ -1,0 +1,38 @@
+"""HTTP routes for uploaded models."""
+
+from fastapi import APIRouter, Request, status
+
+from app.core.deps import SessionDep, SettingsDep, StorageDep
+from app.core.openapi import multipart_upload_body
+from app.models import repository, service
+from app.models.schemas import ModelOut
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelOut,
+    openapi_extra=multipart_upload_body(
+        "A .zip or .tar.gz of a Hugging Face model folder: config.json, *.safetensors, tokenizer files."
+    ),
+)
+async def upload_model(request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep):
+    """Uploads a model archive. The body is streamed to disk and hashed on the way."""
+    return await service.upload_model(request, session, settings, storage)
+
+
+@router.get("", response_model=list[ModelOut])
+def list_models(session: SessionDep):
+    return repository.list_all(session)
+
+
+@router.get("/{model_id}", response_model=ModelOut)
+def get_model(model_id: str, session: SessionDep):
+    return service.get_model(session, model_id)
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_model(model_id: str, session: SessionDep, storage: StorageDep) -> None:
+    service.delete_model(session, storage, model_id)

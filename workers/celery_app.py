@@ -1,0 +1,33 @@
+"""The Celery application shared by the API (to send) and the workers (to run): queues and reliability."""
+
+from celery import Celery
+from kombu import Queue
+
+from app.config import get_settings
+
+RUN_JOB_TASK = "compresso.run_job"
+QUEUES = ("cpu", "gpu")
+
+
+def make_celery(broker_url: str) -> Celery:
+    app = Celery("compresso", broker=broker_url)
+    app.conf.update(
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="cpu",
+        # The database holds each job's state; no result backend is needed.
+        task_ignore_result=True,
+        # A job is acknowledged only once it has finished, so a worker that dies loses nothing;
+        # the task is idempotent, so the redelivery does no harm.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        # Jobs run for hours: Redis must not redeliver a message that is still being worked on.
+        broker_transport_options={"visibility_timeout": 24 * 3600, "polling_interval": 0.5},
+        worker_hijack_root_logger=False,
+        include=["workers.tasks.run_job"],
+    )
+    return app
+
+
+celery_app = make_celery(get_settings().broker_url)

@@ -1,0 +1,1 @@
+"""Per-architecture knowledge, kept as data tables rather than branches in generic code."""

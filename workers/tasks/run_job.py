@@ -1,0 +1,190 @@
+"""The Celery task that runs one compression job: a thin adapter between the database and the engine.
+
+It is idempotent: a finished job is left alone, and artifacts are keyed by (job, kind), so a
+redelivered message can neither run a finished job again nor store a second artifact.
+"""
+
+import json
+import logging
+import shutil
+import threading
+import time
+
+from celery import signals
+from celery.exceptions import Reject
+
+from app.artifacts import repository as artifacts_repository
+from app.artifacts.orm import Artifact
+from app.config import get_settings
+from app.core.storage import LocalStorage, get_storage, sha256_of
+from app.datasets import repository as datasets_repository
+from app.db.base import utcnow
+from app.db.session import run_after_rollback, session_scope
+from app.jobs import repository as jobs_repository
+from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED
+from app.models import repository as models_repository
+from workers.celery_app import RUN_JOB_TASK, celery_app
+from workers.tasks.engine_process import EngineOutcome, run_engine
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_WRITE_SECONDS = 0.5
+STOP_CANCELLED = "cancelled"
+STOP_SHUTDOWN = "worker shutting down"
+
+# Set when the worker begins a warm shutdown (Ctrl-C, SIGTERM): running jobs go back to the queue.
+worker_stopping = threading.Event()
+
+
+@signals.worker_shutting_down.connect
+def _on_worker_shutting_down(**_kwargs) -> None:
+    worker_stopping.set()
+
+
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}"
+
+
+def _claim(job_id: str) -> dict | None:
+    """Marks the job running and returns what the engine needs, or None when there is nothing to run."""
+    with session_scope() as session:
+        job = jobs_repository.get(session, job_id)
+        if job is None or job.status in FINISHED_STATUSES:
+            return None
+        if job.cancel_requested:
+            jobs_repository.transition(session, job_id, (QUEUED, RUNNING), status=CANCELLED, finished_at=utcnow())
+            return None
+        model = models_repository.get(session, job.model_id) if job.model_id else None
+        dataset = datasets_repository.get(session, job.dataset_id) if job.dataset_id else None
+        claimed = jobs_repository.transition(
+            session,
+            job_id,
+            (QUEUED, RUNNING),
+            status=RUNNING,
+            attempts=job.attempts + 1,
+            started_at=utcnow(),
+            stage="starting",
+            progress=0.0,
+            error=None,
+        )
+        if not claimed:
+            return None
+        return {
+            "recipe": job.recipe,
+            "device": job.device,
+            "model_key": model.storage_key if model else None,
+            "dataset_key": dataset.storage_key if dataset else None,
+        }
+
+
+def _finish(job_id: str, from_statuses: tuple[str, ...], status: str, **values) -> None:
+    with session_scope() as session:
+        jobs_repository.transition(session, job_id, from_statuses, status=status, finished_at=utcnow(), **values)
+
+
+def _store_results(job_id: str, storage: LocalStorage, outcome: EngineOutcome) -> None:
+    report = json.loads(outcome.report_path.read_text())
+    with session_scope() as session:
+        for kind, source in (("model", outcome.model_zip), ("report", outcome.report_path)):
+            if artifacts_repository.for_job(session, job_id, kind) is not None:
+                continue
+            key = f"{job_prefix(job_id)}/{source.name}"
+            size, digest = source.stat().st_size, sha256_of(source)
+            storage.put(source, key)
+            run_after_rollback(session, lambda key=key: storage.delete(key))
+            artifacts_repository.add(
+                session,
+                Artifact(job_id=job_id, kind=kind, filename=source.name, size_bytes=size, sha256=digest, storage_key=key),
+            )
+        finished = jobs_repository.transition(
+            session,
+            job_id,
+            (RUNNING,),
+            status=SUCCEEDED,
+            report=report,
+            progress=1.0,
+            stage="done",
+            finished_at=utcnow(),
+        )
+        if not finished:
+            raise RuntimeError(f"job {job_id} left the running state before its results were stored")
+
+
+class ProgressWriter:
+    """Writes progress to the database, at most every PROGRESS_WRITE_SECONDS unless the stage changes."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self.last_stage: str | None = None
+        self.last_write = 0.0
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.monotonic()
+        if stage == self.last_stage and now - self.last_write < PROGRESS_WRITE_SECONDS:
+            return
+        self.last_stage, self.last_write = stage, now
+        with session_scope() as session:
+            jobs_repository.set_progress(session, self.job_id, stage, min(max(fraction, 0.0), 1.0))
+
+
+def _stop_reason(job_id: str) -> str | None:
+    if worker_stopping.is_set():
+        return STOP_SHUTDOWN
+    with session_scope() as session:
+        return STOP_CANCELLED if jobs_repository.cancel_requested(session, job_id) else None
+
+
+def execute_job(job_id: str) -> str:
+    """Runs one job to an end state and returns that state (or "skipped")."""
+    settings = get_settings()
+    storage = get_storage(settings.storage_dir)
+    claim = _claim(job_id)
+    if claim is None:
+        return "skipped"
+    if claim["model_key"] is None or not storage.exists(claim["model_key"]):
+        _finish(job_id, (RUNNING,), FAILED, error="The job's model was deleted before the job ran.")
+        return FAILED
+
+    work_dir = storage.local_path(f"{job_prefix(job_id)}/work")
+    shutil.rmtree(work_dir, ignore_errors=True)  # what a previous, interrupted attempt left behind
+    work_dir.mkdir(parents=True)
+    spec = {
+        "model_dir": str(storage.local_path(claim["model_key"])),
+        "recipe": claim["recipe"],
+        "dataset_path": str(storage.local_path(claim["dataset_key"])) if claim["dataset_key"] else None,
+        "device": claim["device"],
+        "work_dir": str(work_dir / "scratch"),
+        "output_dir": str(work_dir / "output"),
+    }
+    spec_path = work_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    try:
+        outcome = run_engine(
+            spec_path,
+            work_dir / "engine.log",
+            on_progress=ProgressWriter(job_id),
+            should_stop=lambda: _stop_reason(job_id),
+            poll_seconds=settings.cancel_poll_seconds,
+        )
+        if outcome.kind == "done":
+            _store_results(job_id, storage, outcome)
+            return SUCCEEDED
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+    if outcome.kind == "stopped" and outcome.message == STOP_SHUTDOWN:
+        with session_scope() as session:
+            jobs_repository.transition(session, job_id, (RUNNING,), status=QUEUED, stage="requeued: worker stopped")
+        raise Reject(STOP_SHUTDOWN, requeue=True)
+    storage.delete(job_prefix(job_id))
+    if outcome.kind == "stopped":
+        _finish(job_id, (RUNNING,), CANCELLED, stage="cancelled")
+        return CANCELLED
+    _finish(job_id, (RUNNING,), FAILED, error=outcome.message, stage="failed")
+    return FAILED
+
+
+@celery_app.task(name=RUN_JOB_TASK)
+def run_job(job_id: str) -> str:
+    return execute_job(job_id)
+
