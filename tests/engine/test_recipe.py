@@ -1,0 +1,118 @@
+"""Recipe and registry validation: errors name the field and the allowed values; JSON round trip."""
+
+import json
+
+import pytest
+
+from workers.engine.recipe import Recipe, RecipeError
+from workers.engine.registry import TechniqueConfig, list_techniques, register_technique
+from workers.engine.techniques.quantize import QuantizeConfig
+
+QUANTIZE = {"technique": "quantize", "params": {"scheme": "int8_dynamic"}}
+
+
+def errors_of(data) -> list[dict]:
+    with pytest.raises(RecipeError) as caught:
+        Recipe.from_dict(data)
+    return caught.value.errors
+
+
+def test_list_techniques_shows_quantize_with_its_params_schema():
+    [quantize] = [item for item in list_techniques() if item["name"] == "quantize"]
+    assert quantize["version"] == 1
+    assert quantize["requires_data"] is False
+    assert quantize["description"]
+    schema = quantize["params_schema"]
+    assert schema["required"] == ["scheme"]
+    assert schema["properties"]["scheme"]["const"] == "int8_dynamic"
+    assert schema["additionalProperties"] is False
+    json.dumps(list_techniques())  # the API returns it as is
+
+
+def test_registering_another_class_under_a_taken_name_is_refused():
+    class Impostor(TechniqueConfig):
+        technique = "quantize"
+        version = 1
+        description = "not the real one"
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_technique(Impostor, lambda config, state, context: state)
+
+
+def test_unknown_technique_lists_the_allowed_ones():
+    [error] = errors_of({"steps": [{"technique": "prune", "params": {}}]})
+    assert error["loc"] == ["recipe", "steps", 0, "technique"]
+    assert "prune" in error["msg"]
+    assert "quantize" in error["allowed"]
+
+
+def test_unknown_param_names_the_field_and_the_known_params():
+    [error] = errors_of({"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic", "bits": 4}}]})
+    assert error["loc"] == ["recipe", "steps", 0, "params", "bits"]
+    assert "per_channel" in error["allowed"] and "scheme" in error["allowed"]
+
+
+def test_bad_scheme_lists_the_allowed_values():
+    errors = errors_of({"steps": [{"technique": "quantize", "params": {"scheme": "int4"}}]})
+    assert errors == [
+        {"loc": ["recipe", "steps", 0, "params", "scheme"], "msg": "Input should be 'int8_dynamic'",
+         "allowed": ["int8_dynamic"]}
+    ]
+    assert "recipe.steps.0.params.scheme" in str(RecipeError(errors))
+
+
+def test_missing_scheme_and_wrongly_typed_param_are_both_reported():
+    errors = errors_of({"steps": [{"technique": "quantize", "params": {"per_channel": "yes"}}]})
+    by_loc = {tuple(error["loc"]): error for error in errors}
+    assert by_loc[("recipe", "steps", 0, "params", "scheme")]["allowed"] == ["int8_dynamic"]
+    assert by_loc[("recipe", "steps", 0, "params", "per_channel")]["allowed"] == [True, False]
+
+
+@pytest.mark.parametrize(
+    "data, loc",
+    [
+        ({"steps": []}, ["recipe", "steps"]),
+        ({}, ["recipe", "steps"]),
+        ([QUANTIZE], ["recipe"]),
+        ({"steps": [QUANTIZE], "name": "x"}, ["recipe", "name"]),
+        ({"steps": [{**QUANTIZE, "extra": 1}]}, ["recipe", "steps", 0, "extra"]),
+        ({"steps": ["quantize"]}, ["recipe", "steps", 0]),
+        ({"steps": [{"technique": "quantize", "params": []}]}, ["recipe", "steps", 0, "params"]),
+    ],
+)
+def test_malformed_recipes_point_at_the_problem(data, loc):
+    assert errors_of(data)[0]["loc"] == loc
+
+
+def test_a_step_after_an_onnx_producing_step_is_refused():
+    [error] = errors_of({"steps": [QUANTIZE, QUANTIZE]})
+    assert error["loc"] == ["recipe", "steps", 1, "technique"]
+    assert "must be the last step" in error["msg"]
+
+
+def test_constructing_an_invalid_recipe_in_python_is_refused_too():
+    with pytest.raises(RecipeError, match="last step"):
+        Recipe(steps=(QuantizeConfig(scheme="int8_dynamic"), QuantizeConfig(scheme="int8_dynamic")))
+
+
+def test_json_round_trip_includes_versions_and_defaults():
+    recipe = Recipe.from_dict({"steps": [QUANTIZE]})
+    data = json.loads(json.dumps(recipe.to_dict()))
+    assert data == {
+        "steps": [{"technique": "quantize", "version": 1,
+                   "params": {"scheme": "int8_dynamic", "per_channel": True, "keep_fp32": []}}]
+    }
+    assert Recipe.from_dict(data) == recipe
+
+
+def test_a_wrong_version_is_refused():
+    [error] = errors_of({"steps": [{**QUANTIZE, "version": 2}]})
+    assert error["loc"] == ["recipe", "steps", 0, "version"]
+    assert error["allowed"] == [1]
+
+
+def test_keep_fp32_lists_its_layer_groups():
+    params = {"scheme": "int8_dynamic", "keep_fp32": ["ffn"]}
+    [error] = errors_of({"steps": [{"technique": "quantize", "params": params}]})
+    assert error["loc"] == ["recipe", "steps", 0, "params", "keep_fp32", 0]
+    assert error["allowed"] == ["ffn_input", "ffn_output"]

@@ -1,0 +1,100 @@
+"""Command line for running one job in its own process: `python -m workers.engine run --spec spec.json`.
+
+stdout carries only JSON lines ({"event": "progress" | "done" | "error", ...}) for the task that
+runs this; every library log, warning or C-level print is routed to stderr. Exit codes: 0 done,
+2 user-fixable error (message in the "error" event), 1 anything else (traceback on stderr).
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+
+
+def _event_stream() -> TextIO:
+    """Keeps the real stdout for events and points fd 1 (and sys.stdout) at stderr."""
+    sys.stdout.flush()
+    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return events
+
+
+def _emit(stream: TextIO, event: dict[str, Any]) -> None:
+    stream.write(json.dumps(event) + "\n")
+    stream.flush()
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _run(spec_path: Path, events: TextIO) -> int:
+    # Imported here so that even import-time noise lands on stderr, after the redirection.
+    from workers.engine.errors import EngineUserError
+    from workers.engine.pipeline import PipelineRequest, run_pipeline
+    from workers.engine.recipe import Recipe, RecipeError
+
+    try:
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        if not isinstance(spec, dict):
+            raise EngineUserError("The spec must be a JSON object.")
+        recipe = Recipe.from_dict(spec.pop("recipe", None))
+        if spec.get("eval") is None:
+            spec.pop("eval", None)  # absent or null: the defaults
+        request = PipelineRequest(**spec, recipe=recipe)
+    except RecipeError as exc:
+        _emit(events, {"event": "error", "message": f"Invalid recipe: {exc}", "errors": exc.errors})
+        return EXIT_USER_ERROR
+    except (OSError, json.JSONDecodeError, ValidationError, EngineUserError, TypeError) as exc:
+        _emit(events, {"event": "error", "message": f"Invalid spec {spec_path}: {exc}"})
+        return EXIT_USER_ERROR
+
+    try:
+        result = run_pipeline(
+            request, lambda stage, fraction: _emit(events, {"event": "progress", "stage": stage, "fraction": fraction})
+        )
+    except EngineUserError as exc:
+        _emit(events, {"event": "error", "message": str(exc)})
+        return EXIT_USER_ERROR
+    _emit(events, {"event": "done", "report_path": str(result.report_path), "model_zip": str(result.model_zip)})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.engine", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="Run one compression job described by a spec file.")
+    run.add_argument(
+        "--spec", type=Path, required=True,
+        help="JSON file: model_dir, recipe, dataset_path, device, work_dir, output_dir, eval (optional).",
+    )
+    args = parser.parse_args(argv)
+
+    events = _event_stream()
+    _quiet_libraries()
+    try:
+        return _run(args.spec, events)
+    except Exception:
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

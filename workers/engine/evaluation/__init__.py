@@ -1,0 +1,1 @@
+"""Measures a model: its outputs against the original (fidelity), labelled quality, and latency."""

@@ -1,0 +1,102 @@
+"""How closely a compressed model reproduces the original's outputs, per task.
+
+Encoders: cosine of attention-mask mean-pooled embeddings (mean and 5th percentile).
+Classifiers: top-1 agreement and mean KL(original || result) of the class distributions.
+Language models: the same per token, over non-padding positions only.
+Outputs are reduced per batch first (pooled vectors, logits, real-token logits) and kept on disk,
+so a language model's logits need not fit in memory twice.
+"""
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workers.engine.architectures.tasks import Task
+
+PRIMARY_METRIC: dict[Task, str] = {
+    "feature-extraction": "cosine_mean",
+    "text-classification": "top1_agreement",
+    "text-generation": "token_top1_agreement",
+}
+# Rows of logits converted to float64 at a time, to bound memory for large vocabularies.
+_CHUNK_ROWS = 1024
+
+
+def reduce_output(task: Task, output: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """What fidelity needs from one batch: (batch, hidden) pooled, (batch, labels) or (tokens, vocab)."""
+    if task == "feature-extraction":
+        mask = attention_mask[..., None].astype(np.float64)
+        pooled = (output.astype(np.float64) * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
+        return pooled.astype(np.float32)
+    if task == "text-classification":
+        return output.astype(np.float32)
+    return output[attention_mask.astype(bool)].astype(np.float32)
+
+
+class OutputStore:
+    """Reduced outputs of one model, one .npy per batch, read back memory-mapped in order."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        self.count = 0
+
+    def append(self, array: np.ndarray) -> None:
+        np.save(self.directory / f"{self.count:06d}.npy", array)
+        self.count += 1
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for index in range(self.count):
+            yield np.load(self.directory / f"{index:06d}.npy", mmap_mode="r")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    metrics: dict[str, float]
+    primary_metric: str
+    num_samples: int
+    num_tokens: int | None
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _agreement_and_kl(reference: np.ndarray, result: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    agree, kl = [], []
+    for start in range(0, len(reference), _CHUNK_ROWS):
+        ref = np.asarray(reference[start : start + _CHUNK_ROWS])
+        res = np.asarray(result[start : start + _CHUNK_ROWS])
+        log_p, log_q = _log_softmax(ref), _log_softmax(res)
+        agree.append(ref.argmax(axis=-1) == res.argmax(axis=-1))
+        kl.append((np.exp(log_p) * (log_p - log_q)).sum(axis=-1))
+    return np.concatenate(agree), np.concatenate(kl)
+
+
+def _cosines(reference: np.ndarray, result: np.ndarray) -> np.ndarray:
+    ref, res = np.asarray(reference, np.float64), np.asarray(result, np.float64)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(res, axis=1)
+    return (ref * res).sum(axis=1) / np.maximum(norms, 1e-12)
+
+
+def compare_outputs(task: Task, reference: OutputStore, result: OutputStore, num_samples: int) -> Fidelity:
+    pairs = list(zip(reference, result, strict=True))
+    if task == "feature-extraction":
+        cosines = np.concatenate([_cosines(ref, res) for ref, res in pairs])
+        metrics = {"cosine_mean": float(cosines.mean()), "cosine_p5": float(np.percentile(cosines, 5))}
+        return Fidelity(metrics, PRIMARY_METRIC[task], num_samples, None)
+    agree_parts, kl_parts = zip(*(_agreement_and_kl(ref, res) for ref, res in pairs), strict=True)
+    agree, kl = np.concatenate(agree_parts), np.concatenate(kl_parts)
+    if task == "text-classification":
+        metrics = {"top1_agreement": float(agree.mean()), "kl_mean": float(kl.mean())}
+        return Fidelity(metrics, PRIMARY_METRIC[task], num_samples, None)
+    metrics = {"token_top1_agreement": float(agree.mean()), "token_kl_mean": float(kl.mean())}
+    return Fidelity(metrics, PRIMARY_METRIC[task], num_samples, int(len(agree)))

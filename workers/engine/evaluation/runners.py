@@ -1,0 +1,110 @@
+"""One way to run a model on tokenized batches, whether it is a torch model or an ONNX session.
+
+Both take the same numpy inputs and return the task's output (last_hidden_state or logits) as
+float32 numpy, so every measurement treats the original and the result alike.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from workers.engine.architectures.task_io import FORWARD_KWARGS_BY_TASK, OUTPUT_BY_TASK
+from workers.engine.architectures.tasks import Task
+from workers.engine.evaluation.data import EvalDataset
+
+Batch = dict[str, np.ndarray]
+
+
+class Runner(Protocol):
+    runtime: str
+    device: str
+    threads: int
+
+    def __call__(self, batch: Batch) -> np.ndarray: ...
+
+    def synchronize(self) -> None:
+        """Waits for queued device work, so a timer stops when the work is really done."""
+
+
+class TorchRunner:
+    runtime = "pytorch"
+
+    def __init__(self, model: torch.nn.Module, task: Task, input_names: list[str], device: str):
+        self.model = model.to(device).eval()
+        self.output_name = OUTPUT_BY_TASK[task]
+        self.forward_kwargs = FORWARD_KWARGS_BY_TASK[task]
+        self.input_names = input_names
+        self.device = device
+        self.threads = torch.get_num_threads()
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        inputs = {name: torch.from_numpy(batch[name]).to(self.device) for name in self.input_names}
+        with torch.inference_mode():
+            output = getattr(self.model(**inputs, **self.forward_kwargs), self.output_name)
+        return output.float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+
+class OnnxRunner:
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, device: Literal["cpu", "cuda"], threads: int | None = None):
+        options = ort.SessionOptions()
+        # Same thread count as torch, so a speedup is not just more cores.
+        self.threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = self.threads
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        # The device the session really uses: int8 dynamic ops may not exist on the GPU provider.
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.input_names = [item.name for item in self.session.get_inputs()]
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        return self.session.run(None, {name: batch[name] for name in self.input_names})[0]
+
+    def synchronize(self) -> None:
+        # session.run returns only when its outputs are on the host.
+        return None
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    text_pairs: list[str | None] | None,
+    sequence_length: int,
+    pad_to_length: bool = False,
+) -> Batch:
+    padding = "max_length" if pad_to_length else "longest"
+    if text_pairs is None or all(pair is not None for pair in text_pairs):
+        encoded = tokenizer(
+            texts, text_pairs, padding=padding, truncation=True, max_length=sequence_length, return_tensors="np"
+        )
+    else:
+        # Some rows have a pair and some do not: a batched call cannot mix them, so encode each
+        # row and pad them together.
+        rows = [
+            tokenizer(text, pair, truncation=True, max_length=sequence_length)
+            for text, pair in zip(texts, text_pairs, strict=True)
+        ]
+        encoded = tokenizer.pad(rows, padding=padding, max_length=sequence_length, return_tensors="np")
+    return {name: np.asarray(values, dtype=np.int64) for name, values in encoded.items()}
+
+
+def iter_batches(
+    tokenizer: PreTrainedTokenizerBase, dataset: EvalDataset, batch_size: int, sequence_length: int
+) -> Iterator[Batch]:
+    """Dataset order, each batch padded to its own longest row (as a real caller would)."""
+    for start in range(0, len(dataset), batch_size):
+        stop = start + batch_size
+        pairs = dataset.text_pairs[start:stop] if dataset.text_pairs is not None else None
+        yield tokenize(tokenizer, dataset.texts[start:stop], pairs, sequence_length)

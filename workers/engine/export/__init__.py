@@ -1,0 +1,1 @@
+"""Turns models into runtime files (ONNX) that later steps and the package reuse."""

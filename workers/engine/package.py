@@ -1,0 +1,72 @@
+"""Builds the downloadable package: model.onnx, the tokenizer and config files, report.json, and a
+deterministic zip of them (sorted entries, fixed timestamps), so equal inputs give equal archives.
+"""
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import onnx
+
+from workers.engine.report import PackageFile
+
+MODEL_FILE = "model.onnx"
+REPORT_FILE = "report.json"
+CONFIG_FILES = {
+    "config.json": "transformers model config: architecture and, for classifiers, the label names.",
+    "generation_config.json": "transformers generation defaults for the language model.",
+}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def build_package(onnx_path: Path, config_dir: Path, package_dir: Path) -> list[PackageFile]:
+    """Copies the model and its companion files into `package_dir`; report.json is added later."""
+    shutil.rmtree(package_dir, ignore_errors=True)
+    package_dir.mkdir(parents=True)
+    # Saving through onnx folds any external-data file back in: the package promises one file.
+    model = onnx.load(str(onnx_path))
+    onnx.save_model(model, str(package_dir / MODEL_FILE), save_as_external_data=False)
+    files = [PackageFile(path=MODEL_FILE, runtime="onnxruntime", description="The compressed model (ONNX, opset 17).")]
+    for name in TOKENIZER_FILES:
+        if (config_dir / name).is_file():
+            shutil.copyfile(config_dir / name, package_dir / name)
+            files.append(PackageFile(path=name, runtime="any", description="Tokenizer file (transformers/tokenizers)."))
+    for name, description in CONFIG_FILES.items():
+        if (config_dir / name).is_file():
+            shutil.copyfile(config_dir / name, package_dir / name)
+            files.append(PackageFile(path=name, runtime="any", description=description))
+    files.append(PackageFile(path=REPORT_FILE, runtime="any", description="This report: measurements and provenance."))
+    return sorted(files, key=lambda item: item.path)
+
+
+def package_size_bytes(package_dir: Path) -> int:
+    return sum(path.stat().st_size for path in package_dir.iterdir() if path.is_file() and path.name != REPORT_FILE)
+
+
+def write_zip(package_dir: Path, zip_path: Path) -> Path:
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = zip_path.with_suffix(".zip.partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(package_dir.iterdir()):
+            if not path.is_file():
+                continue
+            info = zipfile.ZipInfo(path.name, date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with path.open("rb") as source, archive.open(info, "w") as target:
+                shutil.copyfileobj(source, target, 1024 * 1024)
+    # Renamed only when complete, so a reader never sees a half-written archive.
+    partial.replace(zip_path)
+    return zip_path

@@ -1,0 +1,273 @@
+"""Runs a job end to end: load and measure the original, apply the recipe's steps, package the
+result, then measure the packaged file itself, so the report describes exactly what is shipped.
+"""
+
+import gc
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import PreTrainedTokenizerBase
+
+from workers.engine.errors import EngineUserError
+from workers.engine.evaluation.data import EvalDataset, load_eval_dataset
+from workers.engine.evaluation.evaluate import PreparedInputs, evaluate_model, prepare_inputs
+from workers.engine.evaluation.settings import EvalSettings
+from workers.engine.evaluation.fidelity import compare_outputs
+from workers.engine.evaluation.quality import encode_labels
+from workers.engine.evaluation.runners import OnnxRunner, TorchRunner
+from workers.engine.export.onnx import count_onnx_parameters, export_onnx
+from workers.engine.loading import load_config, load_model, load_tokenizer, max_positions, model_input_names
+from workers.engine.model_folder import ModelFolderError, ModelFolderInfo, inspect_model_folder
+from workers.engine.package import MODEL_FILE, REPORT_FILE, build_package, package_size_bytes, write_zip
+from workers.engine.recipe import Recipe
+from workers.engine.registry import get_technique
+from workers.engine.report import (
+    EvaluationReport,
+    FidelityReport,
+    JobReport,
+    ModelInfoReport,
+    ModelSideReport,
+    PackageFile,
+    Report,
+    StepReport,
+    collect_environment,
+    compute_ratios,
+)
+from workers.engine.state import ModelState, StepContext
+
+ProgressCallback = Callable[[str, float], None]
+
+# Share of the whole job each phase takes on the progress bar (roughly its share of the time).
+_LOAD = (0.0, 0.05)
+_EVAL_ORIGINAL = (0.05, 0.30)
+_STEPS = (0.30, 0.65)
+_PACKAGE = (0.65, 0.70)
+_EVAL_RESULT = (0.70, 0.95)
+_FINISH = (0.95, 1.0)
+
+
+class PipelineRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    model_dir: Path
+    recipe: Recipe
+    dataset_path: Path | None = None
+    device: Literal["cpu", "cuda"] = "cpu"
+    work_dir: Path = Field(description="Scratch space for this job; the caller removes it afterwards.")
+    output_dir: Path = Field(description="Receives model.zip and report.json.")
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    report: dict[str, Any]
+    model_zip: Path
+    report_path: Path
+
+
+class _Progress:
+    """Maps a phase's own 0..1 onto its slice of the job's progress."""
+
+    def __init__(self, callback: ProgressCallback):
+        self.callback = callback
+
+    def __call__(self, stage: str, span: tuple[float, float], fraction: float) -> None:
+        start, end = span
+        self.callback(stage, round(start + (end - start) * min(max(fraction, 0.0), 1.0), 4))
+
+    def phases(self, prefix: str, span: tuple[float, float]) -> Callable[[str, float], None]:
+        """For evaluate_model: its "outputs" phase takes the first 40% of `span`, "latency" the rest."""
+        middle = span[0] + (span[1] - span[0]) * 0.4
+        spans = {"outputs": (span[0], middle), "latency": (middle, span[1])}
+        return lambda phase, fraction: self(f"{prefix}.{phase}", spans[phase], fraction)
+
+
+def _check_request(request: PipelineRequest) -> None:
+    if request.device == "cuda" and not torch.cuda.is_available():
+        raise EngineUserError("The job asks for cuda, but this worker has no usable GPU; run it on cpu.")
+    if not request.model_dir.is_dir():
+        raise EngineUserError(f"Model folder {request.model_dir} does not exist.")
+    if request.dataset_path is not None and not request.dataset_path.is_file():
+        raise EngineUserError(f"Dataset file {request.dataset_path} does not exist.")
+
+
+@dataclass
+class _Loaded:
+    info: ModelFolderInfo
+    dataset: EvalDataset
+    tokenizer: PreTrainedTokenizerBase
+    model: torch.nn.Module | None  # handed to the first step's state, then dropped here
+    inputs: PreparedInputs
+
+
+def _load(request: PipelineRequest) -> _Loaded:
+    """Checks everything the user can get wrong before anything expensive runs, then loads."""
+    settings = request.eval
+    _check_request(request)
+    try:
+        info = inspect_model_folder(request.model_dir)
+    except ModelFolderError as exc:
+        raise EngineUserError(str(exc)) from exc
+    dataset = load_eval_dataset(request.dataset_path, settings.max_samples)
+    config = load_config(request.model_dir)
+    limit = max_positions(config)
+    if limit is not None and settings.sequence_length > limit:
+        raise EngineUserError(
+            f"sequence_length {settings.sequence_length} exceeds the model's limit of {limit} positions."
+        )
+    labels = None
+    # Labels only mean something to a classifier; for other tasks they are ignored.
+    if dataset.labels is not None and info.task == "text-classification":
+        labels = encode_labels(dataset.labels, config.label2id, config.num_labels)
+    tokenizer = load_tokenizer(request.model_dir)
+    model = load_model(request.model_dir, info.task, request.device)
+    inputs = prepare_inputs(tokenizer, dataset, settings, labels)
+    return _Loaded(info=info, dataset=dataset, tokenizer=tokenizer, model=model, inputs=inputs)
+
+
+def _apply_steps(
+    request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress
+) -> tuple[ModelState, list[StepReport]]:
+    steps = request.recipe.steps
+    width = (_STEPS[1] - _STEPS[0]) / len(steps)
+    reports = []
+    for index, step in enumerate(steps):
+        stage = f"step_{index + 1}.{step.technique}"
+        span = (_STEPS[0] + index * width, _STEPS[0] + (index + 1) * width)
+        progress(stage, span, 0.0)
+        context = StepContext(
+            work_dir=request.work_dir / "steps" / f"{index + 1:02d}-{step.technique}",
+            device=request.device,
+            tokenizer=loaded.tokenizer,
+            sequence_length=request.eval.sequence_length,
+            calibration_texts=loaded.dataset.texts if step.requires_data else [],
+            on_progress=lambda fraction, stage=stage, span=span: progress(stage, span, fraction),
+        )
+        context.work_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        state = get_technique(step.technique).handler(step, state, context)
+        reports.append(
+            StepReport(
+                technique=step.technique,
+                version=step.version,
+                params=step.model_dump(mode="json"),
+                wall_time_s=time.perf_counter() - started,
+                size_bytes_after=state.size_bytes(),
+            )
+        )
+        progress(stage, span, 1.0)
+    return state, reports
+
+
+def _package(
+    request: PipelineRequest, state: ModelState, tokenizer: PreTrainedTokenizerBase
+) -> tuple[Path, list[PackageFile]]:
+    if state.onnx_path is None:
+        # A recipe of torch-only steps still ships a runtime file: export the result as it is.
+        onnx_path = request.work_dir / "export" / MODEL_FILE
+        export_onnx(state.torch_model, state.task, model_input_names(state.torch_model, tokenizer), onnx_path)
+        state = ModelState(task=state.task, config_dir=state.config_dir, onnx_path=onnx_path)
+    package_dir = request.work_dir / "package"
+    return package_dir, build_package(state.onnx_path, state.config_dir, package_dir)
+
+
+def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) -> PipelineResult:
+    report_dict = report.model_dump(mode="json")
+    report_text = json.dumps(report_dict, indent=2) + "\n"
+    (package_dir / REPORT_FILE).write_text(report_text, encoding="utf-8")
+    request.output_dir.mkdir(parents=True, exist_ok=True)
+    model_zip = write_zip(package_dir, request.output_dir / "model.zip")
+    report_path = request.output_dir / REPORT_FILE
+    report_path.write_text(report_text, encoding="utf-8")
+    return PipelineResult(report=report_dict, model_zip=model_zip, report_path=report_path)
+
+
+def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> PipelineResult:
+    started = time.perf_counter()
+    progress = _Progress(on_progress)
+    settings = request.eval
+    request.work_dir.mkdir(parents=True, exist_ok=True)
+
+    progress("load", _LOAD, 0.0)
+    loaded = _load(request)
+    info, inputs = loaded.info, loaded.inputs
+    progress("load", _LOAD, 1.0)
+
+    original_eval = evaluate_model(
+        TorchRunner(loaded.model, info.task, model_input_names(loaded.model, loaded.tokenizer), request.device),
+        info.task, inputs, settings, request.work_dir / "outputs" / "original",
+        progress.phases("evaluate_original", _EVAL_ORIGINAL),
+    )
+    original = ModelSideReport(
+        format="safetensors",
+        runtime="pytorch",
+        size_bytes=sum((request.model_dir / name).stat().st_size for name in info.weight_files),
+        total_size_bytes=info.size_bytes,
+        num_parameters=info.num_parameters,
+        latency=original_eval.latency,
+        quality=original_eval.quality,
+    )
+
+    state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model)
+    loaded.model = None  # the state owns it now, so a step that drops it frees the memory
+    state, step_reports = _apply_steps(request, state, loaded, progress)
+
+    progress("package", _PACKAGE, 0.0)
+    package_dir, files = _package(request, state, loaded.tokenizer)
+    state = None
+    gc.collect()
+    progress("package", _PACKAGE, 1.0)
+
+    # Measured on the packaged file itself: what the user downloads is what the report describes.
+    packaged_model = package_dir / MODEL_FILE
+    result_eval = evaluate_model(
+        OnnxRunner(packaged_model, request.device, threads=original.latency.threads),
+        info.task, inputs, settings, request.work_dir / "outputs" / "result",
+        progress.phases("evaluate_result", _EVAL_RESULT),
+    )
+    fidelity = compare_outputs(info.task, original_eval.outputs, result_eval.outputs, inputs.num_samples)
+    original_eval.outputs.remove()
+    result_eval.outputs.remove()
+    result = ModelSideReport(
+        format="onnx",
+        runtime="onnxruntime",
+        size_bytes=packaged_model.stat().st_size,
+        total_size_bytes=package_size_bytes(package_dir),
+        num_parameters=count_onnx_parameters(onnx.load(str(packaged_model))),
+        latency=result_eval.latency,
+        quality=result_eval.quality,
+    )
+
+    progress("report", _FINISH, 0.0)
+    report = Report(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        model=ModelInfoReport(architecture=info.architecture, model_type=info.model_type, task=info.task),
+        original=original,
+        result=result,
+        fidelity=FidelityReport(**asdict(fidelity)),
+        ratios=compute_ratios(original, result),
+        steps=step_reports,
+        # Wall time up to the report; zipping, which follows, takes seconds at most.
+        job=JobReport(
+            recipe=request.recipe.to_dict(), device=request.device, wall_time_s=time.perf_counter() - started
+        ),
+        environment=collect_environment(),
+        evaluation=EvaluationReport(
+            dataset_source=loaded.dataset.source,
+            num_samples=len(loaded.dataset),
+            sequence_length=settings.sequence_length,
+            batch_size=settings.batch_size,
+        ),
+        files=files,
+    )
+    pipeline_result = _write_outputs(request, report, package_dir)
+    progress("done", _FINISH, 1.0)
+    return pipeline_result

@@ -1,0 +1,90 @@
+"""Maps each technique name to its versioned config class and the handler that applies it.
+
+Registration is explicit (see `workers.engine.techniques`), so a broken technique fails loudly at
+import instead of silently disappearing from the list.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from workers.engine.state import ModelState, StepContext
+
+# "torch": an in-memory transformers model; "onnx": an ONNX file for onnxruntime.
+ModelFormat = Literal["torch", "onnx"]
+
+
+class TechniqueConfig(BaseModel):
+    """Params of one technique. Subclasses set the class vars and declare their params as fields."""
+
+    # strict: "1" is not silently taken for 1, so a stored recipe means exactly what it says.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    technique: ClassVar[str]
+    version: ClassVar[int]
+    description: ClassVar[str]
+    requires_data: ClassVar[bool] = False
+    # What the step consumes and produces; the recipe checks that consecutive steps fit.
+    input_format: ClassVar[ModelFormat] = "torch"
+    output_format: ClassVar[ModelFormat] = "torch"
+
+
+TechniqueHandler = Callable[[TechniqueConfig, "ModelState", "StepContext"], "ModelState"]
+
+
+@dataclass(frozen=True)
+class RegisteredTechnique:
+    config_cls: type[TechniqueConfig]
+    handler: TechniqueHandler
+
+
+_REGISTRY: dict[str, RegisteredTechnique] = {}
+
+
+def register_technique(config_cls: type[TechniqueConfig], handler: TechniqueHandler) -> None:
+    name = getattr(config_cls, "technique", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{config_cls.__name__} must set the class var `technique`.")
+    for attr in ("version", "description"):
+        if not hasattr(config_cls, attr):
+            raise TypeError(f"{config_cls.__name__} must set the class var `{attr}`.")
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing.config_cls is not config_cls:
+        raise ValueError(f"Technique {name!r} is already registered by {existing.config_cls.__name__}.")
+    _REGISTRY[name] = RegisteredTechnique(config_cls=config_cls, handler=handler)
+
+
+def _ensure_builtin_techniques() -> None:
+    # Importing the package runs its explicit registration list exactly once.
+    import workers.engine.techniques  # noqa: F401
+
+
+def get_technique(name: str) -> RegisteredTechnique:
+    """Raises KeyError for an unknown name; `technique_names()` lists the known ones."""
+    _ensure_builtin_techniques()
+    return _REGISTRY[name]
+
+
+def technique_names() -> list[str]:
+    _ensure_builtin_techniques()
+    return sorted(_REGISTRY)
+
+
+def list_techniques() -> list[dict[str, Any]]:
+    """What the API shows: each technique with the JSON schema of its params."""
+    _ensure_builtin_techniques()
+    return [
+        {
+            "name": name,
+            "version": entry.config_cls.version,
+            "description": entry.config_cls.description,
+            "requires_data": entry.config_cls.requires_data,
+            "input_format": entry.config_cls.input_format,
+            "output_format": entry.config_cls.output_format,
+            "params_schema": entry.config_cls.model_json_schema(),
+        }
+        for name, entry in sorted(_REGISTRY.items())
+    ]

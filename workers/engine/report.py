@@ -1,0 +1,172 @@
+"""The job report (schema_version 1): what was done to the model and what it measured.
+
+Written as report.json into the package and next to the zip; later issues extend these models
+(energy, per-slice quality, ...) by adding optional fields, never by changing existing ones.
+"""
+
+import os
+import platform
+import re
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+_BATCH_KEY = re.compile(r"^batch_\d+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LatencyStats(_Strict):
+    p50_ms: float
+    p95_ms: float
+    runs: int
+
+
+class LatencyReport(BaseModel):
+    """Per batch size as `batch_<n>` keys (e.g. batch_1, batch_32), inputs padded to sequence_length."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, LatencyStats] = Field(init=False)
+
+    sequence_length: int
+    device: str
+    runtime: str
+    threads: int
+    warmup_runs: int
+
+    @model_validator(mode="after")
+    def _only_batch_keys(self) -> "LatencyReport":
+        for key in self.__pydantic_extra__ or {}:
+            if not _BATCH_KEY.match(key):
+                raise ValueError(f"unexpected latency field {key!r}; batch sizes are keyed batch_<n>")
+        return self
+
+    def batches(self) -> dict[str, LatencyStats]:
+        return dict(self.__pydantic_extra__ or {})
+
+
+class QualityReport(_Strict):
+    accuracy: float
+    macro_f1: float
+    num_labelled: int
+
+
+class ModelSideReport(_Strict):
+    format: Literal["safetensors", "onnx"]
+    runtime: Literal["pytorch", "onnxruntime"]
+    size_bytes: int = Field(description="Weight files only: *.safetensors for the original, model.onnx for the result.")
+    total_size_bytes: int = Field(description="Every file of the original folder, or of the package but report.json.")
+    num_parameters: int
+    latency: LatencyReport
+    quality: QualityReport | None
+
+
+class FidelityReport(_Strict):
+    metrics: dict[str, float]
+    primary_metric: str
+    num_samples: int
+    num_tokens: int | None = Field(None, description="Tokens compared, for language models.")
+
+
+class RatiosReport(_Strict):
+    compression_ratio: float = Field(description="Original size_bytes / result size_bytes.")
+    size_fraction: float = Field(description="Result size_bytes / original size_bytes.")
+    speedup: dict[str, float] = Field(description="Per batch_<n>: original p50 / result p50.")
+
+
+class StepReport(_Strict):
+    technique: str
+    version: int
+    params: dict[str, Any]
+    wall_time_s: float
+    size_bytes_after: int
+
+
+class JobReport(_Strict):
+    recipe: dict[str, Any]
+    device: Literal["cpu", "cuda"]
+    wall_time_s: float
+
+
+class EnvironmentReport(_Strict):
+    python: str
+    torch: str
+    transformers: str
+    onnx: str
+    onnxruntime: str
+    numpy: str
+    platform: str
+    cpu_count: int
+
+
+class EvaluationReport(_Strict):
+    dataset_source: Literal["builtin", "uploaded"]
+    num_samples: int
+    sequence_length: int
+    batch_size: int = Field(description="Rows per batch for the fidelity pass, each padded to its longest row.")
+
+
+class ModelInfoReport(_Strict):
+    architecture: str
+    model_type: str
+    task: str
+
+
+class PackageFile(_Strict):
+    path: str
+    runtime: str = Field(description="What reads this file: onnxruntime, or any (transformers/tokenizers, JSON).")
+    description: str
+
+
+class Report(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    created_at: str
+    model: ModelInfoReport
+    original: ModelSideReport
+    result: ModelSideReport
+    fidelity: FidelityReport
+    ratios: RatiosReport
+    steps: list[StepReport]
+    job: JobReport
+    environment: EnvironmentReport
+    evaluation: EvaluationReport
+    files: list[PackageFile]
+
+
+def compute_ratios(original: ModelSideReport, result: ModelSideReport) -> RatiosReport:
+    original_batches = original.latency.batches()
+    result_batches = result.latency.batches()
+    return RatiosReport(
+        compression_ratio=original.size_bytes / result.size_bytes,
+        size_fraction=result.size_bytes / original.size_bytes,
+        speedup={
+            key: original_batches[key].p50_ms / result_batches[key].p50_ms
+            for key in original_batches
+            if key in result_batches and result_batches[key].p50_ms > 0
+        },
+    )
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def collect_environment() -> EnvironmentReport:
+    return EnvironmentReport(
+        python=platform.python_version(),
+        torch=_package_version("torch"),
+        transformers=_package_version("transformers"),
+        onnx=_package_version("onnx"),
+        onnxruntime=_package_version("onnxruntime"),
+        numpy=_package_version("numpy"),
+        platform=f"{platform.platform()} ({sys.implementation.name})",
+        cpu_count=os.cpu_count() or 0,
+    )

@@ -1,0 +1,6 @@
+"""The techniques the engine offers, registered by this explicit list (no package walking)."""
+
+from workers.engine.registry import register_technique
+from workers.engine.techniques.quantize import QuantizeConfig, apply_quantize
+
+register_technique(QuantizeConfig, apply_quantize)
