@@ -22,11 +22,13 @@ def make_celery(broker_url: str) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        # Jobs run for hours: Redis must not redeliver a message that is still being worked on.
-        broker_transport_options={"visibility_timeout": 24 * 3600, "polling_interval": 0.5},
         worker_hijack_root_logger=False,
         include=["workers.tasks.run_job"],
     )
+    if broker_url.startswith(("redis://", "rediss://")):
+        # Jobs run for hours: Redis must not redeliver a message that is still being worked on.
+        # (The SQLAlchemy transport hands its options to create_engine, so they are Redis-only.)
+        app.conf.broker_transport_options = {"visibility_timeout": 24 * 3600}
     return app
 
 

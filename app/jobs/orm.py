@@ -23,6 +23,7 @@ class Job(IdMixin, CreatedAtMixin, Base):
     device: Mapped[str] = mapped_column(String(10), nullable=False)
     queue: Mapped[str] = mapped_column(String(20), nullable=False)
     recipe: Mapped[dict] = mapped_column(JSON, nullable=False)
+    evaluation: Mapped[dict] = mapped_column(JSON, nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default=QUEUED, index=True)
     stage: Mapped[str | None] = mapped_column(String(100))
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)

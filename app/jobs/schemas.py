@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.artifacts.schemas import ArtifactOut
+from workers.engine.evaluation.settings import EvalSettings
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -20,6 +21,9 @@ class JobCreate(BaseModel):
     name: str | None = Field(None, max_length=200)
     device: Device = Field("auto", description='"auto" runs where COMPRESSO_AUTO_DEVICE says.')
     recipe: dict[str, Any] = Field(description="An ordered list of technique steps; see GET /v1/techniques.")
+    evaluation: EvalSettings = Field(
+        default_factory=EvalSettings, description="How the original and the result are measured."
+    )
 
 
 class Progress(BaseModel):
@@ -38,6 +42,7 @@ class JobOut(BaseModel):
     device: str
     queue: str
     recipe: dict[str, Any]
+    evaluation: dict[str, Any]
     attempts: int
     cancel_requested: bool
     created_at: datetime
@@ -58,6 +63,7 @@ class JobOut(BaseModel):
             device=job.device,
             queue=job.queue,
             recipe=job.recipe,
+            evaluation=job.evaluation,
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
             created_at=job.created_at,

@@ -57,6 +57,7 @@ def create_job(session: Session, settings: Settings, body: JobCreate) -> Job:
             device=device,
             queue=QUEUE_BY_DEVICE[device],
             recipe=recipe.to_dict(),
+            evaluation=body.evaluation.model_dump(),
             status=QUEUED,
             progress=0.0,
             attempts=0,

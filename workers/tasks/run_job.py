@@ -71,6 +71,7 @@ def _claim(job_id: str) -> dict | None:
             return None
         return {
             "recipe": job.recipe,
+            "evaluation": job.evaluation,
             "device": job.device,
             "model_key": model.storage_key if model else None,
             "dataset_key": dataset.storage_key if dataset else None,
@@ -153,6 +154,7 @@ def execute_job(job_id: str) -> str:
         "recipe": claim["recipe"],
         "dataset_path": str(storage.local_path(claim["dataset_key"])) if claim["dataset_key"] else None,
         "device": claim["device"],
+        "eval": claim["evaluation"],
         "work_dir": str(work_dir / "scratch"),
         "output_dir": str(work_dir / "output"),
     }

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ea358728f4a7
+Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 14:56:19.475600
+Create Date: 2026-11-28 15:17:50.796898
 
 """
 from typing import Sequence, Union
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision: str = 'ea358728f4a7'
+revision: str = '0001'
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
@@ -54,6 +54,7 @@ def upgrade() -> None:
     sa.Column('device', sa.String(length=10), nullable=False),
     sa.Column('queue', sa.String(length=20), nullable=False),
     sa.Column('recipe', sa.JSON(), nullable=False),
+    sa.Column('evaluation', sa.JSON(), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('stage', sa.String(length=100), nullable=True),
     sa.Column('progress', sa.Float(), nullable=False),

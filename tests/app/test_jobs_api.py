@@ -1,0 +1,137 @@
+"""Job submission through the API: recipe validation, device routing, cancel of a queued job."""
+
+from tests.app.conftest import upload
+
+QUANTIZE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
+
+
+def submit(client, model_id, recipe=QUANTIZE, **extra):
+    return client.post("/v1/jobs", json={"model_id": model_id, "recipe": recipe, **extra})
+
+
+def test_submit_queues_the_job(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    response = submit(client, model_id, name="first", device="cpu")
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["queue"] == "cpu"
+    assert job["progress"] == {"stage": None, "fraction": 0.0}
+    assert job["artifacts"] == []
+    assert job["recipe"]["steps"][0]["technique"] == "quantize"
+    assert client.get(f"/v1/jobs/{job['id']}").json()["id"] == job["id"]
+    assert [j["id"] for j in client.get("/v1/jobs", params={"status": "queued"}).json()] == [job["id"]]
+    assert client.get("/v1/jobs", params={"status": "succeeded"}).json() == []
+
+
+def test_cancel_a_queued_job(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    job_id = submit(client, model_id).json()["id"]
+    response = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    again = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 409
+    assert "already cancelled" in again.json()["detail"]
+    assert client.get(f"/v1/jobs/{job_id}/report").status_code == 409
+
+
+def test_a_model_in_use_cannot_be_deleted(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    submit(client, model_id)
+    response = client.delete(f"/v1/models/{model_id}")
+    assert response.status_code == 409
+    assert "cancel them first" in response.json()["detail"]
+
+
+def test_unknown_technique_names_the_allowed_ones(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    response = submit(client, model_id, recipe={"steps": [{"technique": "shrink", "params": {}}]})
+    assert response.status_code == 422
+    body = response.json()
+    error = body["errors"][0]
+    assert error["loc"][:5] == ["body", "recipe", "steps", 0, "technique"]
+    assert "quantize" in error["allowed"]
+    assert "shrink" in body["detail"]
+
+
+def test_bad_scheme_names_the_field_and_allowed_values(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    recipe = {"steps": [{"technique": "quantize", "params": {"scheme": "int3"}}]}
+    response = submit(client, model_id, recipe=recipe)
+    assert response.status_code == 422
+    error = response.json()["errors"][0]
+    assert error["loc"] == ["body", "recipe", "steps", 0, "params", "scheme"]
+    assert "int8_dynamic" in error["allowed"]
+
+
+def test_unknown_param_and_empty_recipe_are_refused(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    recipe = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic", "bits": 3}}]}
+    response = submit(client, model_id, recipe=recipe)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"][-1] == "bits"
+    assert submit(client, model_id, recipe={"steps": []}).status_code == 422
+    assert client.get("/v1/jobs").json() == []
+
+
+def test_request_shape_errors_are_422_with_the_field(client):
+    response = client.post("/v1/jobs", json={"recipe": QUANTIZE})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "model_id"]
+    response = client.post("/v1/jobs", json={"model_id": "x", "recipe": QUANTIZE, "device": "tpu"})
+    assert response.status_code == 422
+    assert "cuda" in str(response.json()["errors"][0]["allowed"])
+
+
+def test_unknown_model_or_dataset_is_422(client, tiny_encoder_zip):
+    assert submit(client, "nope").json()["errors"][0]["loc"] == ["body", "model_id"]
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    response = submit(client, model_id, dataset_id="nope")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "dataset_id"]
+
+
+def test_cuda_without_gpu_workers_is_refused(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    response = submit(client, model_id, device="cuda")
+    assert response.status_code == 422
+    assert "COMPRESSO_GPU_ENABLED" in response.json()["detail"]
+
+
+def test_cuda_routes_to_the_gpu_queue(client, tiny_encoder_zip):
+    from app.config import Settings
+    from app.core.deps import settings_dependency
+
+    client.app.dependency_overrides[settings_dependency] = lambda: Settings(gpu_enabled=True, auto_device="cuda")
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    assert submit(client, model_id, device="cuda").json()["queue"] == "gpu"
+    assert submit(client, model_id, device="auto").json()["device"] == "cuda"
+    assert submit(client, model_id, device="cpu").json()["queue"] == "cpu"
+
+
+def test_unknown_job_is_404(client):
+    assert client.get("/v1/jobs/nope").status_code == 404
+    assert client.post("/v1/jobs/nope/cancel").status_code == 404
+
+
+def test_techniques_list_their_param_schemas(client):
+    techniques = {t["name"]: t for t in client.get("/v1/techniques").json()}
+    schema = techniques["quantize"]["params_schema"]
+    assert "scheme" in schema["properties"]
+    assert techniques["quantize"]["version"] >= 1
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["database"] == "ok" and ready.json()["broker"] == "ok"
+
+
+def test_dashboard_lists_uploads(client, tiny_encoder_zip):
+    upload(client, tiny_encoder_zip, name="shown on the dashboard")
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "shown on the dashboard" in page.text
+    assert "BertModel" in page.text

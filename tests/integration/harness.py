@@ -1,0 +1,83 @@
+"""Starts and stops real compresso processes for end-to-end tests, and talks to them over HTTP."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log = log_path.open("wb")
+    # Its own process group, so a test can signal it (and its children) like a terminal would.
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+def compresso(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+def wait_ready(base_url: str, process: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"process exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{base_url} not ready after {timeout}s:\n{log_path.read_text()[-4000:]}")
+
+
+def upload(client: httpx.Client, route: str, path: Path, name: str) -> dict:
+    with path.open("rb") as handle:
+        response = client.post(route, files={"file": (path.name, handle)}, data={"name": name})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def wait_for_status(client: httpx.Client, job_id: str, statuses, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s: {job}")
+
+
+def download(client: httpx.Client, artifact: dict, dest: Path) -> Path:
+    with client.stream("GET", f"/v1/artifacts/{artifact['id']}") as response:
+        assert response.status_code == 200
+        assert int(response.headers["content-length"]) == artifact["size_bytes"]
+        assert response.headers["x-content-sha256"] == artifact["sha256"]
+        with dest.open("wb") as handle:
+            for chunk in response.iter_bytes():
+                handle.write(chunk)
+    return dest

@@ -1,0 +1,174 @@
+"""The whole path on Postgres + Redis: a real API process and a real Celery worker process.
+
+Upload, submit, poll, download; then an independent check of the artifact that does not import
+compresso must agree with the report's fidelity.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.archives import zip_folder
+from tests.factories import build_tiny_model
+from tests.integration import harness
+
+QUANTIZE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def service(database, tmp_path_factory):
+    """An API and a cpu worker, as separate processes sharing Postgres, Redis and the artifact dir."""
+    logs = tmp_path_factory.mktemp("logs")
+    port = harness.free_port()
+    env = dict(os.environ)
+    worker = harness.start(harness.compresso("worker", "--queues", "cpu"), env, logs / "worker.log")
+    api = harness.start(harness.compresso("api", "--port", str(port)), env, logs / "api.log")
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        harness.wait_ready(base_url, api, logs / "api.log")
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            yield client, logs
+    finally:
+        harness.stop(api)
+        harness.stop(worker)
+
+
+@pytest.fixture(scope="module")
+def eval_dataset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "eval.jsonl"
+    rows = [
+        {"text": f"sample sentence number {i} about {topic}", "label": i % 2, "slice": topic}
+        for i, topic in enumerate(["weather", "sports", "finance", "travel"] * 10)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def independent_fidelity(artifact_dir: Path, original_dir: Path, dataset: Path, report: dict) -> dict:
+    evaluation = report["evaluation"]
+    command = [
+        sys.executable,
+        str(HERE / "independent_check.py"),
+        str(artifact_dir),
+        str(original_dir),
+        str(dataset),
+        report["model"]["task"],
+        str(evaluation["sequence_length"]),
+        str(evaluation["batch_size"]),
+        str(evaluation["num_samples"]),
+    ]
+    # Run from outside the repository so nothing of compresso is importable by accident.
+    result = subprocess.run(command, capture_output=True, text=True, cwd=artifact_dir, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured.pop("compresso_modules_imported") == []
+    return measured
+
+
+def run_job_to_completion(client, model_dir: Path, kind: str, dataset: Path, tmp_path: Path) -> tuple[dict, dict, Path]:
+    model = harness.upload(client, "/v1/models", zip_folder(model_dir, tmp_path / f"{kind}.zip"), kind)
+    data = harness.upload(client, "/v1/datasets", dataset, "eval")
+    response = client.post(
+        "/v1/jobs", json={"model_id": model["id"], "dataset_id": data["id"], "recipe": QUANTIZE, "device": "cpu"}
+    )
+    assert response.status_code == 202, response.text
+    job = harness.wait_for_status(client, response.json()["id"], harness.FINISHED)
+    assert job["status"] == "succeeded", job
+    report = client.get(f"/v1/jobs/{job['id']}/report").json()
+    kinds = {artifact["kind"]: artifact for artifact in job["artifacts"]}
+    assert set(kinds) == {"model", "report"}
+    archive = harness.download(client, kinds["model"], tmp_path / "model.zip")
+    artifact_dir = tmp_path / "artifact"
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(artifact_dir)
+    return job, report, artifact_dir
+
+
+def test_encoder_job_end_to_end(service, eval_dataset, tmp_path):
+    client, _logs = service
+    model_dir = build_tiny_model("encoder", tmp_path / "encoder", hidden_size=128)
+    job, report, artifact_dir = run_job_to_completion(client, model_dir, "encoder", eval_dataset, tmp_path)
+
+    assert job["progress"]["fraction"] == 1.0
+    assert (artifact_dir / "model.onnx").is_file()
+    assert (artifact_dir / "tokenizer.json").is_file() or (artifact_dir / "vocab.txt").is_file()
+    assert json.loads((artifact_dir / "report.json").read_text())["fidelity"] == report["fidelity"]
+    runtimes = {entry["path"]: entry["runtime"] for entry in report["files"]}
+    assert runtimes["model.onnx"] == "onnxruntime"
+    assert report["result"]["size_bytes"] < report["original"]["size_bytes"]
+
+    measured = independent_fidelity(artifact_dir, model_dir, eval_dataset, report)
+    assert measured["mean_cosine"] == pytest.approx(report["fidelity"]["metrics"]["cosine_mean"], abs=1e-4)
+    assert measured["p5_cosine"] == pytest.approx(report["fidelity"]["metrics"]["cosine_p5"], abs=1e-4)
+
+
+def test_classifier_job_reports_accuracy_and_agreement(service, eval_dataset, tmp_path):
+    client, _logs = service
+    model_dir = build_tiny_model("classifier", tmp_path / "classifier")
+    job, report, artifact_dir = run_job_to_completion(client, model_dir, "classifier", eval_dataset, tmp_path)
+
+    for side in ("original", "result"):
+        quality = report[side]["quality"]
+        assert 0.0 <= quality["accuracy"] <= 1.0
+        assert 0.0 <= quality["macro_f1"] <= 1.0
+    measured = independent_fidelity(artifact_dir, model_dir, eval_dataset, report)
+    assert measured["top1_agreement"] == pytest.approx(report["fidelity"]["metrics"]["top1_agreement"], abs=1e-6)
+    assert measured["mean_kl"] == pytest.approx(report["fidelity"]["metrics"]["kl_mean"], abs=1e-4)
+
+
+def test_redelivered_message_adds_nothing(service, eval_dataset, tmp_path):
+    """A finished job's message delivered again (acks_late) is skipped: no second artifact."""
+    from workers.tasks.run_job import execute_job
+
+    client, _logs = service
+    model_dir = build_tiny_model("encoder", tmp_path / "encoder")
+    job, _report, _dir = run_job_to_completion(client, model_dir, "encoder", eval_dataset, tmp_path)
+    assert execute_job(job["id"]) == "skipped"
+    again = client.get(f"/v1/jobs/{job['id']}").json()
+    assert again["status"] == "succeeded"
+    assert [a["id"] for a in again["artifacts"]] == [a["id"] for a in job["artifacts"]]
+
+
+def test_cancel_running_and_queued_jobs(service, tmp_path):
+    """A running job stops within seconds and leaves no files; a queued one never starts."""
+    import time
+
+    from app.config import get_settings
+
+    client, _logs = service
+    model_dir = build_tiny_model("encoder", tmp_path / "encoder")
+    model = harness.upload(client, "/v1/models", zip_folder(model_dir, tmp_path / "m.zip"), "slow")
+    # Enough timed latency runs to keep the job busy far longer than the test waits.
+    slow = {"latency_repeats": 10_000, "latency_batch_sizes": [32]}
+    body = {"model_id": model["id"], "recipe": QUANTIZE, "device": "cpu", "evaluation": slow}
+    running_id = client.post("/v1/jobs", json=body).json()["id"]
+    queued_id = client.post("/v1/jobs", json=body).json()["id"]  # the worker runs one job at a time
+
+    running = harness.wait_for_status(client, running_id, ("running",))
+    assert running["started_at"] is not None
+    time.sleep(2)  # let the engine get going
+    assert client.get(f"/v1/jobs/{queued_id}").json()["status"] == "queued"
+    assert client.post(f"/v1/jobs/{queued_id}/cancel").json()["status"] == "cancelled"
+
+    asked = time.monotonic()
+    response = client.post(f"/v1/jobs/{running_id}/cancel")
+    assert response.status_code == 200
+    assert response.json()["cancel_requested"] is True
+    cancelled = harness.wait_for_status(client, running_id, ("cancelled", "succeeded", "failed"), timeout=30)
+    assert cancelled["status"] == "cancelled"
+    assert time.monotonic() - asked < 10
+    assert cancelled["artifacts"] == []
+    assert not (get_settings().storage_dir / "jobs" / running_id).exists()
+
+    time.sleep(3)  # the cancelled queued job's message reaches the worker, which must skip it
+    never_started = client.get(f"/v1/jobs/{queued_id}").json()
+    assert never_started["status"] == "cancelled"
+    assert never_started["started_at"] is None
+    assert never_started["attempts"] == 0

@@ -1,0 +1,89 @@
+"""The embedded default, started with the README's run command: SQLite, local files, one worker process.
+
+Ctrl-C must stop the API and the worker it started.
+"""
+
+import json
+import os
+import signal
+import sqlite3
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.archives import zip_folder
+from tests.factories import build_tiny_model
+from tests.integration import harness
+
+QUANTIZE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
+
+
+def processes_using(data_dir: Path) -> list[int]:
+    """Pids whose environment points at this data dir: the serve process and the worker it started."""
+    marker = f"COMPRESSO_DATA_DIR={data_dir}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    data_dir = tmp_path / "data"
+    port = harness.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPRESSO_")}
+    env.update(COMPRESSO_DATA_DIR=str(data_dir), COMPRESSO_PORT=str(port))
+    log = tmp_path / "serve.log"
+    process = harness.start(["make", "--no-print-directory", "run"], env, log)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        harness.wait_ready(base_url, process, log, timeout=300)
+        yield base_url, data_dir, process, log
+    finally:
+        harness.stop(process, signal.SIGKILL)
+        for pid in processes_using(data_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_embedded_default_end_to_end_and_ctrl_c(embedded, tmp_path):
+    base_url, data_dir, process, log = embedded
+    assert (data_dir / "compresso.db").is_file()
+    with sqlite3.connect(data_dir / "compresso.db") as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"models", "datasets", "jobs", "artifacts", "alembic_version"} <= tables
+
+    model_dir = build_tiny_model("encoder", tmp_path / "encoder")
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        assert client.get("/docs").status_code == 200
+        assert client.get("/").status_code == 200
+        model = harness.upload(client, "/v1/models", zip_folder(model_dir, tmp_path / "m.zip"), "tiny")
+        submitted = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": QUANTIZE})
+        assert submitted.status_code == 202, submitted.text
+        assert submitted.json()["status"] == "queued"  # the API answered before the job ran
+        job = harness.wait_for_status(client, submitted.json()["id"], harness.FINISHED)
+        assert job["status"] == "succeeded", (job, log.read_text()[-4000:])
+        report = client.get(f"/v1/jobs/{job['id']}/report").json()
+        assert report["evaluation"]["dataset_source"] == "builtin"
+        model_artifact = next(a for a in job["artifacts"] if a["kind"] == "model")
+        archive = harness.download(client, model_artifact, tmp_path / "model.zip")
+    with zipfile.ZipFile(archive) as zipped:
+        assert "model.onnx" in zipped.namelist()
+        assert json.loads(zipped.read("report.json"))["fidelity"] == report["fidelity"]
+    assert (data_dir / "storage").is_dir()
+
+    # Ctrl-C: the terminal signals the foreground process group.
+    assert len(processes_using(data_dir)) >= 2
+    os.killpg(process.pid, signal.SIGINT)
+    process.wait(60)
+    deadline = time.monotonic() + 60
+    while processes_using(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_using(data_dir) == [], log.read_text()[-4000:]
