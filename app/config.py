@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     cancel_poll_seconds: float = Field(1.0, gt=0, description="How often a running job checks for cancellation.")
+    heartbeat_stale_seconds: float = Field(
+        60, gt=0, description="A running job whose worker has been silent this long is requeued by the reconciler."
+    )
+    reconcile_seconds: float = Field(15, gt=0, description="How often each worker runs the reconciler.")
+    max_attempts: int = Field(3, ge=1, description="Runs a job gets before a lost worker makes it fail.")
     limits: Limits = Limits()
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ def make_celery(broker_url: str) -> Celery:
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        include=["workers.tasks.run_job"],
+        include=["workers.tasks.run_job", "workers.reconciler"],
     )
     if broker_url.startswith(("redis://", "rediss://")):
         # Jobs run for hours: Redis must not redeliver a message that is still being worked on.

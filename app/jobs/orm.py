@@ -31,7 +31,11 @@ class Job(IdMixin, CreatedAtMixin, Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     report: Mapped[dict | None] = mapped_column(JSON)
+    # Set once the broker has accepted the job's message; NULL means the reconciler must send it.
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Refreshed by the worker while the job runs; a stale one means the worker was lost.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     artifacts: Mapped[list[Artifact]] = relationship(

@@ -1,5 +1,7 @@
 """Every query on the jobs table, including the atomic state transitions workers rely on."""
 
+from datetime import datetime
+
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -56,6 +58,34 @@ def set_progress(session: Session, job_id: str, stage: str, fraction: float) -> 
     )
 
 
-def cancel_requested(session: Session, job_id: str) -> bool:
-    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+def heartbeat(session: Session, job_id: str, now: datetime) -> bool | None:
+    """Marks a running job alive and returns whether its cancellation was requested.
+
+    None means the job is no longer running (the reconciler took it back): its runner must stop.
+    """
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == RUNNING)
+        .values(heartbeat_at=now)
+        .returning(Job.cancel_requested),
+        execution_options={"synchronize_session": False},
+    )
+    row = result.first()
+    return None if row is None else bool(row[0])
+
+
+def mark_enqueued(session: Session, job_id: str, now: datetime) -> None:
+    session.execute(
+        update(Job).where(Job.id == job_id).values(enqueued_at=now), execution_options={"synchronize_session": False}
+    )
+
+
+def never_enqueued(session: Session, created_before: datetime) -> list[Job]:
+    query = select(Job).where(Job.status == QUEUED, Job.enqueued_at.is_(None), Job.created_at < created_before)
+    return list(session.scalars(query))
+
+
+def lost(session: Session, heartbeat_before: datetime) -> list[Job]:
+    """Running jobs whose worker stopped sending heartbeats."""
+    return list(session.scalars(select(Job).where(Job.status == RUNNING, Job.heartbeat_at < heartbeat_before)))
 

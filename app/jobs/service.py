@@ -4,7 +4,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db.session import run_after_commit
-from app.core.enqueue import enqueue_job
+from app.jobs.dispatch import dispatch_job
 from app.core.errors import Conflict, Invalid, NotFound
 from app.datasets import repository as datasets_repository
 from app.db.base import utcnow
@@ -65,7 +65,7 @@ def create_job(session: Session, settings: Settings, body: JobCreate) -> Job:
         ),
     )
     job_id, queue = job.id, job.queue
-    run_after_commit(session, lambda: enqueue_job(job_id, queue))
+    run_after_commit(session, lambda: dispatch_job(job_id, queue))
     return job
 
 

@@ -21,7 +21,7 @@ from app.datasets import repository as datasets_repository
 from app.db.base import utcnow
 from app.db.session import run_after_rollback, session_scope
 from app.jobs import repository as jobs_repository
-from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED
+from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED, Job
 from app.models import repository as models_repository
 from workers.celery_app import RUN_JOB_TASK, celery_app
 from workers.tasks.engine_process import EngineOutcome, run_engine
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 PROGRESS_WRITE_SECONDS = 0.5
 STOP_CANCELLED = "cancelled"
 STOP_SHUTDOWN = "worker shutting down"
+STOP_NOT_OURS = "the job is no longer running here"
 
 # Set when the worker begins a warm shutdown (Ctrl-C, SIGTERM): running jobs go back to the queue.
 worker_stopping = threading.Event()
@@ -51,18 +52,22 @@ def _claim(job_id: str) -> dict | None:
         job = jobs_repository.get(session, job_id)
         if job is None or job.status in FINISHED_STATUSES:
             return None
+        if job.status != QUEUED:
+            return None  # a duplicate message: another worker holds the job (the reconciler watches it)
         if job.cancel_requested:
-            jobs_repository.transition(session, job_id, (QUEUED, RUNNING), status=CANCELLED, finished_at=utcnow())
+            jobs_repository.transition(session, job_id, (QUEUED,), status=CANCELLED, finished_at=utcnow())
             return None
         model = models_repository.get(session, job.model_id) if job.model_id else None
         dataset = datasets_repository.get(session, job.dataset_id) if job.dataset_id else None
+        now = utcnow()
         claimed = jobs_repository.transition(
             session,
             job_id,
-            (QUEUED, RUNNING),
+            (QUEUED,),
             status=RUNNING,
             attempts=job.attempts + 1,
-            started_at=utcnow(),
+            started_at=now,
+            heartbeat_at=now,
             stage="starting",
             progress=0.0,
             error=None,
@@ -70,6 +75,7 @@ def _claim(job_id: str) -> dict | None:
         if not claimed:
             return None
         return {
+            "attempt": job.attempts + 1,
             "recipe": job.recipe,
             "evaluation": job.evaluation,
             "device": job.device,
@@ -124,15 +130,26 @@ class ProgressWriter:
         if stage == self.last_stage and now - self.last_write < PROGRESS_WRITE_SECONDS:
             return
         self.last_stage, self.last_write = stage, now
-        with session_scope() as session:
-            jobs_repository.set_progress(session, self.job_id, stage, min(max(fraction, 0.0), 1.0))
+        try:
+            with session_scope() as session:
+                jobs_repository.set_progress(session, self.job_id, stage, min(max(fraction, 0.0), 1.0))
+        except Exception:  # noqa: BLE001 - progress is informative; losing one update must not stop the job
+            logger.warning("progress update for job %s failed", self.job_id, exc_info=True)
 
 
 def _stop_reason(job_id: str) -> str | None:
+    """Called every poll: sends the heartbeat and says whether the job must stop."""
     if worker_stopping.is_set():
         return STOP_SHUTDOWN
-    with session_scope() as session:
-        return STOP_CANCELLED if jobs_repository.cancel_requested(session, job_id) else None
+    try:
+        with session_scope() as session:
+            cancelled = jobs_repository.heartbeat(session, job_id, utcnow())
+    except Exception:  # noqa: BLE001 - a database blip must not kill a job hours in; the next poll retries
+        logger.warning("heartbeat for job %s failed", job_id, exc_info=True)
+        return None
+    if cancelled is None:
+        return STOP_NOT_OURS
+    return STOP_CANCELLED if cancelled else None
 
 
 def execute_job(job_id: str) -> str:
@@ -146,8 +163,9 @@ def execute_job(job_id: str) -> str:
         _finish(job_id, (RUNNING,), FAILED, error="The job's model was deleted before the job ran.")
         return FAILED
 
-    work_dir = storage.local_path(f"{job_prefix(job_id)}/work")
-    shutil.rmtree(work_dir, ignore_errors=True)  # what a previous, interrupted attempt left behind
+    # One folder per attempt: a worker that lost the job must not trample on the next attempt's files.
+    work_dir = storage.local_path(f"{job_prefix(job_id)}/attempt-{claim['attempt']}")
+    shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     spec = {
         "model_dir": str(storage.local_path(claim["model_key"])),
@@ -174,9 +192,14 @@ def execute_job(job_id: str) -> str:
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
+    if outcome.kind == "stopped" and outcome.message == STOP_NOT_OURS:
+        return "skipped"
     if outcome.kind == "stopped" and outcome.message == STOP_SHUTDOWN:
         with session_scope() as session:
-            jobs_repository.transition(session, job_id, (RUNNING,), status=QUEUED, stage="requeued: worker stopped")
+            # A clean shutdown is not the job's fault: the attempt is given back.
+            jobs_repository.transition(
+                session, job_id, (RUNNING,), status=QUEUED, attempts=Job.attempts - 1, stage="requeued: worker stopped"
+            )
         raise Reject(STOP_SHUTDOWN, requeue=True)
     storage.delete(job_prefix(job_id))
     if outcome.kind == "stopped":

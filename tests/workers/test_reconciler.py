@@ -1,0 +1,94 @@
+"""The reconciler, on the real Postgres and Redis: lost workers and unsent messages are recovered."""
+
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from app.config import Settings
+from app.db.base import utcnow
+from app.db.session import session_scope
+from app.jobs.orm import Job
+from app.models.orm import Model
+from tests.conftest import REDIS_URL
+from workers.reconciler import reconcile_once
+
+SETTINGS = Settings(heartbeat_stale_seconds=60, max_attempts=3)
+
+
+@pytest.fixture
+def model_id(database) -> str:
+    from app.db.session import get_engine
+
+    with get_engine().begin() as connection:
+        connection.execute(text("TRUNCATE artifacts, jobs, models, datasets CASCADE"))
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    with session_scope() as session:
+        model = Model(
+            name="m", architecture="BertModel", model_type="bert", task="feature-extraction",
+            num_parameters=1, size_bytes=1, sha256="0" * 64, storage_key="models/none",
+        )
+        session.add(model)
+        session.flush()
+        return model.id
+
+
+def add_job(model_id: str, **values) -> str:
+    defaults = dict(
+        model_id=model_id, device="cpu", queue="cpu", recipe={"steps": []}, evaluation={},
+        status="queued", progress=0.0, attempts=0, cancel_requested=False,
+    )
+    with session_scope() as session:
+        job = Job(**{**defaults, **values})
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def get_job(job_id: str) -> Job:
+    with session_scope() as session:
+        return session.get(Job, job_id)
+
+
+def queued_messages() -> int:
+    return redis.Redis.from_url(REDIS_URL).llen("cpu")
+
+
+def test_a_job_whose_worker_went_silent_is_requeued_and_sent(model_id):
+    silent = utcnow() - timedelta(minutes=5)
+    lost_id = add_job(model_id, status="running", attempts=1, heartbeat_at=silent, enqueued_at=silent,
+                      created_at=silent)
+    alive_id = add_job(model_id, status="running", attempts=1, heartbeat_at=utcnow(), enqueued_at=silent)
+
+    outcome = reconcile_once(SETTINGS)
+
+    assert outcome["requeued"] == [lost_id]
+    assert outcome["sent"] == [lost_id]
+    assert get_job(lost_id).status == "queued"
+    assert get_job(lost_id).enqueued_at is not None
+    assert get_job(alive_id).status == "running"
+    assert queued_messages() == 1
+
+
+def test_a_job_lost_too_often_fails_with_the_reason(model_id):
+    silent = utcnow() - timedelta(minutes=5)
+    job_id = add_job(model_id, status="running", attempts=3, heartbeat_at=silent, enqueued_at=silent)
+    assert reconcile_once(SETTINGS)["failed"] == [job_id]
+    job = get_job(job_id)
+    assert job.status == "failed"
+    assert "lost 3 times" in job.error
+    assert queued_messages() == 0
+
+
+def test_a_job_never_sent_to_the_broker_is_sent(model_id):
+    old = utcnow() - timedelta(minutes=2)
+    unsent_id = add_job(model_id, created_at=old)
+    fresh_id = add_job(model_id)  # the API may still be sending this one
+    sent_id = add_job(model_id, created_at=old, enqueued_at=old)
+    assert reconcile_once(SETTINGS)["sent"] == [unsent_id]
+    assert get_job(unsent_id).enqueued_at is not None
+    assert get_job(fresh_id).enqueued_at is None
+    assert get_job(sent_id).status == "queued"
+    assert queued_messages() == 1
+    assert reconcile_once(SETTINGS)["sent"] == []  # nothing is sent twice

@@ -1,0 +1,71 @@
+"""Keeps the broker in line with the database, the source of truth, from inside every worker.
+
+- A queued job whose message never reached the broker (it was down at submit time) is sent again.
+- A running job whose worker stopped sending heartbeats (killed, machine lost) is put back in the
+  queue, or failed once it has used up its attempts.
+Every change is a conditional UPDATE, so several workers reconciling at once do each thing once.
+"""
+
+import logging
+import threading
+from datetime import timedelta
+
+from celery import signals
+
+from app.config import Settings, get_settings
+from app.db.base import utcnow
+from app.db.session import session_scope
+from app.jobs import repository
+from app.jobs.dispatch import dispatch_job
+from app.jobs.orm import FAILED, QUEUED, RUNNING
+
+logger = logging.getLogger(__name__)
+
+# A just-submitted job is being sent by the API; only older ones are the reconciler's.
+SEND_GRACE_SECONDS = 30
+
+
+def reconcile_once(settings: Settings) -> dict[str, list[str]]:
+    now = utcnow()
+    requeued, failed, to_send = [], [], []
+    with session_scope() as session:
+        stale_before = now - timedelta(seconds=settings.heartbeat_stale_seconds)
+        for job in repository.lost(session, stale_before):
+            if job.attempts >= settings.max_attempts:
+                reason = f"The worker running this job was lost {job.attempts} times; giving up."
+                if repository.transition(session, job.id, (RUNNING,), status=FAILED, error=reason, finished_at=now):
+                    failed.append(job.id)
+            elif repository.transition(
+                session, job.id, (RUNNING,), status=QUEUED, enqueued_at=None, stage="requeued: worker lost"
+            ):
+                requeued.append(job.id)
+        for job in repository.never_enqueued(session, now - timedelta(seconds=SEND_GRACE_SECONDS)):
+            to_send.append((job.id, job.queue))
+    sent = [job_id for job_id, queue in to_send if dispatch_job(job_id, queue)]
+    for job_id in requeued:
+        logger.warning("job %s lost its worker; requeued", job_id)
+    for job_id in failed:
+        logger.error("job %s lost its worker too often; failed", job_id)
+    return {"requeued": requeued, "failed": failed, "sent": sent}
+
+
+def _loop(stop: threading.Event) -> None:
+    settings = get_settings()
+    while not stop.wait(settings.reconcile_seconds):
+        try:
+            reconcile_once(settings)
+        except Exception:  # noqa: BLE001 - a database or broker outage must not kill the loop
+            logger.exception("reconciliation failed; retrying in %ss", settings.reconcile_seconds)
+
+
+_stop = threading.Event()
+
+
+@signals.worker_ready.connect
+def _start(**_kwargs) -> None:
+    threading.Thread(target=_loop, args=(_stop,), name="compresso-reconciler", daemon=True).start()
+
+
+@signals.worker_shutting_down.connect
+def _halt(**_kwargs) -> None:
+    _stop.set()
