@@ -41,13 +41,15 @@ def compresso(*args: str) -> list[str]:
     return [sys.executable, "-m", "app.cli", *args]
 
 
-def wait_ready(base_url: str, process: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
+def wait_ready(
+    base_url: str, process: subprocess.Popen, log_path: Path, timeout: float = 120, path: str = "/readyz"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"process exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
+            if httpx.get(f"{base_url}{path}", timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

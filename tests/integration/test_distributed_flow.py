@@ -172,3 +172,22 @@ def test_cancel_running_and_queued_jobs(service, tmp_path):
     assert never_started["status"] == "cancelled"
     assert never_started["started_at"] is None
     assert never_started["attempts"] == 0
+
+
+def test_a_failed_job_says_why_and_leaves_nothing(service, tmp_path):
+    """Labels the classifier does not know make the engine refuse the job: failed, with the reason."""
+    from app.config import get_settings
+
+    client, _logs = service
+    model_dir = build_tiny_model("classifier", tmp_path / "classifier")
+    model = harness.upload(client, "/v1/models", zip_folder(model_dir, tmp_path / "m.zip"), "classifier")
+    dataset_path = tmp_path / "bad-labels.jsonl"
+    dataset_path.write_text("".join(json.dumps({"text": f"row {i}", "label": "maybe"}) + "\n" for i in range(4)))
+    dataset = harness.upload(client, "/v1/datasets", dataset_path, "bad labels")
+    body = {"model_id": model["id"], "dataset_id": dataset["id"], "recipe": QUANTIZE, "device": "cpu"}
+    job = harness.wait_for_status(client, client.post("/v1/jobs", json=body).json()["id"], harness.FINISHED)
+    assert job["status"] == "failed"
+    assert "maybe" in job["error"]
+    assert job["artifacts"] == []
+    assert not (get_settings().storage_dir / "jobs" / job["id"]).exists()
+    assert client.get(f"/v1/jobs/{job['id']}/report").status_code == 409
