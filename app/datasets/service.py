@@ -15,9 +15,7 @@ from app.datasets.parsing import inspect_dataset
 from app.db.base import new_id
 from app.jobs import repository as jobs_repository
 from app.models.service import required_name
-
-DATASET_SUFFIXES = (".jsonl", ".csv")
-
+from workers.engine.evaluation.dataset_format import DATASET_SUFFIXES
 
 async def upload_dataset(request: Request, session: Session, settings: Settings, storage: LocalStorage) -> Dataset:
     with storage.scratch() as scratch:

@@ -57,11 +57,11 @@ def test_csv_and_max_samples(tmp_path):
     "name, content, message",
     [
         ("d.jsonl", '{"text": "a"}\nnot json\n', "Line 2 is not valid JSON"),
-        ("d.jsonl", '{"label": 1}\n', "Line 1 needs a non-empty string 'text'"),
-        ("d.jsonl", '{"text": "a", "label": [1]}\n', "Line 1: 'label' must be a string or an integer"),
+        ("d.jsonl", '{"label": 1}\n', "Line 1 has no 'text' column"),
+        ("d.jsonl", '{"text": "a", "label": [1]}\n', "Line 1: 'label' must be a class name, a whole class number"),
         ("d.csv", 'text,label\n"unclosed,1\n', "not valid CSV"),
-        ("d.csv", "sentence\nhello\n", "must have a 'text' column"),
-        ("d.txt", "hello\n", "must be .jsonl or .csv"),
+        ("d.csv", "sentence\nhello\n", "unknown column 'sentence'"),
+        ("d.txt", "hello\n", "must be a .jsonl or .csv file"),
         ("d.jsonl", "", "no rows"),
     ],
 )
