@@ -1,0 +1,98 @@
+"""Uploads model archives of growing size to a `compresso serve` it starts, and prints the API
+process's peak memory after each: streaming keeps it flat whatever the upload size.
+
+    .venv/bin/python benchmarks/upload_memory.py [--sizes-mb 64 512 2048]
+
+Each archive is a stored (uncompressed) zip of a config.json and one safetensors file of random
+bytes, so the server streams, hashes, extracts and inspects the full size. Writes
+benchmarks/results/upload_memory.json.
+"""
+
+import argparse
+import json
+import os
+import signal
+import struct
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.integration import harness  # noqa: E402
+
+RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "upload_memory.json"
+CONFIG = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 32}
+CHUNK = 8 * 1024 * 1024
+
+
+def write_archive(path: Path, size_bytes: int) -> None:
+    """A zip holding config.json and a valid safetensors file whose one tensor is `size_bytes` of noise."""
+    header = json.dumps({"w": {"dtype": "U8", "shape": [size_bytes], "data_offsets": [0, size_bytes]}}).encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        archive.writestr("model/config.json", json.dumps(CONFIG))
+        with archive.open("model/model.safetensors", "w", force_zip64=True) as member:
+            member.write(struct.pack("<Q", len(header)) + header)
+            left = size_bytes
+            while left:
+                member.write(os.urandom(min(CHUNK, left)))
+                left -= min(CHUNK, left)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not found")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes-mb", type=int, nargs="+", default=[64, 512, 2048])
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-upload-") as scratch_name:
+        scratch = Path(scratch_name)
+        port = harness.free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPRESSO_")}
+        env.update(COMPRESSO_DATA_DIR=str(scratch / "data"), COMPRESSO_PORT=str(port))
+        log = scratch / "serve.log"
+        serve = harness.start(harness.compresso("serve"), env, log)
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            harness.wait_ready(base_url, serve, log)
+            with httpx.Client(base_url=base_url, timeout=600) as client:
+                client.get("/v1/models")
+                rows.append({"upload_mb": 0, "status": "-", "seconds": 0.0, "api_peak_rss_mb": round(peak_rss_mb(serve.pid), 1)})
+                for size_mb in sorted(args.sizes_mb):
+                    archive = scratch / f"model-{size_mb}.zip"
+                    write_archive(archive, size_mb * 1024 * 1024)
+                    started = time.monotonic()
+                    model = harness.upload(client, "/v1/models", archive, f"{size_mb} MB")
+                    seconds = time.monotonic() - started
+                    rows.append({
+                        "upload_mb": round(archive.stat().st_size / 2**20), "status": 201, "seconds": round(seconds, 1),
+                        "api_peak_rss_mb": round(peak_rss_mb(serve.pid), 1), "num_parameters": model["num_parameters"],
+                    })
+                    client.delete(f"/v1/models/{model['id']}")
+                    archive.unlink()
+        finally:
+            harness.stop(serve, signal.SIGINT)
+    print("API process (compresso serve) peak RSS after each upload")
+    print(f"{'upload MB':>10} | {'status':>6} | {'seconds':>7} | {'MB/s':>6} | {'peak RSS MB':>11}")
+    for row in rows:
+        rate = row["upload_mb"] / row["seconds"] if row["seconds"] else 0
+        print(f"{row['upload_mb']:>10} | {row['status']:>6} | {row['seconds']:>7} | {rate:>6.0f} | {row['api_peak_rss_mb']:>11}")
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
