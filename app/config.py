@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(15, gt=0, description="How often each worker runs the reconciler.")
     max_attempts: int = Field(3, ge=1, description="Runs a job gets before a lost worker makes it fail.")
     limits: Limits = Limits()
+    carbon_country: str | None = Field(
+        None, description="ISO 3166 alpha-3 code of the workers' grid (e.g. FRA). Empty: the world average."
+    )
+    pue: float = Field(1.0, ge=1.0, le=3.0, description="Power usage effectiveness of the workers' data centre.")
+    cpu_watts_per_core: float | None = Field(
+        None, gt=0, le=1000, description="Overrides CodeCarbon's per-core CPU power figure where no RAPL exists."
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":

@@ -13,7 +13,9 @@ from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
+from app.metrics.router import router as metrics_router
 from app.models.router import router as models_router
+from app.reports.router import router as reports_router
 from app.techniques.router import router as techniques_router
 
 logger = logging.getLogger(__name__)
@@ -64,7 +66,9 @@ def create_app() -> FastAPI:
         jobs_router,
         artifacts_router,
         techniques_router,
+        reports_router,
         health_router,
+        metrics_router,
         dashboard_router,
     ):
         app.include_router(router)

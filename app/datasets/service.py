@@ -9,6 +9,7 @@ from app.db.session import run_after_commit, run_after_rollback
 from app.core.errors import Conflict, NotFound
 from app.core.storage import LocalStorage
 from app.core.uploads import receive_upload
+from app.metrics.collector import upload_bytes
 from app.datasets import repository
 from app.datasets.orm import Dataset
 from app.datasets.parsing import inspect_dataset
@@ -26,6 +27,7 @@ async def upload_dataset(request: Request, session: Session, settings: Settings,
             allowed_suffixes=DATASET_SUFFIXES,
             limit_setting="COMPRESSO_LIMITS__DATASET_MAX_BYTES",
         )
+        upload_bytes.labels(kind="dataset").inc(upload.size_bytes)
         name = required_name(upload.fields)
         info = await run_in_threadpool(inspect_dataset, upload.file_path)
         dataset_id = new_id()

@@ -24,6 +24,8 @@ class Job(IdMixin, CreatedAtMixin, Base):
     queue: Mapped[str] = mapped_column(String(20), nullable=False)
     recipe: Mapped[dict] = mapped_column(JSON, nullable=False)
     evaluation: Mapped[dict] = mapped_column(JSON, nullable=False)
+    # Where the compressed model will serve ({country, requests_per_day}), for the payback figures.
+    deployment: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default=QUEUED, index=True)
     stage: Mapped[str | None] = mapped_column(String(100))
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)

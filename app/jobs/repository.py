@@ -19,6 +19,15 @@ def list_all(session: Session, status: str | None = None) -> list[Job]:
     return list(session.scalars(query))
 
 
+def created_between(session: Session, since: datetime | None, until: datetime | None) -> list[Job]:
+    query = select(Job).order_by(Job.created_at.desc())
+    if since is not None:
+        query = query.where(Job.created_at >= since)
+    if until is not None:
+        query = query.where(Job.created_at < until)
+    return list(session.scalars(query))
+
+
 def add(session: Session, job: Job) -> Job:
     session.add(job)
     session.flush()

@@ -13,6 +13,19 @@ Device = Literal["auto", "cpu", "cuda"]
 EXAMPLE_RECIPE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
 
 
+class Deployment(BaseModel):
+    """Where the compressed model will serve: sets the grid and rate of the carbon payback figures."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    country: str | None = Field(
+        None,
+        pattern="^[A-Z]{3}$",
+        description="ISO 3166 alpha-3 code of the serving grid (e.g. DEU). Empty: the workers' COMPRESSO_CARBON_COUNTRY.",
+    )
+    requests_per_day: float | None = Field(None, gt=0, description="Expected inferences per day, for break-even days.")
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model_id": "…", "recipe": EXAMPLE_RECIPE}]})
 
@@ -24,6 +37,7 @@ class JobCreate(BaseModel):
     evaluation: EvalSettings = Field(
         default_factory=EvalSettings, description="How the original and the result are measured."
     )
+    deployment: Deployment = Field(default_factory=Deployment)
 
 
 class Progress(BaseModel):
@@ -43,6 +57,7 @@ class JobOut(BaseModel):
     queue: str
     recipe: dict[str, Any]
     evaluation: dict[str, Any]
+    deployment: dict[str, Any]
     attempts: int
     cancel_requested: bool
     created_at: datetime
@@ -64,6 +79,7 @@ class JobOut(BaseModel):
             queue=job.queue,
             recipe=job.recipe,
             evaluation=job.evaluation,
+            deployment=job.deployment,
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
             created_at=job.created_at,

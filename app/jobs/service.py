@@ -12,6 +12,8 @@ from app.jobs import repository
 from app.jobs.orm import CANCELLED, QUEUED, RUNNING, Job
 from app.jobs.schemas import JobCreate
 from app.models import repository as models_repository
+from workers.engine.energy.intensity import carbon_intensity
+from workers.engine.errors import EngineUserError
 from workers.engine.recipe import Recipe, RecipeError
 
 QUEUE_BY_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
@@ -35,6 +37,15 @@ def resolve_device(requested: str, settings: Settings) -> str:
     return device
 
 
+def validate_deployment_country(country: str | None) -> None:
+    if country is None:
+        return
+    try:
+        carbon_intensity(country)
+    except EngineUserError as exc:
+        raise Invalid(str(exc), errors=[{"loc": ["body", "deployment", "country"], "msg": str(exc)}]) from exc
+
+
 def create_job(session: Session, settings: Settings, body: JobCreate) -> Job:
     if models_repository.get(session, body.model_id) is None:
         raise Invalid(
@@ -47,6 +58,7 @@ def create_job(session: Session, settings: Settings, body: JobCreate) -> Job:
             errors=[{"loc": ["body", "dataset_id"], "msg": "not found"}],
         )
     recipe = validate_recipe(body.recipe)
+    validate_deployment_country(body.deployment.country)
     device = resolve_device(body.device, settings)
     job = repository.add(
         session,
@@ -58,6 +70,7 @@ def create_job(session: Session, settings: Settings, body: JobCreate) -> Job:
             queue=QUEUE_BY_DEVICE[device],
             recipe=recipe.to_dict(),
             evaluation=body.evaluation.model_dump(),
+            deployment=body.deployment.model_dump(),
             status=QUEUED,
             progress=0.0,
             attempts=0,

@@ -12,6 +12,7 @@ from app.db.session import run_after_commit, run_after_rollback
 from app.core.errors import Conflict, Invalid, NotFound
 from app.core.storage import LocalStorage
 from app.core.uploads import receive_upload
+from app.metrics.collector import upload_bytes
 from app.db.base import new_id
 from app.jobs import repository as jobs_repository
 from app.models import repository
@@ -74,6 +75,7 @@ async def upload_model(request: Request, session: Session, settings: Settings, s
             allowed_suffixes=ARCHIVE_SUFFIXES,
             limit_setting="COMPRESSO_LIMITS__UPLOAD_MAX_BYTES",
         )
+        upload_bytes.labels(kind="model").inc(upload.size_bytes)
         name = required_name(upload.fields)
         return await run_in_threadpool(
             _register_extracted, session, storage, settings, upload.file_path, scratch, name, upload.sha256

@@ -13,8 +13,8 @@ from tests.factories import TINY_KINDS, build_tiny_model
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 QUANTIZE_RECIPE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
-# Defaults except fewer timed runs: latency figures are checked for shape, not for value.
-FAST_EVAL = {"latency_warmup": 1, "latency_repeats": 3}
+# Defaults except fewer timed runs: latency and energy figures are checked for shape, not for value.
+FAST_EVAL = {"latency_warmup": 1, "latency_repeats": 3, "energy_repeats": 3, "energy_inferences_per_run": 64}
 
 LABELLED_ROWS = [
     {"text": "I love this phone, it is great.", "label": "positive", "slice": "reviews"},

@@ -191,3 +191,56 @@ def test_a_failed_job_says_why_and_leaves_nothing(service, tmp_path):
     assert job["artifacts"] == []
     assert not (get_settings().storage_dir / "jobs" / job["id"]).exists()
     assert client.get(f"/v1/jobs/{job['id']}/report").status_code == 409
+
+
+def test_sustainability_report_end_to_end(service, eval_dataset, tmp_path):
+    """Energy per stage stored as rows, payback at the stated rate, slices, model card, summary, metrics."""
+    import yaml
+
+    client, _logs = service
+    model_dir = build_tiny_model("classifier", tmp_path / "classifier", hidden_size=64)
+    model = harness.upload(client, "/v1/models", zip_folder(model_dir, tmp_path / "m.zip"), "classifier")
+    dataset = harness.upload(client, "/v1/datasets", eval_dataset, "eval")
+    body = {
+        "model_id": model["id"], "dataset_id": dataset["id"], "recipe": QUANTIZE, "device": "cpu",
+        "deployment": {"country": "DEU", "requests_per_day": 1_000_000},
+    }
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    job = harness.wait_for_status(client, response.json()["id"], harness.FINISHED)
+    assert job["status"] == "succeeded", job
+    report = client.get(f"/v1/jobs/{job['id']}/report").json()
+
+    energy = report["energy"]
+    assert energy["method"] == "estimated"
+    stages = energy["stages"]
+    assert sum(s["energy_kwh"] for s in stages) == pytest.approx(energy["total"]["energy_kwh"])
+    assert report["payback"]["deployment"]["country"] == "DEU"
+    assert report["payback"]["deployment"]["requests_per_day"] == 1_000_000
+    assert report["slices"]["source"] == "slice"
+    assert {s["name"] for s in report["slices"]["slices"]} == {"weather", "sports", "finance", "travel"}
+
+    summary = client.get("/v1/reports/summary").json()
+    mine = next(row for row in summary["jobs"] if row["id"] == job["id"])
+    assert mine["energy_kwh"] == pytest.approx(energy["total"]["energy_kwh"])
+    assert mine["co2e_g"] == pytest.approx(energy["total"]["co2e_g"])
+    assert 'compresso_jobs{status="succeeded"}' in client.get("/metrics").text
+
+    artifact = next(a for a in job["artifacts"] if a["kind"] == "model")
+    with zipfile.ZipFile(harness.download(client, artifact, tmp_path / "model.zip")) as zipped:
+        card = zipped.read("README.md").decode()
+    front_matter = yaml.safe_load(card.split("---")[1])
+    emissions = front_matter["co2_eq_emissions"]
+    assert set(emissions) >= {"emissions", "source", "training_type", "geographical_location", "hardware_used"}
+    assert emissions["emissions"] == pytest.approx(energy["total"]["co2e_g"])
+    assert dataset["sha256"] in card
+
+
+def test_unknown_deployment_country_is_422(service, tmp_path):
+    client, _logs = service
+    model_dir = build_tiny_model("encoder", tmp_path / "encoder")
+    model = harness.upload(client, "/v1/models", zip_folder(model_dir, tmp_path / "m.zip"), "m")
+    body = {"model_id": model["id"], "recipe": QUANTIZE, "deployment": {"country": "XYZ"}}
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 422
+    assert "XYZ" in response.json()["detail"]

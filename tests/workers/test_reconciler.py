@@ -10,8 +10,8 @@ from app.config import Settings
 from app.db.base import utcnow
 from app.db.session import session_scope
 from app.jobs.orm import Job
-from app.models.orm import Model
 from tests.conftest import REDIS_URL
+from tests.rows import add_job_row, add_model_row
 from workers.reconciler import reconcile_once
 
 SETTINGS = Settings(heartbeat_stale_seconds=60, max_attempts=3)
@@ -24,26 +24,7 @@ def model_id(database) -> str:
     with get_engine().begin() as connection:
         connection.execute(text("TRUNCATE artifacts, jobs, models, datasets CASCADE"))
     redis.Redis.from_url(REDIS_URL).flushdb()
-    with session_scope() as session:
-        model = Model(
-            name="m", architecture="BertModel", model_type="bert", task="feature-extraction",
-            num_parameters=1, size_bytes=1, sha256="0" * 64, storage_key="models/none",
-        )
-        session.add(model)
-        session.flush()
-        return model.id
-
-
-def add_job(model_id: str, **values) -> str:
-    defaults = dict(
-        model_id=model_id, device="cpu", queue="cpu", recipe={"steps": []}, evaluation={},
-        status="queued", progress=0.0, attempts=0, cancel_requested=False,
-    )
-    with session_scope() as session:
-        job = Job(**{**defaults, **values})
-        session.add(job)
-        session.flush()
-        return job.id
+    return add_model_row()
 
 
 def get_job(job_id: str) -> Job:
@@ -57,9 +38,9 @@ def queued_messages() -> int:
 
 def test_a_job_whose_worker_went_silent_is_requeued_and_sent(model_id):
     silent = utcnow() - timedelta(minutes=5)
-    lost_id = add_job(model_id, status="running", attempts=1, heartbeat_at=silent, enqueued_at=silent,
+    lost_id = add_job_row(model_id, status="running", attempts=1, heartbeat_at=silent, enqueued_at=silent,
                       created_at=silent)
-    alive_id = add_job(model_id, status="running", attempts=1, heartbeat_at=utcnow(), enqueued_at=silent)
+    alive_id = add_job_row(model_id, status="running", attempts=1, heartbeat_at=utcnow(), enqueued_at=silent)
 
     outcome = reconcile_once(SETTINGS)
 
@@ -73,7 +54,7 @@ def test_a_job_whose_worker_went_silent_is_requeued_and_sent(model_id):
 
 def test_a_job_lost_too_often_fails_with_the_reason(model_id):
     silent = utcnow() - timedelta(minutes=5)
-    job_id = add_job(model_id, status="running", attempts=3, heartbeat_at=silent, enqueued_at=silent)
+    job_id = add_job_row(model_id, status="running", attempts=3, heartbeat_at=silent, enqueued_at=silent)
     assert reconcile_once(SETTINGS)["failed"] == [job_id]
     job = get_job(job_id)
     assert job.status == "failed"
@@ -83,9 +64,9 @@ def test_a_job_lost_too_often_fails_with_the_reason(model_id):
 
 def test_a_job_never_sent_to_the_broker_is_sent(model_id):
     old = utcnow() - timedelta(minutes=2)
-    unsent_id = add_job(model_id, created_at=old)
-    fresh_id = add_job(model_id)  # the API may still be sending this one
-    sent_id = add_job(model_id, created_at=old, enqueued_at=old)
+    unsent_id = add_job_row(model_id, created_at=old)
+    fresh_id = add_job_row(model_id)  # the API may still be sending this one
+    sent_id = add_job_row(model_id, created_at=old, enqueued_at=old)
     assert reconcile_once(SETTINGS)["sent"] == [unsent_id]
     assert get_job(unsent_id).enqueued_at is not None
     assert get_job(fresh_id).enqueued_at is None

@@ -47,7 +47,11 @@ def _quiet_libraries() -> None:
 
 def _run(spec_path: Path, events: TextIO) -> int:
     # Imported here so that even import-time noise lands on stderr, after the redirection.
+    from workers.engine.energy.tracker import detect_hardware_in_background
     from workers.engine.errors import EngineUserError
+
+    # CodeCarbon's CPU detection waits ~1.3 s on a subprocess: let it overlap the torch import below.
+    detect_hardware_in_background()
     from workers.engine.pipeline import PipelineRequest, run_pipeline
     from workers.engine.recipe import Recipe, RecipeError
 
@@ -56,8 +60,9 @@ def _run(spec_path: Path, events: TextIO) -> int:
         if not isinstance(spec, dict):
             raise EngineUserError("The spec must be a JSON object.")
         recipe = Recipe.from_dict(spec.pop("recipe", None))
-        if spec.get("eval") is None:
-            spec.pop("eval", None)  # absent or null: the defaults
+        for optional in ("eval", "energy"):
+            if spec.get(optional) is None:
+                spec.pop(optional, None)  # absent or null: the defaults
         request = PipelineRequest(**spec, recipe=recipe)
     except RecipeError as exc:
         _emit(events, {"event": "error", "message": f"Invalid recipe: {exc}", "errors": exc.errors})
@@ -83,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="Run one compression job described by a spec file.")
     run.add_argument(
         "--spec", type=Path, required=True,
-        help="JSON file: model_dir, recipe, dataset_path, device, work_dir, output_dir, eval (optional).",
+        help=(
+            "JSON file: model_dir, recipe, dataset_path, device, work_dir, output_dir, "
+            "eval, energy and dataset_sha256 (optional)."
+        ),
     )
     args = parser.parse_args(argv)
 

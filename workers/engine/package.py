@@ -1,5 +1,6 @@
-"""Builds the downloadable package: model.onnx, the tokenizer and config files, report.json, and a
-deterministic zip of them (sorted entries, fixed timestamps), so equal inputs give equal archives.
+"""Builds the downloadable package: model.onnx, the tokenizer and config files, report.json, the
+README.md model card, and a deterministic zip of them (sorted entries, fixed timestamps), so equal
+inputs give equal archives.
 """
 
 import shutil
@@ -12,6 +13,9 @@ from workers.engine.report import PackageFile
 
 MODEL_FILE = "model.onnx"
 REPORT_FILE = "report.json"
+MODEL_CARD_FILE = "README.md"
+# Written after the result is measured (they describe it), so not counted in its size.
+_DOCUMENT_FILES = (REPORT_FILE, MODEL_CARD_FILE)
 CONFIG_FILES = {
     "config.json": "transformers model config: architecture and, for classifiers, the label names.",
     "generation_config.json": "transformers generation defaults for the language model.",
@@ -32,7 +36,8 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def build_package(onnx_path: Path, config_dir: Path, package_dir: Path) -> list[PackageFile]:
-    """Copies the model and its companion files into `package_dir`; report.json is added later."""
+    """Copies the model and its companion files into `package_dir`; report.json and README.md are
+    written once the report is final, but listed here."""
     shutil.rmtree(package_dir, ignore_errors=True)
     package_dir.mkdir(parents=True)
     # Saving through onnx folds any external-data file back in: the package promises one file.
@@ -48,11 +53,16 @@ def build_package(onnx_path: Path, config_dir: Path, package_dir: Path) -> list[
             shutil.copyfile(config_dir / name, package_dir / name)
             files.append(PackageFile(path=name, runtime="any", description=description))
     files.append(PackageFile(path=REPORT_FILE, runtime="any", description="This report: measurements and provenance."))
+    files.append(
+        PackageFile(path=MODEL_CARD_FILE, runtime="any", description="Hugging Face Hub model card, from this report.")
+    )
     return sorted(files, key=lambda item: item.path)
 
 
 def package_size_bytes(package_dir: Path) -> int:
-    return sum(path.stat().st_size for path in package_dir.iterdir() if path.is_file() and path.name != REPORT_FILE)
+    return sum(
+        path.stat().st_size for path in package_dir.iterdir() if path.is_file() and path.name not in _DOCUMENT_FILES
+    )
 
 
 def write_zip(package_dir: Path, zip_path: Path) -> Path:

@@ -16,17 +16,31 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
+from workers.engine.energy.inference import InferenceProbe
+from workers.engine.energy.meter import EnergyMeter, open_meter
+from workers.engine.energy.payback import payback_section
+from workers.engine.energy.settings import EnergySettings
 from workers.engine.errors import EngineUserError
 from workers.engine.evaluation.data import EvalDataset, load_eval_dataset
 from workers.engine.evaluation.evaluate import PreparedInputs, evaluate_model, prepare_inputs
+from workers.engine.evaluation.latency import latency_batch
 from workers.engine.evaluation.settings import EvalSettings
-from workers.engine.evaluation.fidelity import compare_outputs
+from workers.engine.evaluation.fidelity import item_fidelity, summarise_fidelity
+from workers.engine.evaluation.slices import slices_report
 from workers.engine.evaluation.quality import encode_labels
 from workers.engine.evaluation.runners import OnnxRunner, TorchRunner
 from workers.engine.export.onnx import count_onnx_parameters, export_onnx
 from workers.engine.loading import load_config, load_model, load_tokenizer, max_positions, model_input_names
 from workers.engine.model_folder import ModelFolderError, ModelFolderInfo, inspect_model_folder
-from workers.engine.package import MODEL_FILE, REPORT_FILE, build_package, package_size_bytes, write_zip
+from workers.engine.model_card import build_model_card
+from workers.engine.package import (
+    MODEL_CARD_FILE,
+    MODEL_FILE,
+    REPORT_FILE,
+    build_package,
+    package_size_bytes,
+    write_zip,
+)
 from workers.engine.recipe import Recipe
 from workers.engine.registry import get_technique
 from workers.engine.report import (
@@ -60,10 +74,14 @@ class PipelineRequest(BaseModel):
     model_dir: Path
     recipe: Recipe
     dataset_path: Path | None = None
+    dataset_sha256: str | None = Field(
+        None, pattern="^[0-9a-f]{64}$", description="Of the uploaded dataset file, for the model card."
+    )
     device: Literal["cpu", "cuda"] = "cpu"
     work_dir: Path = Field(description="Scratch space for this job; the caller removes it afterwards.")
     output_dir: Path = Field(description="Receives model.zip and report.json.")
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    energy: EnergySettings = Field(default_factory=EnergySettings)
 
 
 @dataclass(frozen=True)
@@ -134,7 +152,7 @@ def _load(request: PipelineRequest) -> _Loaded:
 
 
 def _apply_steps(
-    request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress
+    request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress, meter: EnergyMeter
 ) -> tuple[ModelState, list[StepReport]]:
     steps = request.recipe.steps
     width = (_STEPS[1] - _STEPS[0]) / len(steps)
@@ -153,7 +171,9 @@ def _apply_steps(
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
+        meter.begin(stage)
         state = get_technique(step.technique).handler(step, state, context)
+        meter.end(stage)
         reports.append(
             StepReport(
                 technique=step.technique,
@@ -183,6 +203,9 @@ def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) 
     report_dict = report.model_dump(mode="json")
     report_text = json.dumps(report_dict, indent=2) + "\n"
     (package_dir / REPORT_FILE).write_text(report_text, encoding="utf-8")
+    # The card quotes the final report, so it is written with it, just before zipping.
+    card = build_model_card(report_dict, request.dataset_sha256)
+    (package_dir / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
     request.output_dir.mkdir(parents=True, exist_ok=True)
     model_zip = write_zip(package_dir, request.output_dir / "model.zip")
     report_path = request.output_dir / REPORT_FILE
@@ -191,21 +214,31 @@ def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) 
 
 
 def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> PipelineResult:
+    # One energy tracker for the whole job, stopped however the job ends; it never fails the job.
+    with open_meter(request.energy) as meter:
+        return _run(request, on_progress, meter)
+
+
+def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyMeter) -> PipelineResult:
     started = time.perf_counter()
     progress = _Progress(on_progress)
     settings = request.eval
     request.work_dir.mkdir(parents=True, exist_ok=True)
 
     progress("load", _LOAD, 0.0)
+    meter.begin("load")
     loaded = _load(request)
+    meter.end("load")
     info, inputs = loaded.info, loaded.inputs
     progress("load", _LOAD, 1.0)
 
+    meter.begin("evaluate_original")
     original_eval = evaluate_model(
         TorchRunner(loaded.model, info.task, model_input_names(loaded.model, loaded.tokenizer), request.device),
         info.task, inputs, settings, request.work_dir / "outputs" / "original",
         progress.phases("evaluate_original", _EVAL_ORIGINAL),
     )
+    meter.end("evaluate_original")
     original = ModelSideReport(
         format="safetensors",
         runtime="pytorch",
@@ -216,24 +249,39 @@ def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> Pip
         quality=original_eval.quality,
     )
 
+    # Energy per inference of the original while it is loaded; the result's follows its evaluation.
+    energy_batch = latency_batch(loaded.tokenizer, loaded.dataset, settings.energy_batch_size, settings.sequence_length)
+    probe = InferenceProbe(meter, settings, energy_batch, request.device)
+    progress("inference_energy.original", _EVAL_ORIGINAL, 1.0)
+    probe.measure(
+        "original",
+        TorchRunner(loaded.model, info.task, model_input_names(loaded.model, loaded.tokenizer), request.device),
+    )
+
     state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model)
     loaded.model = None  # the state owns it now, so a step that drops it frees the memory
-    state, step_reports = _apply_steps(request, state, loaded, progress)
+    state, step_reports = _apply_steps(request, state, loaded, progress, meter)
 
     progress("package", _PACKAGE, 0.0)
+    meter.begin("package")
     package_dir, files = _package(request, state, loaded.tokenizer)
+    meter.end("package")
     state = None
     gc.collect()
     progress("package", _PACKAGE, 1.0)
 
     # Measured on the packaged file itself: what the user downloads is what the report describes.
     packaged_model = package_dir / MODEL_FILE
+    meter.begin("evaluate_result")
     result_eval = evaluate_model(
         OnnxRunner(packaged_model, request.device, threads=original.latency.threads),
         info.task, inputs, settings, request.work_dir / "outputs" / "result",
         progress.phases("evaluate_result", _EVAL_RESULT),
     )
-    fidelity = compare_outputs(info.task, original_eval.outputs, result_eval.outputs, inputs.num_samples)
+    meter.end("evaluate_result")
+    items = item_fidelity(info.task, original_eval.outputs, result_eval.outputs)
+    fidelity = summarise_fidelity(info.task, items, inputs.num_samples)
+    slices = slices_report(info.task, loaded.dataset, inputs, original_eval, result_eval, items, settings.slice_margin)
     original_eval.outputs.remove()
     result_eval.outputs.remove()
     result = ModelSideReport(
@@ -245,6 +293,11 @@ def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> Pip
         latency=result_eval.latency,
         quality=result_eval.quality,
     )
+
+    progress("inference_energy.result", _EVAL_RESULT, 1.0)
+    probe.measure("result", OnnxRunner(packaged_model, request.device, threads=original.latency.threads))
+    inference = probe.finish()
+    energy = meter.report()
 
     progress("report", _FINISH, 0.0)
     report = Report(
@@ -267,6 +320,10 @@ def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> Pip
             batch_size=settings.batch_size,
         ),
         files=files,
+        energy=energy,
+        inference=inference,
+        payback=payback_section(energy, inference, request.energy),
+        slices=slices,
     )
     pipeline_result = _write_outputs(request, report, package_dir)
     progress("done", _FINISH, 1.0)

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from workers.engine.energy.schema import EnergyReport, InferenceEnergyReport, PaybackReport
+
 SCHEMA_VERSION = 1
 _BATCH_KEY = re.compile(r"^batch_\d+$")
 
@@ -60,7 +62,9 @@ class ModelSideReport(_Strict):
     format: Literal["safetensors", "onnx"]
     runtime: Literal["pytorch", "onnxruntime"]
     size_bytes: int = Field(description="Weight files only: *.safetensors for the original, model.onnx for the result.")
-    total_size_bytes: int = Field(description="Every file of the original folder, or of the package but report.json.")
+    total_size_bytes: int = Field(
+        description="Every file of the original folder, or of the package but report.json and README.md."
+    )
     num_parameters: int
     latency: LatencyReport
     quality: QualityReport | None
@@ -123,6 +127,36 @@ class PackageFile(_Strict):
     description: str
 
 
+class OverallSliceQuality(_Strict):
+    count: int = Field(description="Rows scored: labelled rows for accuracy, else every row.")
+    before: float
+    after: float
+    drop: float = Field(description="before - after; positive means the result is worse.")
+
+
+class SliceResult(_Strict):
+    name: str
+    count: int
+    before: float
+    after: float
+    drop: float
+    flagged: bool = Field(description="drop exceeds the overall drop by more than the margin.")
+    small: bool = Field(description="Too few rows for a steady figure; still flagged like any other.")
+
+
+class SlicesReport(_Strict):
+    """Per-slice quality before and after: compression tends to hurt rare groups first."""
+
+    source: Literal["slice", "label"] | None = Field(description="Grouping column; null when the dataset has none.")
+    metric: str = Field(description="accuracy, or the task's fidelity metric (before is then 1.0 by definition).")
+    margin: float
+    min_rows: int = Field(description="Slices with fewer scored rows are marked small.")
+    overall: OverallSliceQuality
+    ungrouped: int = Field(description="Scored rows without a slice (or label): in overall, in no slice.")
+    slices: list[SliceResult]
+    flagged: list[str]
+
+
 class Report(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     created_at: str
@@ -136,6 +170,11 @@ class Report(_Strict):
     environment: EnvironmentReport
     evaluation: EvaluationReport
     files: list[PackageFile]
+    slices: SlicesReport | None = None
+    # The sustainability sections (models in workers.engine.energy.schema).
+    energy: EnergyReport
+    inference: InferenceEnergyReport
+    payback: PaybackReport
 
 
 def compute_ratios(original: ModelSideReport, result: ModelSideReport) -> RatiosReport:

@@ -6,6 +6,7 @@ redelivered message can neither run a finished job again nor store a second arti
 
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -15,11 +16,13 @@ from celery.exceptions import Reject
 
 from app.artifacts import repository as artifacts_repository
 from app.artifacts.orm import Artifact
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.core.storage import LocalStorage, get_storage, sha256_of
 from app.datasets import repository as datasets_repository
 from app.db.base import utcnow
 from app.db.session import run_after_rollback, session_scope
+from app.energy import repository as energy_repository
+from app.energy.orm import EnergyRecord
 from app.jobs import repository as jobs_repository
 from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED, Job
 from app.models import repository as models_repository
@@ -29,6 +32,9 @@ from workers.tasks.engine_process import EngineOutcome, run_engine
 logger = logging.getLogger(__name__)
 
 PROGRESS_WRITE_SECONDS = 0.5
+# Stage names of recipe steps, as the engine's energy section writes them: "step_1.quantize".
+STEP_STAGE = re.compile(r"step_(?P<index>\d+)\.(?P<technique>[a-z0-9_]+)")
+ENERGY_FIELDS = ("duration_s", "cpu_kwh", "gpu_kwh", "ram_kwh", "energy_kwh", "co2e_g")
 STOP_CANCELLED = "cancelled"
 STOP_SHUTDOWN = "worker shutting down"
 STOP_NOT_OURS = "the job is no longer running here"
@@ -78,10 +84,40 @@ def _claim(job_id: str) -> dict | None:
             "attempt": job.attempts + 1,
             "recipe": job.recipe,
             "evaluation": job.evaluation,
+            "deployment": job.deployment,
+            "dataset_sha256": dataset.sha256 if dataset else None,
             "device": job.device,
             "model_key": model.storage_key if model else None,
             "dataset_key": dataset.storage_key if dataset else None,
         }
+
+
+def energy_settings(settings: Settings, deployment: dict) -> dict:
+    """The worker's own grid (its settings) and the job's deployment grid and rate."""
+    return {
+        "country": settings.carbon_country,
+        "pue": settings.pue,
+        "cpu_watts_per_core": settings.cpu_watts_per_core,
+        "deployment_country": deployment.get("country"),
+        "requests_per_day": deployment.get("requests_per_day"),
+    }
+
+
+def _energy_records(job_id: str, report: dict) -> list[EnergyRecord]:
+    records = []
+    for stage in report.get("energy", {}).get("stages", []):
+        step = STEP_STAGE.fullmatch(stage["stage"])
+        records.append(
+            EnergyRecord(
+                job_id=job_id,
+                stage=stage["stage"],
+                step_index=int(step["index"]) if step else None,
+                technique=step["technique"] if step else None,
+                **{field: stage[field] for field in ENERGY_FIELDS},
+                method=stage["method"],
+            )
+        )
+    return records
 
 
 def _finish(job_id: str, from_statuses: tuple[str, ...], status: str, **values) -> None:
@@ -103,6 +139,8 @@ def _store_results(job_id: str, storage: LocalStorage, outcome: EngineOutcome) -
                 session,
                 Artifact(job_id=job_id, kind=kind, filename=source.name, size_bytes=size, sha256=digest, storage_key=key),
             )
+        if not energy_repository.for_job(session, job_id):
+            energy_repository.add_all(session, _energy_records(job_id, report))
         finished = jobs_repository.transition(
             session,
             job_id,
@@ -173,6 +211,8 @@ def execute_job(job_id: str) -> str:
         "dataset_path": str(storage.local_path(claim["dataset_key"])) if claim["dataset_key"] else None,
         "device": claim["device"],
         "eval": claim["evaluation"],
+        "energy": energy_settings(settings, claim["deployment"]),
+        "dataset_sha256": claim["dataset_sha256"],
         "work_dir": str(work_dir / "scratch"),
         "output_dir": str(work_dir / "output"),
     }

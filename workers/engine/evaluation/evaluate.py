@@ -48,6 +48,7 @@ class ModelEvaluation:
     outputs: OutputStore
     latency: LatencyReport
     quality: QualityReport | None
+    predictions: np.ndarray | None = None  # class id per row, classifiers only (for per-slice accuracy)
 
 
 def evaluate_model(
@@ -82,8 +83,9 @@ def evaluate_model(
     )
 
     quality = None
+    row_predictions = np.concatenate(predictions) if predictions else None
     if inputs.labels is not None and task == "text-classification":
         labelled = inputs.labels != UNLABELLED
-        scores = classification_quality(inputs.labels[labelled], np.concatenate(predictions)[labelled])
+        scores = classification_quality(inputs.labels[labelled], row_predictions[labelled])
         quality = QualityReport(**scores, num_labelled=int(labelled.sum()))
-    return ModelEvaluation(outputs=store, latency=latency, quality=quality)
+    return ModelEvaluation(outputs=store, latency=latency, quality=quality, predictions=row_predictions)

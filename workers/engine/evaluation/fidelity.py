@@ -36,6 +36,13 @@ def reduce_output(task: Task, output: np.ndarray, attention_mask: np.ndarray) ->
     return output[attention_mask.astype(bool)].astype(np.float32)
 
 
+def items_per_row(task: Task, attention_mask: np.ndarray) -> np.ndarray:
+    """How many reduced items each row of a batch yields: one, or its real tokens for language models."""
+    if task == "text-generation":
+        return attention_mask.astype(bool).sum(axis=1)
+    return np.ones(len(attention_mask), dtype=np.int64)
+
+
 class OutputStore:
     """Reduced outputs of one model, one .npy per batch, read back memory-mapped in order."""
 
@@ -87,16 +94,30 @@ def _cosines(reference: np.ndarray, result: np.ndarray) -> np.ndarray:
     return (ref * res).sum(axis=1) / np.maximum(norms, 1e-12)
 
 
-def compare_outputs(task: Task, reference: OutputStore, result: OutputStore, num_samples: int) -> Fidelity:
+@dataclass(frozen=True)
+class ItemFidelity:
+    """Fidelity per item before averaging, in dataset order: one per row, or one per real token for
+    language models (see items_per_row), so per-slice figures reuse them instead of rerunning models."""
+
+    primary: np.ndarray  # cosine, or top-1 agreement as 1.0/0.0
+    kl: np.ndarray | None  # classifiers and language models only
+
+
+def item_fidelity(task: Task, reference: OutputStore, result: OutputStore) -> ItemFidelity:
     pairs = list(zip(reference, result, strict=True))
     if task == "feature-extraction":
-        cosines = np.concatenate([_cosines(ref, res) for ref, res in pairs])
-        metrics = {"cosine_mean": float(cosines.mean()), "cosine_p5": float(np.percentile(cosines, 5))}
-        return Fidelity(metrics, PRIMARY_METRIC[task], num_samples, None)
+        return ItemFidelity(np.concatenate([_cosines(ref, res) for ref, res in pairs]), None)
     agree_parts, kl_parts = zip(*(_agreement_and_kl(ref, res) for ref, res in pairs), strict=True)
-    agree, kl = np.concatenate(agree_parts), np.concatenate(kl_parts)
-    if task == "text-classification":
-        metrics = {"top1_agreement": float(agree.mean()), "kl_mean": float(kl.mean())}
+    return ItemFidelity(np.concatenate(agree_parts).astype(np.float64), np.concatenate(kl_parts))
+
+
+def summarise_fidelity(task: Task, items: ItemFidelity, num_samples: int) -> Fidelity:
+    values = items.primary
+    if task == "feature-extraction":
+        metrics = {"cosine_mean": float(values.mean()), "cosine_p5": float(np.percentile(values, 5))}
         return Fidelity(metrics, PRIMARY_METRIC[task], num_samples, None)
-    metrics = {"token_top1_agreement": float(agree.mean()), "token_kl_mean": float(kl.mean())}
-    return Fidelity(metrics, PRIMARY_METRIC[task], num_samples, int(len(agree)))
+    if task == "text-classification":
+        metrics = {"top1_agreement": float(values.mean()), "kl_mean": float(items.kl.mean())}
+        return Fidelity(metrics, PRIMARY_METRIC[task], num_samples, None)
+    metrics = {"token_top1_agreement": float(values.mean()), "token_kl_mean": float(items.kl.mean())}
+    return Fidelity(metrics, PRIMARY_METRIC[task], num_samples, int(len(values)))

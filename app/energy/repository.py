@@ -1,0 +1,45 @@
+"""Every query on the energy records table."""
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.energy.orm import EnergyRecord
+from app.jobs.orm import Job
+
+
+def for_job(session: Session, job_id: str) -> list[EnergyRecord]:
+    return list(session.scalars(select(EnergyRecord).where(EnergyRecord.job_id == job_id).order_by(EnergyRecord.created_at)))
+
+
+def add_all(session: Session, records: list[EnergyRecord]) -> None:
+    session.add_all(records)
+    session.flush()
+
+
+def totals(session: Session, since: datetime | None = None, until: datetime | None = None) -> dict[str, float]:
+    """Energy and CO2 summed over the jobs created in the window."""
+    query = select(
+        func.coalesce(func.sum(EnergyRecord.cpu_kwh), 0.0),
+        func.coalesce(func.sum(EnergyRecord.gpu_kwh), 0.0),
+        func.coalesce(func.sum(EnergyRecord.ram_kwh), 0.0),
+        func.coalesce(func.sum(EnergyRecord.energy_kwh), 0.0),
+        func.coalesce(func.sum(EnergyRecord.co2e_g), 0.0),
+    ).join(Job, Job.id == EnergyRecord.job_id)
+    if since is not None:
+        query = query.where(Job.created_at >= since)
+    if until is not None:
+        query = query.where(Job.created_at < until)
+    cpu, gpu, ram, energy, co2 = session.execute(query).one()
+    return {"cpu_kwh": cpu, "gpu_kwh": gpu, "ram_kwh": ram, "energy_kwh": energy, "co2e_g": co2}
+
+
+def per_job(session: Session, job_ids: list[str]) -> dict[str, tuple[float, float]]:
+    """(energy_kwh, co2e_g) of each job that has energy records."""
+    query = (
+        select(EnergyRecord.job_id, func.sum(EnergyRecord.energy_kwh), func.sum(EnergyRecord.co2e_g))
+        .where(EnergyRecord.job_id.in_(job_ids))
+        .group_by(EnergyRecord.job_id)
+    )
+    return {job_id: (energy, co2) for job_id, energy, co2 in session.execute(query)}

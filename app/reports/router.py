@@ -1,0 +1,25 @@
+"""HTTP route for the sustainability summary across jobs."""
+
+from datetime import datetime
+
+from fastapi import APIRouter, Query
+
+from app.core.deps import SessionDep
+from app.core.errors import Invalid
+from app.reports import service
+from app.reports.schemas import Summary
+
+router = APIRouter(prefix="/v1/reports", tags=["reports"])
+
+
+@router.get("/summary", response_model=Summary)
+def get_summary(
+    session: SessionDep,
+    since: datetime | None = Query(None, description="Jobs created at or after this time (ISO 8601)."),
+    until: datetime | None = Query(None, description="Jobs created before this time (ISO 8601)."),
+):
+    """The jobs of a time window, the energy and CO2 they used, and their models' projected savings."""
+    since, until = service.as_utc(since), service.as_utc(until)
+    if since is not None and until is not None and since >= until:
+        raise Invalid("'since' must be earlier than 'until'.")
+    return service.summary(session, since, until)

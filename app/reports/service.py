@@ -1,0 +1,70 @@
+"""The sustainability summary: what compression jobs cost in energy, and what their models save."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from app.energy import repository as energy_repository
+from app.jobs import repository as jobs_repository
+from app.jobs.orm import JOB_STATUSES, SUCCEEDED
+from app.reports.schemas import EnergyTotals, JobPayback, ProjectedSavings, Summary
+
+DAYS_PER_YEAR = 365
+
+
+def _job_payback(job, energy: tuple[float, float] | None) -> JobPayback:  # noqa: ANN001
+    payback = (job.report or {}).get("payback") or {}
+    deployment = payback.get("deployment") or {}
+    return JobPayback(
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        created_at=job.created_at,
+        energy_kwh=energy[0] if energy else None,
+        co2e_g=energy[1] if energy else None,
+        measurable=payback.get("measurable"),
+        verdict=payback.get("verdict"),
+        saving_kwh_per_million=payback.get("saving_kwh_per_million"),
+        saving_co2e_g_per_million=payback.get("saving_co2e_g_per_million"),
+        break_even_inferences=payback.get("break_even_inferences"),
+        break_even_days=payback.get("break_even_days"),
+        requests_per_day=deployment.get("requests_per_day"),
+    )
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time without a zone is taken as UTC, the zone every stored time is in."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def summary(session: Session, since: datetime | None, until: datetime | None) -> Summary:
+    since, until = as_utc(since), as_utc(until)
+    jobs = jobs_repository.created_between(session, since, until)
+    energy = energy_repository.per_job(session, [job.id for job in jobs])
+    rows = [_job_payback(job, energy.get(job.id)) for job in jobs]
+    counted = [
+        row
+        for row in rows
+        if row.status == SUCCEEDED and row.measurable and row.requests_per_day and row.saving_kwh_per_million
+    ]
+    kwh_per_day = sum(row.saving_kwh_per_million * row.requests_per_day / 1e6 for row in counted)
+    co2_per_day = sum((row.saving_co2e_g_per_million or 0.0) * row.requests_per_day / 1e6 for row in counted)
+    by_status = dict.fromkeys(JOB_STATUSES, 0)
+    for job in jobs:
+        by_status[job.status] += 1
+    return Summary(
+        since=since,
+        until=until,
+        jobs_by_status=by_status,
+        energy=EnergyTotals(**energy_repository.totals(session, since, until)),
+        projected_savings=ProjectedSavings(
+            jobs_counted=len(counted),
+            kwh_per_day=kwh_per_day,
+            co2e_g_per_day=co2_per_day,
+            kwh_per_year=kwh_per_day * DAYS_PER_YEAR,
+            co2e_kg_per_year=co2_per_day * DAYS_PER_YEAR / 1000,
+        ),
+        jobs=rows,
+    )

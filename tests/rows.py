@@ -1,0 +1,40 @@
+"""Factories for database rows, for tests that set up state without running jobs."""
+
+from app.db.session import session_scope
+from app.energy.orm import EnergyRecord
+from app.jobs.orm import Job
+from app.models.orm import Model
+
+
+def add_model_row(**values) -> str:
+    defaults = dict(
+        name="m", architecture="BertModel", model_type="bert", task="feature-extraction",
+        num_parameters=1, size_bytes=1, sha256="0" * 64, storage_key="models/none",
+    )
+    with session_scope() as session:
+        model = Model(**{**defaults, **values})
+        session.add(model)
+        session.flush()
+        return model.id
+
+
+def add_job_row(model_id: str, **values) -> str:
+    defaults = dict(
+        model_id=model_id, device="cpu", queue="cpu", recipe={"steps": []}, evaluation={}, deployment={},
+        status="queued", progress=0.0, attempts=0, cancel_requested=False,
+    )
+    with session_scope() as session:
+        job = Job(**{**defaults, **values})
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def add_energy_row(job_id: str, stage: str, cpu_kwh: float, ram_kwh: float, co2e_g: float, **values) -> None:
+    with session_scope() as session:
+        session.add(
+            EnergyRecord(
+                job_id=job_id, stage=stage, duration_s=1.0, cpu_kwh=cpu_kwh, gpu_kwh=0.0, ram_kwh=ram_kwh,
+                energy_kwh=cpu_kwh + ram_kwh, co2e_g=co2e_g, method=values.get("method", "estimated"),
+            )
+        )

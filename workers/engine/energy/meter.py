@@ -1,0 +1,270 @@
+"""The job's own energy and CO2 per stage: one CodeCarbon OfflineEmissionsTracker per job, one tracker
+task per stage. A tracker failure never fails the job: the section then says "unavailable" and why.
+"""
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
+
+from workers.engine.energy import tracker as tracking
+from workers.engine.energy.intensity import carbon_intensity
+from workers.engine.energy.schema import (
+    EnergyInputs,
+    EnergyReport,
+    EnergyTotal,
+    Method,
+    SectionMethod,
+    StageEnergy,
+)
+from workers.engine.energy.settings import EnergySettings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_POWER_MODEL = (
+    "CPU: cpu_power_w x the share of all logical cores this process (and its children) kept busy, "
+    "from its CPU time (CodeCarbon process mode); RAM: ram_power_w x time; GPU: NVML readings when present. "
+    "Power sampled every second within a stage and once at its end."
+)
+_PUE_APPLIED_BY = (
+    "compresso: CodeCarbon runs with pue=1.0 and each stage's cpu, gpu and ram kWh is multiplied by pue once, "
+    "here; the inference section is device energy (no PUE) and payback applies the deployment's."
+)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One tracker task: device energy (before PUE) in kWh, and the powers CodeCarbon averaged."""
+
+    duration_s: float
+    cpu_kwh: float
+    gpu_kwh: float
+    ram_kwh: float
+    ram_power_w: float
+
+    @property
+    def device_kwh(self) -> float:
+        return self.cpu_kwh + self.gpu_kwh + self.ram_kwh
+
+
+class Measurement:
+    """Filled when its `measure` block ends; `reading` stays None when nothing was tracked."""
+
+    reading: Reading | None = None
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _combine(methods: set[str]) -> Method:
+    methods = methods - {"none"}
+    if methods == {"measured"}:
+        return "measured"
+    return "estimated" if methods <= {"estimated"} else "mixed"
+
+
+class EnergyMeter:
+    """Stages are `begin(name)` ... `end(name)`; `measure()` tracks a block without recording it, for
+    callers that build one stage out of several tasks (`record`)."""
+
+    def __init__(self, settings: EnergySettings):
+        self.settings = settings
+        # A wrong country code is the user's to fix (EngineUserError), unlike a tracker failure:
+        # both are checked here, before the job does any work.
+        self.intensity, self.intensity_source = carbon_intensity(settings.country)
+        if settings.deployment_country is not None:
+            carbon_intensity(settings.deployment_country)
+        self.error: str | None = None
+        self._tracker: Any = None
+        self._stages: list[StageEnergy] = []
+        self._open: tuple[str, str] | None = None  # (stage, task name)
+        self._tasks = 0
+        self._hardware: dict[str, Any] = {}
+        self._ram_power_w = 0.0
+        if settings.enabled:
+            tracking.detect_hardware_in_background()
+            self._tracker = self._guard("creating the tracker", lambda: tracking.make_tracker(settings))
+            if self._tracker is None and self.error is None:
+                self.error = "no tracker was created"
+
+    @property
+    def active(self) -> bool:
+        return self._tracker is not None and self.error is None
+
+    def _guard(self, action: str, call: Callable[[], T]) -> T | None:
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - any tracker failure must leave the job running
+            self._fail(f"CodeCarbon failed while {action}: {type(exc).__name__}: {exc}")
+            return None
+
+    def _fail(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
+            logger.warning("energy tracking stopped: %s", message)
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            try:
+                tracker.stop()
+            except Exception:  # noqa: BLE001 - already failed; stopping is best effort
+                pass
+
+    def _start_task(self, label: str) -> str:
+        tracking.wait_for_detection()
+        self._tasks += 1
+        task = f"{self._tasks:03d}-{label}"
+        self._tracker.start_task(task)
+        if not self._hardware:
+            self._hardware = tracking.describe_hardware(self._tracker, self.settings)
+        return task
+
+    def _stop_task(self, task: str) -> Reading:
+        data = self._tracker.stop_task(task)
+        if data is None:
+            raise RuntimeError(f"no data for task {task!r}; the tracker did not start it")
+        reading = Reading(
+            duration_s=float(data.duration),
+            cpu_kwh=float(data.cpu_energy),
+            gpu_kwh=float(data.gpu_energy),
+            ram_kwh=float(data.ram_energy),
+            ram_power_w=float(data.ram_power or 0.0),
+        )
+        values = (reading.duration_s, reading.cpu_kwh, reading.gpu_kwh, reading.ram_kwh)
+        if not all(math.isfinite(value) and value >= 0 for value in values):
+            raise ValueError(f"implausible reading for task {task!r}: {reading}")
+        self._ram_power_w = max(self._ram_power_w, reading.ram_power_w)
+        return reading
+
+    def begin(self, stage: str) -> None:
+        if not self.active:
+            return
+        if self._open is not None:
+            self._fail(f"stage {stage!r} began while {self._open[0]!r} was still open")
+            return
+        task = self._guard(f"starting stage {stage!r}", lambda: self._start_task(stage))
+        if task is not None:
+            self._open = (stage, task)
+
+    def end(self, stage: str) -> None:
+        if not self.active or self._open is None:
+            return
+        open_stage, task = self._open
+        self._open = None
+        if open_stage != stage:
+            self._fail(f"stage {stage!r} ended while {open_stage!r} was open")
+            return
+        reading = self._guard(f"stopping stage {stage!r}", lambda: self._stop_task(task))
+        if reading is not None:
+            self.record(stage, [reading])
+
+    @contextmanager
+    def measure(self, label: str) -> Iterator[Measurement]:
+        measurement = Measurement()
+        task = None
+        if self.active and self._open is not None:
+            # CodeCarbon runs one task at a time: a block inside an open stage cannot be measured.
+            self._fail(f"{label!r} was measured while stage {self._open[0]!r} was open")
+        elif self.active:
+            task = self._guard(f"starting {label!r}", lambda: self._start_task(label))
+        try:
+            yield measurement
+        finally:
+            if task is not None and self.active:
+                measurement.reading = self._guard(f"stopping {label!r}", lambda: self._stop_task(task))
+
+    def record(self, stage: str, readings: list[Reading | None]) -> None:
+        """Adds one stage made of `readings`; a missing reading means tracking failed, so nothing is added."""
+        if not self.active or not readings or any(reading is None for reading in readings):
+            return
+        pue = self.settings.pue
+        cpu = math.fsum(reading.cpu_kwh for reading in readings) * pue
+        gpu = math.fsum(reading.gpu_kwh for reading in readings) * pue
+        ram = math.fsum(reading.ram_kwh for reading in readings) * pue
+        energy = cpu + gpu + ram
+        self._stages.append(
+            StageEnergy(
+                stage=stage,
+                duration_s=math.fsum(reading.duration_s for reading in readings),
+                cpu_kwh=cpu,
+                gpu_kwh=gpu,
+                ram_kwh=ram,
+                energy_kwh=energy,
+                co2e_g=energy * self.intensity,
+                method=self.method(),
+            )
+        )
+
+    def method(self) -> SectionMethod:
+        if not self.settings.enabled:
+            return "disabled"
+        if self.error is not None:
+            return "unavailable"
+        components = self._hardware.get("components")
+        return _combine(set(components.model_dump().values())) if components else "estimated"
+
+    def _inputs(self) -> EnergyInputs:
+        return EnergyInputs(
+            tracker=tracking.TRACKER,
+            tracker_version=_package_version("codecarbon"),
+            tracking_mode=tracking.TRACKING_MODE,
+            ram_power_w=self._ram_power_w or None,
+            power_model=_POWER_MODEL,
+            country=self.settings.country,
+            carbon_intensity_g_per_kwh=self.intensity,
+            intensity_source=self.intensity_source,
+            pue=self.settings.pue,
+            pue_applied_by=_PUE_APPLIED_BY,
+            **self._hardware,
+        )
+
+    def report(self) -> EnergyReport:
+        try:
+            return self._report()
+        except Exception as exc:  # noqa: BLE001 - a malformed reading must not fail the job either
+            self._fail(f"building the energy section failed: {type(exc).__name__}: {exc}")
+            self._hardware = {}
+            return self._report()
+
+    def _report(self) -> EnergyReport:
+        method = self.method()
+        stages = self._stages if method not in ("unavailable", "disabled") else []
+        cpu = math.fsum(stage.cpu_kwh for stage in stages)
+        gpu = math.fsum(stage.gpu_kwh for stage in stages)
+        ram = math.fsum(stage.ram_kwh for stage in stages)
+        total = EnergyTotal(
+            duration_s=math.fsum(stage.duration_s for stage in stages),
+            cpu_kwh=cpu,
+            gpu_kwh=gpu,
+            ram_kwh=ram,
+            energy_kwh=cpu + gpu + ram,
+            co2e_g=math.fsum(stage.co2e_g for stage in stages),
+        )
+        if method not in ("unavailable", "disabled") and stages:
+            method = _combine({stage.method for stage in stages})
+        return EnergyReport(method=method, error=self.error, inputs=self._inputs(), stages=stages, total=total)
+
+    def close(self) -> None:
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            try:
+                tracker.stop()
+            except Exception:  # noqa: BLE001 - the figures are already taken; stopping is best effort
+                logger.debug("stopping the tracker failed", exc_info=True)
+
+
+@contextmanager
+def open_meter(settings: EnergySettings) -> Iterator[EnergyMeter]:
+    """The job's meter; closed (its tracker stopped) however the job ends."""
+    meter = EnergyMeter(settings)
+    try:
+        yield meter
+    finally:
+        meter.close()
