@@ -45,12 +45,12 @@ _CORPUS = [
 ]
 
 
-def _bert_tokenizer(dest: Path) -> BertTokenizerFast:
+def _bert_tokenizer() -> BertTokenizerFast:
     characters = [chr(code) for code in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'\"-:;()%$€@/")
     vocab = _SPECIAL + _WORDS + characters + [f"##{char}" for char in characters]
-    vocab_file = dest / "vocab.txt"
-    vocab_file.write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
-    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    # transformers 5 takes the vocabulary itself (`vocab_file=` is silently ignored, leaving only
+    # the special tokens, so every word would be [UNK]).
+    return BertTokenizerFast(vocab={token: index for index, token in enumerate(dict.fromkeys(vocab))}, do_lower_case=True)
 
 
 def _gpt2_tokenizer() -> GPT2TokenizerFast:
@@ -101,7 +101,7 @@ def build_tiny_model(kind: str, dest: Path, hidden_size: int = 32) -> Path:
         )
         model = GPT2LMHeadModel(config)
     else:
-        tokenizer = _bert_tokenizer(dest)
+        tokenizer = _bert_tokenizer()
         if kind == "encoder":
             model = BertModel(_bert_config(len(tokenizer), hidden_size))
         else:
