@@ -171,9 +171,8 @@ def _apply_steps(
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        meter.begin(stage)
-        state = get_technique(step.technique).handler(step, state, context)
-        meter.end(stage)
+        with meter.stage(stage):
+            state = get_technique(step.technique).handler(step, state, context)
         reports.append(
             StepReport(
                 technique=step.technique,
@@ -226,19 +225,17 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     request.work_dir.mkdir(parents=True, exist_ok=True)
 
     progress("load", _LOAD, 0.0)
-    meter.begin("load")
-    loaded = _load(request)
-    meter.end("load")
+    with meter.stage("load"):
+        loaded = _load(request)
     info, inputs = loaded.info, loaded.inputs
     progress("load", _LOAD, 1.0)
 
-    meter.begin("evaluate_original")
-    original_eval = evaluate_model(
-        TorchRunner(loaded.model, info.task, model_input_names(loaded.model, loaded.tokenizer), request.device),
-        info.task, inputs, settings, request.work_dir / "outputs" / "original",
-        progress.phases("evaluate_original", _EVAL_ORIGINAL),
-    )
-    meter.end("evaluate_original")
+    with meter.stage("evaluate_original"):
+        original_eval = evaluate_model(
+            TorchRunner(loaded.model, info.task, model_input_names(loaded.model, loaded.tokenizer), request.device),
+            info.task, inputs, settings, request.work_dir / "outputs" / "original",
+            progress.phases("evaluate_original", _EVAL_ORIGINAL),
+        )
     original = ModelSideReport(
         format="safetensors",
         runtime="pytorch",
@@ -263,22 +260,20 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     state, step_reports = _apply_steps(request, state, loaded, progress, meter)
 
     progress("package", _PACKAGE, 0.0)
-    meter.begin("package")
-    package_dir, files = _package(request, state, loaded.tokenizer)
-    meter.end("package")
+    with meter.stage("package"):
+        package_dir, files = _package(request, state, loaded.tokenizer)
     state = None
     gc.collect()
     progress("package", _PACKAGE, 1.0)
 
     # Measured on the packaged file itself: what the user downloads is what the report describes.
     packaged_model = package_dir / MODEL_FILE
-    meter.begin("evaluate_result")
-    result_eval = evaluate_model(
-        OnnxRunner(packaged_model, request.device, threads=original.latency.threads),
-        info.task, inputs, settings, request.work_dir / "outputs" / "result",
-        progress.phases("evaluate_result", _EVAL_RESULT),
-    )
-    meter.end("evaluate_result")
+    with meter.stage("evaluate_result"):
+        result_eval = evaluate_model(
+            OnnxRunner(packaged_model, request.device, threads=original.latency.threads),
+            info.task, inputs, settings, request.work_dir / "outputs" / "result",
+            progress.phases("evaluate_result", _EVAL_RESULT),
+        )
     items = item_fidelity(info.task, original_eval.outputs, result_eval.outputs)
     fidelity = summarise_fidelity(info.task, items, inputs.num_samples)
     slices = slices_report(info.task, loaded.dataset, inputs, original_eval, result_eval, items, settings.slice_margin)

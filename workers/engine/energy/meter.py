@@ -166,6 +166,15 @@ class EnergyMeter:
             self.record(stage, [reading])
 
     @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Books the energy of the block under `name` (a no-op once the meter has failed)."""
+        self.begin(name)
+        try:
+            yield
+        finally:
+            self.end(name)
+
+    @contextmanager
     def measure(self, label: str) -> Iterator[Measurement]:
         measurement = Measurement()
         task = None
