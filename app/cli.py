@@ -42,9 +42,21 @@ def run_api(host: str, port: int) -> None:
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
 
 
+def check_worker_settings() -> None:
+    """Fails at start, not on the first job, when the grid country is not in the bundled table."""
+    from workers.engine.energy.intensity import carbon_intensity
+    from workers.engine.errors import EngineUserError
+
+    try:
+        carbon_intensity(get_settings().carbon_country)
+    except EngineUserError as exc:
+        raise SystemExit(f"COMPRESSO_CARBON_COUNTRY: {exc}") from exc
+
+
 def run_worker(queues: str, concurrency: int) -> None:
     from workers.celery_app import celery_app
 
+    check_worker_settings()
     # Threads, not processes: each job runs the engine in a child process of its own, so the
     # worker only supervises, and a shutdown signal reaches the supervising threads directly.
     celery_app.worker_main(

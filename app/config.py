@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1024**3
@@ -45,12 +45,22 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Runs a job gets before a lost worker makes it fail.")
     limits: Limits = Limits()
     carbon_country: str | None = Field(
-        None, description="ISO 3166 alpha-3 code of the workers' grid (e.g. FRA). Empty: the world average."
+        None,
+        pattern="^[A-Z]{3}$",
+        description="ISO 3166 alpha-3 code of the workers' grid (e.g. FRA). Empty: the world average.",
     )
     pue: float = Field(1.0, ge=1.0, le=3.0, description="Power usage effectiveness of the workers' data centre.")
     cpu_watts_per_core: float | None = Field(
         None, gt=0, le=1000, description="Overrides CodeCarbon's per-core CPU power figure where no RAPL exists."
     )
+
+    @field_validator("carbon_country", mode="before")
+    @classmethod
+    def _country_code(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().upper()
+            return value or None
+        return value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":

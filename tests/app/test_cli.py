@@ -1,0 +1,23 @@
+"""The `compresso` command refuses bad settings at start, with the setting's name."""
+
+import os
+import subprocess
+import sys
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_worker_refuses_an_unknown_grid_country():
+    result = run_cli("worker", COMPRESSO_CARBON_COUNTRY="XYZ")
+    assert result.returncode != 0
+    assert "COMPRESSO_CARBON_COUNTRY" in result.stderr and "XYZ" in result.stderr
+
+
+def test_worker_refuses_an_unknown_queue():
+    result = run_cli("worker", "--queues", "tpu")
+    assert result.returncode == 2
+    assert "allowed: cpu, gpu" in result.stderr
