@@ -5,10 +5,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 
 from app.artifacts.router import router as artifacts_router
 from app.core.errors import AppError
+from app.dashboard.router import STATIC_DIR as DASHBOARD_STATIC_DIR
 from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
@@ -72,4 +74,5 @@ def create_app() -> FastAPI:
         dashboard_router,
     ):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=DASHBOARD_STATIC_DIR), name="dashboard_static")
     return app

@@ -1,28 +1,28 @@
-"""Server-rendered dashboard pages, reading through the same repositories as the API."""
+"""Server-rendered dashboard pages over the same services as the API."""
 
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from app.core.deps import SessionDep
-from app.datasets import repository as datasets_repository
-from app.jobs import repository as jobs_repository
-from app.models import repository as models_repository
+from app.dashboard import service
 
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+templates = Jinja2Templates(directory=HERE / "templates")
+# Charts are SVG built by app.dashboard.charts, which escapes every piece of user text itself.
+templates.env.filters["svg"] = Markup
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/", response_class=HTMLResponse)
 def overview(request: Request, session: SessionDep):
-    return templates.TemplateResponse(
-        request,
-        "overview.html",
-        {
-            "models": models_repository.list_all(session),
-            "datasets": datasets_repository.list_all(session),
-            "jobs": jobs_repository.list_all(session),
-        },
-    )
+    return templates.TemplateResponse(request, "overview.html", service.overview(session))
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job(request: Request, job_id: str, session: SessionDep):
+    return templates.TemplateResponse(request, "job.html", service.job_page(session, job_id))

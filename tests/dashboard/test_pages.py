@@ -1,0 +1,74 @@
+"""Dashboard pages rendered by the real app over Postgres, from rows with a real MiniLM report."""
+
+import copy
+import json
+import re
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from tests.app.conftest import client  # noqa: F401 - the shared fixture
+from tests.rows import add_energy_row, add_job_row, add_model_row
+
+REPORT = json.loads((Path(__file__).parents[2] / "benchmarks/results/api_quantize_minilm.json").read_text())["report"]
+
+
+@pytest.fixture
+def finished_job(client):  # noqa: F811
+    report = copy.deepcopy(REPORT)
+    report["slices"] = {
+        "source": "slice", "metric": "cosine_mean", "margin": 0.02, "min_rows": 5, "ungrouped": 0,
+        "overall": {"count": 20, "before": 1.0, "after": 0.99, "drop": 0.01},
+        "slices": [
+            {"name": "news", "count": 10, "before": 1.0, "after": 0.995, "drop": 0.005, "flagged": False, "small": False},
+            {"name": "<script>alert(1)</script>", "count": 10, "before": 1.0, "after": 0.95, "drop": 0.05,
+             "flagged": True, "small": False},
+        ],
+        "flagged": ["<script>alert(1)</script>"],
+    }
+    model_id = add_model_row(name="all-MiniLM-L6-v2")
+    job_id = add_job_row(model_id, name="minilm-int8", status="succeeded", progress=1.0, stage="done", report=report,
+                         recipe={"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]})
+    add_energy_row(job_id, "load", cpu_kwh=0.001, ram_kwh=0.001, co2e_g=1.0)
+    return job_id
+
+
+def test_overview_shows_totals_and_links_jobs(client, finished_job):  # noqa: F811
+    page = client.get("/")
+    assert page.status_code == 200
+    assert f'href="/jobs/{finished_job}"' in page.text
+    saved_mb = (REPORT["original"]["size_bytes"] - REPORT["result"]["size_bytes"]) / 1e6
+    assert f"{saved_mb:.1f} MB" in page.text
+    assert 'id="total-compressed">1<' in page.text
+
+
+def test_job_page_shows_the_report_tables_and_charts(client, finished_job):  # noqa: F811
+    page = client.get(f"/jobs/{finished_job}")
+    assert page.status_code == 200
+    html = page.text
+    assert 'id="before-after"' in html and "3.96x smaller" in html
+    assert f"/v1/jobs/{finished_job}/report" in html
+    svgs = re.findall(r"<svg.*?</svg>", html, re.S)
+    assert len(svgs) >= 4
+    for svg in svgs:
+        assert ElementTree.fromstring(svg).get("role") == "img"
+    # User text from the dataset (a slice name) is escaped everywhere on the page.
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'class="flagged"' in html
+    assert "Payback" in html
+    assert 'id="cancel"' not in html  # finished jobs cannot be cancelled
+
+
+def test_running_job_page_watches_the_job(client):  # noqa: F811
+    job_id = add_job_row(add_model_row(), status="running", progress=0.4, stage="evaluate_original")
+    html = client.get(f"/jobs/{job_id}").text
+    assert 'id="cancel"' in html
+    assert f'watchJob("{job_id}")' in html
+    assert client.get("/static/jobs.js").status_code == 200
+    assert client.get("/static/dashboard.css").status_code == 200
+
+
+def test_unknown_job_page_is_404(client):  # noqa: F811
+    assert client.get("/jobs/nope").status_code == 404
