@@ -9,7 +9,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -18,15 +18,15 @@ CHUNK_BYTES = 1024 * 1024
 
 
 class Storage(Protocol):
-    def scratch_dir(self) -> Path: ...
+    """What the API and the workers need from artifact storage; object stores implement it later."""
+
+    def scratch(self) -> AbstractContextManager[Path]: ...
 
     def put(self, source: Path, key: str) -> None: ...
 
     def local_path(self, key: str) -> Path: ...
 
     def exists(self, key: str) -> bool: ...
-
-    def size(self, key: str) -> int: ...
 
     def open_chunks(self, key: str) -> Iterator[bytes]: ...
 
@@ -56,16 +56,12 @@ class LocalStorage:
     @contextmanager
     def scratch(self) -> Iterator[Path]:
         """A private scratch directory, removed on exit whatever happens."""
-        path = self.scratch_dir()
+        path = self.root / ".scratch" / uuid.uuid4().hex
+        path.mkdir(parents=True)
         try:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
-
-    def scratch_dir(self) -> Path:
-        path = self.root / ".scratch" / uuid.uuid4().hex
-        path.mkdir(parents=True)
-        return path
 
     def put(self, source: Path, key: str) -> None:
         """Moves a file or folder into place atomically (same filesystem: a rename)."""
@@ -81,9 +77,6 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._resolve(key).exists()
 
-    def size(self, key: str) -> int:
-        return self._resolve(key).stat().st_size
-
     def open_chunks(self, key: str) -> Iterator[bytes]:
         with self._resolve(key).open("rb") as handle:
             while chunk := handle.read(CHUNK_BYTES):
@@ -98,5 +91,5 @@ class LocalStorage:
 
 
 @lru_cache
-def get_storage(root: Path) -> LocalStorage:
+def get_storage(root: Path) -> Storage:
     return LocalStorage(root)

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from app.config import Settings
 from app.db.session import run_after_commit, run_after_rollback
 from app.core.errors import Conflict, NotFound
-from app.core.storage import LocalStorage
+from app.core.storage import Storage
 from app.core.uploads import receive_upload
 from app.metrics.collector import upload_bytes
 from app.datasets import repository
@@ -18,7 +18,7 @@ from app.jobs import repository as jobs_repository
 from app.models.service import required_name
 from workers.engine.evaluation.dataset_format import DATASET_SUFFIXES
 
-async def upload_dataset(request: Request, session: Session, settings: Settings, storage: LocalStorage) -> Dataset:
+async def upload_dataset(request: Request, session: Session, settings: Settings, storage: Storage) -> Dataset:
     with storage.scratch() as scratch:
         upload = await receive_upload(
             request,
@@ -57,7 +57,7 @@ def get_dataset(session: Session, dataset_id: str) -> Dataset:
     return dataset
 
 
-def delete_dataset(session: Session, storage: LocalStorage, dataset_id: str) -> None:
+def delete_dataset(session: Session, storage: Storage, dataset_id: str) -> None:
     dataset = get_dataset(session, dataset_id)
     active = jobs_repository.count_active_for_dataset(session, dataset_id)
     if active:

@@ -10,7 +10,7 @@ from app.config import Settings
 from app.core.archive import extract_archive
 from app.db.session import run_after_commit, run_after_rollback
 from app.core.errors import Conflict, Invalid, NotFound
-from app.core.storage import LocalStorage
+from app.core.storage import Storage
 from app.core.uploads import receive_upload
 from app.metrics.collector import upload_bytes
 from app.db.base import new_id
@@ -33,7 +33,7 @@ def required_name(fields: dict[str, str]) -> str:
 
 
 def _register_extracted(
-    session: Session, storage: LocalStorage, settings: Settings, archive: Path, scratch: Path, name: str, sha256: str
+    session: Session, storage: Storage, settings: Settings, archive: Path, scratch: Path, name: str, sha256: str
 ) -> Model:
     folder = extract_archive(
         archive,
@@ -66,7 +66,7 @@ def _register_extracted(
     )
 
 
-async def upload_model(request: Request, session: Session, settings: Settings, storage: LocalStorage) -> Model:
+async def upload_model(request: Request, session: Session, settings: Settings, storage: Storage) -> Model:
     with storage.scratch() as scratch:
         upload = await receive_upload(
             request,
@@ -89,7 +89,7 @@ def get_model(session: Session, model_id: str) -> Model:
     return model
 
 
-def delete_model(session: Session, storage: LocalStorage, model_id: str) -> None:
+def delete_model(session: Session, storage: Storage, model_id: str) -> None:
     model = get_model(session, model_id)
     active = jobs_repository.count_active_for_model(session, model_id)
     if active:

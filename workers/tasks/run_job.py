@@ -17,7 +17,7 @@ from celery.exceptions import Reject
 from app.artifacts import repository as artifacts_repository
 from app.artifacts.orm import Artifact
 from app.config import Settings, get_settings
-from app.core.storage import LocalStorage, get_storage, sha256_of
+from app.core.storage import Storage, get_storage, sha256_of
 from app.datasets import repository as datasets_repository
 from app.db.base import utcnow
 from app.db.session import run_after_rollback, session_scope
@@ -125,7 +125,7 @@ def _finish(job_id: str, from_statuses: tuple[str, ...], status: str, **values) 
         jobs_repository.transition(session, job_id, from_statuses, status=status, finished_at=utcnow(), **values)
 
 
-def _store_results(job_id: str, storage: LocalStorage, outcome: EngineOutcome) -> None:
+def _store_results(job_id: str, storage: Storage, outcome: EngineOutcome) -> None:
     report = json.loads(outcome.report_path.read_text())
     with session_scope() as session:
         for kind, source in (("model", outcome.model_zip), ("report", outcome.report_path)):
