@@ -23,6 +23,22 @@ def overview(request: Request, session: SessionDep):
     return templates.TemplateResponse(request, "overview.html", service.overview(session))
 
 
+@router.get("/models", response_class=HTMLResponse)
+def models(request: Request, session: SessionDep):
+    return templates.TemplateResponse(request, "models.html", service.models_page(session))
+
+
+@router.get("/datasets", response_class=HTMLResponse)
+def datasets(request: Request, session: SessionDep):
+    return templates.TemplateResponse(request, "datasets.html", service.datasets_page(session))
+
+
+# Declared before /jobs/{job_id}, which would otherwise take "new" for an id.
+@router.get("/jobs/new", response_class=HTMLResponse)
+def new_job(request: Request, session: SessionDep):
+    return templates.TemplateResponse(request, "new_job.html", service.new_job_page(session))
+
+
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job(request: Request, job_id: str, session: SessionDep):
     return templates.TemplateResponse(request, "job.html", service.job_page(session, job_id))

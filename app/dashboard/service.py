@@ -1,6 +1,6 @@
 """What the dashboard pages show, gathered through the same repositories and services as the API."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,6 +15,78 @@ from app.models import repository as models_repository
 from app.reports import service as reports_service
 
 RECENT_JOBS = 20
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of an uploads table; `format` is shared by the template and uploads.js."""
+
+    key: str
+    label: str
+    format: str = "text"  # text, count, megabytes, hash, list
+
+
+@dataclass(frozen=True)
+class UploadKind:
+    """What differs between the models and the datasets page: the rest is one template and one script."""
+
+    title: str
+    noun: str
+    endpoint: str
+    accept: str
+    hint: str
+    columns: tuple[Column, ...]
+
+    def column_specs(self) -> list[dict[str, str]]:
+        return [asdict(column) for column in self.columns]
+
+
+MODELS = UploadKind(
+    title="Models",
+    noun="model",
+    endpoint="/v1/models",
+    accept=".zip,.tar.gz,.tgz",
+    hint="A .zip or .tar.gz of a Hugging Face model folder: config.json, *.safetensors, tokenizer files.",
+    columns=(
+        Column("name", "Name"),
+        Column("architecture", "Architecture"),
+        Column("task", "Task"),
+        Column("num_parameters", "Parameters", "count"),
+        Column("size_bytes", "Size", "megabytes"),
+        Column("sha256", "sha256", "hash"),
+    ),
+)
+DATASETS = UploadKind(
+    title="Datasets",
+    noun="dataset",
+    endpoint="/v1/datasets",
+    accept=".jsonl,.csv",
+    hint="A .jsonl or .csv file with column text, and optional text_pair, label and slice.",
+    columns=(
+        Column("name", "Name"),
+        Column("filename", "File"),
+        Column("num_rows", "Rows", "count"),
+        Column("columns", "Columns", "list"),
+        Column("size_bytes", "Size", "megabytes"),
+        Column("sha256", "sha256", "hash"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    label: str
+    recipe: dict[str, Any]
+
+
+RECIPE_PRESETS = (
+    Preset("int8, near-lossless", {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}),
+    Preset(
+        "int8, FFN output kept in fp32",
+        {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic", "keep_fp32": ["ffn_output"]}}]},
+    ),
+)
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -74,3 +146,20 @@ def _elapsed_seconds(job: Job) -> float | None:
     return ((reports_service.as_utc(job.finished_at) or utcnow()) - start).total_seconds()
 
 
+
+
+def models_page(session: Session) -> dict[str, Any]:
+    return {"kind": MODELS, "items": models_repository.list_all(session)}
+
+
+def datasets_page(session: Session) -> dict[str, Any]:
+    return {"kind": DATASETS, "items": datasets_repository.list_all(session)}
+
+
+def new_job_page(session: Session) -> dict[str, Any]:
+    return {
+        "models": models_repository.list_all(session),
+        "datasets": datasets_repository.list_all(session),
+        "devices": DEVICES,
+        "presets": RECIPE_PRESETS,
+    }

@@ -72,3 +72,47 @@ def test_running_job_page_watches_the_job(client):  # noqa: F811
 
 def test_unknown_job_page_is_404(client):  # noqa: F811
     assert client.get("/jobs/nope").status_code == 404
+
+
+NAV = ('href="/"', 'href="/models"', 'href="/datasets"', 'href="/jobs/new"', 'href="/docs"')
+
+
+@pytest.mark.parametrize("path", ["/", "/models", "/datasets", "/jobs/new"])
+def test_every_page_has_the_nav_links(client, path):  # noqa: F811
+    page = client.get(path)
+    assert page.status_code == 200
+    for link in NAV:
+        assert link in page.text
+    assert f'href="{path}" aria-current="page"' in page.text
+
+
+@pytest.mark.parametrize(("path", "endpoint", "accept"), [
+    ("/models", "/v1/models", ".zip,.tar.gz"),
+    ("/datasets", "/v1/datasets", ".jsonl,.csv"),
+])
+def test_upload_pages_have_the_form_and_the_list(client, path, endpoint, accept):  # noqa: F811
+    add_model_row(name="listed-model")
+    html = client.get(path).text
+    assert f'data-endpoint="{endpoint}"' in html
+    assert '<label for="upload-file">' in html and 'id="upload-file" name="file" type="file"' in html
+    assert f'accept="{accept}' in html
+    assert '<label for="upload-name">' in html
+    assert '<progress id="upload-progress"' in html and 'id="upload-cancel"' in html
+    assert 'id="upload-error" role="alert"' in html
+    assert "/static/uploads.js" in html
+    if path == "/models":
+        assert "listed-model" in html and 'aria-label="Delete listed-model"' in html
+    assert client.get("/static/uploads.js").status_code == 200
+
+
+def test_new_job_page_has_the_form_and_presets(client):  # noqa: F811
+    add_model_row(name="pick-me")
+    html = client.get("/jobs/new").text
+    for field in ("model_id", "dataset_id", "device", "recipe-json", "add-technique"):
+        assert f'<label for="{field}">' in html
+    assert "pick-me" in html
+    assert 'id="form-error" role="alert"' in html
+    assert "int8, near-lossless" in html and "int8, FFN output kept in fp32" in html
+    assert "ffn_output" in html
+    assert "/static/recipe.js" in html
+    assert client.get("/static/recipe.js").status_code == 200

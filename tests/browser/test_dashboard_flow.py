@@ -1,0 +1,149 @@
+"""The dashboard used as a person would: upload, build a recipe, watch the job, download the result."""
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.archives import zip_folder
+from tests.factories import build_tiny_model
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SLICES = ("news", "chat")
+
+
+@pytest.fixture(scope="module")
+def model_zip(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("model")
+    return zip_folder(build_tiny_model("encoder", root / "model", hidden_size=64), root / "tiny-encoder.zip")
+
+
+@pytest.fixture(scope="module")
+def dataset_jsonl(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("dataset") / "sentences.jsonl"
+    rows = [{"text": f"sentence number {i} about the {SLICES[i % 2]}", "slice": SLICES[i % 2]} for i in range(24)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def upload_through_the_page(page, path: str, file: Path, name: str) -> None:
+    page.goto(path)
+    page.get_by_label("File", exact=True).set_input_files(file)
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_role("status").filter(has_text=f"Uploaded {name}.").wait_for()
+    page.locator("#items tbody tr", has_text=name).wait_for()
+
+
+def choose(page, label: str, text: str) -> None:
+    select = page.get_by_label(label)
+    select.select_option(select.locator("option", has_text=re.compile(f"^{re.escape(text)} ")).get_attribute("value"))
+
+
+def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, tmp_path):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    upload_through_the_page(page, "/models", model_zip, "tiny-encoder")
+    row = page.locator("#items tbody tr", has_text="tiny-encoder")
+    assert "BertModel" in row.inner_text()
+    page.screenshot(path=SCREENSHOTS / "models.png")
+
+    upload_through_the_page(page, "/datasets", dataset_jsonl, "sentences")
+    assert "slice" in page.locator("#items tbody tr", has_text="sentences").inner_text()
+
+    page.goto("/jobs/new")
+    page.locator("#job-form[data-ready=true]").wait_for()
+    choose(page, "Model (required)", "tiny-encoder")
+    choose(page, "Evaluation dataset (optional)", "sentences")
+    page.get_by_label("Device").select_option("cpu")
+    page.get_by_label("Job name (optional)").fill("browser-int8")
+    page.get_by_label("Technique", exact=True).select_option("quantize")
+    page.get_by_role("button", name="Add step").click()
+    page.locator("#step-0-scheme").select_option("int8_dynamic")
+    page.get_by_label("ffn_output").check()
+    recipe = json.loads(page.get_by_label(re.compile("Recipe as JSON")).input_value())
+    assert recipe == {"steps": [{"technique": "quantize",
+                                 "params": {"scheme": "int8_dynamic", "keep_fp32": ["ffn_output"]}}]}
+    page.get_by_label("ffn_output").uncheck()
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=SCREENSHOTS / "new_job.png")
+    page.get_by_role("button", name="Submit job").click()
+    page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]+$"))
+
+    # The page follows the job by itself and reloads once when it has finished.
+    page.locator("#status", has_text="succeeded").wait_for(timeout=180_000)
+    page.locator("#charts-heading").wait_for()
+    assert page.locator("svg.chart").count() >= 4
+    assert page.locator("svg.chart [data-series]").count() > 0
+    page.screenshot(path=SCREENSHOTS / "job.png", full_page=True)
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="model.zip").click()
+    archive = tmp_path / "model.zip"
+    download_info.value.save_as(archive)
+    with zipfile.ZipFile(archive) as zipped:
+        assert "model.onnx" in zipped.namelist()
+
+    page.goto("/")
+    page.locator("tr", has_text="browser-int8").locator(".status-succeeded").wait_for()
+    page.screenshot(path=SCREENSHOTS / "overview.png")
+
+    page.goto("/datasets")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete sentences").click()
+    page.get_by_role("status").filter(has_text="Deleted sentences.").wait_for()
+    page.locator("#items tbody tr", has_text="sentences").wait_for(state="detached")
+
+
+def test_a_rejected_upload_shows_the_server_reason(page, tmp_path):
+    not_a_model = tmp_path / "notes.zip"
+    with zipfile.ZipFile(not_a_model, "w") as zipped:
+        zipped.writestr("notes/readme.txt", "no config.json here")
+    page.goto("/models")
+    page.get_by_label("File", exact=True).set_input_files(not_a_model)
+    page.get_by_role("button", name="Upload").click()
+    alert = page.get_by_role("alert").filter(has_text="Upload refused")
+    alert.wait_for()
+    assert "config.json" in alert.inner_text()
+
+
+def a_model(client: httpx.Client, model_zip: Path) -> dict:
+    models = client.get("/v1/models").json()
+    if models:
+        return models[0]
+    with model_zip.open("rb") as handle:
+        return client.post("/v1/models", files={"file": (model_zip.name, handle)}, data={"name": "tiny"}).json()
+
+
+def test_a_refused_recipe_shows_each_error_beside_its_field(page, server, model_zip):
+    with httpx.Client(base_url=server[0], timeout=30) as client:
+        model = a_model(client, model_zip)
+    page.goto("/jobs/new")
+    page.locator("#job-form[data-ready=true]").wait_for()
+    page.get_by_label("Model (required)").select_option(model["id"])
+    page.get_by_label(re.compile("Recipe as JSON")).fill(
+        json.dumps({"steps": [{"technique": "quantize", "params": {"scheme": "int4", "per_channel": True}}]}))
+    assert page.locator("#step-0-per_channel").is_checked()  # the builder followed the textarea
+    page.get_by_role("button", name="Submit job").click()
+    page.get_by_role("alert").filter(has_text="Invalid recipe").wait_for()
+    assert "int8_dynamic" in page.locator("#step-0-scheme-error").inner_text()
+    assert page.locator("#step-0-scheme").get_attribute("aria-invalid") == "true"
+    assert page.url.endswith("/jobs/new")
+
+
+def test_a_running_job_is_cancelled_from_its_page(page, server, model_zip):
+    base_url, _log = server
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        model = a_model(client, model_zip)
+        submitted = client.post("/v1/jobs", json={
+            "model_id": model["id"],
+            "recipe": {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]},
+            "evaluation": {"latency_repeats": 10000, "latency_batch_sizes": [32]},
+        })
+        assert submitted.status_code == 202, submitted.text
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"/jobs/{submitted.json()['id']}")
+    page.get_by_role("button", name="Cancel job").click()
+    page.locator("#status", has_text="cancelled").wait_for(timeout=60_000)
