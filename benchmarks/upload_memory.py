@@ -11,7 +11,6 @@ benchmarks/results/upload_memory.json.
 import argparse
 import json
 import os
-import signal
 import struct
 import sys
 import tempfile
@@ -58,17 +57,10 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as scratch_name:
         scratch = Path(scratch_name)
-        port = harness.free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPRESSO_")}
-        env.update(COMPRESSO_DATA_DIR=str(scratch / "data"), COMPRESSO_PORT=str(port))
-        log = scratch / "serve.log"
-        serve = harness.start(harness.compresso("serve"), env, log)
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            harness.wait_ready(base_url, serve, log)
-            with httpx.Client(base_url=base_url, timeout=600) as client:
+        with harness.embedded_server(scratch) as server:
+            with httpx.Client(base_url=server.base_url, timeout=600) as client:
                 client.get("/v1/models")
-                rows.append({"upload_mb": 0, "status": "-", "seconds": 0.0, "api_peak_rss_mb": round(peak_rss_mb(serve.pid), 1)})
+                rows.append({"upload_mb": 0, "status": "-", "seconds": 0.0, "api_peak_rss_mb": round(peak_rss_mb(server.process.pid), 1)})
                 for size_mb in sorted(args.sizes_mb):
                     archive = scratch / f"model-{size_mb}.zip"
                     write_archive(archive, size_mb * 1024 * 1024)
@@ -77,12 +69,10 @@ def main() -> int:
                     seconds = time.monotonic() - started
                     rows.append({
                         "upload_mb": round(archive.stat().st_size / 2**20), "status": 201, "seconds": round(seconds, 1),
-                        "api_peak_rss_mb": round(peak_rss_mb(serve.pid), 1), "num_parameters": model["num_parameters"],
+                        "api_peak_rss_mb": round(peak_rss_mb(server.process.pid), 1), "num_parameters": model["num_parameters"],
                     })
                     client.delete(f"/v1/models/{model['id']}")
                     archive.unlink()
-        finally:
-            harness.stop(serve, signal.SIGINT)
     print("API process (compresso serve) peak RSS after each upload")
     print(f"{'upload MB':>10} | {'status':>6} | {'seconds':>7} | {'MB/s':>6} | {'peak RSS MB':>11}")
     for row in rows:

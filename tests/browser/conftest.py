@@ -2,14 +2,12 @@
 
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.integration import harness
-from tests.integration.test_embedded_flow import processes_using
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -45,21 +43,8 @@ def browser(chromium_path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`compresso serve` with its own SQLite data dir and port, as a user would start it."""
-    root = tmp_path_factory.mktemp("serve")
-    data_dir = root / "data"
-    port = harness.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPRESSO_")}
-    env.update(COMPRESSO_DATA_DIR=str(data_dir), COMPRESSO_PORT=str(port))
-    log = root / "serve.log"
-    process = harness.start(harness.compresso("serve"), env, log)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        harness.wait_ready(base_url, process, log, timeout=300)
-        yield base_url, log
-    finally:
-        harness.stop(process, signal.SIGTERM)
-        for pid in processes_using(data_dir):  # a worker that outlived its parent
-            os.kill(pid, signal.SIGKILL)
+    with harness.embedded_server(tmp_path_factory.mktemp("serve")) as running:
+        yield running.base_url, running.log
 
 
 @pytest.fixture

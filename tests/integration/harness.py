@@ -6,6 +6,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -83,3 +86,48 @@ def download(client: httpx.Client, artifact: dict, dest: Path) -> Path:
             for chunk in response.iter_bytes():
                 handle.write(chunk)
     return dest
+
+
+def processes_using(data_dir: Path) -> list[int]:
+    """Pids whose environment points at this data dir: a serve process and the worker it started."""
+    marker = f"COMPRESSO_DATA_DIR={data_dir}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
+    """The environment of a user running the embedded default: no COMPRESSO_ setting but these two."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPRESSO_")}
+    env.update(COMPRESSO_DATA_DIR=str(data_dir), COMPRESSO_PORT=str(port))
+    return env
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    base_url: str
+    data_dir: Path
+    process: subprocess.Popen
+    log: Path
+
+
+@contextmanager
+def embedded_server(root: Path, timeout: float = 300) -> Iterator[EmbeddedServer]:
+    """`compresso serve` on its own data dir and port under `root`; stopped like Ctrl-C on exit, and any
+    worker that outlived it killed."""
+    data_dir, port, log = root / "data", free_port(), root / "serve.log"
+    process = start(compresso("serve"), embedded_env(data_dir, port), log)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url, process, log, timeout=timeout)
+        yield EmbeddedServer(base_url, data_dir, process, log)
+    finally:
+        stop(process, signal.SIGINT)
+        for pid in processes_using(data_dir):
+            os.kill(pid, signal.SIGKILL)

@@ -21,35 +21,19 @@ from tests.integration import harness
 QUANTIZE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
 
 
-def processes_using(data_dir: Path) -> list[int]:
-    """Pids whose environment points at this data dir: the serve process and the worker it started."""
-    marker = f"COMPRESSO_DATA_DIR={data_dir}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 @pytest.fixture
 def embedded(tmp_path):
     data_dir = tmp_path / "data"
     port = harness.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPRESSO_")}
-    env.update(COMPRESSO_DATA_DIR=str(data_dir), COMPRESSO_PORT=str(port))
     log = tmp_path / "serve.log"
-    process = harness.start(["make", "--no-print-directory", "run"], env, log)
+    process = harness.start(["make", "--no-print-directory", "run"], harness.embedded_env(data_dir, port), log)
     base_url = f"http://127.0.0.1:{port}"
     try:
         harness.wait_ready(base_url, process, log, timeout=300)
         yield base_url, data_dir, process, log
     finally:
         harness.stop(process, signal.SIGKILL)
-        for pid in processes_using(data_dir):
+        for pid in harness.processes_using(data_dir):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -80,10 +64,10 @@ def test_embedded_default_end_to_end_and_ctrl_c(embedded, tmp_path):
     assert (data_dir / "storage").is_dir()
 
     # Ctrl-C: the terminal signals the foreground process group.
-    assert len(processes_using(data_dir)) >= 2
+    assert len(harness.processes_using(data_dir)) >= 2
     os.killpg(process.pid, signal.SIGINT)
     process.wait(60)
     deadline = time.monotonic() + 60
-    while processes_using(data_dir) and time.monotonic() < deadline:
+    while harness.processes_using(data_dir) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert processes_using(data_dir) == [], log.read_text()[-4000:]
+    assert harness.processes_using(data_dir) == [], log.read_text()[-4000:]
