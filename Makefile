@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test install install-dev migrate benchmark
+.PHONY: run test install install-dev migrate benchmark screenshots
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ migrate: $(VENV)/.installed
 benchmark: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/quantize_minilm.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/api_quantize_minilm.py
+
+# Refreshes docs/screenshots/*.png from the browser flow test (plain test runs write them elsewhere).
+screenshots: $(VENV)/.installed-dev
+	COMPRESSO_TEST_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/browser -k flow

@@ -12,6 +12,9 @@ from tests.integration import harness
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 VIEWPORT = {"width": 1280, "height": 900}
+# Screenshots go to a scratch folder unless this names one (`make screenshots` sets docs/screenshots),
+# so a test run never leaves the work tree modified.
+SCREENSHOTS_ENV = "COMPRESSO_TEST_SCREENSHOTS_DIR"
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +48,14 @@ def server(tmp_path_factory):
     """`compresso serve` with its own SQLite data dir and port, as a user would start it."""
     with harness.embedded_server(tmp_path_factory.mktemp("serve")) as running:
         yield running.base_url, running.log
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    chosen = os.environ.get(SCREENSHOTS_ENV)
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture

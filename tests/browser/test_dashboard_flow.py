@@ -11,7 +11,6 @@ import pytest
 from tests.archives import zip_folder
 from tests.factories import build_tiny_model
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SLICES = ("news", "chat")
 
 
@@ -43,12 +42,11 @@ def choose(page, label: str, text: str) -> None:
     select.select_option(select.locator("option", has_text=re.compile(f"^{re.escape(text)} ")).get_attribute("value"))
 
 
-def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, tmp_path):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, tmp_path, screenshots):
     upload_through_the_page(page, "/models", model_zip, "tiny-encoder")
     row = page.locator("#items tbody tr", has_text="tiny-encoder")
     assert "BertModel" in row.inner_text()
-    page.screenshot(path=SCREENSHOTS / "models.png")
+    page.screenshot(path=screenshots / "models.png")
 
     upload_through_the_page(page, "/datasets", dataset_jsonl, "sentences")
     assert "slice" in page.locator("#items tbody tr", has_text="sentences").inner_text()
@@ -68,7 +66,7 @@ def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, 
                                  "params": {"scheme": "int8_dynamic", "keep_fp32": ["ffn_output"]}}]}
     page.get_by_label("ffn_output").uncheck()
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=SCREENSHOTS / "new_job.png")
+    page.screenshot(path=screenshots / "new_job.png")
     page.get_by_role("button", name="Submit job").click()
     page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]+$"))
 
@@ -77,7 +75,7 @@ def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, 
     page.locator("#charts-heading").wait_for()
     assert page.locator("svg.chart").count() >= 4
     assert page.locator("svg.chart [data-series]").count() > 0
-    page.screenshot(path=SCREENSHOTS / "job.png", full_page=True)
+    page.screenshot(path=screenshots / "job.png", full_page=True)
 
     with page.expect_download() as download_info:
         page.get_by_role("link", name="model.zip").click()
@@ -88,7 +86,7 @@ def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, 
 
     page.goto("/")
     page.locator("tr", has_text="browser-int8").locator(".status-succeeded").wait_for()
-    page.screenshot(path=SCREENSHOTS / "overview.png")
+    page.screenshot(path=screenshots / "overview.png")
 
     page.goto("/datasets")
     page.once("dialog", lambda dialog: dialog.accept())
