@@ -77,7 +77,8 @@ def _params_errors(config_cls: type[TechniqueConfig], exc: ValidationError, loc:
             msg = f"unknown param {field!r} for technique {config_cls.technique!r}"
             allowed = sorted(fields)
         else:
-            msg = item["msg"]
+            # A config's own validator raises ValueError; pydantic prefixes its text with "Value error, ".
+            msg = str(item["ctx"]["error"]) if item["type"] == "value_error" else item["msg"]
             allowed = _allowed_from_annotation(fields[field].annotation) if field in fields else None
         errors.append(_error([*loc, "params", *item["loc"]], msg, allowed))
     return errors
