@@ -14,6 +14,7 @@ from app.dashboard.router import STATIC_DIR as DASHBOARD_STATIC_DIR
 from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
+from app.job_logs.router import router as job_logs_router
 from app.jobs.router import router as jobs_router
 from app.metrics.router import router as metrics_router
 from app.models.router import router as models_router
@@ -66,6 +67,7 @@ def create_app() -> FastAPI:
         models_router,
         datasets_router,
         jobs_router,
+        job_logs_router,
         artifacts_router,
         techniques_router,
         reports_router,

@@ -15,6 +15,8 @@ from celery import signals
 from app.config import Settings, get_settings
 from app.db.base import utcnow
 from app.db.session import session_scope
+from app.job_logs import repository as job_logs
+from app.job_logs.orm import WORKER
 from app.jobs import repository
 from app.jobs.dispatch import dispatch_job
 from app.jobs.orm import FAILED, QUEUED, RUNNING
@@ -34,10 +36,13 @@ def reconcile_once(settings: Settings) -> dict[str, list[str]]:
             if job.attempts >= settings.max_attempts:
                 reason = f"The worker running this job was lost {job.attempts} times; giving up."
                 if repository.transition(session, job.id, (RUNNING,), status=FAILED, error=reason, finished_at=now):
+                    job_logs.append(session, job.id, job.attempts, [(WORKER, f"failed: {reason}")])
                     failed.append(job.id)
             elif repository.transition(
                 session, job.id, (RUNNING,), status=QUEUED, enqueued_at=None, stage="requeued: worker lost"
             ):
+                lost = f"requeued: no heartbeat from the worker of attempt {job.attempts} since {job.heartbeat_at:%H:%M:%S}"
+                job_logs.append(session, job.id, job.attempts, [(WORKER, lost)])
                 requeued.append(job.id)
         for job in repository.never_enqueued(session, now - timedelta(seconds=SEND_GRACE_SECONDS)):
             to_send.append((job.id, job.queue))

@@ -8,13 +8,17 @@ from sqlalchemy.orm import Session
 from app.dashboard.charts import all_charts
 from app.datasets import repository as datasets_repository
 from app.db.base import utcnow
+from app.job_logs import repository as job_logs_repository
 from app.jobs import repository as jobs_repository
 from app.jobs import service as jobs_service
 from app.jobs.orm import FINISHED_STATUSES, SUCCEEDED, Job
+from app.jobs.step_progress import step_progress
 from app.models import repository as models_repository
 from app.reports import service as reports_service
 
 RECENT_JOBS = 20
+# Lines of the job log rendered with the page; the rest is a link to the API away.
+LOG_LINES_ON_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,13 @@ def job_page(session: Session, job_id: str) -> dict[str, Any]:
     job = jobs_service.get_job(session, job_id)
     report = job.report or {}
     model = models_repository.get(session, job.model_id) if job.model_id else None
+    log_lines = job_logs_repository.lines_after(session, job.id, 0, LOG_LINES_ON_PAGE)
     return {
         "elapsed_s": _elapsed_seconds(job),
+        "steps": step_progress(job),
+        "log_lines": log_lines,
+        "log_after": log_lines[-1].id if log_lines else 0,
+        "log_cut": len(log_lines) == LOG_LINES_ON_PAGE,
         "job": job,
         "model": model,
         "report": report,
@@ -144,8 +153,6 @@ def _elapsed_seconds(job: Job) -> float | None:
     if start is None:
         return None
     return ((reports_service.as_utc(job.finished_at) or utcnow()) - start).total_seconds()
-
-
 
 
 def models_page(session: Session) -> dict[str, Any]:

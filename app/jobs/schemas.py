@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.artifacts.schemas import ArtifactOut
+from app.jobs.step_progress import StepProgress, step_progress
 from workers.engine.evaluation.settings import EvalSettings
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -41,8 +42,9 @@ class JobCreate(BaseModel):
 
 
 class Progress(BaseModel):
-    stage: str | None
+    stage: str | None = Field(description="The stage running now; on a failed or cancelled job, the one it stopped in.")
     fraction: float
+    steps: list[StepProgress] = Field(default_factory=list, description="Each recipe step's state.")
 
 
 class JobOut(BaseModel):
@@ -71,7 +73,7 @@ class JobOut(BaseModel):
             id=job.id,
             name=job.name,
             status=job.status,
-            progress=Progress(stage=job.stage, fraction=job.progress),
+            progress=Progress(stage=job.stage, fraction=job.progress, steps=step_progress(job)),
             error=job.error,
             model_id=job.model_id,
             dataset_id=job.dataset_id,

@@ -16,7 +16,11 @@ def test_submit_queues_the_job(client, tiny_encoder_zip):
     job = response.json()
     assert job["status"] == "queued"
     assert job["queue"] == "cpu"
-    assert job["progress"] == {"stage": None, "fraction": 0.0}
+    assert job["progress"] == {
+        "stage": None,
+        "fraction": 0.0,
+        "steps": [{"index": 1, "technique": "quantize", "state": "pending", "wall_time_s": None, "size_bytes_after": None}],
+    }
     assert job["artifacts"] == []
     assert job["recipe"]["steps"][0]["technique"] == "quantize"
     assert client.get(f"/v1/jobs/{job['id']}").json()["id"] == job["id"]
@@ -30,6 +34,7 @@ def test_cancel_a_queued_job(client, tiny_encoder_zip):
     response = client.post(f"/v1/jobs/{job_id}/cancel")
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
+    assert [step["state"] for step in response.json()["progress"]["steps"]] == ["not run"]
     again = client.post(f"/v1/jobs/{job_id}/cancel")
     assert again.status_code == 409
     assert "already cancelled" in again.json()["detail"]

@@ -19,6 +19,7 @@ from workers.engine.package import write_zip
 from workers.engine.pipeline import PipelineRequest, run_pipeline
 from workers.engine.recipe import Recipe
 from workers.engine.report import Report
+from workers.engine.stages import stage_phase
 
 EXPECTED_METRICS = {
     "encoder": {"cosine_mean", "cosine_p5"},
@@ -113,6 +114,11 @@ def test_progress_is_monotonic_and_covers_every_phase(pipeline_runs):
         "load", "evaluate_original.outputs", "evaluate_original.latency", "step_1.quantize", "package",
         "evaluate_result.outputs", "evaluate_result.latency", "report",
     } <= stages
+    # The job page derives each step's state from the phase of the stage; the phases must run in order.
+    phases = [stage_phase(stage) for stage, _ in progress]
+    order = ["before_steps", "step", "after_steps"]
+    assert [order.index(phase) for phase in phases] == sorted(order.index(phase) for phase in phases)
+    assert set(phases) == set(order)
 
 
 def test_accuracy_and_f1_on_a_labelled_dataset(pipeline_runs):

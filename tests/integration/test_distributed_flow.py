@@ -91,12 +91,33 @@ def run_job_to_completion(client, model_dir: Path, kind: str, dataset: Path, tmp
     return job, report, artifact_dir
 
 
+def log_messages(client, job_id: str) -> list[tuple[str, str]]:
+    """The whole job log, read a page at a time through the `after` cursor."""
+    lines, after = [], 0
+    while True:
+        page = client.get(f"/v1/jobs/{job_id}/logs", params={"after": after, "limit": 5}).json()
+        if not page["lines"]:
+            return lines
+        assert [line["id"] for line in page["lines"]] == sorted(line["id"] for line in page["lines"])
+        assert all(line["id"] > after for line in page["lines"])
+        lines += [(line["source"], line["message"]) for line in page["lines"]]
+        after = page["next_after"]
+
+
 def test_encoder_job_end_to_end(service, eval_dataset, tmp_path):
     client, _logs = service
     model_dir = build_tiny_model("encoder", tmp_path / "encoder", hidden_size=128)
     job, report, artifact_dir = run_job_to_completion(client, model_dir, "encoder", eval_dataset, tmp_path)
 
     assert job["progress"]["fraction"] == 1.0
+    assert job["progress"]["steps"] == [{
+        "index": 1, "technique": "quantize", "state": "done",
+        "wall_time_s": report["steps"][0]["wall_time_s"], "size_bytes_after": report["steps"][0]["size_bytes_after"],
+    }]
+    log = log_messages(client, job["id"])
+    assert log[0][0] == "worker" and "attempt 1 started" in log[0][1]
+    assert any(source == "engine" and "step 1/1: quantize" in message for source, message in log)
+    assert log[-1] == ("worker", "succeeded: the model and report are stored")
     assert (artifact_dir / "model.onnx").is_file()
     assert (artifact_dir / "tokenizer.json").is_file() or (artifact_dir / "vocab.txt").is_file()
     assert json.loads((artifact_dir / "report.json").read_text())["fidelity"] == report["fidelity"]
@@ -164,6 +185,9 @@ def test_cancel_running_and_queued_jobs(service, tmp_path):
     cancelled = harness.wait_for_status(client, running_id, ("cancelled", "succeeded", "failed"), timeout=30)
     assert cancelled["status"] == "cancelled"
     assert time.monotonic() - asked < 10
+    # The slow evaluation of the original is where it stopped: before the quantize step ran.
+    assert cancelled["progress"]["steps"][0]["state"] == "not run"
+    assert log_messages(client, running_id)[-1][1].startswith("cancelled on request")
     assert cancelled["artifacts"] == []
     assert not (get_settings().storage_dir / "jobs" / running_id).exists()
 
@@ -188,6 +212,7 @@ def test_a_failed_job_says_why_and_leaves_nothing(service, tmp_path):
     job = harness.wait_for_status(client, client.post("/v1/jobs", json=body).json()["id"], harness.FINISHED)
     assert job["status"] == "failed"
     assert "maybe" in job["error"]
+    assert log_messages(client, job["id"])[-1] == ("worker", f"failed: {job['error']}")
     assert job["artifacts"] == []
     assert not (get_settings().storage_dir / "jobs" / job["id"]).exists()
     assert client.get(f"/v1/jobs/{job['id']}/report").status_code == 409

@@ -9,6 +9,8 @@ from sqlalchemy import text
 from app.config import Settings
 from app.db.base import utcnow
 from app.db.session import session_scope
+from app.job_logs import repository as job_logs
+from app.job_logs.orm import JobLogLine
 from app.jobs.orm import Job
 from tests.conftest import REDIS_URL
 from tests.rows import add_job_row, add_model_row
@@ -32,6 +34,11 @@ def get_job(job_id: str) -> Job:
         return session.get(Job, job_id)
 
 
+def log_of(job_id: str) -> list[JobLogLine]:
+    with session_scope() as session:
+        return job_logs.lines_after(session, job_id, 0, 100)
+
+
 def queued_messages() -> int:
     return redis.Redis.from_url(REDIS_URL).llen("cpu")
 
@@ -50,6 +57,10 @@ def test_a_job_whose_worker_went_silent_is_requeued_and_sent(model_id):
     assert get_job(lost_id).enqueued_at is not None
     assert get_job(alive_id).status == "running"
     assert queued_messages() == 1
+    assert [line.message for line in log_of(lost_id)] == [
+        f"requeued: no heartbeat from the worker of attempt 1 since {silent:%H:%M:%S}"
+    ]
+    assert log_of(alive_id) == []
 
 
 def test_a_job_lost_too_often_fails_with_the_reason(model_id):
@@ -59,6 +70,7 @@ def test_a_job_lost_too_often_fails_with_the_reason(model_id):
     job = get_job(job_id)
     assert job.status == "failed"
     assert "lost 3 times" in job.error
+    assert [line.message for line in log_of(job_id)] == [f"failed: {job.error}"]
     assert queued_messages() == 0
 
 

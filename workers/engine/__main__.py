@@ -38,7 +38,10 @@ def _emit(stream: TextIO, event: dict[str, Any]) -> None:
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    # Libraries speak only when something is wrong; the engine also says what it is doing, and
+    # this stderr is the job log users read on the job page.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("workers.engine").setLevel(logging.INFO)
     warnings.simplefilter("ignore", DeprecationWarning)
     from transformers.utils import logging as hf_logging
 

@@ -4,6 +4,7 @@ result, then measure the packaged file itself, so the report describes exactly w
 
 import gc
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -47,6 +48,7 @@ from workers.engine.report import (
     EvaluationReport,
     FidelityReport,
     JobReport,
+    LatencyReport,
     ModelInfoReport,
     ModelSideReport,
     PackageFile,
@@ -55,9 +57,12 @@ from workers.engine.report import (
     collect_environment,
     compute_ratios,
 )
+from workers.engine.stages import step_stage
 from workers.engine.state import ModelState, StepContext
 
 ProgressCallback = Callable[[str, float], None]
+
+logger = logging.getLogger(__name__)
 
 # Share of the whole job each phase takes on the progress bar (roughly its share of the time).
 _LOAD = (0.0, 0.05)
@@ -148,6 +153,11 @@ def _load(request: PipelineRequest) -> _Loaded:
     tokenizer = load_tokenizer(request.model_dir)
     model = load_model(request.model_dir, info.task, request.device)
     inputs = prepare_inputs(tokenizer, dataset, settings, labels)
+    logger.info(
+        "loaded %s (%s, task %s): %s parameters, %.2f MB of weights; evaluating on %d texts from %s",
+        info.architecture, info.model_type, info.task, f"{info.num_parameters:,}", info.size_bytes / 1e6,
+        len(dataset), dataset.source,
+    )
     return _Loaded(info=info, dataset=dataset, tokenizer=tokenizer, model=model, inputs=inputs)
 
 
@@ -158,7 +168,7 @@ def _apply_steps(
     width = (_STEPS[1] - _STEPS[0]) / len(steps)
     reports = []
     for index, step in enumerate(steps):
-        stage = f"step_{index + 1}.{step.technique}"
+        stage = step_stage(index, step.technique)
         span = (_STEPS[0] + index * width, _STEPS[0] + (index + 1) * width)
         progress(stage, span, 0.0)
         context = StepContext(
@@ -170,6 +180,7 @@ def _apply_steps(
             on_progress=lambda fraction, stage=stage, span=span: progress(stage, span, fraction),
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)
+        logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())
         started = time.perf_counter()
         with meter.stage(stage):
             state = get_technique(step.technique).handler(step, state, context)
@@ -181,6 +192,10 @@ def _apply_steps(
                 wall_time_s=time.perf_counter() - started,
                 size_bytes_after=state.size_bytes(),
             )
+        )
+        logger.info(
+            "step %d/%d done in %.1f s: %.2f MB (%s)",
+            index + 1, len(steps), reports[-1].wall_time_s, reports[-1].size_bytes_after / 1e6, state.format,
         )
         progress(stage, span, 1.0)
     return state, reports
@@ -212,6 +227,10 @@ def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) 
     return PipelineResult(report=report_dict, model_zip=model_zip, report_path=report_path)
 
 
+def _latency_summary(latency: LatencyReport) -> str:
+    return ", ".join(f"{key} p50 {stats.p50_ms:.1f} ms" for key, stats in latency.batches().items())
+
+
 def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> PipelineResult:
     # One energy tracker for the whole job, stopped however the job ends; it never fails the job.
     with open_meter(request.energy) as meter:
@@ -236,6 +255,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
             info.task, inputs, settings, request.work_dir / "outputs" / "original",
             progress.phases("evaluate_original", _EVAL_ORIGINAL),
         )
+    logger.info("original measured: %s", _latency_summary(original_eval.latency))
     original = ModelSideReport(
         format="safetensors",
         runtime="pytorch",
@@ -276,6 +296,11 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         )
     items = item_fidelity(info.task, original_eval.outputs, result_eval.outputs)
     fidelity = summarise_fidelity(info.task, items, inputs.num_samples)
+    logger.info(
+        "result measured from the package: %.2f MB; %s; %s %.4f",
+        packaged_model.stat().st_size / 1e6, _latency_summary(result_eval.latency),
+        fidelity.primary_metric, fidelity.metrics[fidelity.primary_metric],
+    )
     slices = slices_report(info.task, loaded.dataset, inputs, original_eval, result_eval, items, settings.slice_margin)
     original_eval.outputs.remove()
     result_eval.outputs.remove()
@@ -321,5 +346,9 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         slices=slices,
     )
     pipeline_result = _write_outputs(request, report, package_dir)
+    logger.info(
+        "done in %.1f s: %.2fx smaller; the job used %.3g kWh",
+        report.job.wall_time_s, report.ratios.compression_ratio, energy.total.energy_kwh,
+    )
     progress("done", _FINISH, 1.0)
     return pipeline_result

@@ -50,8 +50,12 @@ def run_engine(
     on_progress: Callable[[str, float], None],
     should_stop: Callable[[], str | None],
     poll_seconds: float,
+    on_poll: Callable[[], None] = lambda: None,
 ) -> EngineOutcome:
-    """Runs `python -m workers.engine run --spec spec_path` until it ends or `should_stop` names a reason."""
+    """Runs `python -m workers.engine run --spec spec_path` until it ends or `should_stop` names a reason.
+
+    `on_poll` runs every `poll_seconds` too (e.g. to ship the new lines of `log_path`).
+    """
     command = [sys.executable, "-m", "workers.tasks.engine_child", "run", "--spec", str(spec_path)]
     env = {**os.environ, "COMPRESSO_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as stderr:
@@ -81,6 +85,7 @@ def run_engine(
                 final = event
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + poll_seconds
+            on_poll()
             reason = should_stop()
             if reason is not None:
                 _kill(process)

@@ -6,8 +6,9 @@ redelivered message can neither run a finished job again nor store a second arti
 
 import json
 import logging
-import re
+import os
 import shutil
+import socket
 import threading
 import time
 
@@ -23,17 +24,19 @@ from app.db.base import utcnow
 from app.db.session import run_after_rollback, session_scope
 from app.energy import repository as energy_repository
 from app.energy.orm import EnergyRecord
+from app.job_logs import repository as job_logs_repository
+from app.job_logs.orm import WORKER
 from app.jobs import repository as jobs_repository
 from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED, Job
 from app.models import repository as models_repository
 from workers.celery_app import RUN_JOB_TASK, celery_app
+from workers.engine.stages import STEP_STAGE
 from workers.tasks.engine_process import EngineOutcome, run_engine
+from workers.tasks.log_shipper import LogShipper
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_WRITE_SECONDS = 0.5
-# Stage names of recipe steps, as the engine's energy section writes them: "step_1.quantize".
-STEP_STAGE = re.compile(r"step_(?P<index>\d+)\.(?P<technique>[a-z0-9_]+)")
 ENERGY_FIELDS = ("duration_s", "cpu_kwh", "gpu_kwh", "ram_kwh", "energy_kwh", "co2e_g")
 STOP_CANCELLED = "cancelled"
 STOP_SHUTDOWN = "worker shutting down"
@@ -66,12 +69,14 @@ def _claim(job_id: str) -> dict | None:
         model = models_repository.get(session, job.model_id) if job.model_id else None
         dataset = datasets_repository.get(session, job.dataset_id) if job.dataset_id else None
         now = utcnow()
+        # Read before the transition, which expires `job` and would reload the incremented count.
+        attempt = job.attempts + 1
         claimed = jobs_repository.transition(
             session,
             job_id,
             (QUEUED,),
             status=RUNNING,
-            attempts=job.attempts + 1,
+            attempts=attempt,
             started_at=now,
             heartbeat_at=now,
             stage="starting",
@@ -81,7 +86,7 @@ def _claim(job_id: str) -> dict | None:
         if not claimed:
             return None
         return {
-            "attempt": job.attempts + 1,
+            "attempt": attempt,
             "recipe": job.recipe,
             "evaluation": job.evaluation,
             "deployment": job.deployment,
@@ -120,12 +125,15 @@ def _energy_records(job_id: str, report: dict) -> list[EnergyRecord]:
     return records
 
 
-def _finish(job_id: str, from_statuses: tuple[str, ...], status: str, **values) -> None:
+def _end(job_id: str, attempt: int, status: str, log_line: str, **values) -> None:
+    """Moves a running job to `status` and logs why, in one transaction: the page that sees the new
+    status also sees the line."""
     with session_scope() as session:
-        jobs_repository.transition(session, job_id, from_statuses, status=status, finished_at=utcnow(), **values)
+        if jobs_repository.transition(session, job_id, (RUNNING,), status=status, **values):
+            job_logs_repository.append(session, job_id, attempt, [(WORKER, log_line)])
 
 
-def _store_results(job_id: str, storage: Storage, outcome: EngineOutcome) -> None:
+def _store_results(job_id: str, attempt: int, storage: Storage, outcome: EngineOutcome) -> None:
     report = json.loads(outcome.report_path.read_text())
     with session_scope() as session:
         for kind, source in (("model", outcome.model_zip), ("report", outcome.report_path)):
@@ -153,6 +161,7 @@ def _store_results(job_id: str, storage: Storage, outcome: EngineOutcome) -> Non
         )
         if not finished:
             raise RuntimeError(f"job {job_id} left the running state before its results were stored")
+        job_logs_repository.append(session, job_id, attempt, [(WORKER, "succeeded: the model and report are stored")])
 
 
 class ProgressWriter:
@@ -198,7 +207,8 @@ def execute_job(job_id: str) -> str:
     if claim is None:
         return "skipped"
     if claim["model_key"] is None or not storage.exists(claim["model_key"]):
-        _finish(job_id, (RUNNING,), FAILED, error="The job's model was deleted before the job ran.")
+        error = "The job's model was deleted before the job ran."
+        _end(job_id, claim["attempt"], FAILED, f"failed: {error}", error=error, finished_at=utcnow())
         return FAILED
 
     # One folder per attempt: a worker that lost the job must not trample on the next attempt's files.
@@ -218,34 +228,43 @@ def execute_job(job_id: str) -> str:
     }
     spec_path = work_dir / "spec.json"
     spec_path.write_text(json.dumps(spec))
+    log = LogShipper(job_id, claim["attempt"], work_dir / "engine.log")
+    log.worker(
+        f"attempt {claim['attempt']} started on {socket.gethostname()} (worker pid {os.getpid()}), device {claim['device']}"
+    )
     try:
         outcome = run_engine(
             spec_path,
-            work_dir / "engine.log",
+            log.engine_log,
             on_progress=ProgressWriter(job_id),
             should_stop=lambda: _stop_reason(job_id),
             poll_seconds=settings.cancel_poll_seconds,
+            on_poll=log.ship,
         )
+        log.ship(final=True)
         if outcome.kind == "done":
-            _store_results(job_id, storage, outcome)
+            _store_results(job_id, claim["attempt"], storage, outcome)
             return SUCCEEDED
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
     if outcome.kind == "stopped" and outcome.message == STOP_NOT_OURS:
+        log.worker("stopped: the job is no longer running on this worker")
         return "skipped"
     if outcome.kind == "stopped" and outcome.message == STOP_SHUTDOWN:
-        with session_scope() as session:
-            # A clean shutdown is not the job's fault: the attempt is given back.
-            jobs_repository.transition(
-                session, job_id, (RUNNING,), status=QUEUED, attempts=Job.attempts - 1, stage="requeued: worker stopped"
-            )
+        # A clean shutdown is not the job's fault: the attempt is given back.
+        _end(
+            job_id, claim["attempt"], QUEUED, "requeued: the worker is shutting down; this attempt is not counted",
+            attempts=Job.attempts - 1, stage="requeued: worker stopped",
+        )
         raise Reject(STOP_SHUTDOWN, requeue=True)
     storage.delete(job_prefix(job_id))
+    # The stage is left where the job stopped, so its page can say which step it reached.
     if outcome.kind == "stopped":
-        _finish(job_id, (RUNNING,), CANCELLED, stage="cancelled")
+        _end(job_id, claim["attempt"], CANCELLED, "cancelled on request: the engine was stopped and its files removed",
+             finished_at=utcnow())
         return CANCELLED
-    _finish(job_id, (RUNNING,), FAILED, error=outcome.message, stage="failed")
+    _end(job_id, claim["attempt"], FAILED, f"failed: {outcome.message}", error=outcome.message, finished_at=utcnow())
     return FAILED
 
 

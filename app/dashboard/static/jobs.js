@@ -47,6 +47,7 @@ function watchJob(jobId) {
       }
     });
   }
+  const log = document.getElementById("log");
   const timer = setInterval(async () => {
     try {
       const job = await getJSON(`/v1/jobs/${jobId}`);
@@ -54,6 +55,8 @@ function watchJob(jobId) {
       document.getElementById("status").className = "status status-" + job.status;
       document.getElementById("progress").value = job.progress.fraction;
       document.getElementById("stage").textContent = job.progress.stage || "";
+      showSteps(job.progress.steps);
+      await appendLog(jobId, log);
       if (FINISHED.includes(job.status)) {
         clearInterval(timer);
         location.reload();
@@ -62,4 +65,29 @@ function watchJob(jobId) {
       showError(errorBox, "Could not refresh the job: " + error.message);
     }
   }, 1000);
+}
+
+function showSteps(steps) {
+  for (const step of steps) {
+    const cell = document.querySelector(`#steps tr[data-step="${step.index}"] .step-state`);
+    if (!cell) continue;
+    cell.textContent = step.state;
+    cell.className = "step-state state-" + step.state.replace(" ", "-");
+  }
+}
+
+// Adds the lines written since the last call, and keeps the view at the bottom if it was there.
+async function appendLog(jobId, log) {
+  const page = await getJSON(`/v1/jobs/${jobId}/logs?after=${log.dataset.after}`);
+  if (!page.lines.length) return;
+  const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+  for (const line of page.lines) {
+    const span = document.createElement("span");
+    span.className = "log-" + line.source;
+    const time = new Date(line.created_at).toISOString().slice(11, 19);
+    span.textContent = `[${time} #${line.attempt} ${line.source}] ${line.message}`;
+    log.append(span, "\n");
+  }
+  log.dataset.after = page.next_after;
+  if (atBottom) log.scrollTop = log.scrollHeight;
 }

@@ -1,0 +1,60 @@
+"""Where each recipe step of a job stands, from the job's status, its last stage and its report."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.jobs.orm import CANCELLED, FAILED, SUCCEEDED, Job
+from workers.engine.stages import stage_phase, step_number
+
+StepState = Literal["pending", "running", "done", "failed", "cancelled", "not run"]
+
+
+class StepProgress(BaseModel):
+    index: int = Field(description="1-based position in the recipe.")
+    technique: str
+    state: StepState
+    wall_time_s: float | None = Field(None, description="From the report, once the job has succeeded.")
+    size_bytes_after: int | None = Field(None, description="From the report, once the job has succeeded.")
+
+
+
+
+def step_progress(job: Job) -> list[StepProgress]:
+    steps = job.recipe.get("steps", [])
+    reported = (job.report or {}).get("steps", []) if job.status == SUCCEEDED else []
+    states = _states(job, len(steps))
+    return [
+        StepProgress(
+            index=index + 1,
+            technique=str(step.get("technique", "")),
+            state=states[index],
+            **_measured(reported, index),
+        )
+        for index, step in enumerate(steps)
+    ]
+
+
+def _states(job: Job, count: int) -> list[str]:
+    if job.status == SUCCEEDED:
+        return ["done"] * count
+    phase = stage_phase(job.stage)
+    if phase == "after_steps":
+        return ["done"] * count
+    # On a job that ended early, the step it stopped in failed (or was cancelled); later ones never ran.
+    stopped = {FAILED: "failed", CANCELLED: "cancelled"}.get(job.status)
+    current_state = stopped or "running"
+    later_state = "not run" if stopped else "pending"
+    if phase == "before_steps":
+        return [later_state] * count
+    current = step_number(job.stage) or 0
+    return [
+        "done" if number < current else current_state if number == current else later_state
+        for number in range(1, count + 1)
+    ]
+
+
+def _measured(reported: list[dict[str, Any]], index: int) -> dict[str, Any]:
+    if index >= len(reported):
+        return {}
+    return {"wall_time_s": reported[index].get("wall_time_s"), "size_bytes_after": reported[index].get("size_bytes_after")}
