@@ -33,4 +33,4 @@ benchmark: $(VENV)/.installed-dev
 
 # Refreshes docs/screenshots/*.png from the browser flow test (plain test runs write them elsewhere).
 screenshots: $(VENV)/.installed-dev
-	COMPRESSO_TEST_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/browser -k flow
+	COMPRESSO_TEST_SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest tests/browser -k test_upload_build_submit_watch_and_download

@@ -89,6 +89,11 @@ RECIPE_PRESETS = (
         "int8, FFN output kept in fp32",
         {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic", "keep_fp32": ["ffn_output"]}}]},
     ),
+    Preset(
+        "SVD (99% energy), then int8",
+        {"steps": [{"technique": "low_rank", "params": {"energy": 0.99}},
+                   {"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]},
+    ),
 )
 DEVICES = ("auto", "cpu", "cuda")
 

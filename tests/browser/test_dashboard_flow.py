@@ -1,12 +1,15 @@
 """The dashboard used as a person would: upload, build a recipe, watch the job, download the result."""
 
+import base64
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.archives import zip_folder
 from tests.factories import build_tiny_model
@@ -56,14 +59,34 @@ def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, 
     choose(page, "Model (required)", "tiny-encoder")
     choose(page, "Evaluation dataset (optional)", "sentences")
     page.get_by_label("Device").select_option("cpu")
-    page.get_by_label("Job name (optional)").fill("browser-int8")
+    page.get_by_label("Job name (optional)").fill("browser-svd-int8")
     page.get_by_label("Technique", exact=True).select_option("quantize")
     page.get_by_role("button", name="Add step").click()
-    page.locator("#step-0-scheme").select_option("int8_dynamic")
+    page.get_by_label("Technique", exact=True).select_option("low_rank")
+    page.get_by_role("button", name="Add step").click()
+    # quantize ends in ONNX, so it must be last: move low_rank up with the builder's own button.
+    page.get_by_role("button", name="Move step 2 up").click()
+    page.locator("#step-1-scheme").select_option("int8_dynamic")
     page.get_by_label("ffn_output").check()
-    recipe = json.loads(page.get_by_label(re.compile("Recipe as JSON")).input_value())
-    assert recipe == {"steps": [{"technique": "quantize",
-                                 "params": {"scheme": "int8_dynamic", "keep_fp32": ["ffn_output"]}}]}
+    recipe_text = page.get_by_label(re.compile("Recipe as text"))
+    recipe = json.loads(recipe_text.input_value())
+    assert recipe == {"steps": [
+        {"technique": "low_rank", "params": {"energy": 0.99}},
+        {"technique": "quantize", "params": {"scheme": "int8_dynamic", "keep_fp32": ["ffn_output"]}},
+    ]}
+
+    # The same recipe as YAML; an edit there reaches the builder's fields.
+    page.get_by_label("YAML").check()
+    assert yaml.safe_load(recipe_text.input_value()) == recipe
+    assert "- technique: low_rank" in recipe_text.input_value()
+    recipe_text.fill(recipe_text.input_value().replace("energy: 0.99", "rank_fraction: 0.25"))
+    assert page.locator("#step-0-rank_fraction").input_value() == "0.25"
+    assert page.locator("#step-0-energy").input_value() == ""
+    recipe_text.fill("steps: [oops")
+    assert "Not valid YAML yet" in page.locator("#recipe-text-error").inner_text()
+    page.get_by_label("JSON").check()  # rewritten from the last recipe that parsed
+    assert json.loads(recipe_text.input_value())["steps"][0]["params"] == {"rank_fraction": 0.25}
+
     page.get_by_label("ffn_output").uncheck()
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=screenshots / "new_job.png")
@@ -73,6 +96,11 @@ def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, 
     # The page follows the job by itself and reloads once when it has finished.
     page.locator("#status", has_text="succeeded").wait_for(timeout=180_000)
     page.locator("#charts-heading").wait_for()
+    assert page.locator("#steps .step-state").all_inner_texts() == ["done", "done"]
+    log = page.locator("#log").inner_text()
+    assert "step 1/2: low_rank" in log and "step 2/2: quantize" in log
+    assert re.search(r"low_rank: factorised [1-9]\d* layers", log)
+    assert "succeeded: the model and report are stored" in log
     assert page.locator("svg.chart").count() >= 4
     assert page.locator("svg.chart [data-series]").count() > 0
     page.screenshot(path=screenshots / "job.png", full_page=True)
@@ -85,7 +113,7 @@ def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, 
         assert "model.onnx" in zipped.namelist()
 
     page.goto("/")
-    page.locator("tr", has_text="browser-int8").locator(".status-succeeded").wait_for()
+    page.locator("tr", has_text="browser-svd-int8").locator(".status-succeeded").wait_for()
     page.screenshot(path=screenshots / "overview.png")
 
     page.goto("/datasets")
@@ -93,6 +121,48 @@ def test_upload_build_submit_watch_and_download(page, model_zip, dataset_jsonl, 
     page.get_by_role("button", name="Delete sentences").click()
     page.get_by_role("status").filter(has_text="Deleted sentences.").wait_for()
     page.locator("#items tbody tr", has_text="sentences").wait_for(state="detached")
+
+
+def test_a_dropped_file_is_uploaded(page, model_zip):
+    page.goto("/models")
+    payload = base64.b64encode(model_zip.read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """([name, payload]) => {
+            const bytes = Uint8Array.from(atob(payload), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "application/zip" }));
+            return transfer;
+        }""",
+        [model_zip.name, payload],
+    )
+    page.dispatch_event("[data-dropzone]", "drop", {"dataTransfer": transfer})
+    page.get_by_role("status").filter(has_text=f"Chosen: {model_zip.name}.").wait_for()
+    page.get_by_label("Name", exact=True).fill("dropped-model")
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_role("status").filter(has_text="Uploaded dropped-model.").wait_for()
+    page.locator("#items tbody tr", has_text="dropped-model").wait_for()
+
+
+def test_an_upload_is_cancelled_midway(page, server, tmp_path):
+    big = tmp_path / "big-model.zip"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_STORED) as zipped:
+        zipped.writestr("model/model.safetensors", os.urandom(8 << 20))
+    # Chromium's own network throttling slows the upload to 512 KB/s, so a click lands mid-way.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions",
+             {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 512 * 1024})
+    page.goto("/models")
+    page.get_by_label("File", exact=True).set_input_files(big)
+    page.get_by_label("Name", exact=True).fill("cancel-me")
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_function("document.getElementById('upload-progress').value > 0.05")
+    page.get_by_role("button", name="Cancel upload").click()
+    page.get_by_role("status").filter(has_text="Upload cancelled.").wait_for()
+    assert page.locator("#upload-progress").evaluate("element => element.value") == 0
+    assert page.get_by_role("button", name="Cancel upload").is_hidden()
+    with httpx.Client(base_url=server[0], timeout=30) as client:
+        assert "cancel-me" not in [model["name"] for model in client.get("/v1/models").json()]
 
 
 def test_a_rejected_upload_shows_the_server_reason(page, tmp_path):
@@ -121,7 +191,7 @@ def test_a_refused_recipe_shows_each_error_beside_its_field(page, server, model_
     page.goto("/jobs/new")
     page.locator("#job-form[data-ready=true]").wait_for()
     page.get_by_label("Model (required)").select_option(model["id"])
-    page.get_by_label(re.compile("Recipe as JSON")).fill(
+    page.get_by_label(re.compile("Recipe as text")).fill(
         json.dumps({"steps": [{"technique": "quantize", "params": {"scheme": "int4", "per_channel": True}}]}))
     assert page.locator("#step-0-per_channel").is_checked()  # the builder followed the textarea
     page.get_by_role("button", name="Submit job").click()

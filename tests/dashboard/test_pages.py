@@ -108,7 +108,7 @@ def test_upload_pages_have_the_form_and_the_list(client, path, endpoint, accept)
 def test_new_job_page_has_the_form_and_presets(client):  # noqa: F811
     add_model_row(name="pick-me")
     html = client.get("/jobs/new").text
-    for field in ("model_id", "dataset_id", "device", "recipe-json", "add-technique"):
+    for field in ("model_id", "dataset_id", "device", "recipe-text", "add-technique"):
         assert f'<label for="{field}">' in html
     assert "pick-me" in html
     assert 'id="form-error" role="alert"' in html
@@ -116,3 +116,6 @@ def test_new_job_page_has_the_form_and_presets(client):  # noqa: F811
     assert "ffn_output" in html
     assert "/static/recipe.js" in html
     assert client.get("/static/recipe.js").status_code == 200
+    # The YAML parser is served by the app itself: the page works offline.
+    assert "/static/vendor/js-yaml.min.js" in html
+    assert "js-yaml" in client.get("/static/vendor/js-yaml.min.js").text[:2000]

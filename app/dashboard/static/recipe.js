@@ -1,10 +1,10 @@
-// The new-job form: a recipe builder generated from GET /v1/techniques, kept in sync with a JSON
-// textarea, submitted with POST /v1/jobs; a 422's errors[].loc are shown beside the fields they name.
+// The new-job form: a recipe builder generated from GET /v1/techniques, kept in sync with a JSON or
+// YAML textarea, submitted with POST /v1/jobs; a 422's errors[].loc are shown beside the fields they name.
 (function () {
   const stepsList = document.getElementById("steps");
   const techniqueSelect = document.getElementById("add-technique");
-  const jsonBox = document.getElementById("recipe-json");
-  const jsonError = document.getElementById("recipe-json-error");
+  const textBox = document.getElementById("recipe-text");
+  const textError = document.getElementById("recipe-text-error");
   const formError = document.getElementById("form-error");
   const form = document.getElementById("job-form");
   let techniques = {};
@@ -22,9 +22,11 @@
     return null;
   }
 
+  // The technique's first example when it has one (e.g. low_rank needs one of two optional params),
+  // plus every required param's default.
   function initialParams(technique) {
     const schema = techniques[technique].params_schema;
-    const params = {};
+    const params = structuredClone((schema.examples || [])[0] || {});
     for (const key of schema.required || []) {
       const field = unwrap(schema.properties[key]);
       const options = choices(field);
@@ -34,16 +36,21 @@
     return params;
   }
 
-  function writeJSON() {
-    jsonBox.value = JSON.stringify(recipe, null, 2);
-    jsonError.textContent = "";
+  function textFormat() {
+    return document.querySelector('input[name="recipe-format"]:checked').value;
+  }
+
+  // js-yaml's default schema (vendor/js-yaml.min.js) refuses tags that would build code objects.
+  function writeText() {
+    textBox.value = textFormat() === "yaml" ? jsyaml.dump(recipe) : JSON.stringify(recipe, null, 2);
+    textError.textContent = "";
   }
 
   function setParam(index, key, value) {
     const params = recipe.steps[index].params;
     if (value === undefined) delete params[key];
     else params[key] = value;
-    writeJSON();
+    writeText();
   }
 
   function fieldFor(index, key, raw, params) {
@@ -181,7 +188,7 @@
 
   function changed(focusId) {
     renderSteps();
-    writeJSON();
+    writeText();
     if (focusId && document.getElementById(focusId) && !document.getElementById(focusId).disabled) {
       document.getElementById(focusId).focus();
     }
@@ -193,22 +200,29 @@
     changed(`step-${recipe.steps.length - 1}-remove`);
   }
 
-  jsonBox.addEventListener("input", () => {
+  textBox.addEventListener("input", () => {
+    const format = textFormat();
     let parsed;
     try {
-      parsed = JSON.parse(jsonBox.value);
+      parsed = format === "yaml" ? jsyaml.load(textBox.value) : JSON.parse(textBox.value);
     } catch (error) {
-      jsonError.textContent = "Not valid JSON yet: " + error.message;
+      textError.textContent = `Not valid ${format.toUpperCase()} yet: ` + error.message;
       return;
     }
     if (!parsed || !Array.isArray(parsed.steps) || parsed.steps.some((s) => !s || typeof s.technique !== "string")) {
-      jsonError.textContent = 'A recipe is {"steps": [{"technique": …, "params": {…}}]}.';
+      textError.textContent = "A recipe is a list of steps, each with a technique and its params: "
+        + (format === "yaml" ? "steps: [{technique: …, params: {…}}]" : '{"steps": [{"technique": …, "params": {…}}]}');
       return;
     }
-    jsonError.textContent = "";
+    textError.textContent = "";
     recipe = parsed;
     renderSteps();
   });
+
+  // Switching the format rewrites the text from the last recipe that parsed.
+  for (const radio of document.querySelectorAll('input[name="recipe-format"]')) {
+    radio.addEventListener("change", writeText);
+  }
 
   for (const button of document.querySelectorAll("button.preset")) {
     button.addEventListener("click", () => {

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import ClassVar
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from transformers.pytorch_utils import Conv1D
 
 from workers.engine.registry import TechniqueConfig
@@ -39,6 +39,8 @@ class LowRankConfig(TechniqueConfig):
         "when factorising would not save parameters. Loses much fidelity on its own, so it is usually "
         "followed by recovery fine-tuning and/or quantize."
     )
+    # Neither rank rule is required on its own, so clients (the dashboard's builder) start from this.
+    model_config = ConfigDict(json_schema_extra={"examples": [{"energy": 0.99}]})
 
     rank_fraction: float | None = Field(
         None,
