@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, utcnow
 
-WORKER, ENGINE = "worker", "engine"
+WORKER, ENGINE, API = "worker", "engine", "api"
 
 
 class JobLogLine(Base):

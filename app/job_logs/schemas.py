@@ -11,8 +11,9 @@ class JobLogLineOut(BaseModel):
 
     id: int
     attempt: int = Field(description="1 for the first run; a redelivered job logs under the next number.")
-    source: Literal["worker", "engine"] = Field(
-        description="worker: what the task did (claims, retries, outcome); engine: the engine's own log."
+    source: Literal["api", "worker", "engine"] = Field(
+        description="api: requests on the job (cancel); worker: what the task did (claims, retries, outcome); "
+        "engine: the engine's own log."
     )
     message: str
     created_at: datetime

@@ -8,6 +8,8 @@ from app.jobs.dispatch import dispatch_job
 from app.core.errors import Conflict, Invalid, NotFound
 from app.datasets import repository as datasets_repository
 from app.db.base import utcnow
+from app.job_logs import repository as job_logs_repository
+from app.job_logs.orm import API
 from app.jobs import repository
 from app.jobs.orm import CANCELLED, QUEUED, RUNNING, Job
 from app.jobs.schemas import JobCreate
@@ -92,12 +94,14 @@ def get_job(session: Session, job_id: str) -> Job:
 def cancel_job(session: Session, job_id: str) -> Job:
     """A queued job is cancelled at once; a running one is flagged and its worker stops it within seconds."""
     job = get_job(session, job_id)
-    now = utcnow()
+    attempt, now = job.attempts, utcnow()
     if repository.transition(
         session, job_id, (QUEUED,), status=CANCELLED, cancel_requested=True, finished_at=now, stage="cancelled"
     ):
+        job_logs_repository.append(session, job_id, attempt, [(API, "cancelled before it started")])
         return get_job(session, job_id)
     if repository.transition(session, job_id, (RUNNING,), cancel_requested=True):
+        job_logs_repository.append(session, job_id, attempt, [(API, "cancel requested; the worker stops the engine")])
         return get_job(session, job_id)
     raise Conflict(f"Job {job_id} is already {job.status}; only queued or running jobs can be cancelled.")
 

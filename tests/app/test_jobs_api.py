@@ -35,6 +35,8 @@ def test_cancel_a_queued_job(client, tiny_encoder_zip):
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     assert [step["state"] for step in response.json()["progress"]["steps"]] == ["not run"]
+    [line] = client.get(f"/v1/jobs/{job_id}/logs").json()["lines"]
+    assert (line["source"], line["message"], line["attempt"]) == ("api", "cancelled before it started", 0)
     again = client.post(f"/v1/jobs/{job_id}/cancel")
     assert again.status_code == 409
     assert "already cancelled" in again.json()["detail"]

@@ -201,17 +201,33 @@ def test_a_refused_recipe_shows_each_error_beside_its_field(page, server, model_
     assert page.url.endswith("/jobs/new")
 
 
-def test_a_running_job_is_cancelled_from_its_page(page, server, model_zip):
-    base_url, _log = server
+def submit_a_slow_job(base_url: str, model_zip: Path, name: str) -> str:
     with httpx.Client(base_url=base_url, timeout=30) as client:
         model = a_model(client, model_zip)
         submitted = client.post("/v1/jobs", json={
             "model_id": model["id"],
+            "name": name,
             "recipe": {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]},
             "evaluation": {"latency_repeats": 10000, "latency_batch_sizes": [32]},
         })
         assert submitted.status_code == 202, submitted.text
+        return submitted.json()["id"]
+
+
+def test_a_running_job_is_cancelled_from_its_page(page, server, model_zip):
+    job_id = submit_a_slow_job(server[0], model_zip, "slow-one")
     page.on("dialog", lambda dialog: dialog.accept())
-    page.goto(f"/jobs/{submitted.json()['id']}")
+    page.goto(f"/jobs/{job_id}")
     page.get_by_role("button", name="Cancel job").click()
     page.locator("#status", has_text="cancelled").wait_for(timeout=60_000)
+    # Cancelled while queued (the API says so) or while running (the worker does).
+    page.locator("#log", has_text=re.compile("cancelled before it started|cancelled on request")).wait_for()
+
+
+def test_a_job_is_cancelled_from_the_list(page, server, model_zip):
+    job_id = submit_a_slow_job(server[0], model_zip, "slow-two")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto("/")
+    page.get_by_role("button", name="Cancel slow-two").click()
+    page.locator(f'tr[data-job-id="{job_id}"] .status-cancelled').wait_for(timeout=60_000)
+    assert page.get_by_role("button", name="Cancel slow-two").count() == 0

@@ -13,8 +13,21 @@ async function getJSON(url, options) {
   return body;
 }
 
+async function cancelJob(jobId, errorBox) {
+  if (!confirm("Cancel this job? Its partial files are removed.")) return;
+  try {
+    await getJSON(`/v1/jobs/${jobId}/cancel`, { method: "POST" });
+  } catch (error) {
+    showError(errorBox, "Cancel failed: " + error.message);
+  }
+}
+
 function watchJobList() {
   const errorBox = document.getElementById("jobs-error");
+  document.getElementById("jobs").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-cancel]");
+    if (button) cancelJob(button.dataset.cancel, errorBox);
+  });
   setInterval(async () => {
     try {
       for (const job of await getJSON("/v1/jobs")) {
@@ -37,16 +50,7 @@ function watchJobList() {
 function watchJob(jobId) {
   const errorBox = document.getElementById("job-error");
   const cancel = document.getElementById("cancel");
-  if (cancel) {
-    cancel.addEventListener("click", async () => {
-      if (!confirm("Cancel this job? Its partial files are removed.")) return;
-      try {
-        await getJSON(`/v1/jobs/${jobId}/cancel`, { method: "POST" });
-      } catch (error) {
-        showError(errorBox, "Cancel failed: " + error.message);
-      }
-    });
-  }
+  if (cancel) cancel.addEventListener("click", () => cancelJob(jobId, errorBox));
   const log = document.getElementById("log");
   const timer = setInterval(async () => {
     try {
