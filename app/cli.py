@@ -1,4 +1,4 @@
-"""The `compresso` command: serve (embedded default), api, worker and migrate."""
+"""The `compresso` command: serve (embedded default), api, worker, migrate, and keys/tenants administration."""
 
 import argparse
 import logging
@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from app.admin_cli import add_admin_commands, run_admin_command
 from app.config import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,32 @@ def migrate() -> None:
     command.upgrade(config, "head")
 
 
+def check_auth_ready(host: str) -> None:
+    """A server that requires keys but has none would lock everyone out: refuse to start, and say why."""
+    from app.db.base import utcnow
+    from app.db.session import session_scope
+    from app.tenants import repository
+
+    settings = get_settings()
+    if not settings.auth_enabled:
+        return
+    with session_scope() as session:
+        usable = repository.count_usable_keys(session, utcnow())
+    if usable == 0:
+        why = "COMPRESSO_AUTH_REQUIRED is true" if settings.auth_required else f"it listens on {host}, not loopback"
+        raise SystemExit(
+            f"compresso requires API keys because {why}, and no active key exists. "
+            "Create one first: compresso keys create --tenant NAME"
+        )
+
+
 def run_api(host: str, port: int) -> None:
     import uvicorn
 
+    # The app decides whether requests need a key from the address it really listens on.
+    os.environ["COMPRESSO_HOST"] = host
+    get_settings.cache_clear()
+    check_auth_ready(host)
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
 
 
@@ -120,8 +144,10 @@ def serve(host: str, port: int) -> None:
     # The worker and the API read the same settings; the resolved data dir keeps them on the same files.
     os.environ["COMPRESSO_DATA_DIR"] = str(settings.data_dir)
     os.environ["COMPRESSO_GPU_ENABLED"] = "true" if gpu else "false"
+    os.environ["COMPRESSO_HOST"] = host
     get_settings.cache_clear()
     migrate()
+    check_auth_ready(host)  # before the worker starts, so a refusal leaves nothing running
     worker = EmbeddedWorker("cpu,gpu" if gpu else "cpu")
     worker.start()
     logger.info("compresso is serving on http://%s:%d (data in %s)", host, port, settings.data_dir)
@@ -147,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu or cpu,gpu")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker")
     commands.add_parser("migrate", help="apply database migrations")
+    add_admin_commands(commands)
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -160,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         run_worker(args.queues, args.concurrency)
     elif args.command == "migrate":
         migrate()
+    else:
+        run_admin_command(args)
 
 
 if __name__ == "__main__":

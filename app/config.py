@@ -3,6 +3,7 @@
 Nested groups use a double underscore: COMPRESSO_LIMITS__UPLOAD_MAX_BYTES=1000000.
 """
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,12 @@ class Limits(BaseModel):
     extracted_max_bytes: int = Field(20 * GiB, gt=0, description="Largest total size of an extracted archive.")
     archive_max_files: int = Field(10_000, gt=0, description="Most entries an archive may hold.")
     dataset_max_bytes: int = Field(1 * GiB, gt=0, description="Largest dataset file accepted, in bytes.")
+    tenant_concurrent_jobs: int = Field(
+        4, gt=0, description="Queued plus running jobs a tenant may have; past it, a submit gets 429."
+    )
+    tenant_storage_bytes: int = Field(
+        200 * GiB, gt=0, description="Bytes of models, datasets and job artifacts a tenant may store; past it, 413."
+    )
 
 
 class Settings(BaseSettings):
@@ -35,7 +42,10 @@ class Settings(BaseSettings):
     gpu_enabled: bool = Field(
         True, description="Whether jobs may ask for cuda. `compresso serve` sets it from the machine it runs on."
     )
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="Address the API listens on; anything but loopback turns auth on.")
+    auth_required: bool = Field(
+        False, description="Require an API key even on loopback. Off a loopback address it is always required."
+    )
     port: int = Field(8000, ge=1, le=65535)
     cancel_poll_seconds: float = Field(1.0, gt=0, description="How often a running job checks for cancellation.")
     heartbeat_stale_seconds: float = Field(
@@ -77,6 +87,19 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_required or not is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
 
 
 @lru_cache

@@ -1,16 +1,18 @@
 """create_app(): the routers, the dashboard, and one error handler giving every 4xx the same shape."""
 
 import logging
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 
 from app.artifacts.router import router as artifacts_router
 from app.core.errors import AppError
 from app.dashboard.router import STATIC_DIR as DASHBOARD_STATIC_DIR
+from app.dashboard.router import LoginRequired
 from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
 from app.health.router import router as health_router
@@ -29,7 +31,11 @@ def _location(loc) -> str:  # noqa: ANN001
 
 
 async def handle_app_error(_request: Request, exc: AppError) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status_code)
+    return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def handle_login_required(_request: Request, exc: LoginRequired) -> RedirectResponse:
+    return RedirectResponse(f"/login?{urlencode({'next': exc.next_path})}", status_code=303)
 
 
 async def handle_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -61,6 +67,7 @@ def create_app() -> FastAPI:
         "get back a smaller model that loads in standard runtimes, with a measured report.",
     )
     app.add_exception_handler(AppError, handle_app_error)
+    app.add_exception_handler(LoginRequired, handle_login_required)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(OperationalError, handle_database_down)
     for router in (

@@ -4,12 +4,13 @@ from app.db.session import session_scope
 from app.energy.orm import EnergyRecord
 from app.jobs.orm import Job
 from app.models.orm import Model
+from app.tenants.orm import DEFAULT_TENANT_ID
 
 
 def add_model_row(**values) -> str:
     defaults = dict(
         name="m", architecture="BertModel", model_type="bert", task="feature-extraction",
-        num_parameters=1, size_bytes=1, sha256="0" * 64, storage_key="models/none",
+        num_parameters=1, size_bytes=1, sha256="0" * 64, storage_key="models/none", tenant_id=DEFAULT_TENANT_ID,
     )
     with session_scope() as session:
         model = Model(**{**defaults, **values})
@@ -21,7 +22,7 @@ def add_model_row(**values) -> str:
 def add_job_row(model_id: str, **values) -> str:
     defaults = dict(
         model_id=model_id, device="cpu", queue="cpu", recipe={"steps": []}, evaluation={}, deployment={},
-        status="queued", progress=0.0, attempts=0, cancel_requested=False,
+        status="queued", progress=0.0, attempts=0, cancel_requested=False, tenant_id=DEFAULT_TENANT_ID,
     )
     with session_scope() as session:
         job = Job(**{**defaults, **values})

@@ -6,6 +6,7 @@ from fastapi.responses import StreamingResponse
 from app.artifacts import repository
 from app.core.deps import SessionDep, StorageDep
 from app.core.errors import NotFound
+from app.tenants.auth import TenantDep
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
@@ -17,9 +18,9 @@ MEDIA_TYPES = {".zip": "application/zip", ".json": "application/json"}
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The file, streamed."}},
 )
-def download_artifact(artifact_id: str, session: SessionDep, storage: StorageDep):
+def download_artifact(artifact_id: str, session: SessionDep, storage: StorageDep, tenant: TenantDep):
     """Streams the file with its Content-Length and its sha256 in the X-Content-SHA256 header."""
-    artifact = repository.get(session, artifact_id)
+    artifact = repository.get_owned(session, tenant.id, artifact_id)
     if artifact is None or not storage.exists(artifact.storage_key):
         raise NotFound(f"Artifact {artifact_id} not found.")
     suffix = "." + artifact.filename.rsplit(".", 1)[-1]

@@ -6,12 +6,28 @@ class AppError(Exception):
 
     status_code = 400
 
-    def __init__(self, detail: str, *, status_code: int | None = None, errors: list[dict] | None = None):
+    headers: dict[str, str] = {}
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status_code: int | None = None,
+        errors: list[dict] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail)
         self.detail = detail
         if status_code is not None:
             self.status_code = status_code
         self.errors = errors or []
+        if headers is not None:
+            self.headers = headers
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class NotFound(AppError):
@@ -32,3 +48,7 @@ class PayloadTooLarge(AppError):
 
 class ServiceUnavailable(AppError):
     status_code = 503
+
+
+class TooManyRequests(AppError):
+    status_code = 429

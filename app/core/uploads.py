@@ -40,7 +40,7 @@ async def receive_upload(
     dest_dir: Path,
     max_bytes: int,
     *,
-    limit_setting: str,
+    limit_reason: str,
     allowed_suffixes: tuple[str, ...],
     file_field: str = "file",
     max_field_bytes: int = 64 * KiB,
@@ -49,7 +49,7 @@ async def receive_upload(
     """Stream the request body into `dest_dir`/<sanitised client filename> and return what was stored.
 
     `max_bytes` bounds the whole body (file, fields and multipart framing), which is what Content-Length
-    declares; `limit_setting` names the setting that sets it, so a refusal tells the operator what to raise.
+    declares; `limit_reason` says what sets it (a setting, a tenant's quota), so a refusal says what to change.
     The route must take the raw `Request` (no `File`/`Form` parameters), or FastAPI spools the body first.
     On any failure nothing stays in `dest_dir`; a file of the same name already there is replaced on success.
     """
@@ -61,7 +61,7 @@ async def receive_upload(
         # Rejecting early spares the client sending a body we would refuse anyway; the streamed count
         # below is still what is enforced, since the header can lie.
         if int(declared) > max_bytes:
-            raise _too_large(max_bytes, limit_setting)
+            raise _too_large(max_bytes, limit_reason)
 
     form = _FormCollector(
         dest_dir,
@@ -80,7 +80,7 @@ async def receive_upload(
             async for chunk in chunks:
                 received += len(chunk)
                 if received > max_bytes:
-                    raise _too_large(max_bytes, limit_setting)
+                    raise _too_large(max_bytes, limit_reason)
                 try:
                     parser.write(chunk)
                 except MultipartParseError as exc:
@@ -117,11 +117,12 @@ def _boundary(request: Request) -> bytes:
     return boundary
 
 
-def _too_large(max_bytes: int, limit_setting: str) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The upload is larger than the limit of {max_bytes} bytes. "
-        f"The server's {limit_setting} setting sets this limit."
-    )
+def _too_large(max_bytes: int, limit_reason: str) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The upload is larger than the limit of {max_bytes} bytes. {limit_reason}")
+
+
+def setting_limit_reason(setting: str) -> str:
+    return f"The server's {setting} setting sets this limit."
 
 
 class _FormCollector:

@@ -1,14 +1,24 @@
-"""Server-rendered dashboard pages over the same services as the API."""
+"""Server-rendered dashboard pages over the same services as the API.
+
+With authentication on, a browser signs in at /login with an API key; it is kept in an HttpOnly,
+SameSite=Strict cookie that the API accepts like a Bearer header (see app.tenants.auth).
+"""
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from app.core.deps import SessionDep
+from app.config import get_settings
+from app.core.deps import SessionDep, SettingsDep
+from app.core.errors import AppError, Unauthorized
 from app.dashboard import service
+from app.tenants import service as tenants_service
+from app.tenants.auth import KEY_COOKIE, current_tenant
+from app.tenants.orm import Tenant
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -16,29 +26,102 @@ templates = Jinja2Templates(directory=HERE / "templates")
 # Charts are SVG built by app.dashboard.charts, which escapes every piece of user text itself.
 templates.env.filters["svg"] = Markup
 router = APIRouter(include_in_schema=False)
+KEY_COOKIE_DAYS = 30
+
+
+class LoginRequired(AppError):
+    """Raised by a page that needs a signed-in browser; app.main answers it with a redirect to /login."""
+
+    status_code = 303
+
+    def __init__(self, next_path: str):
+        super().__init__("Sign in with an API key.")
+        self.next_path = next_path
+
+
+def page_tenant(request: Request, session: SessionDep, settings: SettingsDep) -> Tenant:
+    try:
+        return current_tenant(request, session, settings)
+    except Unauthorized as exc:
+        raise LoginRequired(request.url.path) from exc
+
+
+PageTenant = Annotated[Tenant, Depends(page_tenant)]
+
+
+def render(request: Request, template: str, tenant: Tenant | None, context: dict[str, Any], status_code: int = 200):
+    auth_enabled = get_settings().auth_enabled
+    return templates.TemplateResponse(
+        request, template, {**context, "tenant": tenant, "auth_enabled": auth_enabled}, status_code=status_code
+    )
+
+
+def safe_next(next_path: str | None) -> str:
+    """Only a path on this site: an open redirect to another host would help phishing."""
+    if next_path and next_path.startswith("/") and not next_path.startswith("//") and "\\" not in next_path:
+        return next_path
+    return "/"
 
 
 @router.get("/", response_class=HTMLResponse)
-def overview(request: Request, session: SessionDep):
-    return templates.TemplateResponse(request, "overview.html", service.overview(session))
+def overview(request: Request, session: SessionDep, tenant: PageTenant):
+    return render(request, "overview.html", tenant, service.overview(session, tenant.id))
 
 
 @router.get("/models", response_class=HTMLResponse)
-def models(request: Request, session: SessionDep):
-    return templates.TemplateResponse(request, "models.html", service.models_page(session))
+def models(request: Request, session: SessionDep, tenant: PageTenant):
+    return render(request, "models.html", tenant, service.models_page(session, tenant.id))
 
 
 @router.get("/datasets", response_class=HTMLResponse)
-def datasets(request: Request, session: SessionDep):
-    return templates.TemplateResponse(request, "datasets.html", service.datasets_page(session))
+def datasets(request: Request, session: SessionDep, tenant: PageTenant):
+    return render(request, "datasets.html", tenant, service.datasets_page(session, tenant.id))
 
 
 # Declared before /jobs/{job_id}, which would otherwise take "new" for an id.
 @router.get("/jobs/new", response_class=HTMLResponse)
-def new_job(request: Request, session: SessionDep):
-    return templates.TemplateResponse(request, "new_job.html", service.new_job_page(session))
+def new_job(request: Request, session: SessionDep, tenant: PageTenant):
+    return render(request, "new_job.html", tenant, service.new_job_page(session, tenant.id))
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job(request: Request, job_id: str, session: SessionDep):
-    return templates.TemplateResponse(request, "job.html", service.job_page(session, job_id))
+def job(request: Request, job_id: str, session: SessionDep, tenant: PageTenant):
+    return render(request, "job.html", tenant, service.job_page(session, tenant.id, job_id))
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, settings: SettingsDep, next: str = "/"):  # noqa: A002 - the query parameter's name
+    if not settings.auth_enabled:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return render(request, "login.html", None, {"next": safe_next(next), "error": None})
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request,
+    session: SessionDep,
+    key: Annotated[str, Form(max_length=200)],
+    next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002 - the form field's name
+):
+    try:
+        tenants_service.authenticate(session, key.strip())
+    except Unauthorized as exc:
+        context = {"next": safe_next(next), "error": exc.detail}
+        return render(request, "login.html", None, context, status_code=401)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    response.set_cookie(
+        KEY_COOKIE,
+        key.strip(),
+        max_age=KEY_COOKIE_DAYS * 86400,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout():
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(KEY_COOKIE, httponly=True, samesite="strict")
+    return response

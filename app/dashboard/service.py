@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from app.dashboard.charts import all_charts
 from app.datasets import repository as datasets_repository
-from app.db.base import utcnow
+from app.db.base import as_utc, utcnow
 from app.job_logs import repository as job_logs_repository
 from app.jobs import repository as jobs_repository
 from app.jobs import service as jobs_service
@@ -115,14 +115,14 @@ def _bytes_saved(job: Job) -> int:
         return 0
 
 
-def overview(session: Session) -> dict[str, Any]:
-    jobs = jobs_repository.list_all(session)
-    summary = reports_service.summary(session, None, None)
+def overview(session: Session, tenant_id: str) -> dict[str, Any]:
+    jobs = jobs_repository.list_all(session, tenant_id)
+    summary = reports_service.summary(session, tenant_id, None, None)
     succeeded = [job for job in jobs if job.status == SUCCEEDED]
     return {
         "jobs": jobs[:RECENT_JOBS],
-        "models": models_repository.list_all(session),
-        "datasets": datasets_repository.list_all(session),
+        "models": models_repository.list_all(session, tenant_id),
+        "datasets": datasets_repository.list_all(session, tenant_id),
         "totals": Totals(
             models_compressed=len(succeeded),
             bytes_saved=sum(_bytes_saved(job) for job in succeeded),
@@ -133,8 +133,8 @@ def overview(session: Session) -> dict[str, Any]:
     }
 
 
-def job_page(session: Session, job_id: str) -> dict[str, Any]:
-    job = jobs_service.get_job(session, job_id)
+def job_page(session: Session, tenant_id: str, job_id: str) -> dict[str, Any]:
+    job = jobs_service.get_job(session, tenant_id, job_id)
     report = job.report or {}
     model = models_repository.get(session, job.model_id) if job.model_id else None
     log_lines = job_logs_repository.lines_after(session, job.id, 0, LOG_LINES_ON_PAGE)
@@ -154,24 +154,24 @@ def job_page(session: Session, job_id: str) -> dict[str, Any]:
 
 def _elapsed_seconds(job: Job) -> float | None:
     # SQLite hands back times without a zone; every stored time is UTC.
-    start = reports_service.as_utc(job.started_at)
+    start = as_utc(job.started_at)
     if start is None:
         return None
-    return ((reports_service.as_utc(job.finished_at) or utcnow()) - start).total_seconds()
+    return ((as_utc(job.finished_at) or utcnow()) - start).total_seconds()
 
 
-def models_page(session: Session) -> dict[str, Any]:
-    return {"kind": MODELS, "items": models_repository.list_all(session)}
+def models_page(session: Session, tenant_id: str) -> dict[str, Any]:
+    return {"kind": MODELS, "items": models_repository.list_all(session, tenant_id)}
 
 
-def datasets_page(session: Session) -> dict[str, Any]:
-    return {"kind": DATASETS, "items": datasets_repository.list_all(session)}
+def datasets_page(session: Session, tenant_id: str) -> dict[str, Any]:
+    return {"kind": DATASETS, "items": datasets_repository.list_all(session, tenant_id)}
 
 
-def new_job_page(session: Session) -> dict[str, Any]:
+def new_job_page(session: Session, tenant_id: str) -> dict[str, Any]:
     return {
-        "models": models_repository.list_all(session),
-        "datasets": datasets_repository.list_all(session),
+        "models": models_repository.list_all(session, tenant_id),
+        "datasets": datasets_repository.list_all(session, tenant_id),
         "devices": DEVICES,
         "presets": RECIPE_PRESETS,
     }

@@ -4,9 +4,10 @@ from sqlalchemy import JSON, BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, CreatedAtMixin, IdMixin
+from app.tenants.orm import TenantOwnedMixin
 
 
-class Dataset(IdMixin, CreatedAtMixin, Base):
+class Dataset(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     __tablename__ = "datasets"
 
     name: Mapped[str] = mapped_column(String(200), nullable=False)

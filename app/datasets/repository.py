@@ -4,14 +4,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.datasets.orm import Dataset
+from app.tenants import scoping
 
 
 def get(session: Session, dataset_id: str) -> Dataset | None:
     return session.get(Dataset, dataset_id)
 
 
-def list_all(session: Session) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.created_at.desc())))
+def get_owned(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
+    return scoping.get_owned(session, Dataset, tenant_id, dataset_id)
+
+
+def list_all(session: Session, tenant_id: str) -> list[Dataset]:
+    query = select(Dataset).where(Dataset.tenant_id == tenant_id).order_by(Dataset.created_at.desc())
+    return list(session.scalars(query))
 
 
 def add(session: Session, dataset: Dataset) -> Dataset:

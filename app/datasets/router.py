@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request, status
 
 from app.core.deps import SessionDep, SettingsDep, StorageDep
 from app.core.openapi import multipart_upload_body
+from app.tenants.auth import TenantDep
 from app.datasets import repository, service
 from app.datasets.schemas import DatasetOut
 
@@ -18,21 +19,23 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
         "A .jsonl or .csv file with column text, and optional text_pair, label and slice."
     ),
 )
-async def upload_dataset(request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep):
+async def upload_dataset(
+    request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep, tenant: TenantDep
+):
     """Uploads an evaluation dataset. The body is streamed to disk and hashed on the way."""
-    return await service.upload_dataset(request, session, settings, storage)
+    return await service.upload_dataset(request, session, settings, storage, tenant)
 
 
 @router.get("", response_model=list[DatasetOut])
-def list_datasets(session: SessionDep):
-    return repository.list_all(session)
+def list_datasets(session: SessionDep, tenant: TenantDep):
+    return repository.list_all(session, tenant.id)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, session: SessionDep):
-    return service.get_dataset(session, dataset_id)
+def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep):
+    return service.get_dataset(session, tenant.id, dataset_id)
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_dataset(dataset_id: str, session: SessionDep, storage: StorageDep) -> None:
-    service.delete_dataset(session, storage, dataset_id)
+def delete_dataset(dataset_id: str, session: SessionDep, storage: StorageDep, tenant: TenantDep) -> None:
+    service.delete_dataset(session, storage, tenant.id, dataset_id)

@@ -16,16 +16,19 @@ from app.datasets.parsing import inspect_dataset
 from app.db.base import new_id
 from app.jobs import repository as jobs_repository
 from app.models.service import required_name
+from app.tenants import limits
+from app.tenants.orm import Tenant
 from workers.engine.evaluation.dataset_format import DATASET_SUFFIXES
 
-async def upload_dataset(request: Request, session: Session, settings: Settings, storage: Storage) -> Dataset:
+async def upload_dataset(
+    request: Request, session: Session, settings: Settings, storage: Storage, tenant: Tenant
+) -> Dataset:
+    limit = limits.upload_limit(
+        session, settings, tenant, settings.limits.dataset_max_bytes, "COMPRESSO_LIMITS__DATASET_MAX_BYTES"
+    )
     with storage.scratch() as scratch:
         upload = await receive_upload(
-            request,
-            scratch,
-            settings.limits.dataset_max_bytes,
-            allowed_suffixes=DATASET_SUFFIXES,
-            limit_setting="COMPRESSO_LIMITS__DATASET_MAX_BYTES",
+            request, scratch, limit.max_bytes, allowed_suffixes=DATASET_SUFFIXES, limit_reason=limit.reason
         )
         upload_bytes.labels(kind="dataset").inc(upload.size_bytes)
         name = required_name(upload.fields)
@@ -39,6 +42,7 @@ async def upload_dataset(request: Request, session: Session, settings: Settings,
             session,
             Dataset(
                 id=dataset_id,
+                tenant_id=tenant.id,
                 name=name,
                 filename=upload.filename,
                 num_rows=info.num_rows,
@@ -50,15 +54,15 @@ async def upload_dataset(request: Request, session: Session, settings: Settings,
         )
 
 
-def get_dataset(session: Session, dataset_id: str) -> Dataset:
-    dataset = repository.get(session, dataset_id)
+def get_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
+    dataset = repository.get_owned(session, tenant_id, dataset_id)
     if dataset is None:
         raise NotFound(f"Dataset {dataset_id} not found.")
     return dataset
 
 
-def delete_dataset(session: Session, storage: Storage, dataset_id: str) -> None:
-    dataset = get_dataset(session, dataset_id)
+def delete_dataset(session: Session, storage: Storage, tenant_id: str, dataset_id: str) -> None:
+    dataset = get_dataset(session, tenant_id, dataset_id)
     active = jobs_repository.count_active_for_dataset(session, dataset_id)
     if active:
         raise Conflict(f"Dataset {dataset_id} is used by {active} queued or running job(s); cancel them first.")

@@ -18,15 +18,17 @@ def add_all(session: Session, records: list[EnergyRecord]) -> None:
     session.flush()
 
 
-def totals(session: Session, since: datetime | None = None, until: datetime | None = None) -> dict[str, float]:
-    """Energy and CO2 summed over the jobs created in the window."""
+def totals(
+    session: Session, tenant_id: str, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, float]:
+    """Energy and CO2 summed over the tenant's jobs created in the window."""
     query = select(
         func.coalesce(func.sum(EnergyRecord.cpu_kwh), 0.0),
         func.coalesce(func.sum(EnergyRecord.gpu_kwh), 0.0),
         func.coalesce(func.sum(EnergyRecord.ram_kwh), 0.0),
         func.coalesce(func.sum(EnergyRecord.energy_kwh), 0.0),
         func.coalesce(func.sum(EnergyRecord.co2e_g), 0.0),
-    ).join(Job, Job.id == EnergyRecord.job_id)
+    ).join(Job, Job.id == EnergyRecord.job_id).where(Job.tenant_id == tenant_id)
     if since is not None:
         query = query.where(Job.created_at >= since)
     if until is not None:

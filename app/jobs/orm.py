@@ -7,13 +7,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.artifacts.orm import Artifact
 from app.db.base import Base, CreatedAtMixin, IdMixin
+from app.tenants.orm import TenantOwnedMixin
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 
 
-class Job(IdMixin, CreatedAtMixin, Base):
+class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     __tablename__ = "jobs"
 
     name: Mapped[str | None] = mapped_column(String(200))

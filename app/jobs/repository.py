@@ -6,21 +6,26 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.jobs.orm import QUEUED, RUNNING, Job
+from app.tenants import scoping
 
 
 def get(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id)
 
 
-def list_all(session: Session, status: str | None = None) -> list[Job]:
-    query = select(Job).order_by(Job.created_at.desc())
+def get_owned(session: Session, tenant_id: str, job_id: str) -> Job | None:
+    return scoping.get_owned(session, Job, tenant_id, job_id)
+
+
+def list_all(session: Session, tenant_id: str, status: str | None = None) -> list[Job]:
+    query = select(Job).where(Job.tenant_id == tenant_id).order_by(Job.created_at.desc())
     if status is not None:
         query = query.where(Job.status == status)
     return list(session.scalars(query))
 
 
-def created_between(session: Session, since: datetime | None, until: datetime | None) -> list[Job]:
-    query = select(Job).order_by(Job.created_at.desc())
+def created_between(session: Session, tenant_id: str, since: datetime | None, until: datetime | None) -> list[Job]:
+    query = select(Job).where(Job.tenant_id == tenant_id).order_by(Job.created_at.desc())
     if since is not None:
         query = query.where(Job.created_at >= since)
     if until is not None:
@@ -45,6 +50,10 @@ def count_active_for_model(session: Session, model_id: str) -> int:
 
 def count_active_for_dataset(session: Session, dataset_id: str) -> int:
     return _count_active(session, Job.dataset_id, dataset_id)
+
+
+def count_active_for_tenant(session: Session, tenant_id: str) -> int:
+    return _count_active(session, Job.tenant_id, tenant_id)
 
 
 def transition(session: Session, job_id: str, from_statuses: tuple[str, ...], **values) -> bool:

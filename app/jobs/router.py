@@ -7,6 +7,7 @@ from fastapi import APIRouter, status
 from app.core.deps import SessionDep, SettingsDep
 from app.jobs import repository, service
 from app.jobs.schemas import JobCreate, JobOut
+from app.tenants.auth import TenantDep
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -14,27 +15,27 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
-def submit_job(body: JobCreate, session: SessionDep, settings: SettingsDep):
+def submit_job(body: JobCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep):
     """Validates the recipe and queues the job; it runs on a worker in the background."""
-    return JobOut.from_job(service.create_job(session, settings, body))
+    return JobOut.from_job(service.create_job(session, settings, tenant, body))
 
 
 @router.get("", response_model=list[JobOut])
-def list_jobs(session: SessionDep, status: JobStatus | None = None):
-    return [JobOut.from_job(job) for job in repository.list_all(session, status)]
+def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None):
+    return [JobOut.from_job(job) for job in repository.list_all(session, tenant.id, status)]
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, session: SessionDep):
-    return JobOut.from_job(service.get_job(session, job_id))
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep):
+    return JobOut.from_job(service.get_job(session, tenant.id, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: str, session: SessionDep):
-    return JobOut.from_job(service.cancel_job(session, job_id))
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep):
+    return JobOut.from_job(service.cancel_job(session, tenant.id, job_id))
 
 
 @router.get("/{job_id}/report")
-def get_report(job_id: str, session: SessionDep) -> dict[str, Any]:
+def get_report(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     """The measured report: size, latency and quality before and after, ratios, and environment."""
-    return service.get_report(session, job_id)
+    return service.get_report(session, tenant.id, job_id)

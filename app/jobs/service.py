@@ -14,6 +14,8 @@ from app.jobs import repository
 from app.jobs.orm import CANCELLED, QUEUED, RUNNING, Job
 from app.jobs.schemas import JobCreate
 from app.models import repository as models_repository
+from app.tenants import limits
+from app.tenants.orm import Tenant
 from workers.engine.energy.intensity import carbon_intensity
 from workers.engine.errors import EngineUserError
 from workers.engine.recipe import Recipe, RecipeError
@@ -48,13 +50,13 @@ def validate_deployment_country(country: str | None) -> None:
         raise Invalid(str(exc), errors=[{"loc": ["body", "deployment", "country"], "msg": str(exc)}]) from exc
 
 
-def create_job(session: Session, settings: Settings, body: JobCreate) -> Job:
-    if models_repository.get(session, body.model_id) is None:
+def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCreate) -> Job:
+    if models_repository.get_owned(session, tenant.id, body.model_id) is None:
         raise Invalid(
             f"Model {body.model_id} not found: upload it first with POST /v1/models.",
             errors=[{"loc": ["body", "model_id"], "msg": "not found"}],
         )
-    if body.dataset_id is not None and datasets_repository.get(session, body.dataset_id) is None:
+    if body.dataset_id is not None and datasets_repository.get_owned(session, tenant.id, body.dataset_id) is None:
         raise Invalid(
             f"Dataset {body.dataset_id} not found: upload it first with POST /v1/datasets.",
             errors=[{"loc": ["body", "dataset_id"], "msg": "not found"}],
@@ -62,9 +64,11 @@ def create_job(session: Session, settings: Settings, body: JobCreate) -> Job:
     recipe = validate_recipe(body.recipe)
     validate_deployment_country(body.deployment.country)
     device = resolve_device(body.device, settings)
+    limits.ensure_job_slot(session, settings, tenant)
     job = repository.add(
         session,
         Job(
+            tenant_id=tenant.id,
             name=body.name,
             model_id=body.model_id,
             dataset_id=body.dataset_id,
@@ -84,30 +88,30 @@ def create_job(session: Session, settings: Settings, body: JobCreate) -> Job:
     return job
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    job = repository.get(session, job_id)
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    job = repository.get_owned(session, tenant_id, job_id)
     if job is None:
         raise NotFound(f"Job {job_id} not found.")
     return job
 
 
-def cancel_job(session: Session, job_id: str) -> Job:
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     """A queued job is cancelled at once; a running one is flagged and its worker stops it within seconds."""
-    job = get_job(session, job_id)
+    job = get_job(session, tenant_id, job_id)
     attempt, now = job.attempts, utcnow()
     if repository.transition(
         session, job_id, (QUEUED,), status=CANCELLED, cancel_requested=True, finished_at=now, stage="cancelled"
     ):
         job_logs_repository.append(session, job_id, attempt, [(API, "cancelled before it started")])
-        return get_job(session, job_id)
+        return get_job(session, tenant_id, job_id)
     if repository.transition(session, job_id, (RUNNING,), cancel_requested=True):
         job_logs_repository.append(session, job_id, attempt, [(API, "cancel requested; the worker stops the engine")])
-        return get_job(session, job_id)
+        return get_job(session, tenant_id, job_id)
     raise Conflict(f"Job {job_id} is already {job.status}; only queued or running jobs can be cancelled.")
 
 
-def get_report(session: Session, job_id: str) -> dict:
-    job = get_job(session, job_id)
+def get_report(session: Session, tenant_id: str, job_id: str) -> dict:
+    job = get_job(session, tenant_id, job_id)
     if job.report is None:
         raise Conflict(f"Job {job_id} is {job.status}; its report exists once it has succeeded.")
     return job.report

@@ -4,9 +4,10 @@ from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, CreatedAtMixin, IdMixin
+from app.tenants.orm import TenantOwnedMixin
 
 
-class Model(IdMixin, CreatedAtMixin, Base):
+class Model(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     __tablename__ = "models"
 
     name: Mapped[str] = mapped_column(String(200), nullable=False)

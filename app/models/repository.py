@@ -4,14 +4,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models.orm import Model
+from app.tenants import scoping
 
 
 def get(session: Session, model_id: str) -> Model | None:
     return session.get(Model, model_id)
 
 
-def list_all(session: Session) -> list[Model]:
-    return list(session.scalars(select(Model).order_by(Model.created_at.desc())))
+def get_owned(session: Session, tenant_id: str, model_id: str) -> Model | None:
+    return scoping.get_owned(session, Model, tenant_id, model_id)
+
+
+def list_all(session: Session, tenant_id: str) -> list[Model]:
+    query = select(Model).where(Model.tenant_id == tenant_id).order_by(Model.created_at.desc())
+    return list(session.scalars(query))
 
 
 def add(session: Session, model: Model) -> Model:

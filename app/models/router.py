@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request, status
 
 from app.core.deps import SessionDep, SettingsDep, StorageDep
 from app.core.openapi import multipart_upload_body
+from app.tenants.auth import TenantDep
 from app.models import repository, service
 from app.models.schemas import ModelOut
 
@@ -18,21 +19,23 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
         "A .zip or .tar.gz of a Hugging Face model folder: config.json, *.safetensors, tokenizer files."
     ),
 )
-async def upload_model(request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep):
+async def upload_model(
+    request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep, tenant: TenantDep
+):
     """Uploads a model archive. The body is streamed to disk and hashed on the way."""
-    return await service.upload_model(request, session, settings, storage)
+    return await service.upload_model(request, session, settings, storage, tenant)
 
 
 @router.get("", response_model=list[ModelOut])
-def list_models(session: SessionDep):
-    return repository.list_all(session)
+def list_models(session: SessionDep, tenant: TenantDep):
+    return repository.list_all(session, tenant.id)
 
 
 @router.get("/{model_id}", response_model=ModelOut)
-def get_model(model_id: str, session: SessionDep):
-    return service.get_model(session, model_id)
+def get_model(model_id: str, session: SessionDep, tenant: TenantDep):
+    return service.get_model(session, tenant.id, model_id)
 
 
 @router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_model(model_id: str, session: SessionDep, storage: StorageDep) -> None:
-    service.delete_model(session, storage, model_id)
+def delete_model(model_id: str, session: SessionDep, storage: StorageDep, tenant: TenantDep) -> None:
+    service.delete_model(session, storage, tenant.id, model_id)

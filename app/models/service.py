@@ -17,6 +17,8 @@ from app.db.base import new_id
 from app.jobs import repository as jobs_repository
 from app.models import repository
 from app.models.orm import Model
+from app.tenants import limits
+from app.tenants.orm import Tenant
 from workers.engine.model_folder import ModelFolderError, inspect_model_folder
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
@@ -33,7 +35,14 @@ def required_name(fields: dict[str, str]) -> str:
 
 
 def _register_extracted(
-    session: Session, storage: Storage, settings: Settings, archive: Path, scratch: Path, name: str, sha256: str
+    session: Session,
+    storage: Storage,
+    settings: Settings,
+    tenant: Tenant,
+    archive: Path,
+    scratch: Path,
+    name: str,
+    sha256: str,
 ) -> Model:
     folder = extract_archive(
         archive,
@@ -45,6 +54,7 @@ def _register_extracted(
         info = inspect_model_folder(folder)
     except ModelFolderError as exc:
         raise Invalid(str(exc)) from exc
+    limits.ensure_room(session, settings, tenant, info.size_bytes)
     model_id = new_id()
     key = f"models/{model_id}"
     storage.put(folder, key)
@@ -53,6 +63,7 @@ def _register_extracted(
         session,
         Model(
             id=model_id,
+            tenant_id=tenant.id,
             name=name,
             status="ready",
             architecture=info.architecture,
@@ -66,31 +77,32 @@ def _register_extracted(
     )
 
 
-async def upload_model(request: Request, session: Session, settings: Settings, storage: Storage) -> Model:
+async def upload_model(
+    request: Request, session: Session, settings: Settings, storage: Storage, tenant: Tenant
+) -> Model:
+    limit = limits.upload_limit(
+        session, settings, tenant, settings.limits.upload_max_bytes, "COMPRESSO_LIMITS__UPLOAD_MAX_BYTES"
+    )
     with storage.scratch() as scratch:
         upload = await receive_upload(
-            request,
-            scratch,
-            settings.limits.upload_max_bytes,
-            allowed_suffixes=ARCHIVE_SUFFIXES,
-            limit_setting="COMPRESSO_LIMITS__UPLOAD_MAX_BYTES",
+            request, scratch, limit.max_bytes, allowed_suffixes=ARCHIVE_SUFFIXES, limit_reason=limit.reason
         )
         upload_bytes.labels(kind="model").inc(upload.size_bytes)
         name = required_name(upload.fields)
         return await run_in_threadpool(
-            _register_extracted, session, storage, settings, upload.file_path, scratch, name, upload.sha256
+            _register_extracted, session, storage, settings, tenant, upload.file_path, scratch, name, upload.sha256
         )
 
 
-def get_model(session: Session, model_id: str) -> Model:
-    model = repository.get(session, model_id)
+def get_model(session: Session, tenant_id: str, model_id: str) -> Model:
+    model = repository.get_owned(session, tenant_id, model_id)
     if model is None:
         raise NotFound(f"Model {model_id} not found.")
     return model
 
 
-def delete_model(session: Session, storage: Storage, model_id: str) -> None:
-    model = get_model(session, model_id)
+def delete_model(session: Session, storage: Storage, tenant_id: str, model_id: str) -> None:
+    model = get_model(session, tenant_id, model_id)
     active = jobs_repository.count_active_for_model(session, model_id)
     if active:
         raise Conflict(f"Model {model_id} is used by {active} queued or running job(s); cancel them first.")

@@ -1,9 +1,10 @@
 """The sustainability summary: what compression jobs cost in energy, and what their models save."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from app.db.base import as_utc
 from app.energy import repository as energy_repository
 from app.jobs import repository as jobs_repository
 from app.jobs.orm import JOB_STATUSES, SUCCEEDED
@@ -32,16 +33,10 @@ def _job_payback(job, energy: tuple[float, float] | None) -> JobPayback:  # noqa
     )
 
 
-def as_utc(moment: datetime | None) -> datetime | None:
-    """A time without a zone is taken as UTC, the zone every stored time is in."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
-def summary(session: Session, since: datetime | None, until: datetime | None) -> Summary:
+def summary(session: Session, tenant_id: str, since: datetime | None, until: datetime | None) -> Summary:
+    """For one tenant's jobs."""
     since, until = as_utc(since), as_utc(until)
-    jobs = jobs_repository.created_between(session, since, until)
+    jobs = jobs_repository.created_between(session, tenant_id, since, until)
     energy = energy_repository.per_job(session, [job.id for job in jobs])
     rows = [_job_payback(job, energy.get(job.id)) for job in jobs]
     counted = [
@@ -58,7 +53,7 @@ def summary(session: Session, since: datetime | None, until: datetime | None) ->
         since=since,
         until=until,
         jobs_by_status=by_status,
-        energy=EnergyTotals(**energy_repository.totals(session, since, until)),
+        energy=EnergyTotals(**energy_repository.totals(session, tenant_id, since, until)),
         projected_savings=ProjectedSavings(
             jobs_counted=len(counted),
             kwh_per_day=kwh_per_day,

@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from app.core import uploads
 from app.core.errors import AppError
-from app.core.uploads import receive_upload, sanitize_filename
+from app.core.uploads import receive_upload, sanitize_filename, setting_limit_reason
 
 BOUNDARY = "test-boundary-7MA4YWxkTrZu0gW"
 SETTING = "COMPRESSO_LIMITS__UPLOAD_MAX_BYTES"
@@ -31,7 +31,7 @@ def make_app(dest: Path, max_bytes: int) -> FastAPI:
     @app.post("/upload")
     async def upload(request: Request) -> dict:
         received = await receive_upload(
-            request, dest, max_bytes, limit_setting=SETTING, allowed_suffixes=SUFFIXES, max_field_bytes=1024
+            request, dest, max_bytes, limit_reason=setting_limit_reason(SETTING), allowed_suffixes=SUFFIXES, max_field_bytes=1024
         )
         return {
             "fields": received.fields,
