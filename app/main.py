@@ -8,9 +8,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.artifacts.router import router as artifacts_router
 from app.core.errors import AppError
+from app.core.problems import app_error_response, problem_response, problem_responses, use_problem_media_type
+from app.core.problems import router as problems_router
 from app.dashboard.router import STATIC_DIR as DASHBOARD_STATIC_DIR
 from app.dashboard.router import LoginRequired
 from app.dashboard.router import router as dashboard_router
@@ -30,15 +33,20 @@ def _location(loc) -> str:  # noqa: ANN001
     return ".".join(str(part) for part in loc)
 
 
-async def handle_app_error(_request: Request, exc: AppError) -> JSONResponse:
-    return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status_code, headers=exc.headers)
+async def handle_app_error(request: Request, exc: AppError) -> JSONResponse:
+    return app_error_response(exc, request.url.path)
+
+
+async def handle_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own errors (an unknown path, a wrong method) in the same shape as ours."""
+    return problem_response(exc.status_code, str(exc.detail), request.url.path, headers=exc.headers)
 
 
 async def handle_login_required(_request: Request, exc: LoginRequired) -> RedirectResponse:
     return RedirectResponse(f"/login?{urlencode({'next': exc.next_path})}", status_code=303)
 
 
-async def handle_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = []
     for error in exc.errors():
         entry = {"loc": list(error["loc"]), "msg": error["msg"]}
@@ -47,15 +55,13 @@ async def handle_validation_error(_request: Request, exc: RequestValidationError
             entry["allowed"] = expected
         errors.append(entry)
     summary = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in errors)
-    return JSONResponse({"detail": f"Invalid request: {summary}", "errors": errors}, status_code=422)
+    return problem_response(422, f"Invalid request: {summary}", request.url.path, errors=errors)
 
 
-async def handle_database_down(_request: Request, exc: OperationalError) -> JSONResponse:
+async def handle_database_down(request: Request, exc: OperationalError) -> JSONResponse:
     logger.warning("database unavailable: %s", exc)
-    return JSONResponse(
-        {"detail": "The database is unavailable; retry shortly.", "errors": []},
-        status_code=503,
-        headers={"Retry-After": "5"},
+    return problem_response(
+        503, "The database is unavailable; retry shortly.", request.url.path, headers={"Retry-After": "5"}
     )
 
 
@@ -69,19 +75,14 @@ def create_app() -> FastAPI:
     app.add_exception_handler(AppError, handle_app_error)
     app.add_exception_handler(LoginRequired, handle_login_required)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(OperationalError, handle_database_down)
-    for router in (
-        models_router,
-        datasets_router,
-        jobs_router,
-        job_logs_router,
-        artifacts_router,
-        techniques_router,
-        reports_router,
-        health_router,
-        metrics_router,
-        dashboard_router,
-    ):
+    # Tenant data: a key may be required, ids may be unknown, parameters may be invalid, the database may be down.
+    for router in (models_router, datasets_router, jobs_router, job_logs_router, artifacts_router, reports_router):
+        app.include_router(router, responses=problem_responses(401, 404, 422, 503))
+    for router in (techniques_router, health_router, metrics_router, problems_router, dashboard_router):
         app.include_router(router)
+    generate_openapi = app.openapi
+    app.openapi = lambda: use_problem_media_type(generate_openapi())
     app.mount("/static", StaticFiles(directory=DASHBOARD_STATIC_DIR), name="dashboard_static")
     return app

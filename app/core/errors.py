@@ -5,8 +5,9 @@ class AppError(Exception):
     """A failure the caller can fix. `status_code` is the HTTP status; `detail` says what to fix."""
 
     status_code = 400
-
     headers: dict[str, str] = {}
+    # The RFC 9457 `type` slug (app.core.problems); None: the one of the status code.
+    problem: str | None = None
 
     def __init__(
         self,
@@ -15,6 +16,7 @@ class AppError(Exception):
         status_code: int | None = None,
         errors: list[dict] | None = None,
         headers: dict[str, str] | None = None,
+        problem: str | None = None,
     ):
         super().__init__(detail)
         self.detail = detail
@@ -23,6 +25,8 @@ class AppError(Exception):
         self.errors = errors or []
         if headers is not None:
             self.headers = headers
+        if problem is not None:
+            self.problem = problem
 
 
 class Unauthorized(AppError):

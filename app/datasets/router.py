@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter, Request, status
 
+from app.core.problems import problem_responses
 from app.core.deps import SessionDep, SettingsDep, StorageDep
 from app.core.openapi import multipart_upload_body
 from app.tenants.auth import TenantDep
@@ -15,6 +16,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetOut,
+    responses=problem_responses(413),
     openapi_extra=multipart_upload_body(
         "A .jsonl or .csv file with column text, and optional text_pair, label and slice."
     ),
@@ -36,6 +38,6 @@ def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep):
     return service.get_dataset(session, tenant.id, dataset_id)
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
 def delete_dataset(dataset_id: str, session: SessionDep, storage: StorageDep, tenant: TenantDep) -> None:
     service.delete_dataset(session, storage, tenant.id, dataset_id)

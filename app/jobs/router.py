@@ -4,6 +4,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, status
 
+from app.core.problems import problem_responses
 from app.core.deps import SessionDep, SettingsDep
 from app.jobs import repository, service
 from app.jobs.schemas import JobCreate, JobOut
@@ -14,7 +15,7 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses=problem_responses(429))
 def submit_job(body: JobCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep):
     """Validates the recipe and queues the job; it runs on a worker in the background."""
     return JobOut.from_job(service.create_job(session, settings, tenant, body))
@@ -30,12 +31,12 @@ def get_job(job_id: str, session: SessionDep, tenant: TenantDep):
     return JobOut.from_job(service.get_job(session, tenant.id, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=problem_responses(409))
 def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep):
     return JobOut.from_job(service.cancel_job(session, tenant.id, job_id))
 
 
-@router.get("/{job_id}/report")
+@router.get("/{job_id}/report", responses=problem_responses(409))
 def get_report(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     """The measured report: size, latency and quality before and after, ratios, and environment."""
     return service.get_report(session, tenant.id, job_id)

@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter, Request, status
 
+from app.core.problems import problem_responses
 from app.core.deps import SessionDep, SettingsDep, StorageDep
 from app.core.openapi import multipart_upload_body
 from app.tenants.auth import TenantDep
@@ -15,6 +16,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelOut,
+    responses=problem_responses(413),
     openapi_extra=multipart_upload_body(
         "A .zip or .tar.gz of a Hugging Face model folder: config.json, *.safetensors, tokenizer files."
     ),
@@ -36,6 +38,6 @@ def get_model(model_id: str, session: SessionDep, tenant: TenantDep):
     return service.get_model(session, tenant.id, model_id)
 
 
-@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
 def delete_model(model_id: str, session: SessionDep, storage: StorageDep, tenant: TenantDep) -> None:
     service.delete_model(session, storage, tenant.id, model_id)
