@@ -3,6 +3,7 @@
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.pagination import PageRequest, paginate
 from app.datasets.orm import Dataset
 from app.tenants import scoping
 
@@ -13,6 +14,10 @@ def get(session: Session, dataset_id: str) -> Dataset | None:
 
 def get_owned(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
     return scoping.get_owned(session, Dataset, tenant_id, dataset_id)
+
+
+def list_page(session: Session, tenant_id: str, page: PageRequest) -> tuple[list[Dataset], str | None]:
+    return paginate(session, select(Dataset).where(Dataset.tenant_id == tenant_id), Dataset, page)
 
 
 def list_all(session: Session, tenant_id: str) -> list[Dataset]:

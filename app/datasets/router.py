@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request, status
 
 from app.core.problems import problem_responses
 from app.core.deps import SessionDep, SettingsDep, StorageDep
+from app.core.pagination import Page, PageDep
 from app.core.openapi import multipart_upload_body
 from app.tenants.auth import TenantDep
 from app.datasets import repository, service
@@ -28,9 +29,11 @@ async def upload_dataset(
     return await service.upload_dataset(request, session, settings, storage, tenant)
 
 
-@router.get("", response_model=list[DatasetOut])
-def list_datasets(session: SessionDep, tenant: TenantDep):
-    return repository.list_all(session, tenant.id)
+@router.get("", response_model=Page[DatasetOut])
+def list_datasets(session: SessionDep, tenant: TenantDep, page: PageDep):
+    """Newest first, a page at a time."""
+    items, next_cursor = repository.list_page(session, tenant.id, page)
+    return Page[DatasetOut](items=[DatasetOut.model_validate(item) for item in items], next_cursor=next_cursor)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)

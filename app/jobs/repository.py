@@ -5,6 +5,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from app.core.pagination import PageRequest, paginate
 from app.jobs.orm import QUEUED, RUNNING, Job
 from app.tenants import scoping
 
@@ -15,6 +16,15 @@ def get(session: Session, job_id: str) -> Job | None:
 
 def get_owned(session: Session, tenant_id: str, job_id: str) -> Job | None:
     return scoping.get_owned(session, Job, tenant_id, job_id)
+
+
+def list_page(
+    session: Session, tenant_id: str, page: PageRequest, status: str | None = None
+) -> tuple[list[Job], str | None]:
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return paginate(session, query, Job, page)
 
 
 def list_all(session: Session, tenant_id: str, status: str | None = None) -> list[Job]:

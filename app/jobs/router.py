@@ -5,6 +5,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, status
 
 from app.core.problems import problem_responses
+from app.core.pagination import Page, PageDep
 from app.core.deps import SessionDep, SettingsDep
 from app.jobs import repository, service
 from app.jobs.schemas import JobCreate, JobOut
@@ -21,9 +22,11 @@ def submit_job(body: JobCreate, session: SessionDep, settings: SettingsDep, tena
     return JobOut.from_job(service.create_job(session, settings, tenant, body))
 
 
-@router.get("", response_model=list[JobOut])
-def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None):
-    return [JobOut.from_job(job) for job in repository.list_all(session, tenant.id, status)]
+@router.get("", response_model=Page[JobOut])
+def list_jobs(session: SessionDep, tenant: TenantDep, page: PageDep, status: JobStatus | None = None):
+    """Newest first, a page at a time; filter by status and creation time."""
+    jobs, next_cursor = repository.list_page(session, tenant.id, page, status)
+    return Page[JobOut](items=[JobOut.from_job(job) for job in jobs], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)

@@ -17,7 +17,7 @@ def test_upload_jsonl_dataset(client, tmp_path):
     assert set(body["columns"]) == {"text", "label", "slice"}
     assert body["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert client.get(f"/v1/datasets/{body['id']}").json()["name"] == "eval"
-    assert len(client.get("/v1/datasets").json()) == 1
+    assert len(client.get("/v1/datasets").json()["items"]) == 1
     assert client.delete(f"/v1/datasets/{body['id']}").status_code == 204
     assert stored_files() == []
 
@@ -37,7 +37,7 @@ def test_dataset_without_text_column_is_refused(client, tmp_path):
     assert response.status_code == 422
     assert "text" in response.json()["detail"]
     assert stored_files() == []
-    assert client.get("/v1/datasets").json() == []
+    assert client.get("/v1/datasets").json()["items"] == []
 
 
 def test_dataset_with_bad_json_line_is_refused(client, tmp_path):

@@ -24,8 +24,8 @@ def test_submit_queues_the_job(client, tiny_encoder_zip):
     assert job["artifacts"] == []
     assert job["recipe"]["steps"][0]["technique"] == "quantize"
     assert client.get(f"/v1/jobs/{job['id']}").json()["id"] == job["id"]
-    assert [j["id"] for j in client.get("/v1/jobs", params={"status": "queued"}).json()] == [job["id"]]
-    assert client.get("/v1/jobs", params={"status": "succeeded"}).json() == []
+    assert [j["id"] for j in client.get("/v1/jobs", params={"status": "queued"}).json()["items"]] == [job["id"]]
+    assert client.get("/v1/jobs", params={"status": "succeeded"}).json()["items"] == []
 
 
 def test_cancel_a_queued_job(client, tiny_encoder_zip):
@@ -79,7 +79,7 @@ def test_unknown_param_and_empty_recipe_are_refused(client, tiny_encoder_zip):
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"][-1] == "bits"
     assert submit(client, model_id, recipe={"steps": []}).status_code == 422
-    assert client.get("/v1/jobs").json() == []
+    assert client.get("/v1/jobs").json()["items"] == []
 
 
 def test_request_shape_errors_are_422_with_the_field(client):

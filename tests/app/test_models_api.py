@@ -35,7 +35,7 @@ def test_upload_zip_describes_the_model(client, tiny_encoder_zip, tiny_encoder_d
     assert body["size_bytes"] == sum(p.stat().st_size for p in tiny_encoder_dir.rglob("*") if p.is_file())
 
     assert client.get(f"/v1/models/{body['id']}").json() == body
-    assert [m["id"] for m in client.get("/v1/models").json()] == [body["id"]]
+    assert [m["id"] for m in client.get("/v1/models").json()["items"]] == [body["id"]]
 
 
 def test_upload_tar_gz(client, tiny_encoder_dir, tmp_path):
@@ -61,7 +61,7 @@ def assert_refused(response, status: int, *phrases: str) -> None:
 
 def assert_nothing_stored(client) -> None:
     assert stored_files() == []
-    assert client.get("/v1/models").json() == []
+    assert client.get("/v1/models").json()["items"] == []
 
 
 def test_pickle_checkpoint_is_refused_with_conversion_hint(client, tiny_encoder_dir, tmp_path):

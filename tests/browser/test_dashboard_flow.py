@@ -162,7 +162,7 @@ def test_an_upload_is_cancelled_midway(page, server, tmp_path):
     assert page.locator("#upload-progress").evaluate("element => element.value") == 0
     assert page.get_by_role("button", name="Cancel upload").is_hidden()
     with httpx.Client(base_url=server[0], timeout=30) as client:
-        assert "cancel-me" not in [model["name"] for model in client.get("/v1/models").json()]
+        assert "cancel-me" not in [model["name"] for model in client.get("/v1/models").json()["items"]]
 
 
 def test_a_rejected_upload_shows_the_server_reason(page, tmp_path):
@@ -178,7 +178,7 @@ def test_a_rejected_upload_shows_the_server_reason(page, tmp_path):
 
 
 def a_model(client: httpx.Client, model_zip: Path) -> dict:
-    models = client.get("/v1/models").json()
+    models = client.get("/v1/models").json()["items"]
     if models:
         return models[0]
     with model_zip.open("rb") as handle:

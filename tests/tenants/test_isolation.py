@@ -84,8 +84,8 @@ def test_another_tenants_objects_answer_404_everywhere(auth_app, alices_things, 
 
 def test_lists_and_the_summary_show_only_the_callers_own(auth_app, alices_things, alice, bob):
     for route in ("/v1/models", "/v1/datasets", "/v1/jobs"):
-        assert auth_app.get(route, headers=bob.headers).json() == []
-        assert len(auth_app.get(route, headers=alice.headers).json()) >= 1
+        assert auth_app.get(route, headers=bob.headers).json()["items"] == []
+        assert len(auth_app.get(route, headers=alice.headers).json()["items"]) >= 1
     bobs_summary = auth_app.get("/v1/reports/summary", headers=bob.headers).json()
     alices_summary = auth_app.get("/v1/reports/summary", headers=alice.headers).json()
     assert sum(bobs_summary["jobs_by_status"].values()) == 0

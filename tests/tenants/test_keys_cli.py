@@ -73,6 +73,6 @@ def test_a_server_that_requires_keys_refuses_to_start_without_one(tmp_path):
     try:
         harness.wait_ready(base_url, process, log)
         assert httpx.get(f"{base_url}/v1/models").status_code == 401
-        assert httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {key}"}).json() == []
+        assert httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {key}"}).json()["items"] == []
     finally:
         harness.stop(process)

@@ -61,4 +61,4 @@ def test_an_extracted_model_larger_than_the_room_left_is_refused(auth_app, alice
                                  headers=alice.headers)
     assert response.status_code == 413, response.text
     assert "this upload needs" in response.json()["detail"]
-    assert auth_app.get("/v1/models", headers=alice.headers).json() == []
+    assert auth_app.get("/v1/models", headers=alice.headers).json()["items"] == []

@@ -30,7 +30,8 @@ function watchJobList() {
   });
   setInterval(async () => {
     try {
-      for (const job of await getJSON("/v1/jobs")) {
+      // The rows shown are the newest jobs, so the first page covers them.
+      for (const job of (await getJSON("/v1/jobs?limit=50")).items) {
         const row = document.querySelector(`tr[data-job-id="${job.id}"]`);
         if (!row) continue;
         const status = row.querySelector(".status");

@@ -83,10 +83,18 @@
     }
   }
 
+  // Every page of the list, following next_cursor.
   async function refresh() {
-    const response = await fetch(endpoint);
-    if (!response.ok) throw new Error(detailOf(response.status, await response.text()));
-    render(await response.json());
+    const items = [];
+    let url = `${endpoint}?limit=200`;
+    while (url) {
+      const response = await fetch(url);
+      if (!response.ok) throw new Error(detailOf(response.status, await response.text()));
+      const page = await response.json();
+      items.push(...page.items);
+      url = page.next_cursor ? `${endpoint}?limit=200&cursor=${encodeURIComponent(page.next_cursor)}` : null;
+    }
+    render(items);
   }
 
   function finish() {
