@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request, status
 
 from app.core.problems import problem_responses
 from app.core.deps import SessionDep, SettingsDep, StorageDep
+from app.idempotency.service import IdempotencyKey
 from app.core.pagination import Page, PageDep
 from app.core.openapi import multipart_upload_body
 from app.tenants.auth import TenantDep
@@ -23,10 +24,15 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
     ),
 )
 async def upload_dataset(
-    request: Request, session: SessionDep, settings: SettingsDep, storage: StorageDep, tenant: TenantDep
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
 ):
     """Uploads an evaluation dataset. The body is streamed to disk and hashed on the way."""
-    return await service.upload_dataset(request, session, settings, storage, tenant)
+    return await service.upload_dataset(request, session, settings, storage, tenant, idempotency_key)
 
 
 @router.get("", response_model=Page[DatasetOut])

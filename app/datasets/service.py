@@ -3,28 +3,36 @@
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from app.config import Settings
 from app.db.session import run_after_commit, run_after_rollback
 from app.core.errors import Conflict, NotFound
 from app.core.storage import Storage
-from app.core.uploads import receive_upload
+from app.core.uploads import ReceivedUpload, receive_upload
 from app.metrics.collector import upload_bytes
 from app.datasets import repository
 from app.datasets.orm import Dataset
 from app.datasets.parsing import inspect_dataset
+from app.datasets.schemas import DatasetOut
 from app.db.base import new_id
 from app.jobs import repository as jobs_repository
 from app.models.service import required_name
+from app.idempotency import service as idempotency
 from app.tenants import limits
 from app.tenants.orm import Tenant
 from workers.engine.evaluation.dataset_format import DATASET_SUFFIXES
 
+UPLOAD_ENDPOINT = "POST /v1/datasets"
+
+
 async def upload_dataset(
-    request: Request, session: Session, settings: Settings, storage: Storage, tenant: Tenant
-) -> Dataset:
-    limit = limits.upload_limit(
-        session, settings, tenant, settings.limits.dataset_max_bytes, "COMPRESSO_LIMITS__DATASET_MAX_BYTES"
+    request: Request, session: Session, settings: Settings, storage: Storage, tenant: Tenant, idempotency_key: str | None
+) -> Dataset | JSONResponse:
+    """The stored dataset; or, for a retry with a used Idempotency-Key, the first upload's response."""
+    is_retry = await run_in_threadpool(idempotency.seen, session, tenant.id, UPLOAD_ENDPOINT, idempotency_key)
+    limit = await run_in_threadpool(
+        limits.upload_limit, session, settings, tenant, settings.limits.dataset_max_bytes, "COMPRESSO_LIMITS__DATASET_MAX_BYTES", is_retry
     )
     with storage.scratch() as scratch:
         upload = await receive_upload(
@@ -32,26 +40,35 @@ async def upload_dataset(
         )
         upload_bytes.labels(kind="dataset").inc(upload.size_bytes)
         name = required_name(upload.fields)
-        info = await run_in_threadpool(inspect_dataset, upload.file_path)
-        dataset_id = new_id()
-        suffix = ".jsonl" if upload.filename.lower().endswith(".jsonl") else ".csv"
-        key = f"datasets/{dataset_id}{suffix}"
-        storage.put(upload.file_path, key)
-        run_after_rollback(session, lambda: storage.delete(key))
-        return repository.add(
-            session,
-            Dataset(
-                id=dataset_id,
-                tenant_id=tenant.id,
-                name=name,
-                filename=upload.filename,
-                num_rows=info.num_rows,
-                columns=info.columns,
-                size_bytes=upload.size_bytes,
-                sha256=upload.sha256,
-                storage_key=key,
-            ),
+        return await run_in_threadpool(
+            idempotency.create_once, session, tenant.id, UPLOAD_ENDPOINT, idempotency_key,
+            {"name": name, "filename": upload.filename, "sha256": upload.sha256}, 201,
+            lambda: _register_dataset(session, storage, tenant, upload, name),
+            lambda dataset: DatasetOut.model_validate(dataset).model_dump(mode="json"),
         )
+
+
+def _register_dataset(session: Session, storage: Storage, tenant: Tenant, upload: ReceivedUpload, name: str) -> Dataset:
+    info = inspect_dataset(upload.file_path)
+    dataset_id = new_id()
+    suffix = ".jsonl" if upload.filename.lower().endswith(".jsonl") else ".csv"
+    key = f"datasets/{dataset_id}{suffix}"
+    storage.put(upload.file_path, key)
+    run_after_rollback(session, lambda: storage.delete(key))
+    return repository.add(
+        session,
+        Dataset(
+            id=dataset_id,
+            tenant_id=tenant.id,
+            name=name,
+            filename=upload.filename,
+            num_rows=info.num_rows,
+            columns=info.columns,
+            size_bytes=upload.size_bytes,
+            sha256=upload.sha256,
+            storage_key=key,
+        ),
+    )
 
 
 def get_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset:

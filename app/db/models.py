@@ -3,6 +3,7 @@
 from app.artifacts.orm import Artifact  # noqa: F401
 from app.datasets.orm import Dataset  # noqa: F401
 from app.energy.orm import EnergyRecord  # noqa: F401
+from app.idempotency.orm import IdempotencyRecord  # noqa: F401
 from app.job_logs.orm import JobLogLine  # noqa: F401
 from app.jobs.orm import Job  # noqa: F401
 from app.models.orm import Model  # noqa: F401

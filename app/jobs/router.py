@@ -7,6 +7,8 @@ from fastapi import APIRouter, status
 from app.core.problems import problem_responses
 from app.core.pagination import Page, PageDep
 from app.core.deps import SessionDep, SettingsDep
+from app.idempotency import service as idempotency
+from app.idempotency.service import IdempotencyKey
 from app.jobs import repository, service
 from app.jobs.schemas import JobCreate, JobOut
 from app.tenants.auth import TenantDep
@@ -14,12 +16,19 @@ from app.tenants.auth import TenantDep
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+SUBMIT_ENDPOINT = "POST /v1/jobs"
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses=problem_responses(429))
-def submit_job(body: JobCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep):
+def submit_job(
+    body: JobCreate, session: SessionDep, settings: SettingsDep, tenant: TenantDep, idempotency_key: IdempotencyKey = None
+):
     """Validates the recipe and queues the job; it runs on a worker in the background."""
-    return JobOut.from_job(service.create_job(session, settings, tenant, body))
+    return idempotency.create_once(
+        session, tenant.id, SUBMIT_ENDPOINT, idempotency_key, body.model_dump(mode="json"), status.HTTP_202_ACCEPTED,
+        create=lambda: JobOut.from_job(service.create_job(session, settings, tenant, body)),
+        serialize=lambda job: job.model_dump(mode="json"),
+    )
 
 
 @router.get("", response_model=Page[JobOut])

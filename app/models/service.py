@@ -5,6 +5,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from app.config import Settings
 from app.core.archive import extract_archive
@@ -17,11 +18,14 @@ from app.db.base import new_id
 from app.jobs import repository as jobs_repository
 from app.models import repository
 from app.models.orm import Model
+from app.models.schemas import ModelOut
+from app.idempotency import service as idempotency
 from app.tenants import limits
 from app.tenants.orm import Tenant
 from workers.engine.model_folder import ModelFolderError, inspect_model_folder
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
+UPLOAD_ENDPOINT = "POST /v1/models"
 NAME_MAX_CHARS = 200
 
 
@@ -78,10 +82,12 @@ def _register_extracted(
 
 
 async def upload_model(
-    request: Request, session: Session, settings: Settings, storage: Storage, tenant: Tenant
-) -> Model:
-    limit = limits.upload_limit(
-        session, settings, tenant, settings.limits.upload_max_bytes, "COMPRESSO_LIMITS__UPLOAD_MAX_BYTES"
+    request: Request, session: Session, settings: Settings, storage: Storage, tenant: Tenant, idempotency_key: str | None
+) -> Model | JSONResponse:
+    """The stored model; or, for a retry with a used Idempotency-Key, the first upload's response."""
+    is_retry = await run_in_threadpool(idempotency.seen, session, tenant.id, UPLOAD_ENDPOINT, idempotency_key)
+    limit = await run_in_threadpool(
+        limits.upload_limit, session, settings, tenant, settings.limits.upload_max_bytes, "COMPRESSO_LIMITS__UPLOAD_MAX_BYTES", is_retry
     )
     with storage.scratch() as scratch:
         upload = await receive_upload(
@@ -90,7 +96,10 @@ async def upload_model(
         upload_bytes.labels(kind="model").inc(upload.size_bytes)
         name = required_name(upload.fields)
         return await run_in_threadpool(
-            _register_extracted, session, storage, settings, tenant, upload.file_path, scratch, name, upload.sha256
+            idempotency.create_once, session, tenant.id, UPLOAD_ENDPOINT, idempotency_key,
+            {"name": name, "filename": upload.filename, "sha256": upload.sha256}, 201,
+            lambda: _register_extracted(session, storage, settings, tenant, upload.file_path, scratch, name, upload.sha256),
+            lambda model: ModelOut.model_validate(model).model_dump(mode="json"),
         )
 
 

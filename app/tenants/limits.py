@@ -50,8 +50,13 @@ def _quota_exceeded(tenant: Tenant, used: int, limit: int, adding: int = 0) -> P
     )
 
 
-def upload_limit(session: Session, settings: Settings, tenant: Tenant, max_bytes: int, setting: str) -> UploadLimit:
-    """The tighter of the upload size setting and the tenant's room left; refuses at once when it has none."""
+def upload_limit(
+    session: Session, settings: Settings, tenant: Tenant, max_bytes: int, setting: str, is_retry: bool = False
+) -> UploadLimit:
+    """The tighter of the upload size setting and the tenant's room left; refuses at once when it has none.
+    A retry of an upload already stored (same Idempotency-Key) stores nothing, so only the setting applies."""
+    if is_retry:
+        return UploadLimit(max_bytes, setting_limit_reason(setting))
     used, limit = storage_used(session, tenant.id), storage_limit(settings, tenant)
     room = limit - used
     if room <= 0:
