@@ -37,6 +37,15 @@ def migrate() -> None:
     command.upgrade(config, "head")
 
 
+def openapi_document() -> str:
+    """The document as committed in docs/openapi.json: sorted keys, so a diff shows real changes."""
+    import json
+
+    from app.main import create_app
+
+    return json.dumps(create_app().openapi(), indent=2, sort_keys=True) + "\n"
+
+
 def check_auth_ready(host: str) -> None:
     """A server that requires keys but has none would lock everyone out: refuse to start, and say why."""
     from app.db.base import utcnow
@@ -173,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu or cpu,gpu")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker")
     commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("openapi", help="print the OpenAPI document (what /openapi.json serves)")
     add_admin_commands(commands)
     args = parser.parse_args(argv)
 
@@ -187,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         run_worker(args.queues, args.concurrency)
     elif args.command == "migrate":
         migrate()
+    elif args.command == "openapi":
+        print(openapi_document())
     else:
         run_admin_command(args)
 

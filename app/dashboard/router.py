@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
@@ -17,7 +18,7 @@ from app.core.deps import SessionDep, SettingsDep
 from app.core.errors import AppError, Unauthorized
 from app.dashboard import service
 from app.tenants import service as tenants_service
-from app.tenants.auth import KEY_COOKIE, current_tenant
+from app.tenants.auth import KEY_COOKIE, bearer_scheme, current_tenant
 from app.tenants.orm import Tenant
 
 HERE = Path(__file__).parent
@@ -39,9 +40,14 @@ class LoginRequired(AppError):
         self.next_path = next_path
 
 
-def page_tenant(request: Request, session: SessionDep, settings: SettingsDep) -> Tenant:
+def page_tenant(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+) -> Tenant:
     try:
-        return current_tenant(request, session, settings)
+        return current_tenant(request, session, settings, credentials)
     except Unauthorized as exc:
         raise LoginRequired(request.url.path) from exc
 

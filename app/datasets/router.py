@@ -44,9 +44,11 @@ def list_datasets(session: SessionDep, tenant: TenantDep, page: PageDep):
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
 def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep):
+    """One uploaded dataset: its rows, columns, size and sha256."""
     return service.get_dataset(session, tenant.id, dataset_id)
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
 def delete_dataset(dataset_id: str, session: SessionDep, storage: StorageDep, tenant: TenantDep) -> None:
+    """Deletes the dataset and its file; 409 while a queued or running job uses it."""
     service.delete_dataset(session, storage, tenant.id, dataset_id)

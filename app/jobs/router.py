@@ -40,11 +40,14 @@ def list_jobs(session: SessionDep, tenant: TenantDep, page: PageDep, status: Job
 
 @router.get("/{job_id}", response_model=JobOut)
 def get_job(job_id: str, session: SessionDep, tenant: TenantDep):
+    """The job's status, progress per step, error, timestamps and artifacts."""
     return JobOut.from_job(service.get_job(session, tenant.id, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=problem_responses(409))
 def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep):
+    """A queued job never starts; a running one is stopped within seconds and its partial files removed.
+    409 when the job has already finished."""
     return JobOut.from_job(service.cancel_job(session, tenant.id, job_id))
 
 

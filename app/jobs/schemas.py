@@ -47,7 +47,22 @@ class Progress(BaseModel):
     steps: list[StepProgress] = Field(default_factory=list, description="Each recipe step's state.")
 
 
+EXAMPLE_JOB = {
+    "id": "c0ffee0a1b2c4d3e8f9a0b1c2d3e4f5a", "name": "minilm-int8", "status": "running",
+    "progress": {"stage": "step_1.quantize", "fraction": 0.42, "steps": [
+        {"index": 1, "technique": "quantize", "state": "running", "wall_time_s": None, "size_bytes_after": None}]},
+    "error": None, "model_id": "3f2c9e0a5b7d4c1e8a6f0b2d4e6c8a1f", "dataset_id": None, "device": "cpu", "queue": "cpu",
+    "recipe": {"steps": [{"technique": "quantize", "version": 1,
+                          "params": {"scheme": "int8_dynamic", "per_channel": True, "keep_fp32": []}}]},
+    "evaluation": {"max_samples": 320, "sequence_length": 128}, "deployment": {"country": "DEU", "requests_per_day": 100000},
+    "attempts": 1, "cancel_requested": False, "created_at": "2026-11-28T17:58:04Z",
+    "started_at": "2026-11-28T17:58:05Z", "finished_at": None, "artifacts": [],
+}
+
+
 class JobOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_JOB]})
+
     id: str
     name: str | None
     status: str

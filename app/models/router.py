@@ -44,9 +44,11 @@ def list_models(session: SessionDep, tenant: TenantDep, page: PageDep):
 
 @router.get("/{model_id}", response_model=ModelOut)
 def get_model(model_id: str, session: SessionDep, tenant: TenantDep):
+    """One uploaded model: its architecture, task, parameters, size and sha256."""
     return service.get_model(session, tenant.id, model_id)
 
 
 @router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
 def delete_model(model_id: str, session: SessionDep, storage: StorageDep, tenant: TenantDep) -> None:
+    """Deletes the model and its files; 409 while a queued or running job uses it. Finished jobs keep their reports."""
     service.delete_model(session, storage, tenant.id, model_id)

@@ -11,4 +11,6 @@ router = APIRouter(prefix="/v1/techniques", tags=["techniques"])
 
 @router.get("")
 def get_techniques() -> list[dict[str, Any]]:
+    """Every technique a recipe step may name, with its version, what it consumes and produces
+    (torch or onnx), whether it needs a dataset, and the JSON schema of its params."""
     return list_techniques()
