@@ -29,6 +29,21 @@ class Limits(BaseModel):
     )
 
 
+class WebhookSettings(BaseModel):
+    """Delivery of job events to the job's webhook_url."""
+
+    max_attempts: int = Field(8, ge=1, le=50, description="Tries per event before its delivery is marked failed.")
+    retry_base_seconds: float = Field(
+        10, gt=0, description="Wait before the 2nd try; it doubles after each failure, up to one hour."
+    )
+    timeout_seconds: float = Field(10, gt=0, le=120, description="How long one try waits for the receiver.")
+    allow_private: bool | None = Field(
+        None,
+        description="Allow webhook URLs on private, loopback or link-local addresses. Empty: allowed only while "
+        "authentication is off (a single user on their own machine).",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COMPRESSO_", env_nested_delimiter="__", extra="ignore")
 
@@ -54,6 +69,13 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(15, gt=0, description="How often each worker runs the reconciler.")
     max_attempts: int = Field(3, ge=1, description="Runs a job gets before a lost worker makes it fail.")
     limits: Limits = Limits()
+    webhooks: WebhookSettings = WebhookSettings()
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="Every finished job logs an MLflow run here (e.g. http://mlflow:5000 or sqlite:///mlflow.db); "
+        "a job may name its own http(s) tracking server instead.",
+    )
+    mlflow_experiment: str = Field("compresso", description="The MLflow experiment of jobs that do not name one.")
     carbon_country: str | None = Field(
         None,
         pattern="^[A-Z]{3}$",
@@ -91,6 +113,11 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return self.auth_required or not is_loopback(self.host)
+
+    @property
+    def webhooks_allow_private(self) -> bool:
+        allowed = self.webhooks.allow_private
+        return not self.auth_enabled if allowed is None else allowed
 
 
 def is_loopback(host: str) -> bool:

@@ -25,6 +25,7 @@ from app.metrics.router import router as metrics_router
 from app.models.router import router as models_router
 from app.reports.router import router as reports_router
 from app.techniques.router import router as techniques_router
+from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,9 @@ def create_app() -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(OperationalError, handle_database_down)
     # Tenant data: a key may be required, ids may be unknown, parameters may be invalid, the database may be down.
-    for router in (models_router, datasets_router, jobs_router, job_logs_router, artifacts_router, reports_router):
+    for router in (
+        models_router, datasets_router, jobs_router, job_logs_router, artifacts_router, reports_router, webhooks_router
+    ):
         app.include_router(router, responses=problem_responses(401, 404, 422, 503))
     for router in (techniques_router, health_router, metrics_router, problems_router, dashboard_router):
         app.include_router(router)

@@ -6,7 +6,11 @@ from kombu import Queue
 from app.config import get_settings
 
 RUN_JOB_TASK = "compresso.run_job"
-QUEUES = ("cpu", "gpu")
+DELIVER_WEBHOOK_TASK = "compresso.deliver_webhook"
+WEBHOOK_QUEUE = "webhooks"
+# Jobs go to cpu or gpu; webhook deliveries have a queue of their own, so a worker busy with an
+# hours-long job never holds back an event (run `compresso worker --queues webhooks` beside them).
+QUEUES = ("cpu", "gpu", WEBHOOK_QUEUE)
 
 
 def make_celery(broker_url: str) -> Celery:
@@ -23,7 +27,7 @@ def make_celery(broker_url: str) -> Celery:
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        include=["workers.tasks.run_job", "workers.reconciler"],
+        include=["workers.tasks.run_job", "workers.tasks.deliver_webhook", "workers.reconciler"],
     )
     if broker_url.startswith(("redis://", "rediss://")):
         # Jobs run for hours: Redis must not redeliver a message that is still being worked on.

@@ -3,6 +3,7 @@
 - A queued job whose message never reached the broker (it was down at submit time) is sent again.
 - A running job whose worker stopped sending heartbeats (killed, machine lost) is put back in the
   queue, or failed once it has used up its attempts.
+- A webhook delivery still pending well past its next try (its message was lost) is sent again.
 Every change is a conditional UPDATE, so several workers reconciling at once do each thing once.
 """
 
@@ -20,6 +21,9 @@ from app.job_logs.orm import WORKER
 from app.jobs import repository
 from app.jobs.dispatch import dispatch_job
 from app.jobs.orm import FAILED, QUEUED, RUNNING
+from app.webhooks import repository as webhooks_repository
+from app.webhooks.dispatch import dispatch_delivery
+from app.webhooks.events import record_job_event
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +41,25 @@ def reconcile_once(settings: Settings) -> dict[str, list[str]]:
                 reason = f"The worker running this job was lost {job.attempts} times; giving up."
                 if repository.transition(session, job.id, (RUNNING,), status=FAILED, error=reason, finished_at=now):
                     job_logs.append(session, job.id, job.attempts, [(WORKER, f"failed: {reason}")])
+                    record_job_event(session, job.id, "failed")
                     failed.append(job.id)
             elif repository.transition(
                 session, job.id, (RUNNING,), status=QUEUED, enqueued_at=None, stage="requeued: worker lost"
             ):
                 lost = f"requeued: no heartbeat from the worker of attempt {job.attempts} since {job.heartbeat_at:%H:%M:%S}"
                 job_logs.append(session, job.id, job.attempts, [(WORKER, lost)])
+                record_job_event(session, job.id, "requeued")
                 requeued.append(job.id)
         for job in repository.never_enqueued(session, now - timedelta(seconds=SEND_GRACE_SECONDS)):
             to_send.append((job.id, job.queue))
+        lost_deliveries = [d.id for d in webhooks_repository.overdue(session, now - timedelta(seconds=SEND_GRACE_SECONDS))]
     sent = [job_id for job_id, queue in to_send if dispatch_job(job_id, queue)]
+    resent_deliveries = [delivery_id for delivery_id in lost_deliveries if dispatch_delivery(delivery_id)]
     for job_id in requeued:
         logger.warning("job %s lost its worker; requeued", job_id)
     for job_id in failed:
         logger.error("job %s lost its worker too often; failed", job_id)
-    return {"requeued": requeued, "failed": failed, "sent": sent}
+    return {"requeued": requeued, "failed": failed, "sent": sent, "deliveries_resent": resent_deliveries}
 
 
 def _loop(stop: threading.Event) -> None:

@@ -27,6 +27,10 @@ class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     evaluation: Mapped[dict] = mapped_column(JSON, nullable=False)
     # Where the compressed model will serve ({country, requests_per_day}), for the payback figures.
     deployment: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    # Receives a signed POST on every state change (see app.webhooks).
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    # The job's MLflow options and, once it has finished, the run it logged (or why it could not).
+    mlflow: Mapped[dict | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default=QUEUED, index=True)
     stage: Mapped[str | None] = mapped_column(String(100))
     progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)

@@ -27,6 +27,22 @@ class Deployment(BaseModel):
     requests_per_day: float | None = Field(None, gt=0, description="Expected inferences per day, for break-even days.")
 
 
+class MlflowOptions(BaseModel):
+    """Log the finished job as an MLflow run: recipe as params, report figures as metrics, the package,
+    the report and the ONNX model (registered under `registered_model_name`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str | None = Field(
+        None, max_length=2000,
+        description="An http(s) MLflow tracking server for this job. Empty: the server's COMPRESSO_MLFLOW_TRACKING_URI.",
+    )
+    experiment_name: str | None = Field(None, min_length=1, max_length=250)
+    registered_model_name: str | None = Field(
+        None, min_length=1, max_length=250, description="Register the compressed model under this name (a new version)."
+    )
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model_id": "…", "recipe": EXAMPLE_RECIPE}]})
 
@@ -39,6 +55,13 @@ class JobCreate(BaseModel):
         default_factory=EvalSettings, description="How the original and the result are measured."
     )
     deployment: Deployment = Field(default_factory=Deployment)
+    mlflow: MlflowOptions | None = Field(None, description="Log the finished job to MLflow.")
+    webhook_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="Gets a POST on every state change (job.queued, job.running, job.succeeded, ...), signed with "
+        "the tenant's secret (GET /v1/webhooks/secret); retried with backoff until it answers 2xx.",
+    )
 
 
 class Progress(BaseModel):
@@ -75,6 +98,10 @@ class JobOut(BaseModel):
     recipe: dict[str, Any]
     evaluation: dict[str, Any]
     deployment: dict[str, Any]
+    webhook_url: str | None = None
+    mlflow: dict[str, Any] | None = Field(
+        None, description="The MLflow options and, once finished, the logged run (run_id, model_version) or its error."
+    )
     attempts: int
     cancel_requested: bool
     created_at: datetime
@@ -97,6 +124,8 @@ class JobOut(BaseModel):
             recipe=job.recipe,
             evaluation=job.evaluation,
             deployment=job.deployment,
+            webhook_url=job.webhook_url,
+            mlflow=job.mlflow,
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
             created_at=job.created_at,

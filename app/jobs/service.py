@@ -16,6 +16,8 @@ from app.jobs.schemas import JobCreate
 from app.models import repository as models_repository
 from app.tenants import limits
 from app.tenants.orm import Tenant
+from app.webhooks.destinations import literal_private, url_problem
+from app.webhooks.events import record_job_event
 from workers.engine.energy.intensity import carbon_intensity
 from workers.engine.errors import EngineUserError
 from workers.engine.recipe import Recipe, RecipeError
@@ -50,6 +52,34 @@ def validate_deployment_country(country: str | None) -> None:
         raise Invalid(str(exc), errors=[{"loc": ["body", "deployment", "country"], "msg": str(exc)}]) from exc
 
 
+def validate_webhook_url(url: str | None, settings: Settings) -> None:
+    if url is None:
+        return
+    problem = url_problem(url)
+    if problem is None and literal_private(url) and not settings.webhooks_allow_private:
+        problem = "a private, loopback or link-local address needs COMPRESSO_WEBHOOKS__ALLOW_PRIVATE=true on the server"
+    if problem is not None:
+        raise Invalid(f"webhook_url: {problem}.", errors=[{"loc": ["body", "webhook_url"], "msg": problem}])
+
+
+def validate_mlflow(body: JobCreate, settings: Settings) -> None:
+    if body.mlflow is None:
+        return
+    uri = body.mlflow.tracking_uri
+    if uri is None:
+        if settings.mlflow_tracking_uri is None:
+            msg = "no tracking server: give mlflow.tracking_uri, or set COMPRESSO_MLFLOW_TRACKING_URI on the server"
+            raise Invalid(f"mlflow: {msg}.", errors=[{"loc": ["body", "mlflow", "tracking_uri"], "msg": msg}])
+        return
+    # A job's own tracking server is reached over HTTP, under the same rules as a webhook (no local files).
+    problem = url_problem(uri, what="a tracking URI")
+    if problem is None and literal_private(uri) and not settings.webhooks_allow_private:
+        problem = "a private, loopback or link-local address needs COMPRESSO_WEBHOOKS__ALLOW_PRIVATE=true on the server"
+    if problem is not None:
+        raise Invalid(f"mlflow.tracking_uri: {problem}.",
+                      errors=[{"loc": ["body", "mlflow", "tracking_uri"], "msg": problem}])
+
+
 def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCreate) -> Job:
     if models_repository.get_owned(session, tenant.id, body.model_id) is None:
         raise Invalid(
@@ -63,6 +93,8 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
         )
     recipe = validate_recipe(body.recipe)
     validate_deployment_country(body.deployment.country)
+    validate_webhook_url(body.webhook_url, settings)
+    validate_mlflow(body, settings)
     device = resolve_device(body.device, settings)
     limits.ensure_job_slot(session, settings, tenant)
     job = repository.add(
@@ -77,6 +109,8 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             recipe=recipe.to_dict(),
             evaluation=body.evaluation.model_dump(),
             deployment=body.deployment.model_dump(),
+            webhook_url=body.webhook_url,
+            mlflow=body.mlflow.model_dump() if body.mlflow else None,
             status=QUEUED,
             progress=0.0,
             attempts=0,
@@ -84,6 +118,7 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
         ),
     )
     job_id, queue = job.id, job.queue
+    record_job_event(session, job_id, "queued")
     run_after_commit(session, lambda: dispatch_job(job_id, queue))
     return job
 
@@ -103,6 +138,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
         session, job_id, (QUEUED,), status=CANCELLED, cancel_requested=True, finished_at=now, stage="cancelled"
     ):
         job_logs_repository.append(session, job_id, attempt, [(API, "cancelled before it started")])
+        record_job_event(session, job_id, "cancelled")
         return get_job(session, tenant_id, job_id)
     if repository.transition(session, job_id, (RUNNING,), cancel_requested=True):
         job_logs_repository.append(session, job_id, attempt, [(API, "cancel requested; the worker stops the engine")])

@@ -1,6 +1,7 @@
 """Tenants own everything a client creates (models, datasets, jobs and what jobs produce); API keys
 authenticate a client as one tenant."""
 
+import secrets
 from datetime import datetime
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String
@@ -17,6 +18,10 @@ class Tenant(IdMixin, CreatedAtMixin, Base):
     __tablename__ = "tenants"
 
     name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    # Signs this tenant's webhook deliveries (HMAC-SHA256); readable by the tenant, rotatable.
+    webhook_secret: Mapped[str] = mapped_column(
+        String(64), nullable=False, default=lambda: secrets.token_hex(32)
+    )
     # Per-tenant overrides of the limits in the settings; NULL means the settings' value.
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
     max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)

@@ -109,6 +109,31 @@ def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def distributed_service(
+    logs: Path, worker_queues: tuple[str, ...] = ("cpu",), env: dict[str, str] | None = None
+) -> Iterator[httpx.Client]:
+    """`compresso api` and one `compresso worker` per entry of `worker_queues`, as separate processes
+    on the test's Postgres and Redis; a client of the API while they run."""
+    port = free_port()
+    env = {**os.environ, **(env or {})}
+    processes = [
+        start(compresso("worker", "--queues", queues, "--concurrency", "4" if queues == "webhooks" else "1"), env,
+              logs / f"worker-{queues}.log")
+        for queues in worker_queues
+    ]
+    api_log = logs / "api.log"
+    processes.append(start(compresso("api", "--port", str(port)), env, api_log))
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url, processes[-1], api_log)
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            yield client
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
 @dataclass(frozen=True)
 class EmbeddedServer:
     base_url: str

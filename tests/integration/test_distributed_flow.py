@@ -5,13 +5,11 @@ compresso must agree with the report's fidelity.
 """
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.archives import zip_folder
@@ -26,18 +24,8 @@ HERE = Path(__file__).parent
 def service(database, tmp_path_factory):
     """An API and a cpu worker, as separate processes sharing Postgres, Redis and the artifact dir."""
     logs = tmp_path_factory.mktemp("logs")
-    port = harness.free_port()
-    env = dict(os.environ)
-    worker = harness.start(harness.compresso("worker", "--queues", "cpu"), env, logs / "worker.log")
-    api = harness.start(harness.compresso("api", "--port", str(port)), env, logs / "api.log")
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        harness.wait_ready(base_url, api, logs / "api.log")
-        with httpx.Client(base_url=base_url, timeout=60) as client:
-            yield client, logs
-    finally:
-        harness.stop(api)
-        harness.stop(worker)
+    with harness.distributed_service(logs) as client:
+        yield client, logs
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,21 @@ def test_a_job_cannot_use_another_tenants_model_or_dataset(auth_app, alices_thin
     assert response.json()["errors"][0]["loc"] == ["body", "dataset_id"]
 
 
+def test_webhook_deliveries_and_secrets_are_per_tenant(auth_app, alice, bob, tiny_encoder_zip):
+    model = upload_as(auth_app, alice, tiny_encoder_zip, "/v1/models", "hooked")
+    job = submit_as(auth_app, alice, model_id=model["id"], webhook_url="https://hooks.example.org/compresso")
+    alices = auth_app.get("/v1/webhooks/deliveries", headers=alice.headers).json()["items"]
+    assert [(d["job_id"], d["event"]) for d in alices] == [(job["id"], "job.queued")]
+    assert auth_app.get("/v1/webhooks/deliveries", headers=bob.headers).json()["items"] == []
+    assert auth_app.get("/v1/webhooks/deliveries", params={"job_id": job["id"]},
+                        headers=bob.headers).json()["items"] == []
+    secrets = {caller.tenant_name: auth_app.get("/v1/webhooks/secret", headers=caller.headers).json()["secret"]
+               for caller in (alice, bob)}
+    assert secrets["alice"] != secrets["bob"]
+    auth_app.post("/v1/webhooks/secret/rotate", headers=bob.headers)
+    assert auth_app.get("/v1/webhooks/secret", headers=alice.headers).json()["secret"] == secrets["alice"]
+
+
 def test_dashboard_pages_are_scoped_too(auth_app, alices_things, alice, bob):
     assert auth_app.get(f"/jobs/{alices_things['job']}", headers=bob.headers).status_code == 404
     assert "alice-model" not in auth_app.get("/models", headers=bob.headers).text

@@ -29,10 +29,13 @@ from app.job_logs.orm import WORKER
 from app.jobs import repository as jobs_repository
 from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED, Job
 from app.models import repository as models_repository
+from app.webhooks.destinations import destination_problem
+from app.webhooks.events import record_job_event
 from workers.celery_app import RUN_JOB_TASK, celery_app
 from workers.engine.stages import STEP_STAGE
 from workers.tasks.engine_process import EngineOutcome, run_engine
 from workers.tasks.log_shipper import LogShipper
+from workers.tasks.mlflow_run import log_job_run
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ def _claim(job_id: str) -> dict | None:
         )
         if not claimed:
             return None
+        record_job_event(session, job_id, "running")
         return {
             "attempt": attempt,
             "recipe": job.recipe,
@@ -94,6 +98,9 @@ def _claim(job_id: str) -> dict | None:
             "device": job.device,
             "model_key": model.storage_key if model else None,
             "dataset_key": dataset.storage_key if dataset else None,
+            "job": {"id": job.id, "name": job.name, "device": job.device, "model_id": job.model_id,
+                    "recipe": job.recipe},
+            "mlflow": job.mlflow,
         }
 
 
@@ -125,15 +132,51 @@ def _energy_records(job_id: str, report: dict) -> list[EnergyRecord]:
     return records
 
 
+EVENT_BY_STATUS = {QUEUED: "requeued", FAILED: "failed", CANCELLED: "cancelled"}
+
+
 def _end(job_id: str, attempt: int, status: str, log_line: str, **values) -> None:
-    """Moves a running job to `status` and logs why, in one transaction: the page that sees the new
-    status also sees the line."""
+    """Moves a running job to `status`, logs why and records the webhook event, in one transaction:
+    whoever sees the new status also sees the line and gets the event."""
     with session_scope() as session:
         if jobs_repository.transition(session, job_id, (RUNNING,), status=status, **values):
             job_logs_repository.append(session, job_id, attempt, [(WORKER, log_line)])
+            record_job_event(session, job_id, EVENT_BY_STATUS[status])
 
 
-def _store_results(job_id: str, attempt: int, storage: Storage, outcome: EngineOutcome) -> None:
+def _log_to_mlflow(claim: dict, settings: Settings, outcome: EngineOutcome, log: LogShipper) -> dict | None:
+    """The job's MLflow state to store: its options plus the logged run, or the error. Never raises."""
+    options = claim["mlflow"] or {}
+    tracking_uri = options.get("tracking_uri") or settings.mlflow_tracking_uri
+    if tracking_uri is None:
+        return claim["mlflow"]
+    try:
+        if options.get("tracking_uri"):
+            # A job's own server is checked like a webhook, after DNS resolution.
+            problem = destination_problem(tracking_uri, settings.webhooks_allow_private)
+            if problem is not None:
+                raise ValueError(problem)
+        run = log_job_run(
+            tracking_uri,
+            options.get("experiment_name") or settings.mlflow_experiment,
+            options.get("registered_model_name"),
+            claim["job"],
+            json.loads(outcome.report_path.read_text()),
+            outcome.model_zip,
+            outcome.report_path,
+        )
+    except Exception as exc:  # noqa: BLE001 - MLflow is a copy of the results; the job itself succeeded
+        logger.warning("logging job %s to MLflow failed", claim["job"]["id"], exc_info=True)
+        log.worker(f"mlflow: the run could not be logged: {type(exc).__name__}: {exc}"[:1000])
+        return {**options, "error": f"{type(exc).__name__}: {exc}"[:1000]}
+    version = f", model {run['registered_model_name']} version {run['model_version']}" if run["model_version"] else ""
+    log.worker(f"mlflow: logged run {run['run_id']} in experiment {run['experiment_id']}{version}")
+    return {**options, "run": run}
+
+
+def _store_results(
+    job_id: str, attempt: int, storage: Storage, outcome: EngineOutcome, mlflow_state: dict | None
+) -> None:
     report = json.loads(outcome.report_path.read_text())
     with session_scope() as session:
         for kind, source in (("model", outcome.model_zip), ("report", outcome.report_path)):
@@ -155,6 +198,7 @@ def _store_results(job_id: str, attempt: int, storage: Storage, outcome: EngineO
             (RUNNING,),
             status=SUCCEEDED,
             report=report,
+            mlflow=mlflow_state,
             progress=1.0,
             stage="done",
             finished_at=utcnow(),
@@ -162,6 +206,7 @@ def _store_results(job_id: str, attempt: int, storage: Storage, outcome: EngineO
         if not finished:
             raise RuntimeError(f"job {job_id} left the running state before its results were stored")
         job_logs_repository.append(session, job_id, attempt, [(WORKER, "succeeded: the model and report are stored")])
+        record_job_event(session, job_id, "succeeded")
 
 
 class ProgressWriter:
@@ -243,7 +288,8 @@ def execute_job(job_id: str) -> str:
         )
         log.ship(final=True)
         if outcome.kind == "done":
-            _store_results(job_id, claim["attempt"], storage, outcome)
+            mlflow_state = _log_to_mlflow(claim, settings, outcome, log)
+            _store_results(job_id, claim["attempt"], storage, outcome, mlflow_state)
             return SUCCEEDED
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
