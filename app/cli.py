@@ -1,4 +1,5 @@
-"""The `compresso` command: serve (embedded default), api, worker, migrate, and keys/tenants administration."""
+"""The `compresso` command: serve (embedded default), api, worker, migrate, and keys/tenants administration;
+models, datasets and jobs are the client commands of compresso.cli, which talk to a server over HTTP."""
 
 import argparse
 import logging
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from app.admin_cli import add_admin_commands, run_admin_command
 from app.config import get_settings
+from compresso.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_STOP_SECONDS = 30
@@ -109,8 +111,10 @@ def _cuda_available() -> bool:
 class EmbeddedWorker:
     """The worker process that `serve` runs beside the API, restarted if it dies on its own."""
 
-    def __init__(self, queues: str):
-        self.command = [sys.executable, "-m", "app.cli", "worker", "--queues", queues]
+    def __init__(self, queues: str, concurrency: int = 1):
+        self.command = [
+            sys.executable, "-m", "app.cli", "worker", "--queues", queues, "--concurrency", str(concurrency)
+        ]
         self.process: subprocess.Popen | None = None
         self.stopping = threading.Event()
 
@@ -145,8 +149,14 @@ class EmbeddedWorker:
             self.process.wait()
 
 
+# Deliveries wait on other servers, not on the CPU: several at once, in their own worker process,
+# so a running job never holds an event back.
+WEBHOOK_WORKER_CONCURRENCY = 4
+
+
 def serve(host: str, port: int) -> None:
-    """Everything on one machine: SQLite, a local artifact directory, a broker on SQLite, one worker."""
+    """Everything on one machine: SQLite, a local artifact directory, a broker on SQLite, a job worker
+    and a webhook worker."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     gpu = _cuda_available()
@@ -157,13 +167,20 @@ def serve(host: str, port: int) -> None:
     get_settings.cache_clear()
     migrate()
     check_auth_ready(host)  # before the worker starts, so a refusal leaves nothing running
-    worker = EmbeddedWorker("cpu,gpu" if gpu else "cpu")
-    worker.start()
+    from workers.celery_app import WEBHOOK_QUEUE
+
+    workers = [
+        EmbeddedWorker("cpu,gpu" if gpu else "cpu"),
+        EmbeddedWorker(WEBHOOK_QUEUE, concurrency=WEBHOOK_WORKER_CONCURRENCY),
+    ]
+    for worker in workers:
+        worker.start()
     logger.info("compresso is serving on http://%s:%d (data in %s)", host, port, settings.data_dir)
     try:
         run_api(host, port)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,11 +196,12 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--host", default=settings.host)
         sub.add_argument("--port", type=int, default=settings.port)
     worker = commands.add_parser("worker", help="run a worker consuming the given queues")
-    worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu or cpu,gpu")
+    worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu, webhooks (e.g. cpu,gpu)")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("openapi", help="print the OpenAPI document (what /openapi.json serves)")
     add_admin_commands(commands)
+    add_client_commands(commands)
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -191,14 +209,18 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "api":
         run_api(args.host, args.port)
     elif args.command == "worker":
-        unknown = set(args.queues.split(",")) - {"cpu", "gpu"}
+        from workers.celery_app import QUEUES
+
+        unknown = set(args.queues.split(",")) - set(QUEUES)
         if unknown:
-            parser.error(f"unknown queue(s) {', '.join(sorted(unknown))}; allowed: cpu, gpu")
+            parser.error(f"unknown queue(s) {', '.join(sorted(unknown))}; allowed: {', '.join(QUEUES)}")
         run_worker(args.queues, args.concurrency)
     elif args.command == "migrate":
         migrate()
     elif args.command == "openapi":
         print(openapi_document())
+    elif args.command in CLIENT_COMMANDS:
+        raise SystemExit(run_client_command(args))
     else:
         run_admin_command(args)
 
