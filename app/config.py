@@ -29,6 +29,22 @@ class Limits(BaseModel):
     )
 
 
+class TimeLimitSettings(BaseModel):
+    """How long a job may run. Past the soft limit the engine is asked to stop (SIGTERM) and the job
+    ends `timed_out`; one that has not stopped by the hard limit is killed (SIGKILL)."""
+
+    soft_seconds: float = Field(6 * 3600, gt=0, description="Default soft limit of a whole job.")
+    hard_seconds: float = Field(6 * 3600 + 600, gt=0, description="Default hard limit of a whole job.")
+    grace_seconds: float = Field(
+        60, gt=0, description="After a step's own soft limit (time_limit_seconds), how long before the kill."
+    )
+    per_technique: dict[str, float] = Field(
+        default_factory=dict,
+        description='Default soft limit of one step, by technique (e.g. {"distill": 7200}); a step\'s '
+        "time_limit_seconds overrides it.",
+    )
+
+
 class WebhookSettings(BaseModel):
     """Delivery of job events to the job's webhook_url."""
 
@@ -67,8 +83,15 @@ class Settings(BaseSettings):
         60, gt=0, description="A running job whose worker has been silent this long is requeued by the reconciler."
     )
     reconcile_seconds: float = Field(15, gt=0, description="How often each worker runs the reconciler.")
+    reconcile_grace_seconds: float = Field(
+        30, gt=0, description="How old a queued job must be before the reconciler (re)sends its message."
+    )
+    database_retry_seconds: float = Field(
+        300, gt=0, description="How long a worker keeps retrying a job's final status write while the database is down."
+    )
     max_attempts: int = Field(3, ge=1, description="Runs a job gets before a lost worker makes it fail.")
     limits: Limits = Limits()
+    time_limits: TimeLimitSettings = TimeLimitSettings()
     webhooks: WebhookSettings = WebhookSettings()
     mlflow_tracking_uri: str | None = Field(
         None,

@@ -5,7 +5,7 @@ and --json (one JSON document on stdout, and no progress bars; an error is {"err
 
 Exit codes:
     0  success
-    1  the job failed or was cancelled
+    1  the job failed, was cancelled or timed out
     2  the request was refused (4xx: bad input, unknown id, bad key), or a local file is unusable
     3  timed out waiting for the job (it goes on running)
     4  the server could not be reached or answered 5xx, or a download broke off or failed its sha256 check
@@ -32,7 +32,7 @@ from compresso.resources import Dataset, Job, Model
 
 CLIENT_COMMANDS = ("models", "datasets", "jobs")
 EXIT_OK, EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
 
 Handler = Callable[[Client, argparse.Namespace, "Output"], int]
 

@@ -129,6 +129,7 @@ class Client:
         deployment: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         mlflow: dict[str, Any] | None = None,
+        time_limits: dict[str, float] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
         """Queues a job. `recipe` is {"steps": [...]} or a .yaml/.yml/.json file holding it. `webhook_url`
@@ -146,6 +147,8 @@ class Client:
             body["webhook_url"] = webhook_url
         if mlflow is not None:
             body["mlflow"] = mlflow
+        if time_limits is not None:
+            body["time_limits"] = time_limits  # {"soft_seconds": ..., "hard_seconds": ...}
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         return Job.from_api(self._request("POST", "/v1/jobs", json=body, headers=headers).json())
 
@@ -160,8 +163,8 @@ class Client:
         self, job_id: str, timeout: float | None = None, poll_seconds: float = 1.0,
         on_progress: Callable[[Job], None] | None = None,
     ) -> Job:
-        """Polls until the job has finished and returns it when it succeeded. Raises JobFailed when it failed
-        or was cancelled, WaitTimeout when it is still going after `timeout` seconds (the job goes on)."""
+        """Polls until the job has finished and returns it when it succeeded. Raises JobFailed when it failed,
+        was cancelled or timed out, WaitTimeout when it is still going after `timeout` seconds (the job goes on)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.job(job_id)

@@ -10,7 +10,7 @@ from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-FINISHED = ("succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
 
 
 def _datetime(value: str | None) -> datetime | None:
@@ -115,6 +115,7 @@ class Job:
     artifacts: tuple[Artifact, ...]
     webhook_url: str | None = None
     mlflow: dict[str, Any] | None = None  # the options and, once finished, the logged run or its error
+    time_limits: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:

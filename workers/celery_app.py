@@ -25,6 +25,9 @@ def make_celery(broker_url: str) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A lost broker connection must not stop a running job: the database, not the message, is
+        # the record, and the reconciler resends what the broker lost.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         include=["workers.tasks.run_job", "workers.tasks.deliver_webhook", "workers.reconciler"],

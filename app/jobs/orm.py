@@ -10,8 +10,9 @@ from app.db.base import Base, CreatedAtMixin, IdMixin
 from app.tenants.orm import TenantOwnedMixin
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+TIMED_OUT = "timed_out"  # stopped by its soft or hard time limit
+JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, TIMED_OUT)
+FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED, TIMED_OUT)
 
 
 class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
@@ -29,6 +30,8 @@ class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     deployment: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     # Receives a signed POST on every state change (see app.webhooks).
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    # {soft_seconds, hard_seconds} of this job; NULL: the settings' defaults.
+    time_limits: Mapped[dict | None] = mapped_column(JSON)
     # The job's MLflow options and, once it has finished, the run it logged (or why it could not).
     mlflow: Mapped[dict | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default=QUEUED, index=True)

@@ -113,6 +113,12 @@ def never_enqueued(session: Session, created_before: datetime) -> list[Job]:
     return list(session.scalars(query))
 
 
+def enqueued_before(session: Session, before: datetime) -> list[Job]:
+    """Queued jobs whose message the broker accepted before `before`: it should still hold them."""
+    query = select(Job).where(Job.status == QUEUED, Job.enqueued_at.is_not(None), Job.enqueued_at < before)
+    return list(session.scalars(query))
+
+
 def lost(session: Session, heartbeat_before: datetime) -> list[Job]:
     """Running jobs whose worker stopped sending heartbeats."""
     return list(session.scalars(select(Job).where(Job.status == RUNNING, Job.heartbeat_at < heartbeat_before)))

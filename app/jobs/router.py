@@ -13,7 +13,7 @@ from app.jobs import repository, service
 from app.jobs.schemas import JobCreate, JobOut
 from app.tenants.auth import TenantDep
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 SUBMIT_ENDPOINT = "POST /v1/jobs"

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.artifacts.schemas import ArtifactOut
 from app.jobs.step_progress import StepProgress, step_progress
@@ -43,6 +43,25 @@ class MlflowOptions(BaseModel):
     )
 
 
+class TimeLimits(BaseModel):
+    """How long this job may run; empty fields take the server's defaults (COMPRESSO_TIME_LIMITS__*)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    soft_seconds: float | None = Field(
+        None, gt=0, le=30 * 24 * 3600, description="Past it the engine is asked to stop and the job ends timed_out."
+    )
+    hard_seconds: float | None = Field(
+        None, gt=0, le=30 * 24 * 3600, description="Past it an engine that has not stopped is killed."
+    )
+
+    @model_validator(mode="after")
+    def _hard_after_soft(self) -> "TimeLimits":
+        if self.soft_seconds and self.hard_seconds and self.hard_seconds < self.soft_seconds:
+            raise ValueError("hard_seconds must be at least soft_seconds")
+        return self
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model_id": "…", "recipe": EXAMPLE_RECIPE}]})
 
@@ -56,6 +75,9 @@ class JobCreate(BaseModel):
     )
     deployment: Deployment = Field(default_factory=Deployment)
     mlflow: MlflowOptions | None = Field(None, description="Log the finished job to MLflow.")
+    time_limits: TimeLimits | None = Field(
+        None, description="Soft and hard time limits of the whole job; a step's own is its time_limit_seconds param."
+    )
     webhook_url: str | None = Field(
         None,
         max_length=2000,
@@ -102,6 +124,7 @@ class JobOut(BaseModel):
     mlflow: dict[str, Any] | None = Field(
         None, description="The MLflow options and, once finished, the logged run (run_id, model_version) or its error."
     )
+    time_limits: dict[str, Any] | None = None
     attempts: int
     cancel_requested: bool
     created_at: datetime
@@ -126,6 +149,7 @@ class JobOut(BaseModel):
             deployment=job.deployment,
             webhook_url=job.webhook_url,
             mlflow=job.mlflow,
+            time_limits=job.time_limits,
             attempts=job.attempts,
             cancel_requested=job.cancel_requested,
             created_at=job.created_at,

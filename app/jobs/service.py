@@ -111,6 +111,7 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             deployment=body.deployment.model_dump(),
             webhook_url=body.webhook_url,
             mlflow=body.mlflow.model_dump() if body.mlflow else None,
+            time_limits=body.time_limits.model_dump() if body.time_limits else None,
             status=QUEUED,
             progress=0.0,
             attempts=0,

@@ -4,10 +4,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.jobs.orm import CANCELLED, FAILED, SUCCEEDED, Job
+from app.jobs.orm import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, Job
 from workers.engine.stages import stage_phase, step_number
 
-StepState = Literal["pending", "running", "done", "failed", "cancelled", "not run"]
+StepState = Literal["pending", "running", "done", "failed", "cancelled", "timed out", "not run"]
 
 
 class StepProgress(BaseModel):
@@ -42,7 +42,7 @@ def _states(job: Job, count: int) -> list[str]:
     if phase == "after_steps":
         return ["done"] * count
     # On a job that ended early, the step it stopped in failed (or was cancelled); later ones never ran.
-    stopped = {FAILED: "failed", CANCELLED: "cancelled"}.get(job.status)
+    stopped = {FAILED: "failed", CANCELLED: "cancelled", TIMED_OUT: "timed out"}.get(job.status)
     current_state = stopped or "running"
     later_state = "not run" if stopped else "pending"
     if phase == "before_steps":

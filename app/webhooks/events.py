@@ -10,7 +10,7 @@ from app.jobs.schemas import JobOut
 from app.webhooks.dispatch import dispatch_delivery
 from app.webhooks.orm import WebhookDelivery
 
-EVENTS = ("queued", "running", "requeued", "succeeded", "failed", "cancelled")
+EVENTS = ("queued", "running", "requeued", "succeeded", "failed", "cancelled", "timed_out")
 
 
 def record_job_event(session: Session, job_id: str, event: str) -> WebhookDelivery | None:

@@ -203,5 +203,7 @@ def test_low_rank_is_listed_and_round_trips():
     assert entry["description"] and entry["input_format"] == entry["output_format"] == "torch"
     recipe = Recipe.from_dict({"steps": [{"technique": "low_rank", "params": {"energy": 0.95}}]})
     data = recipe.to_dict()
-    assert data["steps"][0]["params"] == {"rank_fraction": None, "energy": 0.95, "skip": list(TASK_HEAD_PATTERNS)}
+    assert data["steps"][0]["params"] == {
+        "rank_fraction": None, "energy": 0.95, "skip": list(TASK_HEAD_PATTERNS), "time_limit_seconds": None
+    }
     assert Recipe.from_dict(data) == recipe

@@ -62,7 +62,7 @@ def test_report_is_complete_and_sensible(pipeline_runs, kind):
 
     [step] = report["steps"]
     assert step["technique"] == "quantize" and step["version"] == 1
-    assert step["params"] == {"scheme": "int8_dynamic", "per_channel": True, "keep_fp32": []}
+    assert step["params"] == {"scheme": "int8_dynamic", "per_channel": True, "keep_fp32": [], "time_limit_seconds": None}
     assert step["wall_time_s"] > 0 and step["size_bytes_after"] == result["size_bytes"]
     assert report["job"]["recipe"] == Recipe.from_dict(QUANTIZE_RECIPE).to_dict()
     assert report["job"]["device"] == "cpu" and report["job"]["wall_time_s"] > 0

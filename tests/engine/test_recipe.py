@@ -100,7 +100,8 @@ def test_json_round_trip_includes_versions_and_defaults():
     data = json.loads(json.dumps(recipe.to_dict()))
     assert data == {
         "steps": [{"technique": "quantize", "version": 1,
-                   "params": {"scheme": "int8_dynamic", "per_channel": True, "keep_fp32": []}}]
+                   "params": {"scheme": "int8_dynamic", "per_channel": True, "keep_fp32": [],
+                              "time_limit_seconds": None}}]
     }
     assert Recipe.from_dict(data) == recipe
 

@@ -2,13 +2,15 @@
 
 stdout carries only JSON lines ({"event": "progress" | "done" | "error", ...}) for the task that
 runs this; every library log, warning or C-level print is routed to stderr. Exit codes: 0 done,
-2 user-fixable error (message in the "error" event), 1 anything else (traceback on stderr).
+2 user-fixable error (message in the "error" event), 3 out of memory, 143 stopped by SIGTERM (a time
+limit), 1 anything else (traceback on stderr).
 """
 
 import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -19,6 +21,17 @@ from pydantic import ValidationError
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
+EXIT_OUT_OF_MEMORY = 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that `with` blocks and `finally` clauses run (the energy
+    tracker stops, temporary files go) before the process exits."""
+
+
+def _raise_terminated(_signum, _frame) -> None:  # noqa: ANN001
+    raise Terminated()
 
 
 def _event_stream() -> TextIO:
@@ -99,9 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     events = _event_stream()
+    signal.signal(signal.SIGTERM, _raise_terminated)
     _quiet_libraries()
     try:
         return _run(args.spec, events)
+    except Terminated:
+        print("stopped by SIGTERM (a time limit or a shutdown)", file=sys.stderr)
+        return EXIT_TERMINATED
+    except MemoryError:
+        traceback.print_exc(file=sys.stderr)
+        _emit(events, {"event": "error", "message": "The engine ran out of memory."})
+        return EXIT_OUT_OF_MEMORY
     except Exception:
         traceback.print_exc(file=sys.stderr)
         return EXIT_FAILURE

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from workers.engine.state import ModelState, StepContext
@@ -30,6 +30,15 @@ class TechniqueConfig(BaseModel):
     # What the step consumes and produces; the recipe checks that consecutive steps fit.
     input_format: ClassVar[ModelFormat] = "torch"
     output_format: ClassVar[ModelFormat] = "torch"
+
+    # Every step can carry one; the worker enforces it (the engine never sees the clock).
+    time_limit_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Soft time limit of this step: past it the job is stopped and ends timed_out (it is killed "
+        "if it has not stopped a grace period later). Empty: the server's default for the technique, if any.",
+    )
 
 
 TechniqueHandler = Callable[[TechniqueConfig, "ModelState", "StepContext"], "ModelState"]

@@ -17,15 +17,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from workers.tasks.time_limits import Deadlines
+
 STDERR_TAIL_CHARS = 4000
+
+
+# The engine exits with this code when it ran out of memory (see workers/engine/__main__.py).
+EXIT_OUT_OF_MEMORY = 3
 
 
 @dataclass
 class EngineOutcome:
-    kind: str  # "done", "error", "crashed", "stopped"
+    kind: str  # "done", "error", "crashed", "stopped", "timed_out"
     message: str = ""
     report_path: Path | None = None
     model_zip: Path | None = None
+    # A crash that another attempt may not repeat: killed by a signal (the kernel's OOM killer sends
+    # SIGKILL), or out of memory. An error the engine reported, or a traceback, would happen again.
+    retryable: bool = False
 
 
 def _read_lines(stream, lines: "queue.Queue[str | None]") -> None:  # noqa: ANN001
@@ -51,8 +60,10 @@ def run_engine(
     should_stop: Callable[[], str | None],
     poll_seconds: float,
     on_poll: Callable[[], None] = lambda: None,
+    deadlines: Deadlines | None = None,
 ) -> EngineOutcome:
-    """Runs `python -m workers.engine run --spec spec_path` until it ends or `should_stop` names a reason.
+    """Runs `python -m workers.engine run --spec spec_path` until it ends, `should_stop` names a reason,
+    or a time limit of `deadlines` passes.
 
     `on_poll` runs every `poll_seconds` too (e.g. to ship the new lines of `log_path`).
     """
@@ -80,7 +91,10 @@ def run_engine(
             except json.JSONDecodeError:
                 event = {}
             if event.get("event") == "progress":
-                on_progress(str(event.get("stage", "")), float(event.get("fraction", 0.0)))
+                stage = str(event.get("stage", ""))
+                if deadlines is not None:
+                    deadlines.on_stage(stage)
+                on_progress(stage, float(event.get("fraction", 0.0)))
             elif event.get("event") in ("done", "error"):
                 final = event
         if time.monotonic() >= next_check:
@@ -90,22 +104,39 @@ def run_engine(
             if reason is not None:
                 _kill(process)
                 return EngineOutcome("stopped", reason)
+            if deadlines is not None:
+                now = time.monotonic()
+                if deadlines.soft_limit_passed(now) is not None:
+                    _signal(process, signal.SIGTERM)  # the engine unwinds; the loop sees it exit
+                hard = deadlines.hard_limit_passed(now)
+                if hard is not None:
+                    _kill(process)
+                    return EngineOutcome("timed_out", hard)
     returncode = process.wait()
     if final is not None and final["event"] == "done" and returncode == 0:
+        # Finished before the stop request took effect: the results are whole, keep them.
         return EngineOutcome("done", report_path=Path(final["report_path"]), model_zip=Path(final["model_zip"]))
+    if deadlines is not None and deadlines.soft_reason is not None:
+        return EngineOutcome("timed_out", deadlines.soft_reason)
+    if returncode == EXIT_OUT_OF_MEMORY:
+        return EngineOutcome("crashed", "The engine ran out of memory.", retryable=True)
     if final is not None and final["event"] == "error":
         return EngineOutcome("error", str(final.get("message", "the engine reported an error")))
     if returncode < 0:
         name = signal.Signals(-returncode).name
         hint = " (the system may have run out of memory)" if returncode == -signal.SIGKILL else ""
-        return EngineOutcome("crashed", f"The engine was killed by {name}{hint}.")
+        return EngineOutcome("crashed", f"The engine was killed by {name}{hint}.", retryable=True)
     return EngineOutcome("crashed", f"The engine failed (exit code {returncode}): {_stderr_tail(log_path)}")
 
 
-def _kill(process: subprocess.Popen) -> None:
-    """Kills the engine and everything it started (its own process group)."""
+def _signal(process: subprocess.Popen, sig: int) -> None:
+    """Signals the engine and everything it started (its own process group)."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _kill(process: subprocess.Popen) -> None:
+    _signal(process, signal.SIGKILL)
     process.wait()

@@ -4,6 +4,7 @@ It is idempotent: a finished job is left alone, and artifacts are keyed by (job,
 redelivered message can neither run a finished job again nor store a second artifact.
 """
 
+import functools
 import json
 import logging
 import os
@@ -12,8 +13,12 @@ import socket
 import threading
 import time
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from celery import signals
 from celery.exceptions import Reject
+from sqlalchemy.exc import OperationalError
 
 from app.artifacts import repository as artifacts_repository
 from app.artifacts.orm import Artifact
@@ -27,7 +32,8 @@ from app.energy.orm import EnergyRecord
 from app.job_logs import repository as job_logs_repository
 from app.job_logs.orm import WORKER
 from app.jobs import repository as jobs_repository
-from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED, Job
+from app.jobs.dispatch import dispatch_job
+from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Job
 from app.models import repository as models_repository
 from app.webhooks.destinations import destination_problem
 from app.webhooks.events import record_job_event
@@ -36,8 +42,10 @@ from workers.engine.stages import STEP_STAGE
 from workers.tasks.engine_process import EngineOutcome, run_engine
 from workers.tasks.log_shipper import LogShipper
 from workers.tasks.mlflow_run import log_job_run
+from workers.tasks.time_limits import Deadlines
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROGRESS_WRITE_SECONDS = 0.5
 ENERGY_FIELDS = ("duration_s", "cpu_kwh", "gpu_kwh", "ram_kwh", "energy_kwh", "co2e_g")
@@ -101,6 +109,8 @@ def _claim(job_id: str) -> dict | None:
             "job": {"id": job.id, "name": job.name, "device": job.device, "model_id": job.model_id,
                     "recipe": job.recipe},
             "mlflow": job.mlflow,
+            "time_limits": job.time_limits,
+            "queue": job.queue,
         }
 
 
@@ -132,9 +142,32 @@ def _energy_records(job_id: str, report: dict) -> list[EnergyRecord]:
     return records
 
 
-EVENT_BY_STATUS = {QUEUED: "requeued", FAILED: "failed", CANCELLED: "cancelled"}
+EVENT_BY_STATUS = {QUEUED: "requeued", FAILED: "failed", CANCELLED: "cancelled", TIMED_OUT: "timed_out"}
 
 
+
+def retry_while_database_down(write: Callable[..., T]) -> Callable[..., T]:
+    """A job's final status write must not be lost to a database outage (the engine's work would be
+    thrown away with it): retry it, backing off, for up to COMPRESSO_DATABASE_RETRY_SECONDS."""
+
+    @functools.wraps(write)
+    def retrying(*args, **kwargs) -> T:
+        deadline = time.monotonic() + get_settings().database_retry_seconds
+        delay = 1.0
+        while True:
+            try:
+                return write(*args, **kwargs)
+            except OperationalError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("the database is unreachable; retrying %s in %.0f s", write.__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    return retrying
+
+
+@retry_while_database_down
 def _end(job_id: str, attempt: int, status: str, log_line: str, **values) -> None:
     """Moves a running job to `status`, logs why and records the webhook event, in one transaction:
     whoever sees the new status also sees the line and gets the event."""
@@ -174,6 +207,7 @@ def _log_to_mlflow(claim: dict, settings: Settings, outcome: EngineOutcome, log:
     return {**options, "run": run}
 
 
+@retry_while_database_down
 def _store_results(
     job_id: str, attempt: int, storage: Storage, outcome: EngineOutcome, mlflow_state: dict | None
 ) -> None:
@@ -285,6 +319,7 @@ def execute_job(job_id: str) -> str:
             should_stop=lambda: _stop_reason(job_id),
             poll_seconds=settings.cancel_poll_seconds,
             on_poll=log.ship,
+            deadlines=Deadlines.for_job(settings.time_limits, claim["time_limits"], claim["recipe"]),
         )
         log.ship(final=True)
         if outcome.kind == "done":
@@ -306,6 +341,21 @@ def execute_job(job_id: str) -> str:
         raise Reject(STOP_SHUTDOWN, requeue=True)
     storage.delete(job_prefix(job_id))
     # The stage is left where the job stopped, so its page can say which step it reached.
+    if outcome.kind == "timed_out":
+        _end(job_id, claim["attempt"], TIMED_OUT, f"timed out: {outcome.message}; its files were removed",
+             error=f"Timed out: {outcome.message}.", finished_at=utcnow())
+        return TIMED_OUT
+    if outcome.kind == "crashed" and outcome.retryable and claim["attempt"] < settings.max_attempts:
+        # Not the job's fault as far as anyone can tell (a kill, memory): another attempt may succeed.
+        _end(job_id, claim["attempt"], QUEUED,
+             f"requeued: {outcome.message} (attempt {claim['attempt']} of {settings.max_attempts})",
+             stage=f"requeued: {outcome.message}"[:100], enqueued_at=None)
+        dispatch_job(job_id, claim["queue"])  # were the broker down, the reconciler sends it later
+        return QUEUED
+    if outcome.kind == "crashed" and outcome.retryable:
+        reason = f"{outcome.message} It happened on all {claim['attempt']} attempts; giving up."
+        _end(job_id, claim["attempt"], FAILED, f"failed: {reason}", error=reason, finished_at=utcnow())
+        return FAILED
     if outcome.kind == "stopped":
         _end(job_id, claim["attempt"], CANCELLED, "cancelled on request: the engine was stopped and its files removed",
              finished_at=utcnow())

@@ -1,5 +1,5 @@
 // Keeps job rows and the job page current without a reload. API errors are shown, never swallowed.
-const FINISHED = ["succeeded", "failed", "cancelled"];
+const FINISHED = ["succeeded", "failed", "cancelled", "timed_out"];
 
 function showError(element, message) {
   element.textContent = message;
