@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     reconcile_grace_seconds: float = Field(
         30, gt=0, description="How old a queued job must be before the reconciler (re)sends its message."
     )
+    orphan_idle_seconds: float = Field(
+        600, ge=0, description="At API start, scratch and stored files idle this long without a row are removed."
+    )
     database_retry_seconds: float = Field(
         300, gt=0, description="How long a worker keeps retrying a job's final status write while the database is down."
     )

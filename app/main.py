@@ -1,6 +1,8 @@
 """create_app(): the routers, the dashboard, and one error handler giving every 4xx the same shape."""
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
@@ -8,10 +10,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.artifacts.router import router as artifacts_router
+from app.config import get_settings
 from app.core.errors import AppError
+from app.core.storage import get_storage
+from app.db.session import session_scope
+from app.maintenance.sweep import sweep_orphans
 from app.core.problems import app_error_response, problem_response, problem_responses, use_problem_media_type
 from app.core.problems import router as problems_router
 from app.dashboard.router import STATIC_DIR as DASHBOARD_STATIC_DIR
@@ -66,8 +73,25 @@ async def handle_database_down(request: Request, exc: OperationalError) -> JSONR
     )
 
 
+def startup_sweep() -> None:
+    """Removes what an API or worker killed mid-write left behind; never stops the API from starting."""
+    settings = get_settings()
+    try:
+        with session_scope() as session:
+            sweep_orphans(session, get_storage(settings.storage_dir), settings.orphan_idle_seconds)
+    except Exception:  # noqa: BLE001 - e.g. the database is down: the next start sweeps
+        logger.warning("the startup sweep failed", exc_info=True)
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    await run_in_threadpool(startup_sweep)
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="compresso",
         version="0.1.0",
         description="Model compression as a service: upload a Hugging Face model, pick a recipe, "

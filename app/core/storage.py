@@ -7,6 +7,7 @@ so a reader never sees a half-written file and a failure leaves nothing behind.
 import hashlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -31,6 +32,22 @@ class Storage(Protocol):
     def open_chunks(self, key: str) -> Iterator[bytes]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def children(self, prefix: str) -> list[tuple[str, float]]:
+        """The keys directly under `prefix`, each with the time it was last written to."""
+        ...
+
+    def sweep_scratch(self, idle_seconds: float) -> list[str]:
+        """Removes scratch folders nothing has written to for `idle_seconds`; returns their names."""
+        ...
+
+
+def _last_write(path: Path) -> float:
+    """The newest modification time of a file, or of anything inside a folder."""
+    times = [path.stat().st_mtime]
+    if path.is_dir():
+        times += [child.stat().st_mtime for child in path.rglob("*")]
+    return max(times)
 
 
 def sha256_of(path: Path) -> str:
@@ -88,6 +105,35 @@ class LocalStorage:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+    def children(self, prefix: str) -> list[tuple[str, float]]:
+        folder = self._resolve(prefix)
+        if not folder.is_dir():
+            return []
+        found = []
+        for child in folder.iterdir():
+            try:
+                found.append((f"{prefix.rstrip('/')}/{child.name}", _last_write(child)))
+            except FileNotFoundError:
+                continue  # removed while listing
+        return found
+
+    def sweep_scratch(self, idle_seconds: float) -> list[str]:
+        removed = []
+        now = time.time()
+        for entry in (self.root / ".scratch").iterdir():
+            try:
+                idle = now - _last_write(entry)
+            except FileNotFoundError:
+                continue
+            if idle < idle_seconds:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+        return removed
 
 
 @lru_cache

@@ -17,7 +17,7 @@ EXAMPLE_RECIPE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8
 class Deployment(BaseModel):
     """Where the compressed model will serve: sets the grid and rate of the carbon payback figures."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     country: str | None = Field(
         None,
@@ -31,7 +31,7 @@ class MlflowOptions(BaseModel):
     """Log the finished job as an MLflow run: recipe as params, report figures as metrics, the package,
     the report and the ONNX model (registered under `registered_model_name`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     tracking_uri: str | None = Field(
         None, max_length=2000,
@@ -46,7 +46,7 @@ class MlflowOptions(BaseModel):
 class TimeLimits(BaseModel):
     """How long this job may run; empty fields take the server's defaults (COMPRESSO_TIME_LIMITS__*)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     soft_seconds: float | None = Field(
         None, gt=0, le=30 * 24 * 3600, description="Past it the engine is asked to stop and the job ends timed_out."

@@ -1,5 +1,7 @@
 """Job submission through the API: recipe validation, device routing, cancel of a queued job."""
 
+import json
+
 from tests.app.conftest import upload
 
 QUANTIZE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
@@ -142,3 +144,15 @@ def test_dashboard_lists_uploads(client, tiny_encoder_zip):
     assert page.status_code == 200
     assert "shown on the dashboard" in page.text
     assert "BertModel" in page.text
+
+
+def test_nan_and_infinity_in_a_job_are_refused(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    recipe = json.dumps(QUANTIZE)
+    for field, value in (('"deployment": {"requests_per_day": NaN}', ["body", "deployment", "requests_per_day"]),
+                         ('"evaluation": {"slice_margin": Infinity}', ["body", "evaluation", "slice_margin"]),
+                         ('"time_limits": {"soft_seconds": NaN}', ["body", "time_limits", "soft_seconds"])):
+        body = f'{{"model_id": "{model_id}", "recipe": {recipe}, {field}}}'
+        response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, (field, response.text)
+        assert response.json()["errors"][0]["loc"] == value

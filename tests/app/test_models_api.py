@@ -2,8 +2,11 @@
 
 import hashlib
 import json
+import pickle
 import shutil
+from pathlib import Path
 
+import pytest
 from safetensors import safe_open
 
 from app.core.deps import settings_dependency
@@ -70,6 +73,33 @@ def test_pickle_checkpoint_is_refused_with_conversion_hint(client, tiny_encoder_
     assert_nothing_stored(client)
 
 
+class MarkerPayload:
+    """Unpickling this runs `open(marker, "w")`: the marker proves whether anything unpickled it."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "last.ckpt", "model.safetensors"])
+def test_a_pickle_payload_is_refused_and_never_runs(client, tiny_encoder_dir, tmp_path, name):
+    marker = tmp_path / "unpickled-marker"
+    payload = pickle.dumps(MarkerPayload(marker))
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_encoder_dir, folder)
+    if name.endswith(".safetensors"):
+        for weights in folder.glob("*.safetensors"):
+            weights.unlink()  # the pickle hides under the weights' own name
+    (folder / name).write_bytes(payload)
+    response = upload(client, zip_folder(folder, tmp_path / "m.zip"))
+    assert response.status_code == 422, response.text
+    assert name in response.json()["detail"]
+    assert not marker.exists()
+    assert_nothing_stored(client)
+
+
 def test_custom_code_is_refused(client, tiny_encoder_dir, tmp_path):
     archive = zip_with_extra(tiny_encoder_dir, tmp_path / "m.zip", {"modeling_evil.py": b"import os"})
     assert_refused(upload(client, archive), 422, "modeling_evil.py", "trust_remote_code")
@@ -117,6 +147,25 @@ def test_symlink_is_refused(client, tiny_encoder_dir, tmp_path):
 def test_upload_over_the_limit_is_413_and_leaves_nothing(client, tiny_encoder_zip):
     client.app.dependency_overrides[settings_dependency] = lambda: Settings(limits={"upload_max_bytes": 1024})
     response = upload(client, tiny_encoder_zip)
+    assert_refused(response, 413, "COMPRESSO_LIMITS__UPLOAD_MAX_BYTES")
+    assert_nothing_stored(client)
+
+
+def test_a_chunked_upload_without_content_length_is_cut_at_the_limit(client, tiny_encoder_zip):
+    client.app.dependency_overrides[settings_dependency] = lambda: Settings(limits={"upload_max_bytes": 64 * 1024})
+    boundary = "chunkedBoundary"
+    sent = {"bytes": 0}
+
+    def body():  # no Content-Length: httpx sends it chunked, so only the streamed count can stop it
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nbig\r\n--{boundary}\r\n"
+               'Content-Disposition: form-data; name="file"; filename="m.zip"\r\n\r\n').encode()
+        for _ in range(64):  # 4 MiB in all, far past the 64 KiB limit
+            sent["bytes"] += 64 * 1024
+            yield b"\0" * (64 * 1024)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = client.post("/v1/models", content=body(),
+                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
     assert_refused(response, 413, "COMPRESSO_LIMITS__UPLOAD_MAX_BYTES")
     assert_nothing_stored(client)
 

@@ -376,3 +376,28 @@ def test_tar_gnu_sparse_member_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Invalid, match="sparse"):
         extract_archive(archive, tmp_path / "out", **LIMITS)
     assert_nothing_left(tmp_path / "out")
+
+
+def test_the_two_archive_symlink_trick_writes_nothing_outside(tmp_path: Path) -> None:
+    """Archive 1 plants `link -> <outside>`, archive 2 writes `link/owned`: the first is refused, and
+    the second, extracted into a fresh folder as every upload is, stays inside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    planting = write_tgz(tmp_path / "one.tar.gz", [(tar_member("model/link", tarfile.SYMTYPE, str(outside)), None)])
+    with pytest.raises(Invalid, match="link"):
+        extract_archive(planting, tmp_path / "first", **LIMITS)
+    assert_nothing_left(tmp_path / "first")
+    following = write_tgz(tmp_path / "two.tar.gz", [(tar_member("model/link/owned"), b"owned")])
+    root = extract_archive(following, tmp_path / "second", **LIMITS)
+    assert (root / "link" / "owned").read_bytes() == b"owned"
+    assert list(outside.iterdir()) == []
+
+
+def test_a_hundred_thousand_tiny_files_are_refused_by_count(tmp_path: Path) -> None:
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for index in range(100_000):
+            zipped.writestr(f"model/f{index}", b"")
+    with pytest.raises(PayloadTooLarge, match="more than 10000 entries"):
+        extract_archive(archive, tmp_path / "out", max_extracted_bytes=10 * MiB, max_files=10_000)
+    assert_nothing_left(tmp_path / "out")

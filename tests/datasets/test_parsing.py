@@ -133,3 +133,18 @@ def test_csv_refusals(tmp_path: Path, content: bytes, expected: list[str]) -> No
 
 def test_unsupported_suffix(tmp_path: Path) -> None:
     assert ".jsonl or .csv" in refusal(write(tmp_path, "d.parquet", b"PAR1"))
+
+
+def test_a_100_mb_line_is_refused_without_reading_it_whole(tmp_path):
+    import resource
+
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as handle:
+        handle.write(b'{"text": "ok"}\n{"text": "')
+        for _ in range(100):
+            handle.write(b"a" * (1 << 20))
+        handle.write(b'"}\n')
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    detail = refusal(path)
+    assert "Line 2 is longer than 1024 KiB" in detail
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 20_000  # KiB

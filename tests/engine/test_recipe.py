@@ -117,3 +117,13 @@ def test_keep_fp32_lists_its_layer_groups():
     [error] = errors_of({"steps": [{"technique": "quantize", "params": params}]})
     assert error["loc"] == ["recipe", "steps", 0, "params", "keep_fp32", 0]
     assert error["allowed"] == ["ffn_input", "ffn_output"]
+
+
+def test_nan_and_infinity_are_refused_wherever_a_number_goes():
+    for value in (float("nan"), float("inf")):
+        for step in ({"technique": "low_rank", "params": {"energy": value}},
+                     {"technique": "quantize", "params": {"scheme": "int8_dynamic", "time_limit_seconds": value}}):
+            with pytest.raises(RecipeError) as caught:
+                Recipe.from_dict({"steps": [step]})
+            [error] = caught.value.errors
+            assert error["loc"][:4] == ["recipe", "steps", 0, "params"], error

@@ -39,8 +39,41 @@ class ModelFolderInfo:
         return asdict(self)
 
 
+# Bytes per element of each safetensors dtype, to check that the header describes the file.
+SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+    "U32": 4, "I32": 4, "F32": 4,
+    "U64": 8, "I64": 8, "F64": 8,
+}
+
+
+def _tensor_problem(name: str, entry: object, data_bytes: int) -> str | None:
+    """Why a header entry does not describe real bytes of this file, or None."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list):
+        return f"tensor {name!r} has no shape"
+    shape, offsets, dtype = entry["shape"], entry.get("data_offsets"), entry.get("dtype")
+    if not all(isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape):
+        return f"tensor {name!r} has a bad shape"
+    if dtype not in SAFETENSORS_DTYPE_BYTES:
+        return f"tensor {name!r} has an unknown dtype {dtype!r}"
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        return f"tensor {name!r} has no data offsets"
+    begin, end = offsets
+    count = 1
+    for dim in shape:
+        count *= dim
+    if not 0 <= begin <= end <= data_bytes or end - begin != count * SAFETENSORS_DTYPE_BYTES[dtype]:
+        # The file does not hold what the header declares (e.g. a terabyte in a few bytes): refused
+        # here, from the header, before any loader maps or allocates it.
+        return f"tensor {name!r} declares {count * SAFETENSORS_DTYPE_BYTES[dtype]:,} bytes that the file does not hold"
+    return None
+
+
 def safetensors_num_parameters(path: Path) -> int:
-    """Counts the parameters of a safetensors file from its JSON header alone."""
+    """Counts the parameters of a safetensors file from its JSON header alone, after checking that
+    every tensor the header declares lies within the file."""
     with path.open("rb") as handle:
         prefix = handle.read(8)
         if len(prefix) != 8:
@@ -54,15 +87,17 @@ def safetensors_num_parameters(path: Path) -> int:
             raise ModelFolderError(f"{path.name} is not a valid safetensors file: bad header.") from exc
     if not isinstance(header, dict):
         raise ModelFolderError(f"{path.name} is not a valid safetensors file: bad header.")
+    data_bytes = path.stat().st_size - 8 - header_len
     total = 0
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list):
-            raise ModelFolderError(f"{path.name} is not a valid safetensors file: tensor {name!r} has no shape.")
+        problem = _tensor_problem(name, entry, data_bytes)
+        if problem is not None:
+            raise ModelFolderError(f"{path.name} is not a valid safetensors file: {problem}.")
         count = 1
         for dim in entry["shape"]:
-            count *= int(dim)
+            count *= dim
         total += count
     return total
 

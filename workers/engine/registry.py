@@ -21,7 +21,7 @@ class TechniqueConfig(BaseModel):
     """Params of one technique. Subclasses set the class vars and declare their params as fields."""
 
     # strict: "1" is not silently taken for 1, so a stored recipe means exactly what it says.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     technique: ClassVar[str]
     version: ClassVar[int]

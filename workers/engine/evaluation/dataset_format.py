@@ -6,6 +6,7 @@ a stream, line by line, and every refusal names the line and says what to change
 """
 
 import csv
+import itertools
 import json
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -17,6 +18,9 @@ REQUIRED_COLUMN = "text"
 DATASET_SUFFIXES = (".jsonl", ".csv")
 _ALLOWED_TEXT = ", ".join(ALLOWED_COLUMNS)
 _BOM = "\ufeff"
+# A row is one text to evaluate; a longer line is a mistake (or an attack on the reader's memory),
+# refused before it is read whole.
+MAX_LINE_BYTES = 1 << 20
 
 
 class DatasetError(EngineUserError):
@@ -81,7 +85,15 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """The file's lines decoded as UTF-8 (an opening BOM dropped), numbered from 1, read one at a time."""
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+        for line_no in itertools.count(1):
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            if len(raw) > MAX_LINE_BYTES:
+                raise DatasetError(
+                    f"Line {line_no} is longer than {MAX_LINE_BYTES // 1024} KiB; put one text of reasonable "
+                    "length on each line (split long documents into several rows)."
+                )
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:

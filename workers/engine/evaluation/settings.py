@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class EvalSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_samples: int = Field(256, ge=1, le=100_000, description="First rows of the dataset used.")
     sequence_length: int = Field(128, ge=8, le=8192, description="Truncation length; latency inputs are padded to it.")

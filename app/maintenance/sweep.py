@@ -1,0 +1,57 @@
+"""The startup sweep: removes what a process killed mid-write left in artifact storage.
+
+- Upload scratch folders nobody has written to for a while (the API died mid-upload).
+- Model and dataset files with no row (the API died between moving the file into place and
+  committing the row; the row is what makes a file exist for users).
+- Attempt folders of jobs that are no longer running that attempt (a worker died mid-job).
+Only things idle for `idle_seconds` are touched, so another API or worker that is writing right
+now, on shared storage, keeps its files.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core.storage import Storage
+from app.datasets.orm import Dataset
+from app.jobs.orm import RUNNING, Job
+from app.models.orm import Model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    scratch: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.scratch) + len(self.keys)
+
+
+def sweep_orphans(session: Session, storage: Storage, idle_seconds: float) -> SweepResult:
+    result = SweepResult(scratch=storage.sweep_scratch(idle_seconds))
+    cutoff = time.time() - idle_seconds
+    known = set(session.scalars(select(Model.storage_key))) | set(session.scalars(select(Dataset.storage_key)))
+    for prefix in ("models", "datasets"):
+        for key, last_write in storage.children(prefix):
+            if key not in known and last_write <= cutoff:
+                storage.delete(key)
+                result.keys.append(key)
+    running = {job_id: attempts for job_id, attempts in session.execute(
+        select(Job.id, Job.attempts).where(Job.status == RUNNING))}
+    for job_key, _ in storage.children("jobs"):
+        job_id = job_key.rsplit("/", 1)[1]
+        for key, last_write in storage.children(job_key):
+            name = key.rsplit("/", 1)[1]
+            live = f"attempt-{running[job_id]}" if job_id in running else None
+            if name.startswith("attempt-") and name != live and last_write <= cutoff:
+                storage.delete(key)
+                result.keys.append(key)
+    if result.count:
+        logger.warning("startup sweep removed %d orphans: %s", result.count, result.scratch + result.keys)
+    return result
