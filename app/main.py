@@ -1,6 +1,7 @@
 """create_app(): the routers, the dashboard, and one error handler giving every 4xx the same shape."""
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlencode
@@ -9,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -54,16 +55,28 @@ async def handle_login_required(_request: Request, exc: LoginRequired) -> Redire
     return RedirectResponse(f"/login?{urlencode({'next': exc.next_path})}", status_code=303)
 
 
+def allowed_values(expected: str) -> list[str]:
+    """pydantic says "'a', 'b' or 'c'"; the problem's `allowed` is a list: ["a", "b", "c"]."""
+    return re.findall(r"'([^']*)'", expected) or [expected]
+
+
 async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = []
     for error in exc.errors():
         entry = {"loc": list(error["loc"]), "msg": error["msg"]}
         expected = (error.get("ctx") or {}).get("expected")
         if expected:
-            entry["allowed"] = expected
+            entry["allowed"] = allowed_values(str(expected))
         errors.append(entry)
     summary = "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in errors)
     return problem_response(422, f"Invalid request: {summary}", request.url.path, errors=errors)
+
+
+async def handle_unusable_value(request: Request, exc: DataError) -> JSONResponse:
+    """A value the database cannot hold or compare (a NUL byte in a text, a number out of range):
+    the request's fault, so a 422, not a 500."""
+    reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+    return problem_response(422, f"A value in the request cannot be used: {reason}.", request.url.path)
 
 
 async def handle_database_down(request: Request, exc: OperationalError) -> JSONResponse:
@@ -102,11 +115,12 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(OperationalError, handle_database_down)
+    app.add_exception_handler(DataError, handle_unusable_value)
     # Tenant data: a key may be required, ids may be unknown, parameters may be invalid, the database may be down.
     for router in (
         models_router, datasets_router, jobs_router, job_logs_router, artifacts_router, reports_router, webhooks_router
     ):
-        app.include_router(router, responses=problem_responses(401, 404, 422, 503))
+        app.include_router(router, responses=problem_responses(400, 401, 404, 422, 503))
     for router in (techniques_router, health_router, metrics_router, problems_router, dashboard_router):
         app.include_router(router)
     generate_openapi = app.openapi

@@ -61,11 +61,14 @@ def page_request(
     ] = None,
 ) -> PageRequest:
     since = as_utc(created_since)
-    return PageRequest(
-        limit=limit,
-        after=decode_cursor(cursor) if cursor else None,
-        created_since=since.astimezone(UTC) if since else None,
-    )
+    try:
+        since = since.astimezone(UTC) if since else None
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+01:00, before the first representable UTC time
+        raise Invalid(
+            "created_since is outside the range of dates this API can compare.",
+            errors=[{"loc": ["query", "created_since"], "msg": "date out of range"}],
+        ) from exc
+    return PageRequest(limit=limit, after=decode_cursor(cursor) if cursor else None, created_since=since)
 
 
 PageDep = Annotated[PageRequest, Depends(page_request)]

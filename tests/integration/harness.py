@@ -143,11 +143,11 @@ class EmbeddedServer:
 
 
 @contextmanager
-def embedded_server(root: Path, timeout: float = 300) -> Iterator[EmbeddedServer]:
+def embedded_server(root: Path, timeout: float = 300, env: dict[str, str] | None = None) -> Iterator[EmbeddedServer]:
     """`compresso serve` on its own data dir and port under `root`; stopped like Ctrl-C on exit, and any
     worker that outlived it killed."""
     data_dir, port, log = root / "data", free_port(), root / "serve.log"
-    process = start(compresso("serve"), embedded_env(data_dir, port), log)
+    process = start(compresso("serve"), {**embedded_env(data_dir, port), **(env or {})}, log)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base_url, process, log, timeout=timeout)

@@ -1,0 +1,170 @@
+"""A bounded load on loopback against a `compresso serve` it starts, while a job runs on its worker:
+job-status polling at a fixed rate, job submissions and dataset uploads at the same time (an open
+loop: each request goes out at its planned time, whatever the others are doing). Then one 1 GiB
+model upload, to measure how much the API process's memory grows while it streams.
+
+    .venv/bin/python benchmarks/load.py [--status-rate 200] [--seconds 30] [--upload-gib 1]
+
+Prints a table and writes benchmarks/results/load.json. Targets (issue 6): job-status p99 under
+50 ms at 200 requests/s; RSS growth under 100 MB during a 1 GB upload. The load generator runs on
+the same 2 cores as the API and the worker, so this is the whole machine under load, not the API alone.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.upload_memory import write_archive  # noqa: E402
+from tests.archives import zip_folder  # noqa: E402
+from tests.factories import build_tiny_model  # noqa: E402
+from tests.integration import harness  # noqa: E402
+
+RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "load.json"
+QUANTIZE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
+# Keeps the worker busy for the whole load phase.
+BUSY_EVALUATION = {"max_samples": 16, "sequence_length": 128, "latency_repeats": 10_000, "latency_batch_sizes": [32]}
+CHEAP_EVALUATION = {"max_samples": 8, "sequence_length": 32, "latency_repeats": 2, "latency_batch_sizes": [1]}
+DATASET = b"".join(json.dumps({"text": f"sentence {i}"}).encode() + b"\n" for i in range(50))
+
+
+def rss_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not found")
+
+
+async def open_loop(rate: float, seconds: float, send) -> tuple[list[tuple[float, int]], float]:  # noqa: ANN001
+    """Sends `rate` requests a second for `seconds`, each at its planned time. Returns (latency s, status)
+    of each, and the seconds from the first request to the last answer."""
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.2
+    results: list[tuple[float, int]] = []
+
+    async def one(at: float) -> None:
+        await asyncio.sleep(max(0.0, at - loop.time()))
+        started = time.perf_counter()
+        try:
+            status = (await send()).status_code
+        except httpx.HTTPError:
+            status = 0
+        results.append((time.perf_counter() - started, status))
+
+    await asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds))))
+    return results, loop.time() - start
+
+
+def summarise(name: str, rate: float, measured: tuple[list[tuple[float, int]], float], ok: int) -> dict:
+    results, elapsed = measured
+    latencies = sorted(latency * 1000 for latency, status in results if status == ok)
+    # "inclusive": percentiles stay within the measured values (the default extrapolates past the max).
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) >= 2 else [float("nan")] * 99
+    return {
+        "endpoint": name, "target_per_s": rate, "sent": len(results), "ok": len(latencies),
+        "errors": len(results) - len(latencies), "achieved_per_s": round(len(latencies) / elapsed, 1),
+        "elapsed_s": round(elapsed, 1),
+        "p50_ms": round(quantiles[49], 1), "p99_ms": round(quantiles[98], 1),
+    }
+
+
+async def load_phase(base_url: str, job_id: str, model_id: str, args: argparse.Namespace) -> list[dict]:
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+        status, submit, upload = await asyncio.gather(
+            open_loop(args.status_rate, args.seconds, lambda: client.get(f"/v1/jobs/{job_id}")),
+            open_loop(args.submit_rate, args.seconds, lambda: client.post("/v1/jobs", json={
+                "model_id": model_id, "recipe": QUANTIZE, "device": "cpu", "evaluation": CHEAP_EVALUATION})),
+            open_loop(args.upload_rate, args.seconds, lambda: client.post(
+                "/v1/datasets", files={"file": ("rows.jsonl", DATASET)}, data={"name": "load"})),
+        )
+    return [
+        summarise("GET /v1/jobs/{id}", args.status_rate, status, 200),
+        summarise("POST /v1/jobs", args.submit_rate, submit, 202),
+        summarise("POST /v1/datasets", args.upload_rate, upload, 201),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--status-rate", type=float, default=200)
+    parser.add_argument("--submit-rate", type=float, default=2)
+    parser.add_argument("--upload-rate", type=float, default=2)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--upload-gib", type=float, default=1.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as scratch_name:
+        scratch = Path(scratch_name)
+        env = {"COMPRESSO_LIMITS__TENANT_CONCURRENT_JOBS": "100000"}
+        with harness.embedded_server(scratch, env=env) as server, httpx.Client(base_url=server.base_url,
+                                                                                timeout=600) as client:
+            archive = zip_folder(build_tiny_model("encoder", scratch / "model"), scratch / "model.zip")
+            model = harness.upload(client, "/v1/models", archive, "tiny")
+            submitted = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": QUANTIZE, "device": "cpu",
+                                                      "evaluation": BUSY_EVALUATION})
+            if submitted.status_code != 202:
+                raise SystemExit(f"the busy job was refused: {submitted.text}")
+            job = submitted.json()
+            deadline = time.monotonic() + 120
+            while client.get(f"/v1/jobs/{job['id']}").json()["status"] != "running":
+                if time.monotonic() > deadline:
+                    raise SystemExit("the job did not start")
+                time.sleep(0.5)
+            rows = asyncio.run(load_phase(server.base_url, job["id"], model["id"], args))
+            still_running = client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running"
+
+            big = scratch / "big.zip"
+            write_archive(big, int(args.upload_gib * 2**30))
+            pid = server.process.pid
+            before = rss_mb(pid, "VmRSS")
+            samples: list[float] = []
+            uploading = threading.Event()
+            uploading.set()
+
+            def sample() -> None:  # the API's resident memory every 20 ms while the upload runs
+                while uploading.is_set():
+                    samples.append(rss_mb(pid, "VmRSS"))
+                    time.sleep(0.02)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            started = time.monotonic()
+            try:
+                uploaded = harness.upload(client, "/v1/models", big, "big")
+            finally:
+                uploading.clear()
+                sampler.join()
+            upload = {
+                "upload_mb": round(big.stat().st_size / 2**20), "seconds": round(time.monotonic() - started, 1),
+                "rss_before_mb": round(before, 1), "rss_max_during_mb": round(max(samples), 1),
+                "growth_mb": round(max(samples) - before, 1), "samples": len(samples),
+                "num_parameters": uploaded["num_parameters"],
+            }
+
+    print(f"Load for {args.seconds:g} s while a job ran on the worker (still running at the end: {still_running})")
+    print(f"{'endpoint':<20} | {'target/s':>8} | {'sent':>5} | {'ok':>5} | {'errors':>6} | {'ok/s':>6} | "
+          f"{'until last s':>12} | {'p50 ms':>7} | {'p99 ms':>7}")
+    for row in rows:
+        print(f"{row['endpoint']:<20} | {row['target_per_s']:>8g} | {row['sent']:>5} | {row['ok']:>5} | {row['errors']:>6} | "
+              f"{row['achieved_per_s']:>6} | {row['elapsed_s']:>12} | {row['p50_ms']:>7} | {row['p99_ms']:>7}")
+    print(f"\n{upload['upload_mb']} MB model upload in {upload['seconds']} s: API RSS {upload['rss_before_mb']} MB before, "
+          f"at most {upload['rss_max_during_mb']} MB during it ({upload['samples']} samples): growth {upload['growth_mb']} MB")
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps({"seconds": args.seconds, "job_running_throughout": still_running,
+                                        "rows": rows, "upload": upload}, indent=2) + "\n")
+    print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
