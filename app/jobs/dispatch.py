@@ -14,7 +14,7 @@ from app.jobs import repository
 from workers.celery_app import RUN_JOB_TASK, celery_app
 
 logger = logging.getLogger(__name__)
-NOT_FOUND = 404
+NOT_FOUND = "404"  # kombu's virtual transports give the AMQP reply code as a string
 
 
 def dispatch_job(job_id: str, queue: str) -> bool:
@@ -38,7 +38,7 @@ def queue_length(queue: str) -> int | None:
         with celery_app.connection_for_write() as connection:
             return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
     except ChannelError as exc:
-        if exc.reply_code == NOT_FOUND:
+        if str(exc.reply_code) == NOT_FOUND:
             return 0  # Redis drops an empty list, and a restarted Redis knows no queue at all
         logger.warning("could not read the length of queue %s", queue, exc_info=True)
         return None
