@@ -14,6 +14,7 @@ from app.job_logs.orm import JobLogLine
 from app.jobs.orm import Job
 from tests.conftest import REDIS_URL
 from tests.rows import add_job_row, add_model_row
+from app.jobs.dispatch import dispatch_job
 from workers.reconciler import reconcile_once
 
 SETTINGS = Settings(heartbeat_stale_seconds=60, max_attempts=3)
@@ -78,10 +79,19 @@ def test_a_job_never_sent_to_the_broker_is_sent(model_id):
     old = utcnow() - timedelta(minutes=2)
     unsent_id = add_job_row(model_id, created_at=old)
     fresh_id = add_job_row(model_id)  # the API may still be sending this one
-    sent_id = add_job_row(model_id, created_at=old, enqueued_at=old)
+    sent_id = add_job_row(model_id, created_at=old)
+    assert dispatch_job(sent_id, "cpu")  # really in the broker
     assert reconcile_once(SETTINGS)["sent"] == [unsent_id]
     assert get_job(unsent_id).enqueued_at is not None
     assert get_job(fresh_id).enqueued_at is None
     assert get_job(sent_id).status == "queued"
-    assert queued_messages() == 1
-    assert reconcile_once(SETTINGS)["sent"] == []  # nothing is sent twice
+    assert queued_messages() == 2
+    assert reconcile_once(SETTINGS)["sent"] == []  # nothing is sent twice while the broker holds them
+
+
+def test_queued_jobs_whose_messages_the_broker_lost_are_resent(model_id):
+    old = utcnow() - timedelta(minutes=2)
+    lost_ids = {add_job_row(model_id, created_at=old, enqueued_at=old) for _ in range(2)}
+    assert queued_messages() == 0  # marked as sent, but the broker holds nothing (e.g. Redis restarted)
+    assert set(reconcile_once(SETTINGS)["sent"]) == lost_ids
+    assert queued_messages() == 2
