@@ -32,6 +32,7 @@ from app.jobs.router import router as jobs_router
 from app.metrics.router import router as metrics_router
 from app.models.router import router as models_router
 from app.reports.router import router as reports_router
+from app.recipes.router import router as recipes_router
 from app.techniques.router import router as techniques_router
 from app.webhooks.router import router as webhooks_router
 
@@ -121,7 +122,9 @@ def create_app() -> FastAPI:
         models_router, datasets_router, jobs_router, job_logs_router, artifacts_router, reports_router, webhooks_router
     ):
         app.include_router(router, responses=problem_responses(400, 401, 404, 422, 503))
-    for router in (techniques_router, health_router, metrics_router, problems_router, dashboard_router):
+    for router in (
+        techniques_router, recipes_router, health_router, metrics_router, problems_router, dashboard_router
+    ):
         app.include_router(router)
     generate_openapi = app.openapi
     app.openapi = lambda: use_problem_media_type(generate_openapi())

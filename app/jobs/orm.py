@@ -25,6 +25,8 @@ class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     device: Mapped[str] = mapped_column(String(10), nullable=False)
     queue: Mapped[str] = mapped_column(String(20), nullable=False)
     recipe: Mapped[dict] = mapped_column(JSON, nullable=False)
+    # The preset the recipe came from, when the job named one instead of a recipe.
+    preset: Mapped[str | None] = mapped_column(String(100))
     evaluation: Mapped[dict] = mapped_column(JSON, nullable=False)
     # Where the compressed model will serve ({country, requests_per_day}), for the payback figures.
     deployment: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)

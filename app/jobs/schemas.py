@@ -69,7 +69,12 @@ class JobCreate(BaseModel):
     dataset_id: str | None = None
     name: str | None = Field(None, max_length=200)
     device: Device = Field("auto", description='"auto" runs where COMPRESSO_AUTO_DEVICE says.')
-    recipe: dict[str, Any] = Field(description="An ordered list of technique steps; see GET /v1/techniques.")
+    recipe: dict[str, Any] | None = Field(
+        None, description="An ordered list of technique steps; see GET /v1/techniques. Give this or preset."
+    )
+    preset: str | None = Field(
+        None, max_length=100, description="A named recipe from GET /v1/recipes/presets. Give this or recipe."
+    )
     evaluation: EvalSettings = Field(
         default_factory=EvalSettings, description="How the original and the result are measured."
     )
@@ -118,6 +123,7 @@ class JobOut(BaseModel):
     device: str
     queue: str
     recipe: dict[str, Any]
+    preset: str | None = Field(None, description="The preset the recipe came from, if the job named one.")
     evaluation: dict[str, Any]
     deployment: dict[str, Any]
     webhook_url: str | None = None
@@ -145,6 +151,7 @@ class JobOut(BaseModel):
             device=job.device,
             queue=job.queue,
             recipe=job.recipe,
+            preset=job.preset,
             evaluation=job.evaluation,
             deployment=job.deployment,
             webhook_url=job.webhook_url,

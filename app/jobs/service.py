@@ -20,6 +20,7 @@ from app.webhooks.destinations import literal_private, url_problem
 from app.webhooks.events import record_job_event
 from workers.engine.energy.intensity import carbon_intensity
 from workers.engine.errors import EngineUserError
+from workers.engine.presets import preset_names, preset_recipe
 from workers.engine.recipe import Recipe, RecipeError
 
 QUEUE_BY_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
@@ -31,6 +32,35 @@ def validate_recipe(recipe: dict) -> Recipe:
     except RecipeError as exc:
         errors = [{**error, "loc": ["body", *error["loc"]]} for error in exc.errors]
         raise Invalid(f"Invalid recipe: {exc}", errors=errors) from exc
+
+
+def resolve_recipe(body: JobCreate) -> Recipe:
+    """The job's own recipe, or the one its preset names; exactly one of the two."""
+    if (body.recipe is None) == (body.preset is None):
+        msg = "give exactly one of recipe (your own steps) or preset (a name from GET /v1/recipes/presets)"
+        raise Invalid(f"{msg[0].upper()}{msg[1:]}.", errors=[{"loc": ["body", "recipe"], "msg": msg}])
+    if body.preset is None:
+        return validate_recipe(body.recipe)
+    try:
+        return validate_recipe(preset_recipe(body.preset))
+    except KeyError:
+        msg = f"unknown preset {body.preset!r}"
+        raise Invalid(
+            f"{msg[0].upper()}{msg[1:]}; GET /v1/recipes/presets lists them.",
+            errors=[{"loc": ["body", "preset"], "msg": msg, "allowed": preset_names()}],
+        ) from None
+
+
+def validate_model_references(session: Session, tenant: Tenant, recipe: Recipe) -> None:
+    """Models a step names by id (e.g. distill's student_model_id) must be the tenant's own uploads."""
+    for index, step in enumerate(recipe.steps):
+        for param, model_id in step.referenced_models().items():
+            if models_repository.get_owned(session, tenant.id, model_id) is None:
+                msg = f"model {model_id} not found: upload it first with POST /v1/models"
+                raise Invalid(
+                    f"Recipe step {index} ({step.technique}): {msg}.",
+                    errors=[{"loc": ["body", "recipe", "steps", index, "params", param], "msg": msg}],
+                )
 
 
 def resolve_device(requested: str, settings: Settings) -> str:
@@ -91,7 +121,8 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             f"Dataset {body.dataset_id} not found: upload it first with POST /v1/datasets.",
             errors=[{"loc": ["body", "dataset_id"], "msg": "not found"}],
         )
-    recipe = validate_recipe(body.recipe)
+    recipe = resolve_recipe(body)
+    validate_model_references(session, tenant, recipe)
     validate_deployment_country(body.deployment.country)
     validate_webhook_url(body.webhook_url, settings)
     validate_mlflow(body, settings)
@@ -107,6 +138,7 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             device=device,
             queue=QUEUE_BY_DEVICE[device],
             recipe=recipe.to_dict(),
+            preset=body.preset,
             evaluation=body.evaluation.model_dump(),
             deployment=body.deployment.model_dump(),
             webhook_url=body.webhook_url,

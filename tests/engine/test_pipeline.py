@@ -64,6 +64,18 @@ def test_report_is_complete_and_sensible(pipeline_runs, kind):
     assert step["technique"] == "quantize" and step["version"] == 1
     assert step["params"] == {"scheme": "int8_dynamic", "per_channel": True, "keep_fp32": [], "time_limit_seconds": None}
     assert step["wall_time_s"] > 0 and step["size_bytes_after"] == result["size_bytes"]
+    # The step's own before/after entry: sizes, parameters and fidelity on the first rows.
+    assert step["format_after"] == "onnx"
+    assert step["size_bytes_before"] == report["original"]["size_bytes"] > step["size_bytes_after"]
+    assert 0 < step["parameters_before"] <= report["original"]["num_parameters"]  # buffers are not parameters
+    assert step["parameters_after"] == result["num_parameters"]
+    step_fidelity = step["fidelity_after"]
+    assert step_fidelity["primary_metric"] == fidelity["primary_metric"]
+    assert 0 < step_fidelity["num_samples"] <= fidelity["num_samples"]
+    # The packaged file is the step's output, so the probe's rows agree with the full evaluation's
+    # when they are the same rows.
+    if step_fidelity["num_samples"] == fidelity["num_samples"]:
+        assert step_fidelity["metrics"][fidelity["primary_metric"]] == pytest.approx(primary, abs=1e-6)
     assert report["job"]["recipe"] == Recipe.from_dict(QUANTIZE_RECIPE).to_dict()
     assert report["job"]["device"] == "cpu" and report["job"]["wall_time_s"] > 0
     assert set(report["environment"]) >= {"python", "torch", "transformers", "onnx", "onnxruntime", "numpy"}

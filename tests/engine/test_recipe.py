@@ -127,3 +127,19 @@ def test_nan_and_infinity_are_refused_wherever_a_number_goes():
                 Recipe.from_dict({"steps": [step]})
             [error] = caught.value.errors
             assert error["loc"][:4] == ["recipe", "steps", 0, "params"], error
+
+
+def test_order_rules_say_why_and_replace_the_format_message():
+    from workers.engine.recipe_rules import order_problems
+
+    [error] = errors_of({"steps": [QUANTIZE, {"technique": "low_rank", "params": {"energy": 0.9}}]})
+    assert error["loc"] == ["recipe", "steps", 1, "technique"]
+    assert "cannot come after step 0 ('quantize')" in error["msg"]
+    # The rules are data over names, so they are checked here for techniques of any module.
+    [(index, message)] = order_problems(["huffman"])
+    assert index == 0 and "needs a cluster or quantize step before it" in message
+    assert order_problems(["quantize", "huffman"]) == []
+    assert order_problems(["cluster", "huffman"]) == []
+    assert [index for index, _ in order_problems(["quantize", "prune"])] == [1]
+    assert [index for index, _ in order_problems(["distill", "prune", "low_rank", "quantize", "huffman"])] == []
+    assert [index for index, _ in order_problems(["cluster", "quantize"])] == [1]

@@ -59,6 +59,28 @@ def build_package(onnx_path: Path, config_dir: Path, package_dir: Path) -> list[
     return sorted(files, key=lambda item: item.path)
 
 
+def add_transformers_weights(files: list[PackageFile], package_dir: Path) -> list[PackageFile]:
+    """Lists the transformers form of a torch result, written into the package beside model.onnx."""
+    extra = [
+        PackageFile(
+            path="model.safetensors",
+            runtime="transformers",
+            description="The same model as transformers weights: AutoModel*.from_pretrained(folder) loads it, or "
+            "compresso's loader where pruned_shapes.json is present.",
+        )
+    ]
+    if (package_dir / "pruned_shapes.json").is_file():
+        extra.append(
+            PackageFile(
+                path="pruned_shapes.json",
+                runtime="compresso",
+                description="Per-layer shapes (pruned heads or neurons) a transformers config cannot express; "
+                "workers.engine.pruned_model.load_pruned_model(folder) rebuilds the model from them.",
+            )
+        )
+    return sorted([*files, *extra], key=lambda item: item.path)
+
+
 def package_size_bytes(package_dir: Path) -> int:
     return sum(
         path.stat().st_size for path in package_dir.iterdir() if path.is_file() and path.name not in _DOCUMENT_FILES

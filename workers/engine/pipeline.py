@@ -28,9 +28,11 @@ from workers.engine.evaluation.latency import latency_batch
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.evaluation.fidelity import item_fidelity, summarise_fidelity
 from workers.engine.evaluation.slices import slices_report
+from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.evaluation.quality import encode_labels
 from workers.engine.evaluation.runners import OnnxRunner, TorchRunner
 from workers.engine.export.onnx import count_onnx_parameters, export_onnx
+from workers.engine.export.transformers_folder import save_transformers_weights
 from workers.engine.loading import load_config, load_model, load_tokenizer, max_positions, model_input_names
 from workers.engine.model_folder import ModelFolderError, ModelFolderInfo, inspect_model_folder
 from workers.engine.model_card import build_model_card
@@ -38,6 +40,7 @@ from workers.engine.package import (
     MODEL_CARD_FILE,
     MODEL_FILE,
     REPORT_FILE,
+    add_transformers_weights,
     build_package,
     package_size_bytes,
     write_zip,
@@ -53,6 +56,7 @@ from workers.engine.report import (
     ModelSideReport,
     PackageFile,
     Report,
+    StepFidelityReport,
     StepReport,
     collect_environment,
     compute_ratios,
@@ -87,6 +91,9 @@ class PipelineRequest(BaseModel):
     output_dir: Path = Field(description="Receives model.zip and report.json.")
     eval: EvalSettings = Field(default_factory=EvalSettings)
     energy: EnergySettings = Field(default_factory=EnergySettings)
+    model_paths: dict[str, Path] = Field(
+        default_factory=dict, description="Other uploaded model folders by id, for steps that name one."
+    )
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,7 @@ class _Loaded:
     tokenizer: PreTrainedTokenizerBase
     model: torch.nn.Module | None  # handed to the first step's state, then dropped here
     inputs: PreparedInputs
+    label_ids: list[int] | None  # classifiers with a labelled dataset: class id per row, UNLABELLED if none
 
 
 def _load(request: PipelineRequest) -> _Loaded:
@@ -158,11 +166,15 @@ def _load(request: PipelineRequest) -> _Loaded:
         info.architecture, info.model_type, info.task, f"{info.num_parameters:,}", info.size_bytes / 1e6,
         len(dataset), dataset.source,
     )
-    return _Loaded(info=info, dataset=dataset, tokenizer=tokenizer, model=model, inputs=inputs)
+    return _Loaded(
+        info=info, dataset=dataset, tokenizer=tokenizer, model=model, inputs=inputs,
+        label_ids=None if labels is None else [int(label) for label in labels],
+    )
 
 
 def _apply_steps(
-    request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress, meter: EnergyMeter
+    request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress, meter: EnergyMeter,
+    step_probe: StepProbe,
 ) -> tuple[ModelState, list[StepReport]]:
     steps = request.recipe.steps
     width = (_STEPS[1] - _STEPS[0]) / len(steps)
@@ -177,25 +189,40 @@ def _apply_steps(
             tokenizer=loaded.tokenizer,
             sequence_length=request.eval.sequence_length,
             calibration_texts=loaded.dataset.texts if step.requires_data else [],
-            on_progress=lambda fraction, stage=stage, span=span: progress(stage, span, fraction),
+            calibration_labels=loaded.label_ids if step.requires_data else None,
+            on_progress=lambda fraction, stage=stage, span=span: progress(stage, span, fraction * 0.9),
+            model_paths=dict(request.model_paths),
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)
         logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())
+        size_before, parameters_before = state.size_bytes(), state.num_parameters()
         started = time.perf_counter()
         with meter.stage(stage):
             state = get_technique(step.technique).handler(step, state, context)
+        wall_time_s = time.perf_counter() - started
+        # Measured outside the step's time: it is the report's cost, not the technique's.
+        fidelity = step_probe.measure(state, loaded.tokenizer, request.device)
         reports.append(
             StepReport(
                 technique=step.technique,
                 version=step.version,
                 params=step.model_dump(mode="json"),
-                wall_time_s=time.perf_counter() - started,
+                wall_time_s=wall_time_s,
+                format_after=state.format,
+                size_bytes_before=size_before,
                 size_bytes_after=state.size_bytes(),
+                parameters_before=parameters_before,
+                parameters_after=state.num_parameters(),
+                fidelity_after=StepFidelityReport(
+                    metrics=fidelity.metrics, primary_metric=fidelity.primary_metric, num_samples=fidelity.num_samples
+                ),
+                details=context.details,
             )
         )
         logger.info(
-            "step %d/%d done in %.1f s: %.2f MB (%s)",
-            index + 1, len(steps), reports[-1].wall_time_s, reports[-1].size_bytes_after / 1e6, state.format,
+            "step %d/%d done in %.1f s: %.2f MB (%s), %s %.4f on %d rows",
+            index + 1, len(steps), wall_time_s, reports[-1].size_bytes_after / 1e6, state.format,
+            fidelity.primary_metric, fidelity.metrics[fidelity.primary_metric], fidelity.num_samples,
         )
         progress(stage, span, 1.0)
     return state, reports
@@ -204,13 +231,19 @@ def _apply_steps(
 def _package(
     request: PipelineRequest, state: ModelState, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[Path, list[PackageFile]]:
+    torch_model = state.torch_model if state.format == "torch" else None
     if state.onnx_path is None:
         # A recipe of torch-only steps still ships a runtime file: export the result as it is.
         onnx_path = request.work_dir / "export" / MODEL_FILE
         export_onnx(state.torch_model, state.task, model_input_names(state.torch_model, tokenizer), onnx_path)
         state = ModelState(task=state.task, config_dir=state.config_dir, onnx_path=onnx_path)
     package_dir = request.work_dir / "package"
-    return package_dir, build_package(state.onnx_path, state.config_dir, package_dir)
+    files = build_package(state.onnx_path, state.config_dir, package_dir)
+    if torch_model is not None:
+        weights = save_transformers_weights(torch_model, state.task, state.config_dir, package_dir)
+        if weights is not None:
+            files = add_transformers_weights(files, package_dir)
+    return package_dir, files
 
 
 def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) -> PipelineResult:
@@ -277,7 +310,8 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
 
     state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model)
     loaded.model = None  # the state owns it now, so a step that drops it frees the memory
-    state, step_reports = _apply_steps(request, state, loaded, progress, meter)
+    step_probe = StepProbe(info.task, inputs.batches, original_eval.outputs, threads=original.latency.threads)
+    state, step_reports = _apply_steps(request, state, loaded, progress, meter, step_probe)
 
     progress("package", _PACKAGE, 0.0)
     with meter.stage("package"):

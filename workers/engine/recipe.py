@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from workers.engine.errors import EngineUserError
+from workers.engine.recipe_rules import order_problems
 from workers.engine.registry import ModelFormat, TechniqueConfig, get_technique, technique_names
 
 RECIPE_KEYS = ["steps"]
@@ -130,6 +131,16 @@ def _format_errors(steps: list[TechniqueConfig]) -> list[dict[str, Any]]:
     return errors
 
 
+def _coherence_errors(steps: list[TechniqueConfig]) -> list[dict[str, Any]]:
+    """Order rules first (they say why); a format mismatch is reported only where no rule explains it."""
+    errors = [
+        _error([ROOT, "steps", index, "technique"], msg)
+        for index, msg in order_problems([step.technique for step in steps])
+    ]
+    explained = {tuple(error["loc"]) for error in errors}
+    return errors + [error for error in _format_errors(steps) if tuple(error["loc"]) not in explained]
+
+
 @dataclass(frozen=True)
 class Recipe:
     steps: tuple[TechniqueConfig, ...]
@@ -137,7 +148,7 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.steps:
             raise RecipeError([_error([ROOT, "steps"], "a recipe needs at least one step")])
-        errors = _format_errors(list(self.steps))
+        errors = _coherence_errors(list(self.steps))
         if errors:
             raise RecipeError(errors)
 
@@ -168,6 +179,9 @@ class Recipe:
                 for step in self.steps
             ]
         }
+
+    def referenced_models(self) -> list[str]:
+        return sorted({model_id for step in self.steps for model_id in step.referenced_models().values()})
 
     @property
     def requires_data(self) -> bool:

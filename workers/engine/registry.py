@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from workers.engine.state import ModelState, StepContext
 
-# "torch": an in-memory transformers model; "onnx": an ONNX file for onnxruntime.
-ModelFormat = Literal["torch", "onnx"]
+# "torch": an in-memory transformers model; "onnx": an ONNX file for onnxruntime; "packed": an
+# entropy-coded .cpz container that `compresso unpack` turns back into the runnable ONNX folder.
+ModelFormat = Literal["torch", "onnx", "packed"]
 
 
 class TechniqueConfig(BaseModel):
@@ -39,6 +40,12 @@ class TechniqueConfig(BaseModel):
         description="Soft time limit of this step: past it the job is stopped and ends timed_out (it is killed "
         "if it has not stopped a grace period later). Empty: the server's default for the technique, if any.",
     )
+
+
+    def referenced_models(self) -> dict[str, str]:
+        """Other uploaded models this step names, as {param: model id} (e.g. distill's student);
+        the service checks they exist and the worker hands their folders to the step."""
+        return {}
 
 
 TechniqueHandler = Callable[[TechniqueConfig, "ModelState", "StepContext"], "ModelState"]

@@ -83,12 +83,29 @@ class RatiosReport(_Strict):
     speedup: dict[str, float] = Field(description="Per batch_<n>: original p50 / result p50.")
 
 
+class StepFidelityReport(_Strict):
+    metrics: dict[str, float]
+    primary_metric: str
+    num_samples: int = Field(description="The first rows of the evaluation set, compared with the original.")
+
+
 class StepReport(_Strict):
     technique: str
     version: int
     params: dict[str, Any]
     wall_time_s: float
-    size_bytes_after: int
+    format_after: Literal["torch", "onnx", "packed"] | None = None
+    size_bytes_before: int | None = Field(None, description="The model before this step (see size_bytes_after).")
+    size_bytes_after: int = Field(
+        description="The model after this step: torch tensor bytes, or the ONNX or .cpz file; the final figure is "
+        "measured on the package."
+    )
+    parameters_before: int | None = None
+    parameters_after: int | None = None
+    fidelity_after: StepFidelityReport | None = Field(
+        None, description="The model after this step against the original, on the first rows of the evaluation set."
+    )
+    details: dict[str, Any] = Field(default_factory=dict, description="The technique's own figures.")
 
 
 class JobReport(_Strict):

@@ -1,18 +1,21 @@
 """The model as it passes from one recipe step to the next, and what a step handler is given.
 
 Torch techniques (pruning, distillation, low-rank) work on `torch_model`; a step that exports
-sets `onnx_path`, after which only ONNX-level steps (e.g. entropy coding) may follow.
+sets `onnx_path`, after which only ONNX-level steps (e.g. entropy coding) may follow; entropy coding
+sets `packed_path` (the .cpz container, whose model decodes bit for bit to `onnx_path`).
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import onnx
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.architectures.tasks import Task
+from workers.engine.export.onnx import count_onnx_parameters
 from workers.engine.registry import ModelFormat
 
 
@@ -24,13 +27,18 @@ class ModelState:
     config_dir: Path
     torch_model: torch.nn.Module | None = None
     onnx_path: Path | None = None
+    packed_path: Path | None = None
 
     @property
     def format(self) -> ModelFormat:
+        if self.packed_path is not None:
+            return "packed"
         return "onnx" if self.onnx_path is not None else "torch"
 
     def size_bytes(self) -> int:
-        """What the current model would take on disk: the ONNX file, or the torch tensors' bytes."""
+        """What the current model would take on disk: the .cpz or ONNX file, or the torch tensors' bytes."""
+        if self.packed_path is not None:
+            return self.packed_path.stat().st_size
         if self.onnx_path is not None:
             return self.onnx_path.stat().st_size
         if self.torch_model is None:
@@ -45,6 +53,18 @@ class ModelState:
             total += tensor.numel() * tensor.element_size()
         return total
 
+    def num_parameters(self) -> int:
+        """Weight elements: unique torch tensors, or the ONNX file's weight initializers."""
+        if self.onnx_path is not None:
+            return count_onnx_parameters(onnx.load(str(self.onnx_path)))
+        seen: set[int] = set()
+        total = 0
+        for tensor in self.torch_model.parameters():
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                total += tensor.numel()
+        return total
+
 
 @dataclass
 class StepContext:
@@ -54,4 +74,13 @@ class StepContext:
     sequence_length: int
     # Texts of the evaluation dataset, for techniques with requires_data (calibration, distillation).
     calibration_texts: list[str] = field(default_factory=list)
+    # For classifiers with a labelled dataset: one class id per calibration text, UNLABELLED (-1)
+    # where a row has none (workers.engine.evaluation.quality); None otherwise.
+    calibration_labels: list[int] | None = None
     on_progress: Callable[[float], None] = lambda fraction: None
+    # Other uploaded model folders a step may name by id (e.g. distill's student_model_id); the
+    # worker resolves them, so the engine never sees the database.
+    model_paths: dict[str, Path] = field(default_factory=dict)
+    # The step's own figures for its report entry (e.g. bits per weight, nonzero parameters,
+    # examples used); JSON-serialisable values only.
+    details: dict[str, Any] = field(default_factory=dict)

@@ -38,6 +38,7 @@ from app.models import repository as models_repository
 from app.webhooks.destinations import destination_problem
 from app.webhooks.events import record_job_event
 from workers.celery_app import RUN_JOB_TASK, celery_app
+from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.stages import STEP_STAGE
 from workers.tasks.engine_process import EngineOutcome, run_engine
 from workers.tasks.log_shipper import LogShipper
@@ -66,6 +67,13 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}"
 
 
+def _referenced_model_ids(recipe: dict) -> list[str]:
+    try:
+        return Recipe.from_dict(recipe).referenced_models()
+    except RecipeError:
+        return []  # the engine reports the recipe's problems itself, as the job's error
+
+
 def _claim(job_id: str) -> dict | None:
     """Marks the job running and returns what the engine needs, or None when there is nothing to run."""
     with session_scope() as session:
@@ -78,6 +86,13 @@ def _claim(job_id: str) -> dict | None:
             jobs_repository.transition(session, job_id, (QUEUED,), status=CANCELLED, finished_at=utcnow())
             return None
         model = models_repository.get(session, job.model_id) if job.model_id else None
+        # Other models the recipe names (e.g. a distillation student); one deleted since submit is
+        # left out, and the step that needs it fails with a clear message.
+        referenced = {
+            model_id: found.storage_key
+            for model_id in _referenced_model_ids(job.recipe)
+            if (found := models_repository.get_owned(session, job.tenant_id, model_id)) is not None
+        }
         dataset = datasets_repository.get(session, job.dataset_id) if job.dataset_id else None
         now = utcnow()
         # Read before the transition, which expires `job` and would reload the incremented count.
@@ -105,6 +120,7 @@ def _claim(job_id: str) -> dict | None:
             "dataset_sha256": dataset.sha256 if dataset else None,
             "device": job.device,
             "model_key": model.storage_key if model else None,
+            "referenced_model_keys": referenced,
             "dataset_key": dataset.storage_key if dataset else None,
             "job": {"id": job.id, "name": job.name, "device": job.device, "model_id": job.model_id,
                     "recipe": job.recipe},
@@ -296,6 +312,11 @@ def execute_job(job_id: str) -> str:
     work_dir.mkdir(parents=True)
     spec = {
         "model_dir": str(storage.local_path(claim["model_key"])),
+        "model_paths": {
+            model_id: str(storage.local_path(key))
+            for model_id, key in claim["referenced_model_keys"].items()
+            if storage.exists(key)
+        },
         "recipe": claim["recipe"],
         "dataset_path": str(storage.local_path(claim["dataset_key"])) if claim["dataset_key"] else None,
         "device": claim["device"],

@@ -1,0 +1,56 @@
+"""Measures the model after each recipe step on the first rows of the evaluation set, against the
+original's outputs already stored, so every step's report entry says what that step cost in fidelity.
+
+A probe is cheaper than the final evaluation (a few batches, no latency runs); the final figures
+are still measured on the packaged file over the whole set.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from workers.engine.architectures.tasks import Task
+from workers.engine.evaluation.fidelity import OutputStore, item_fidelity, reduce_output, summarise_fidelity
+from workers.engine.evaluation.runners import Batch, OnnxRunner, Runner, TorchRunner
+from workers.engine.loading import model_input_names
+from workers.engine.state import ModelState
+
+# Rows measured after each step: enough for a steady mean, few enough to cost seconds.
+PROBE_ROWS = 64
+
+
+@dataclass(frozen=True)
+class StepFidelity:
+    metrics: dict[str, float]
+    primary_metric: str
+    num_samples: int
+
+
+class StepProbe:
+    def __init__(self, task: Task, batches: list[Batch], original: OutputStore, threads: int):
+        self.task = task
+        self.batches: list[Batch] = []
+        self.reference: list[np.ndarray] = []
+        rows = 0
+        for batch, reference in zip(batches, original, strict=False):
+            if rows >= PROBE_ROWS:
+                break
+            self.batches.append(batch)
+            self.reference.append(np.array(reference))
+            rows += len(batch["attention_mask"])
+        self.rows = rows
+        self.threads = threads
+
+    def _runner(self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: str) -> Runner:
+        if state.onnx_path is not None:
+            # A packed model decodes bit for bit to its ONNX file (checked when it was packed).
+            return OnnxRunner(state.onnx_path, "cpu" if device == "cpu" else "cuda", threads=self.threads)
+        model = state.torch_model
+        return TorchRunner(model, self.task, model_input_names(model, tokenizer), device)
+
+    def measure(self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: str) -> StepFidelity:
+        runner = self._runner(state, tokenizer, device)
+        outputs = [reduce_output(self.task, runner(batch), batch["attention_mask"]) for batch in self.batches]
+        summary = summarise_fidelity(self.task, item_fidelity(self.task, self.reference, outputs), self.rows)
+        return StepFidelity(summary.metrics, summary.primary_metric, self.rows)
