@@ -117,11 +117,16 @@ class Client:
 
     # Jobs
 
+    def presets(self) -> list[dict[str, Any]]:
+        """The named recipes a job may ask for with `preset=`: name, summary and the full recipe."""
+        return self._request("GET", "/v1/recipes/presets").json()
+
     def submit(
         self,
         model_id: str,
-        recipe: dict[str, Any] | PathLike,
+        recipe: dict[str, Any] | PathLike | None = None,
         *,
+        preset: str | None = None,
         dataset_id: str | None = None,
         name: str | None = None,
         device: str = "auto",
@@ -132,13 +137,17 @@ class Client:
         time_limits: dict[str, float] | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
-        """Queues a job. `recipe` is {"steps": [...]} or a .yaml/.yml/.json file holding it. `webhook_url`
+        """Queues a job. `recipe` is {"steps": [...]} or a .yaml/.yml/.json file holding it; or name a
+        `preset` (see `presets()`) instead. `webhook_url`
         gets a signed POST on each state change; `mlflow` ({tracking_uri?, experiment_name?,
         registered_model_name?}) logs the finished job as an MLflow run."""
         body: dict[str, Any] = {
-            "model_id": model_id, "recipe": load_document(recipe, "recipe"), "device": device,
-            "dataset_id": dataset_id, "name": name,
+            "model_id": model_id, "device": device, "dataset_id": dataset_id, "name": name,
         }
+        if recipe is not None:
+            body["recipe"] = load_document(recipe, "recipe")
+        if preset is not None:
+            body["preset"] = preset
         if evaluation is not None:
             body["evaluation"] = evaluation
         if deployment is not None:

@@ -116,6 +116,7 @@ class Job:
     webhook_url: str | None = None
     mlflow: dict[str, Any] | None = None  # the options and, once finished, the logged run or its error
     time_limits: dict[str, Any] | None = None
+    preset: str | None = None  # the preset the recipe came from, if the job named one
 
     @property
     def finished(self) -> bool:

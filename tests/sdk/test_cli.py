@@ -71,7 +71,7 @@ def test_a_refused_request_exits_2_with_the_problem(server_url, model_id, recipe
     bad_recipe.write_text(yaml.safe_dump({"steps": [{"technique": "quantize", "params": {"scheme": "int3"}}]}))
     code, answer = compresso(server_url, "jobs", "submit", "--model", model_id, "--recipe", str(bad_recipe))
     assert code == 2 and answer["error"]["type"] == "/problems/invalid-request"
-    assert answer["error"]["errors"][0]["allowed"] == ["int8_dynamic"]
+    assert "int8_dynamic" in answer["error"]["errors"][0]["allowed"]
 
     code, answer = compresso(server_url, "models", "delete", "no-such-model")
     assert code == 2 and answer["error"]["status"] == 404
