@@ -1,5 +1,6 @@
-"""The `compresso` command: serve (embedded default), api, worker, migrate, and keys/tenants administration;
-models, datasets and jobs are the client commands of compresso.cli, which talk to a server over HTTP."""
+"""The `compresso` command: serve (embedded default), api, worker, migrate, unpack (a .cpz into a runnable
+folder), and keys/tenants administration; models, datasets and jobs are the client commands of
+compresso.cli, which talk to a server over HTTP."""
 
 import argparse
 import logging
@@ -183,6 +184,20 @@ def serve(host: str, port: int) -> None:
             worker.stop()
 
 
+def unpack(source: Path, out_dir: Path, force: bool) -> int:
+    """Exit status 1 with the container's own message (not a traceback) when it cannot be unpacked."""
+    from workers.engine.packing.cpz import CpzError, unpack_cpz
+
+    try:
+        written = unpack_cpz(source, out_dir, overwrite=force)
+    except (CpzError, OSError) as exc:
+        print(f"compresso unpack: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"{path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -200,6 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("openapi", help="print the OpenAPI document (what /openapi.json serves)")
+    unpack_parser = commands.add_parser("unpack", help="restore the runnable model folder from a .cpz file")
+    unpack_parser.add_argument("source", type=Path, help="the .cpz file (the huffman step's output)")
+    unpack_parser.add_argument("out_dir", type=Path, help="folder to write (created; must be empty)")
+    unpack_parser.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing files")
     add_admin_commands(commands)
     add_client_commands(commands)
     args = parser.parse_args(argv)
@@ -219,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         migrate()
     elif args.command == "openapi":
         print(openapi_document())
+    elif args.command == "unpack":
+        raise SystemExit(unpack(args.source, args.out_dir, args.force))
     elif args.command in CLIENT_COMMANDS:
         raise SystemExit(run_client_command(args))
     else:

@@ -125,6 +125,14 @@ _USAGE = {
 }
 
 
+def _folder_note(report: dict[str, Any]) -> str:
+    packed = [item["path"] for item in report["files"] if item["path"].endswith(".cpz")]
+    if packed:
+        # The .cpz is entropy-coded; onnxruntime needs the folder it decodes to.
+        return f"# First, in a shell: compresso unpack {packed[0]} model && cd model\n# then run this there."
+    return "# Run from the unzipped package folder."
+
+
 def _usage(report: dict[str, Any]) -> str:
     usage = _USAGE.get(report["model"]["task"], _Usage((), "", ""))
     length = report["evaluation"]["sequence_length"]
@@ -132,7 +140,7 @@ def _usage(report: dict[str, Any]) -> str:
 import onnxruntime as ort
 from transformers import {", ".join(sorted({"AutoTokenizer", *usage.imports}))}
 
-# Run from the unzipped package folder.
+{_folder_note(report)}
 tokenizer = AutoTokenizer.from_pretrained(".")
 {usage.setup}session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
 encoded = tokenizer(["An example sentence."], padding=True, truncation=True, max_length={length}, return_tensors="np")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from workers.engine.packing.cpz import unpack_cpz
 from workers.engine.report import PackageFile
 
 MODEL_FILE = "model.onnx"
@@ -59,6 +60,28 @@ def build_package(onnx_path: Path, config_dir: Path, package_dir: Path) -> list[
     return sorted(files, key=lambda item: item.path)
 
 
+def build_packed_package(cpz_path: Path, package_dir: Path, unpack_dir: Path) -> tuple[list[PackageFile], Path]:
+    """A packed result ships only its .cpz (plus the report and card); it is unpacked here exactly as
+    a user would (`compresso unpack`), and the returned model.onnx is what gets measured."""
+    shutil.rmtree(package_dir, ignore_errors=True)
+    package_dir.mkdir(parents=True)
+    shipped = package_dir / cpz_path.name
+    shutil.copyfile(cpz_path, shipped)
+    shutil.rmtree(unpack_dir, ignore_errors=True)
+    unpack_cpz(shipped, unpack_dir)
+    files = [
+        PackageFile(
+            path=shipped.name,
+            runtime="compresso unpack",
+            description="model.onnx, config and tokenizer files, entropy-coded; `compresso unpack "
+            f"{shipped.name} DIR` restores them bit for bit as a folder onnxruntime runs.",
+        ),
+        PackageFile(path=REPORT_FILE, runtime="any", description="This report: measurements and provenance."),
+        PackageFile(path=MODEL_CARD_FILE, runtime="any", description="Hugging Face Hub model card, from this report."),
+    ]
+    return sorted(files, key=lambda item: item.path), unpack_dir / MODEL_FILE
+
+
 def add_transformers_weights(files: list[PackageFile], package_dir: Path) -> list[PackageFile]:
     """Lists the transformers form of a torch result, written into the package beside model.onnx."""
     extra = [
@@ -82,6 +105,7 @@ def add_transformers_weights(files: list[PackageFile], package_dir: Path) -> lis
 
 
 def package_size_bytes(package_dir: Path) -> int:
+    """Every shipped file but the documents (a packed package: just the .cpz)."""
     return sum(
         path.stat().st_size for path in package_dir.iterdir() if path.is_file() and path.name not in _DOCUMENT_FILES
     )

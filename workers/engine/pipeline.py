@@ -42,6 +42,7 @@ from workers.engine.package import (
     REPORT_FILE,
     add_transformers_weights,
     build_package,
+    build_packed_package,
     package_size_bytes,
     write_zip,
 )
@@ -228,22 +229,31 @@ def _apply_steps(
     return state, reports
 
 
-def _package(
-    request: PipelineRequest, state: ModelState, tokenizer: PreTrainedTokenizerBase
-) -> tuple[Path, list[PackageFile]]:
+@dataclass(frozen=True)
+class _Packaged:
+    package_dir: Path
+    files: list[PackageFile]
+    shipped_model: Path  # the file the result's size is: model.onnx, or the .cpz
+    runnable_model: Path  # the ONNX file measured: model.onnx, or the one unpacked from the .cpz
+
+
+def _package(request: PipelineRequest, state: ModelState, tokenizer: PreTrainedTokenizerBase) -> _Packaged:
+    package_dir = request.work_dir / "package"
+    if state.packed_path is not None:
+        files, runnable = build_packed_package(state.packed_path, package_dir, request.work_dir / "unpacked")
+        return _Packaged(package_dir, files, package_dir / state.packed_path.name, runnable)
     torch_model = state.torch_model if state.format == "torch" else None
     if state.onnx_path is None:
         # A recipe of torch-only steps still ships a runtime file: export the result as it is.
         onnx_path = request.work_dir / "export" / MODEL_FILE
         export_onnx(state.torch_model, state.task, model_input_names(state.torch_model, tokenizer), onnx_path)
         state = ModelState(task=state.task, config_dir=state.config_dir, onnx_path=onnx_path)
-    package_dir = request.work_dir / "package"
     files = build_package(state.onnx_path, state.config_dir, package_dir)
     if torch_model is not None:
         weights = save_transformers_weights(torch_model, state.task, state.config_dir, package_dir)
         if weights is not None:
             files = add_transformers_weights(files, package_dir)
-    return package_dir, files
+    return _Packaged(package_dir, files, package_dir / MODEL_FILE, package_dir / MODEL_FILE)
 
 
 def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) -> PipelineResult:
@@ -315,13 +325,13 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
 
     progress("package", _PACKAGE, 0.0)
     with meter.stage("package"):
-        package_dir, files = _package(request, state, loaded.tokenizer)
+        packaged = _package(request, state, loaded.tokenizer)
+    package_dir, files, packaged_model = packaged.package_dir, packaged.files, packaged.runnable_model
     state = None
     gc.collect()
     progress("package", _PACKAGE, 1.0)
 
     # Measured on the packaged file itself: what the user downloads is what the report describes.
-    packaged_model = package_dir / MODEL_FILE
     with meter.stage("evaluate_result"):
         result_eval = evaluate_model(
             OnnxRunner(packaged_model, request.device, threads=original.latency.threads),
@@ -332,16 +342,16 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     fidelity = summarise_fidelity(info.task, items, inputs.num_samples)
     logger.info(
         "result measured from the package: %.2f MB; %s; %s %.4f",
-        packaged_model.stat().st_size / 1e6, _latency_summary(result_eval.latency),
+        packaged.shipped_model.stat().st_size / 1e6, _latency_summary(result_eval.latency),
         fidelity.primary_metric, fidelity.metrics[fidelity.primary_metric],
     )
     slices = slices_report(info.task, loaded.dataset, inputs, original_eval, result_eval, items, settings.slice_margin)
     original_eval.outputs.remove()
     result_eval.outputs.remove()
     result = ModelSideReport(
-        format="onnx",
+        format="cpz" if packaged.shipped_model.suffix == ".cpz" else "onnx",
         runtime="onnxruntime",
-        size_bytes=packaged_model.stat().st_size,
+        size_bytes=packaged.shipped_model.stat().st_size,
         total_size_bytes=package_size_bytes(package_dir),
         num_parameters=count_onnx_parameters(onnx.load(str(packaged_model))),
         latency=result_eval.latency,

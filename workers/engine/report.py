@@ -59,9 +59,12 @@ class QualityReport(_Strict):
 
 
 class ModelSideReport(_Strict):
-    format: Literal["safetensors", "onnx"]
+    format: Literal["safetensors", "onnx", "cpz"]
     runtime: Literal["pytorch", "onnxruntime"]
-    size_bytes: int = Field(description="Weight files only: *.safetensors for the original, model.onnx for the result.")
+    size_bytes: int = Field(
+        description="Weight files only: *.safetensors for the original; model.onnx for the result, or its .cpz "
+        "when entropy-coded (measured after `compresso unpack`)."
+    )
     total_size_bytes: int = Field(
         description="Every file of the original folder, or of the package but report.json and README.md."
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.engine.package import MODEL_FILE
+from workers.engine.packing.cpz import unpack_cpz
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _log_new_run(
         mlflow.log_artifact(str(model_zip))
         mlflow.log_artifact(str(report_path))
         with tempfile.TemporaryDirectory() as scratch, zipfile.ZipFile(model_zip) as package:
-            onnx_model = onnx.load(package.extract(MODEL_FILE, scratch))
+            onnx_model = onnx.load(_packaged_onnx(package, Path(scratch)))
             logged = mlflow.onnx.log_model(
                 onnx_model, name="model", registered_model_name=registered_model_name,
                 onnx_execution_providers=["CPUExecutionProvider"],
@@ -153,3 +154,13 @@ def _log_new_run(
         }
         mlflow.set_tag("compresso.outcome", json.dumps(outcome))
     return outcome
+
+
+def _packaged_onnx(package: zipfile.ZipFile, scratch: Path) -> str:
+    """model.onnx from the package, decoded from its .cpz when the recipe ended in entropy coding."""
+    names = package.namelist()
+    if MODEL_FILE in names:
+        return package.extract(MODEL_FILE, scratch)
+    packed = next(name for name in names if name.endswith(".cpz"))
+    unpack_cpz(Path(package.extract(packed, scratch)), scratch / "unpacked")
+    return str(scratch / "unpacked" / MODEL_FILE)

@@ -1,8 +1,10 @@
 """The techniques the engine offers, registered by this explicit list (no package walking)."""
 
 from workers.engine.registry import register_technique
+from workers.engine.techniques.huffman import HuffmanConfig, apply_huffman
 from workers.engine.techniques.low_rank import LowRankConfig, apply_low_rank
 from workers.engine.techniques.quantize import QuantizeConfig, apply_quantize
 
 register_technique(QuantizeConfig, apply_quantize)
 register_technique(LowRankConfig, apply_low_rank)
+register_technique(HuffmanConfig, apply_huffman)
