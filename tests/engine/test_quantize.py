@@ -57,6 +57,173 @@ def test_keep_fp32_leaves_the_ffn_output_unquantized(tiny_models, tmp_path, kind
 
 
 def test_keep_fp32_on_an_unmapped_architecture_is_a_user_error(tiny_models, tmp_path, monkeypatch):
-    monkeypatch.setattr("workers.engine.techniques.quantize.layer_group_pattern", lambda model_type, group: None)
+    monkeypatch.setattr("workers.engine.techniques.quantize.layers.layer_group_pattern", lambda model_type, group: None)
     with pytest.raises(EngineUserError, match="not mapped for model_type 'bert'"):
         quantize(tiny_models["encoder"], "encoder", tmp_path, keep_fp32=["ffn_input"])
+
+
+# --- schemes, layer selection and the accuracy-aware mode ---------------------------------------
+
+CALIBRATION_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call me back when you have a minute.",
+    "The central bank left interest rates unchanged this year.",
+    "Our team won the game after a long and difficult season.",
+    "Where is the nearest train station, and how far is it?",
+    "This phone is great, but the battery life could be better.",
+]
+SCHEMES = ["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_static", "fp16", "bf16"]
+
+
+def run_scheme(model_dir: Path, kind: str, work_dir: Path, **params) -> tuple[ModelState, StepContext]:
+    task = TASK_BY_KIND[kind]
+    context = StepContext(
+        work_dir=work_dir, device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=64,
+        calibration_texts=CALIBRATION_TEXTS,
+    )
+    state = ModelState(task=task, config_dir=model_dir, torch_model=load_model(model_dir, task))
+    return apply_quantize(QuantizeConfig(**params), state, context), context
+
+
+def initializer_types(path: Path) -> dict[str, int]:
+    return {init.name: init.data_type for init in onnx.load(str(path)).graph.initializer}
+
+
+def node_weight_types(path: Path) -> dict[str, set[int]]:
+    """For each MatMul/Gather, the dtypes of the initializers it reads (directly or through a Cast/DequantizeLinear)."""
+    model = onnx.load(str(path))
+    types = initializer_types(path)
+    produced = {output: node for node in model.graph.node for output in node.output}
+    result = {}
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gather"):
+            continue
+        found = set()
+        for name in node.input:
+            source = produced.get(name)
+            if source is not None and source.op_type in ("Cast", "DequantizeLinear"):
+                name = source.input[0]
+            if name in types:
+                found.add(types[name])
+        result[node.name] = found
+    return result
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("kind", ["encoder", "classifier", "causal-lm"])
+def test_every_scheme_runs_is_smaller_and_stays_close(tiny_models, tmp_path, scheme, kind):
+    import numpy as np
+
+    from workers.engine.evaluation.calibration import FidelityProbe, calibration_batches
+    from workers.engine.loading import model_input_names
+
+    model_dir = tiny_models[kind]
+    state, context = run_scheme(model_dir, kind, tmp_path, scheme=scheme)
+    assert state.format == "onnx" and context.details["scheme"] == scheme
+    assert context.details["layers_quantized"] > 0 and context.details["embeddings_quantized"]
+    assert state.onnx_path.stat().st_size < (tmp_path / "model_fp32.onnx").stat().st_size
+    model = load_model(model_dir, TASK_BY_KIND[kind])
+    tokenizer = load_tokenizer(model_dir)
+    batches = calibration_batches(tokenizer, CALIBRATION_TEXTS, 64, model_input_names(model, tokenizer))
+    fidelity = FidelityProbe(model, TASK_BY_KIND[kind], batches, tmp_path / "probe")(state.onnx_path)
+    assert np.isfinite(fidelity)
+    # Random tiny models are harder to quantize than trained ones; these floors catch a broken
+    # graph (cosine ~0, random agreement), not small losses.
+    floor = {"feature-extraction": 0.9, "text-classification": 0.5, "text-generation": 0.5}[TASK_BY_KIND[kind]]
+    assert floor <= fidelity <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "scheme, weight_type",
+    [("int8_weight_only", onnx.TensorProto.INT8), ("bf16", onnx.TensorProto.BFLOAT16)],
+)
+def test_modules_and_skip_choose_the_quantized_nodes(tiny_models, tmp_path, scheme, weight_type):
+    state, context = run_scheme(
+        tiny_models["encoder"], "encoder", tmp_path, scheme=scheme, modules=[r"encoder\.layer\.1\."],
+        skip=[r"attention\.self\.key"],
+    )
+    weights = node_weight_types(state.onnx_path)
+    quantized = {name for name, types in weights.items() if weight_type in types}
+    assert quantized == {
+        f"/model/encoder/layer.1/{path}/MatMul"
+        for path in ("attention/self/query", "attention/self/value", "attention/output/dense", "intermediate/dense",
+                     "output/dense")
+    }
+    assert context.details["layers_quantized"] == 5
+    assert "encoder.layer.1.attention.self.key" in context.details["left_layers"]
+    assert not context.details["embeddings_quantized"]  # the embeddings do not match `modules`
+
+
+@pytest.mark.parametrize("scheme", ["int8_dynamic", "int8_static", "int4_weight_only"])
+def test_skip_keeps_fp32_matmuls_in_the_calibrated_and_4bit_schemes(tiny_models, tmp_path, scheme):
+    state, _ = run_scheme(tiny_models["causal-lm"], "causal-lm", tmp_path, scheme=scheme, skip=[r"mlp\.c_proj$"])
+    assert float_matmuls_of(state.onnx_path) == {
+        "/model/transformer/h.0/mlp/c_proj/Gemm_MatMul", "/model/transformer/h.1/mlp/c_proj/Gemm_MatMul"
+    }
+
+
+@pytest.mark.parametrize(
+    "scheme, quantized_type",
+    [("int8_dynamic", onnx.TensorProto.INT8), ("int4_weight_only", onnx.TensorProto.UINT4)],
+)
+def test_embeddings_flag_sets_the_gather_table_dtype(tiny_models, tmp_path, scheme, quantized_type):
+    table = "model.embeddings.word_embeddings.weight"
+    on, _ = run_scheme(tiny_models["encoder"], "encoder", tmp_path / "on", scheme=scheme)
+    off, context = run_scheme(tiny_models["encoder"], "encoder", tmp_path / "off", scheme=scheme, embeddings=False)
+    on_types = {name: dtype for name, dtype in initializer_types(on.onnx_path).items() if name.startswith(table)}
+    off_types = {name: dtype for name, dtype in initializer_types(off.onnx_path).items() if name.startswith(table)}
+    # The fp32 table is gone; scales may stay fp32.
+    assert table not in on_types and quantized_type in on_types.values()
+    assert off_types == {table: onnx.TensorProto.FLOAT}
+    assert not context.details["embeddings_quantized"]
+
+
+def test_target_fidelity_falls_back_the_most_sensitive_layers(tiny_models, tmp_path):
+    state, context = run_scheme(
+        tiny_models["encoder"], "encoder", tmp_path, scheme="int4_weight_only", group_size=16,
+        target_fidelity=1.0, max_size_ratio=1.0,
+    )
+    details = context.details
+    # A target of exactly 1 cannot hold while anything is quantized, so layers fall back until none helps.
+    assert details["fallback_layers"] and details["target_met"] is False
+    assert 0.9 < details["calibration_fidelity"] <= 1.0
+    assert set(details["fallback_layers"]) <= set(details["left_layers"])
+    assert len(float_matmuls_of(state.onnx_path)) == len(details["fallback_layers"])
+
+
+def test_target_fidelity_that_already_holds_keeps_everything_quantized(tiny_models, tmp_path):
+    state, context = run_scheme(tiny_models["encoder"], "encoder", tmp_path, scheme="int8_dynamic", target_fidelity=0.5)
+    assert context.details["target_met"] is True and context.details["fallback_layers"] == []
+    assert float_matmuls_of(state.onnx_path) == set()
+
+
+def test_old_recipes_keep_their_meaning():
+    config = QuantizeConfig.model_validate({"scheme": "int8_dynamic", "per_channel": False, "keep_fp32": ["ffn_output"]})
+    assert config.embeddings and config.modules is None and config.skip == []
+    assert QuantizeConfig.version == 1
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"scheme": "int8_dynamic", "group_size": 32}, "group_size only applies to scheme int4_weight_only"),
+        ({"scheme": "int4_weight_only", "group_size": 48}, "power of two from 16 to 256"),
+        ({"scheme": "int4_weight_only", "group_size": 512}, "power of two from 16 to 256"),
+        ({"scheme": "fp16", "per_channel": True}, "per_channel only applies"),
+        ({"scheme": "int8_dynamic", "calibration_method": "entropy"}, "calibration_method only applies"),
+        ({"scheme": "bf16", "target_fidelity": 0.99}, "target_fidelity only applies"),
+        ({"scheme": "int8_dynamic", "max_size_ratio": 0.3}, "give target_fidelity too"),
+        ({"scheme": "int8_dynamic", "skip": ["("]}, "not a valid regular expression"),
+        ({"scheme": "int2"}, "Input should be"),
+    ],
+)
+def test_bad_params_are_refused_with_a_clear_message(params, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        QuantizeConfig.model_validate(params)
+
+
+def test_a_pattern_that_matches_no_layer_is_a_user_error(tiny_models, tmp_path):
+    with pytest.raises(EngineUserError, match="matches no layer of this model; layers are named like"):
+        run_scheme(tiny_models["encoder"], "encoder", tmp_path, scheme="fp16", modules=["decoder"])

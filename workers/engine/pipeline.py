@@ -189,8 +189,9 @@ def _apply_steps(
             device=request.device,
             tokenizer=loaded.tokenizer,
             sequence_length=request.eval.sequence_length,
-            calibration_texts=loaded.dataset.texts if step.requires_data else [],
-            calibration_labels=loaded.label_ids if step.requires_data else None,
+            # Already in memory, so every step gets them; requires_data tells users which steps use them.
+            calibration_texts=loaded.dataset.texts,
+            calibration_labels=loaded.label_ids,
             on_progress=lambda fraction, stage=stage, span=span: progress(stage, span, fraction * 0.9),
             model_paths=dict(request.model_paths),
         )

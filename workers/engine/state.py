@@ -72,7 +72,7 @@ class StepContext:
     device: Literal["cpu", "cuda"]
     tokenizer: PreTrainedTokenizerBase
     sequence_length: int
-    # Texts of the evaluation dataset, for techniques with requires_data (calibration, distillation).
+    # Texts of the job's dataset (or the builtin sample), for calibration, importance and training.
     calibration_texts: list[str] = field(default_factory=list)
     # For classifiers with a labelled dataset: one class id per calibration text, UNLABELLED (-1)
     # where a row has none (workers.engine.evaluation.quality); None otherwise.

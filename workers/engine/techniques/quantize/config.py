@@ -1,0 +1,126 @@
+"""The `quantize` technique's params: the scheme, which layers it touches, and the accuracy-aware mode."""
+
+import re
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from workers.engine.registry import TechniqueConfig
+
+Scheme = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_static", "fp16", "bf16"]
+LayerGroup = Literal["ffn_input", "ffn_output"]
+Int4Algorithm = Literal["rtn", "hqq"]
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+
+# Schemes where a layer left in fp32 buys fidelity back; the others are within ~1e-3 of fp32 already.
+FALLBACK_SCHEMES = ("int8_dynamic", "int8_static", "int4_weight_only")
+DEFAULT_GROUP_SIZE = 32
+DEFAULT_MAX_SIZE_RATIO = 0.30
+
+
+class QuantizeConfig(TechniqueConfig):
+    technique: ClassVar[str] = "quantize"
+    version: ClassVar[int] = 1
+    description: ClassVar[str] = (
+        "Exports the model to ONNX and stores its weights in fewer bits for onnxruntime. "
+        "int8_dynamic: int8 weights, activations quantized per call (about 4x smaller, ~1.6x faster on CPU); "
+        "int8_weight_only: int8 weights, fp32 compute (most faithful int8, not faster); "
+        "int4_weight_only: 4-bit weights in groups (MatMulNBits, about 6x smaller); "
+        "int8_static: int8 weights and activations calibrated on the dataset; "
+        "fp16 / bf16: half-precision storage, computed in fp32 (onnxruntime has few fp16 CPU kernels). "
+        "Embeddings are quantized too (one scale per row at int8). With target_fidelity, the most sensitive "
+        "layers fall back to fp32 until the fidelity on the dataset holds. Must be the last step."
+    )
+    # int8_static calibrates, and target_fidelity measures, on the job's dataset (or the
+    # builtin sentences when none is given).
+    requires_data: ClassVar[bool] = True
+    output_format: ClassVar[Literal["onnx"]] = "onnx"
+
+    scheme: Scheme = Field(description="How weights (and activations) are stored and computed; see the description.")
+    per_channel: bool = Field(
+        True,
+        description="int8_dynamic / int8_static: one weight scale per output channel instead of one per tensor "
+        "(0.993 vs 0.962 cosine on MiniLM).",
+    )
+    group_size: int | None = Field(
+        None,
+        description="int4_weight_only: weights per scale, a power of two from 16 to 256 (default 32). "
+        "Smaller groups are more faithful and larger.",
+    )
+    algorithm: Int4Algorithm | None = Field(
+        None,
+        description="int4_weight_only: rtn (round to nearest, default) or hqq (half-quadratic optimisation of "
+        "scales and zero points: 0.974 vs 0.971 cosine on MiniLM, ~20x slower to quantize).",
+    )
+    calibration_method: CalibrationMethod | None = Field(
+        None, description="int8_static: how activation ranges are chosen from the dataset (default minmax)."
+    )
+    modules: list[str] | None = Field(
+        None,
+        description="Regular expressions searched in module names (e.g. 'encoder.layer.0.output.dense'); only "
+        "matching layers are quantized. Empty: every Linear layer and embedding.",
+    )
+    skip: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions searched in module names; matching layers are left as they are.",
+    )
+    embeddings: bool = Field(
+        True,
+        description="Quantize the embedding tables too. They are about half of a small encoder and cost "
+        "almost no fidelity (int8 with one scale per row).",
+    )
+    keep_fp32: list[LayerGroup] = Field(
+        default_factory=list,
+        description="Layer groups left in fp32, where activation outliers make int8 costly. Each costs size.",
+    )
+    target_fidelity: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="int8_dynamic / int8_static / int4_weight_only: measure the task's fidelity metric on the "
+        "dataset against the original and leave the most sensitive layers in fp32 until it holds (within "
+        "max_size_ratio). The report says which layers fell back and the fidelity reached.",
+    )
+    max_size_ratio: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="With target_fidelity: the largest result, as a fraction of the fp32 ONNX export, that "
+        f"fallback may reach (default {DEFAULT_MAX_SIZE_RATIO}).",
+    )
+
+    @field_validator("modules", "skip")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str] | None) -> list[str] | None:
+        for pattern in patterns or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from exc
+        return patterns
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size_power_of_two(cls, value: int | None) -> int | None:
+        if value is not None and (value < 16 or value > 256 or value & (value - 1)):
+            raise ValueError(f"group_size must be a power of two from 16 to 256, not {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _params_fit_the_scheme(self) -> "QuantizeConfig":
+        given = self.model_fields_set
+        only_for = {
+            "per_channel": ("int8_dynamic", "int8_static"),
+            "group_size": ("int4_weight_only",),
+            "algorithm": ("int4_weight_only",),
+            "calibration_method": ("int8_static",),
+            "target_fidelity": FALLBACK_SCHEMES,
+        }
+        for param, schemes in only_for.items():
+            if param in given and getattr(self, param) is not None and self.scheme not in schemes:
+                raise ValueError(
+                    f"{param} only applies to scheme {' or '.join(schemes)}; remove it for scheme {self.scheme!r}"
+                )
+        if self.max_size_ratio is not None and self.target_fidelity is None:
+            raise ValueError("max_size_ratio only bounds the fallback of target_fidelity; give target_fidelity too")
+        return self
