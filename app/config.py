@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         300, gt=0, description="How long a worker keeps retrying a job's final status write while the database is down."
     )
     max_attempts: int = Field(3, ge=1, description="Runs a job gets before a lost worker makes it fail.")
+    engine_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU niceness of the engine process: on a machine shared with the API, a job yields the CPU "
+        "to requests, so status polls stay fast while it runs (0: same priority as the API).",
+    )
     limits: Limits = Limits()
     time_limits: TimeLimitSettings = TimeLimitSettings()
     webhooks: WebhookSettings = WebhookSettings()

@@ -56,6 +56,10 @@ def test_a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(cluster
     with cluster.client() as client:
         job_id = submit(client, model_archive)
         engines = running_engine(client, job_id)
+        # Every thread of the engine runs at the default COMPRESSO_ENGINE_NICE, below the API.
+        for pid in engines:
+            threads = list(Path(f"/proc/{pid}/task").iterdir())
+            assert {int((thread / "stat").read_text().rsplit(")", 1)[1].split()[16]) for thread in threads} == {10}
         kill(first)
         # The engine dies with its worker (PR_SET_PDEATHSIG): no orphan keeps computing.
         wait_until(lambda: not engine_pids(job_id), timeout=10)

@@ -23,7 +23,14 @@ def die_with_parent() -> None:
         sys.exit(3)
 
 
+def lower_priority() -> None:
+    # Before torch starts its thread pool: Linux keeps a nice value per thread, and threads inherit
+    # it from the one that creates them.
+    os.nice(int(os.environ.get("COMPRESSO_ENGINE_NICE", "0")))
+
+
 if __name__ == "__main__":
     die_with_parent()
+    lower_priority()
     sys.argv[0] = "workers.engine"
     runpy.run_module("workers.engine", run_name="__main__", alter_sys=True)

@@ -61,14 +61,19 @@ def run_engine(
     poll_seconds: float,
     on_poll: Callable[[], None] = lambda: None,
     deadlines: Deadlines | None = None,
+    nice: int = 0,
 ) -> EngineOutcome:
     """Runs `python -m workers.engine run --spec spec_path` until it ends, `should_stop` names a reason,
     or a time limit of `deadlines` passes.
 
-    `on_poll` runs every `poll_seconds` too (e.g. to ship the new lines of `log_path`).
+    `on_poll` runs every `poll_seconds` too (e.g. to ship the new lines of `log_path`). The child
+    runs at CPU niceness `nice`.
     """
     command = [sys.executable, "-m", "workers.tasks.engine_child", "run", "--spec", str(spec_path)]
-    env = {**os.environ, "COMPRESSO_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ, "COMPRESSO_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1",
+        "COMPRESSO_ENGINE_NICE": str(nice),
+    }
     with log_path.open("wb") as stderr:
         # A new session: Ctrl-C in the terminal reaches the worker, which decides the child's fate.
         process = subprocess.Popen(

@@ -341,6 +341,7 @@ def execute_job(job_id: str) -> str:
             poll_seconds=settings.cancel_poll_seconds,
             on_poll=log.ship,
             deadlines=Deadlines.for_job(settings.time_limits, claim["time_limits"], claim["recipe"]),
+            nice=settings.engine_nice,
         )
         log.ship(final=True)
         if outcome.kind == "done":
