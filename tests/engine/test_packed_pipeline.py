@@ -8,25 +8,27 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from tests.engine.conftest import FAST_EVAL
 from workers.engine.pipeline import PipelineRequest, run_pipeline
 from workers.engine.recipe import Recipe
 
-RECIPE = {"steps": [
+HUFFMAN = {"technique": "huffman", "params": {"min_elements": 256}}
+
+
+@pytest.mark.parametrize("first", [
     {"technique": "quantize", "params": {"scheme": "int8_dynamic"}},
-    {"technique": "huffman", "params": {"min_elements": 256}},
-]}
-
-
-def test_quantize_then_huffman_ships_a_cpz_measured_after_unpacking(tiny_models, tmp_path):
+    {"technique": "cluster", "params": {"bits": 4, "min_elements": 256}},
+], ids=["quantize", "cluster"])
+def test_symbols_then_huffman_ships_a_cpz_measured_after_unpacking(tiny_models, tmp_path, first):
     request = PipelineRequest(
-        model_dir=tiny_models["encoder"], recipe=Recipe.from_dict(RECIPE),
+        model_dir=tiny_models["encoder"], recipe=Recipe.from_dict({"steps": [first, HUFFMAN]}),
         work_dir=tmp_path / "work", output_dir=tmp_path / "out", eval=FAST_EVAL,
     )
     result = run_pipeline(request, lambda stage, fraction: None)
     report = result.report
-    quantize_step, huffman_step = report["steps"]
+    quantize_step, huffman_step = report["steps"]  # quantize_step: whichever made the symbols
     assert quantize_step["format_after"] == "onnx" and huffman_step["format_after"] == "packed"
     details = huffman_step["details"]
     assert details["coded_tensors"] > 0

@@ -31,6 +31,7 @@ from workers.engine.evaluation.slices import slices_report
 from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.evaluation.quality import encode_labels
 from workers.engine.evaluation.runners import OnnxRunner, TorchRunner
+from workers.engine.export.compact_storage import SparseStorageStats, store_sparse
 from workers.engine.export.onnx import count_onnx_parameters, export_onnx
 from workers.engine.export.transformers_folder import save_transformers_weights
 from workers.engine.loading import load_config, load_model, load_tokenizer, max_positions, model_input_names
@@ -59,6 +60,7 @@ from workers.engine.report import (
     Report,
     StepFidelityReport,
     StepReport,
+    StorageReport,
     collect_environment,
     compute_ratios,
 )
@@ -236,25 +238,30 @@ class _Packaged:
     files: list[PackageFile]
     shipped_model: Path  # the file the result's size is: model.onnx, or the .cpz
     runnable_model: Path  # the ONNX file measured: model.onnx, or the one unpacked from the .cpz
+    sparse: SparseStorageStats | None  # None for a packed result (entropy coding already squeezes zeros)
 
 
 def _package(request: PipelineRequest, state: ModelState, tokenizer: PreTrainedTokenizerBase) -> _Packaged:
     package_dir = request.work_dir / "package"
     if state.packed_path is not None:
         files, runnable = build_packed_package(state.packed_path, package_dir, request.work_dir / "unpacked")
-        return _Packaged(package_dir, files, package_dir / state.packed_path.name, runnable)
+        return _Packaged(package_dir, files, package_dir / state.packed_path.name, runnable, None)
     torch_model = state.torch_model if state.format == "torch" else None
-    if state.onnx_path is None:
+    onnx_path = state.onnx_path
+    if onnx_path is None:
         # A recipe of torch-only steps still ships a runtime file: export the result as it is.
-        onnx_path = request.work_dir / "export" / MODEL_FILE
+        onnx_path = request.work_dir / "export" / "model_dense.onnx"
         export_onnx(state.torch_model, state.task, model_input_names(state.torch_model, tokenizer), onnx_path)
-        state = ModelState(task=state.task, config_dir=state.config_dir, onnx_path=onnx_path)
-    files = build_package(state.onnx_path, state.config_dir, package_dir)
+    # Pruned weights are zeros in dense tensors; a bitmask plus the nonzero values makes the file
+    # really smaller (a copy when nothing gains).
+    sparse_path = request.work_dir / "export" / MODEL_FILE
+    sparse = store_sparse(onnx_path, sparse_path)
+    files = build_package(sparse_path, state.config_dir, package_dir)
     if torch_model is not None:
         weights = save_transformers_weights(torch_model, state.task, state.config_dir, package_dir)
         if weights is not None:
             files = add_transformers_weights(files, package_dir)
-    return _Packaged(package_dir, files, package_dir / MODEL_FILE, package_dir / MODEL_FILE)
+    return _Packaged(package_dir, files, package_dir / MODEL_FILE, package_dir / MODEL_FILE, sparse)
 
 
 def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) -> PipelineResult:
@@ -385,6 +392,11 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
             batch_size=settings.batch_size,
         ),
         files=files,
+        storage=None if packaged.sparse is None else StorageReport(
+            sparse_tensors=packaged.sparse.tensors_sparse,
+            dense_bytes=packaged.sparse.initializer_bytes_before,
+            sparse_bytes=packaged.sparse.initializer_bytes_after,
+        ),
         energy=energy,
         inference=inference,
         payback=payback_section(energy, inference, request.energy),

@@ -147,6 +147,15 @@ class PackageFile(_Strict):
     description: str
 
 
+class StorageReport(_Strict):
+    """How the packaging stored weights with many zeros (e.g. after pruning): a bitmask plus the
+    nonzero values, which onnxruntime decodes when it loads the model."""
+
+    sparse_tensors: int
+    dense_bytes: int = Field(description="Those tensors stored dense.")
+    sparse_bytes: int = Field(description="The same tensors as bitmask + nonzero values.")
+
+
 class OverallSliceQuality(_Strict):
     count: int = Field(description="Rows scored: labelled rows for accuracy, else every row.")
     before: float
@@ -191,6 +200,7 @@ class Report(_Strict):
     evaluation: EvaluationReport
     files: list[PackageFile]
     slices: SlicesReport | None = None
+    storage: StorageReport | None = None
     # The sustainability sections (models in workers.engine.energy.schema).
     energy: EnergyReport
     inference: InferenceEnergyReport

@@ -136,6 +136,8 @@ def count_onnx_parameters(model: onnx.ModelProto) -> int:
 
     Equal tensors may be stored once (the exporter deduplicates, e.g. freshly initialised LayerNorm
     weights), so this counts what the file holds, which can be below the torch parameter count.
+    Compact encodings (export.compact_storage) count their weights once: a clustered tensor by its
+    indices (not its codebook), a sparse one by its stored nonzero values (not its bitmask).
     """
     names = {init.name for init in model.graph.initializer}
     excluded = {
@@ -152,6 +154,10 @@ def count_onnx_parameters(model: onnx.ModelProto) -> int:
         for name in names
         for suffix in ("_scale", "_zero_point")
         if name.endswith(suffix) and name.removesuffix(suffix) in quantized
+    }
+    excluded |= {
+        name for name in names
+        if name.endswith((".codebook", ".mask")) or name.startswith("compact_storage.")
     }
     return sum(
         int(np.prod(init.dims, dtype=np.int64))
