@@ -8,10 +8,15 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 
 from workers.engine.architectures.task_io import AUTO_CLASS_BY_TASK, MODEL_INPUT_NAMES
 from workers.engine.architectures.tasks import Task
+from workers.engine.config_folder import PRUNED_SHAPES_FILE
 from workers.engine.errors import EngineUserError
+from workers.engine.pruned_model import load_pruned_model
 
 
 def load_model(folder: Path, task: Task, device: str = "cpu") -> torch.nn.Module:
+    if (folder / PRUNED_SHAPES_FILE).is_file():
+        # Layers of different widths (pruned heads or neurons): config.json alone cannot rebuild them.
+        return load_pruned_model(folder, task).to(device).eval()
     # float32 whatever the stored dtype: the reference must be the most faithful version, and
     # half precision is slow or unsupported on CPU.
     model = AUTO_CLASS_BY_TASK[task].from_pretrained(

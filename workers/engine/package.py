@@ -20,6 +20,9 @@ _DOCUMENT_FILES = (REPORT_FILE, MODEL_CARD_FILE)
 CONFIG_FILES = {
     "config.json": "transformers model config: architecture and, for classifiers, the label names.",
     "generation_config.json": "transformers generation defaults for the language model.",
+    # The literal name: workers.engine.config_folder imports this module.
+    "pruned_shapes.json": "Per-layer attention heads and FFN widths after structured pruning, which config.json "
+    "cannot express; workers.engine.pruned_model.load_pruned_model(folder, task) rebuilds the torch model.",
 }
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -89,18 +92,9 @@ def add_transformers_weights(files: list[PackageFile], package_dir: Path) -> lis
             path="model.safetensors",
             runtime="transformers",
             description="The same model as transformers weights: AutoModel*.from_pretrained(folder) loads it, or "
-            "compresso's loader where pruned_shapes.json is present.",
+            "compresso's loader (workers.engine.pruned_model) where pruned_shapes.json is present.",
         )
     ]
-    if (package_dir / "pruned_shapes.json").is_file():
-        extra.append(
-            PackageFile(
-                path="pruned_shapes.json",
-                runtime="compresso",
-                description="Per-layer shapes (pruned heads or neurons) a transformers config cannot express; "
-                "workers.engine.pruned_model.load_pruned_model(folder) rebuilds the model from them.",
-            )
-        )
     return sorted([*files, *extra], key=lambda item: item.path)
 
 

@@ -49,7 +49,5 @@ def save_transformers_weights(model: torch.nn.Module, task: Task, config_dir: Pa
     weights.replace(target)
     # The model's own config is the truth for these weights (a step may have changed its shapes).
     (scratch / "config.json").replace(dest_dir / "config.json")
-    if per_layer_shapes:
-        shutil.copyfile(config_dir / PRUNED_SHAPES_FILE, dest_dir / PRUNED_SHAPES_FILE)
     shutil.rmtree(scratch, ignore_errors=True)
     return target
