@@ -17,7 +17,8 @@ from workers.engine.pipeline import PipelineRequest, run_pipeline
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.registry import list_techniques
 from workers.engine.state import ModelState, StepContext
-from workers.engine.techniques.low_rank import TASK_HEAD_PATTERNS, LowRankConfig, LowRankLinear, apply_low_rank
+from workers.engine.name_patterns import TASK_HEAD_PATTERNS
+from workers.engine.techniques.low_rank import LowRankConfig, LowRankLinear, apply_low_rank
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Please call me back when you have a minute."]
 

@@ -23,7 +23,7 @@ from workers.engine.loading import load_model, load_tokenizer, model_input_names
 from workers.engine.model_folder import inspect_model_folder
 from workers.engine.pruned_model import as_out_in, load_pruned_model, save_pruned_model
 from workers.engine.state import ModelState, StepContext
-from workers.engine.techniques.low_rank import TASK_HEAD_PATTERNS
+from workers.engine.name_patterns import TASK_HEAD_PATTERNS
 from workers.engine.techniques.prune import PruneConfig, apply_prune
 
 TEXTS = [

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import onnx
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from transformers.pytorch_utils import Conv1D
 
 from workers.engine.architectures.onnx_weights import (
@@ -30,7 +30,7 @@ from workers.engine.loading import model_input_names
 from workers.engine.registry import TechniqueConfig
 from workers.engine.state import ModelState, StepContext
 from workers.engine.techniques.cluster_kmeans import collect_input_hessians, gptq_codebook, kmeans_1d, nearest_centroid
-from workers.engine.techniques.low_rank import TASK_HEAD_PATTERNS
+from workers.engine.name_patterns import TASK_HEAD_PATTERNS, NamePatterns
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ClusterConfig(TechniqueConfig):
         "the columns not yet assigned, using input statistics of the calibration texts. Costs a forward "
         "pass over the texts and a few seconds per layer; keeps the outputs much closer at few bits.",
     )
-    skip: list[str] = Field(
+    skip: NamePatterns = Field(
         default_factory=lambda: list(TASK_HEAD_PATTERNS),
         description="Regular expressions searched in module paths (e.g. 'bert.encoder.layer.0.output.dense', "
         "'bert.embeddings.word_embeddings', 'lm_head') and parameter names (module path + '.weight'); "
@@ -75,15 +75,6 @@ class ClusterConfig(TechniqueConfig):
         100, ge=1, le=10_000, description="Cap on k-means iterations per tensor; it usually converges well before."
     )
 
-    @field_validator("skip")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"skip pattern {pattern!r} is not a valid regular expression: {exc}") from exc
-        return patterns
 
 
 def _is_skipped(skip: list[re.Pattern[str]], *names: str) -> bool:

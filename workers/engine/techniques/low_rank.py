@@ -12,24 +12,14 @@ from collections import Counter
 from typing import ClassVar
 
 import torch
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from transformers.pytorch_utils import Conv1D
 
+from workers.engine.name_patterns import TASK_HEAD_PATTERNS, NamePatterns
 from workers.engine.registry import TechniqueConfig
 from workers.engine.state import ModelState, StepContext
 
 logger = logging.getLogger(__name__)
-
-# The task heads of the supported architectures: classifier heads (BERT-like `classifier`, GPT-2's
-# `score`), LM heads and poolers. They hold few parameters and produce what the task is judged on;
-# GPT-2's LM head also shares its weight with the input embeddings.
-TASK_HEAD_PATTERNS = (
-    r"(^|\.)classifier(\.|$)",
-    r"(^|\.)score$",
-    r"(^|\.)lm_head$",
-    r"(^|\.)pooler\.",
-)
-
 
 class LowRankConfig(TechniqueConfig):
     technique: ClassVar[str] = "low_rank"
@@ -57,21 +47,12 @@ class LowRankConfig(TechniqueConfig):
         "energy (sum of squared singular values), e.g. 0.99. 1 would keep full rank, so it is excluded. "
         "Give this or rank_fraction.",
     )
-    skip: list[str] = Field(
+    skip: NamePatterns = Field(
         default_factory=lambda: list(TASK_HEAD_PATTERNS),
         description="Regular expressions searched in module names (e.g. 'bert.encoder.layer.0.output.dense'); "
         "matching layers are left whole. The default leaves the task heads and poolers whole.",
     )
 
-    @field_validator("skip")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"skip pattern {pattern!r} is not a valid regular expression: {exc}") from exc
-        return patterns
 
     @model_validator(mode="after")
     def _exactly_one_rank_rule(self) -> "LowRankConfig":

@@ -1,12 +1,11 @@
 """The `prune` technique's versioned params and their validation."""
 
-import re
 from typing import ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from workers.engine.registry import TechniqueConfig
-from workers.engine.techniques.low_rank import TASK_HEAD_PATTERNS
+from workers.engine.name_patterns import TASK_HEAD_PATTERNS, NamePatterns
 
 Structure = Literal["unstructured", "2:4", "neurons", "heads"]
 TWO_FOUR_SPARSITY = 0.5
@@ -51,7 +50,7 @@ class PruneConfig(TechniqueConfig):
         "or a backward pass (gradient) over the texts and keep much more fidelity (MiniLM, 25% of heads: "
         "0.96 vs 0.83 for magnitude).",
     )
-    skip: list[str] = Field(
+    skip: NamePatterns = Field(
         default_factory=lambda: list(TASK_HEAD_PATTERNS),
         description="Regular expressions searched in module names: matching Linear layers (unstructured, 2:4) "
         "or transformer layers, e.g. 'encoder.layer.0$' (neurons, heads), are left whole. The default "
@@ -64,15 +63,6 @@ class PruneConfig(TechniqueConfig):
         description="Dataset texts used for activation or gradient importance and for timing the model.",
     )
 
-    @field_validator("skip")
-    @classmethod
-    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"skip pattern {pattern!r} is not a valid regular expression: {exc}") from exc
-        return patterns
 
     @model_validator(mode="after")
     def _sparsity_fits_structure(self) -> "PruneConfig":
