@@ -109,8 +109,13 @@ def node_weight_types(path: Path) -> dict[str, set[int]]:
     return result
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize("kind", ["encoder", "classifier", "causal-lm"])
+# Every scheme on the encoder; the other kinds only where they take another code path: GPT-2's
+# Conv1D exports as Gemm (rewritten to MatMul) and the classifier's metric is top-1 agreement. Their
+# int8_dynamic/int8_static/int4 graphs are also built by the skip test below.
+SCHEME_CASES = [(scheme, "encoder") for scheme in SCHEMES] + [("bf16", "causal-lm"), ("int8_static", "classifier")]
+
+
+@pytest.mark.parametrize("scheme, kind", SCHEME_CASES)
 def test_every_scheme_runs_is_smaller_and_stays_close(tiny_models, tmp_path, scheme, kind):
     import numpy as np
 
@@ -214,6 +219,13 @@ def test_old_recipes_keep_their_meaning():
         ({"scheme": "bf16", "target_fidelity": 0.99}, "target_fidelity only applies"),
         ({"scheme": "int8_dynamic", "max_size_ratio": 0.3}, "give target_fidelity too"),
         ({"scheme": "int8_dynamic", "skip": ["("]}, "not a valid regular expression"),
+        ({"scheme": "int8_dynamic", "fallback": "weight_only"}, "fallback only applies with target_fidelity"),
+        ({"scheme": "int4_weight_only", "target_fidelity": 0.99, "fallback": "weight_only"},
+         "use fallback 'fp32'"),
+        ({"scheme": "int8_dynamic", "target_fidelity": 0.99, "fallback": "weight_only", "max_size_ratio": 0.3},
+         "weight_only costs no size"),
+        ({"scheme": "fp16", "smooth_alpha": 0.5}, "smooth_alpha only applies to scheme int8_dynamic or int8_static"),
+        ({"scheme": "int8_dynamic", "smooth_alpha": 1.0}, "less than 1"),
         ({"scheme": "int2"}, "Input should be"),
     ],
 )
@@ -227,3 +239,74 @@ def test_bad_params_are_refused_with_a_clear_message(params, message):
 def test_a_pattern_that_matches_no_layer_is_a_user_error(tiny_models, tmp_path):
     with pytest.raises(EngineUserError, match="matches no layer of this model; layers are named like"):
         run_scheme(tiny_models["encoder"], "encoder", tmp_path, scheme="fp16", modules=["decoder"])
+
+
+# --- smoothing and the weight-only fallback -------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["encoder", "causal-lm"])
+def test_smoothing_leaves_the_torch_outputs_unchanged(tiny_models, kind):
+    import torch
+
+    from workers.engine.evaluation.calibration import calibration_batches
+    from workers.engine.loading import model_input_names
+    from workers.engine.techniques.quantize.smoothing import smooth_model
+
+    model = load_model(tiny_models[kind], TASK_BY_KIND[kind])
+    tokenizer = load_tokenizer(tiny_models[kind])
+    batches = calibration_batches(tokenizer, CALIBRATION_TEXTS, 64, model_input_names(model, tokenizer))
+    names = [name for name, module in model.named_modules() if name.endswith(("query", "key", "value", "c_attn",
+                                                                                "c_proj", "intermediate.dense"))]
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    smoothed, shrink = smooth_model(model, names, batches, alpha=0.5)
+    inputs = {name: torch.from_numpy(value) for name, value in batches[0].items()}
+    with torch.no_grad():
+        expected, actual = model(**inputs)[0], smoothed(**inputs)[0]
+    assert torch.allclose(expected, actual, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    # The original stays the fidelity reference: untouched, and GPT-2's tied embeddings with it.
+    assert all(torch.equal(tensor, model.state_dict()[name]) for name, tensor in before.items())
+    changed = [name for name in names if not torch.equal(smoothed.get_submodule(name).weight,
+                                                          model.get_submodule(name).weight)]
+    assert changed == names and set(shrink) == set(names) and all(value >= 1.0 - 1e-6 for value in shrink.values())
+
+
+def test_layers_reading_one_input_share_one_smoothing_scale(tiny_models):
+    from workers.engine.evaluation.calibration import calibration_batches
+    from workers.engine.loading import model_input_names
+    from workers.engine.techniques.quantize.smoothing import activation_peaks
+
+    model = load_model(tiny_models["encoder"], "feature-extraction")
+    tokenizer = load_tokenizer(tiny_models["encoder"])
+    batches = calibration_batches(tokenizer, CALIBRATION_TEXTS, 64, model_input_names(model, tokenizer))
+    names = [f"encoder.layer.{index}.{path}" for index in (0, 1) for path in (
+        "attention.self.query", "attention.self.key", "attention.self.value", "intermediate.dense", "output.dense")]
+    peaks, groups = activation_peaks(model, names, batches)
+    assert sorted(map(sorted, groups)) == sorted(
+        [sorted(names[index:index + 3]) for index in (0, 5)] + [[name] for name in names if "self" not in name]
+    )
+    assert all(peaks[name].shape == (model.get_submodule(name).in_features,) for name in names)
+
+
+def test_weight_only_fallback_keeps_int8_weights_and_the_size(tiny_models, tmp_path):
+    plain, _ = run_scheme(tiny_models["encoder"], "encoder", tmp_path / "plain", scheme="int8_dynamic")
+    state, context = run_scheme(
+        tiny_models["encoder"], "encoder", tmp_path / "fallback", scheme="int8_dynamic", smooth_alpha=0.5,
+        target_fidelity=1.0, fallback="weight_only",
+    )
+    details = context.details
+    assert details["smoothed_layers"] == 10  # every MatMul of the 2 layers but the FFN outputs
+    # A target of exactly 1 cannot hold, so layers fall back until none helps; none is left in fp32.
+    assert details["fallback"] == "weight_only" and details["fallback_layers"] and details["target_met"] is False
+    assert float_matmuls_of(state.onnx_path) == set()
+    assert details["layers_quantized"] == 12 + 3 and details["layers_left"] == 0
+    weights = node_weight_types(state.onnx_path)
+    weight_only = {name for name, types in weights.items() if onnx.TensorProto.INT8 in types and "Gather" not in name}
+    assert {module_path(name) for name in weight_only} == set(details["fallback_layers"])
+    # The smoothing Mul and the shared input scale add a few bytes, falling back to weight-only none.
+    assert abs(state.onnx_path.stat().st_size - plain.onnx_path.stat().st_size) < 0.02 * plain.onnx_path.stat().st_size
+
+
+def module_path(node_name: str) -> str:
+    from workers.engine.techniques.quantize.layers import module_name
+
+    return module_name(node_name)

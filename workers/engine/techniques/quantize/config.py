@@ -11,9 +11,12 @@ Scheme = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_s
 LayerGroup = Literal["ffn_input", "ffn_output"]
 Int4Algorithm = Literal["rtn", "hqq"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+FallbackMode = Literal["fp32", "weight_only"]
 
 # Schemes where a layer left in fp32 buys fidelity back; the others are within ~1e-3 of fp32 already.
 FALLBACK_SCHEMES = ("int8_dynamic", "int8_static", "int4_weight_only")
+# Schemes that quantize activations, where smoothing and a weight-only fallback have something to fix.
+ACTIVATION_SCHEMES = ("int8_dynamic", "int8_static")
 DEFAULT_GROUP_SIZE = 32
 DEFAULT_MAX_SIZE_RATIO = 0.30
 
@@ -29,7 +32,8 @@ class QuantizeConfig(TechniqueConfig):
         "int8_static: int8 weights and activations calibrated on the dataset; "
         "fp16 / bf16: half-precision storage, computed in fp32 (onnxruntime has few fp16 CPU kernels). "
         "Embeddings are quantized too (one scale per row at int8). With target_fidelity, the most sensitive "
-        "layers fall back to fp32 until the fidelity on the dataset holds. Must be the last step."
+        "layers fall back (to fp32, or to int8 weight-only with fallback weight_only) until the fidelity on the "
+        "dataset holds; smooth_alpha migrates activation outliers into the weights first. Must be the last step."
     )
     # int8_static calibrates, and target_fidelity measures, on the job's dataset (or the
     # builtin sentences when none is given).
@@ -81,6 +85,20 @@ class QuantizeConfig(TechniqueConfig):
         "dataset against the original and leave the most sensitive layers in fp32 until it holds (within "
         "max_size_ratio). The report says which layers fell back and the fidelity reached.",
     )
+    fallback: FallbackMode = Field(
+        "fp32",
+        description="With target_fidelity, what a sensitive layer falls back to. fp32: full precision, costs "
+        "size (bounded by max_size_ratio). weight_only (int8_dynamic / int8_static): int8 weights with fp32 "
+        "activations, costs speed but no size; layers are chosen by fidelity gained per multiply-add given up.",
+    )
+    smooth_alpha: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="int8_dynamic / int8_static: SmoothQuant scale migration before quantizing. Each layer's "
+        "input channel j is divided by s_j = max|x_j|^alpha / max|w_j|^(1-alpha) (measured on the dataset) and "
+        "its weights multiplied by s_j, moving activation outliers into the weights. 0.5 is the usual choice.",
+    )
     max_size_ratio: float | None = Field(
         None,
         gt=0,
@@ -115,6 +133,7 @@ class QuantizeConfig(TechniqueConfig):
             "algorithm": ("int4_weight_only",),
             "calibration_method": ("int8_static",),
             "target_fidelity": FALLBACK_SCHEMES,
+            "smooth_alpha": ACTIVATION_SCHEMES,
         }
         for param, schemes in only_for.items():
             if param in given and getattr(self, param) is not None and self.scheme not in schemes:
@@ -123,4 +142,14 @@ class QuantizeConfig(TechniqueConfig):
                 )
         if self.max_size_ratio is not None and self.target_fidelity is None:
             raise ValueError("max_size_ratio only bounds the fallback of target_fidelity; give target_fidelity too")
+        if self.fallback == "weight_only":
+            if self.target_fidelity is None:
+                raise ValueError("fallback only applies with target_fidelity; give target_fidelity too")
+            if self.scheme not in ACTIVATION_SCHEMES:
+                raise ValueError(
+                    f"fallback 'weight_only' only applies to scheme {' or '.join(ACTIVATION_SCHEMES)} (scheme "
+                    f"{self.scheme!r} has no quantized activations to give up); use fallback 'fp32'"
+                )
+            if self.max_size_ratio is not None:
+                raise ValueError("max_size_ratio bounds fallback 'fp32' only (weight_only costs no size); remove it")
         return self

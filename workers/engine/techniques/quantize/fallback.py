@@ -1,19 +1,23 @@
-"""Accuracy-aware quantization: leave the most sensitive layers in fp32 until a fidelity target holds
-on the calibration data, within a size budget.
+"""Accuracy-aware quantization: let the most sensitive layers fall back (to fp32 within a size budget,
+or to int8 weight-only, which costs speed instead) until a fidelity target holds on the calibration data.
 
 No library does this for onnxruntime graphs (neural-compressor's tuner would, at the cost of a large
-dependency), and it is a short loop: measure each layer's gain alone, then add layers by gain per
-extra byte while the predicted size fits.
+dependency), and it is a short loop: measure each layer's gain alone, then add layers by gain per unit
+of cost (extra bytes for fp32, multiply-adds moved off the int8 kernels for weight-only).
 """
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from workers.engine.techniques.quantize.layers import WeightLayer
 
 logger = logging.getLogger(__name__)
+
+# Bounds the time a job spends here: each examined layer costs one build and one probe.
+MAX_EXAMINED_LAYERS = 64
 
 
 @dataclass
@@ -30,12 +34,17 @@ def fall_back(
     probe: Callable[[Path], float],
     layers: list[WeightLayer],
     target: float,
-    max_bytes: int,
+    max_bytes: int | None,
     work_dir: Path,
     on_progress: Callable[[float], None],
+    mode: Literal["fp32", "weight_only"] = "fp32",
 ) -> FallbackResult:
     """`build(fallback_nodes, path)` writes a model; `probe(path)` gives its fidelity. Embeddings never
-    fall back: at int8 per row they cost ~1e-5 of cosine, and they are the largest tables."""
+    fall back: at int8 per row they cost ~1e-5 of cosine, and they are the largest tables.
+
+    mode "fp32" ranks layers by gain per extra byte and keeps the size under `max_bytes`; mode
+    "weight_only" keeps the size, so it ranks by gain per weight (a MatMul's multiply-adds per token)
+    and has no budget: it stops when the target holds or no layer helps."""
     work_dir.mkdir(parents=True, exist_ok=True)
     best = build(frozenset(), work_dir / "all.onnx")
     result = FallbackResult(best, probe(best))
@@ -45,13 +54,17 @@ def fall_back(
         return result
     base_size = best.stat().st_size
     candidates = [layer for layer in layers if not layer.is_embedding]
+    if len(candidates) > MAX_EXAMINED_LAYERS:
+        # The largest layers first: they carry most of the compute and of the quantization error.
+        candidates = sorted(candidates, key=lambda layer: layer.numel, reverse=True)[:MAX_EXAMINED_LAYERS]
+        logger.info("examining the %d largest of the quantized layers", MAX_EXAMINED_LAYERS)
     gains: dict[str, float] = {}
     extra: dict[str, int] = {}
     trial_path = work_dir / "trial.onnx"
     for index, layer in enumerate(candidates, start=1):
         build(frozenset({layer.node}), trial_path)
         gains[layer.node] = probe(trial_path) - result.fidelity
-        extra[layer.node] = max(trial_path.stat().st_size - base_size, 1)
+        extra[layer.node] = max(trial_path.stat().st_size - base_size, 1) if mode == "fp32" else layer.numel
         on_progress(0.5 * index / len(candidates))
     result.trials += len(candidates)
     order = sorted(
@@ -70,7 +83,7 @@ def fall_back(
         on_progress(0.5 + 0.5 * index / len(order))
         # Sizes add up (each layer's fp32 weight replaces its int8 one), so a layer that would
         # break the budget is passed over without building it.
-        if size + extra[layer.node] > max_bytes:
+        if mode == "fp32" and max_bytes is not None and size + extra[layer.node] > max_bytes:
             continue
         path = work_dir / f"fallback-{len(chosen) + 1:02d}.onnx"
         build(frozenset(chosen_layer.node for chosen_layer in [*chosen, layer]), path)
@@ -81,7 +94,7 @@ def fall_back(
         chosen.append(layer)
         size = path.stat().st_size
         result.path, result.fidelity, result.fallen_back = path, fidelity, list(chosen)
-        logger.info("left %s in fp32: fidelity %.5f, %.2f MB", layer.module, fidelity, size / 1e6)
+        logger.info("%s falls back to %s: fidelity %.5f, %.2f MB", layer.module, mode, fidelity, size / 1e6)
         if fidelity >= target:
             result.target_met = True
             break

@@ -159,9 +159,16 @@ BUILDERS: dict[str, Builder] = {
 
 
 def build(inputs: BuildInputs, output: Path, fallback: frozenset[str] = frozenset()) -> Path:
-    """Writes `output` with every selected layer quantized except those whose node is in `fallback`."""
+    """Writes `output` with every selected layer quantized by the scheme except those whose node is in
+    `fallback`, which stay fp32 or, with config.fallback "weight_only", get int8 weights and fp32 compute."""
     layers = [layer for layer in inputs.layers if layer.node not in fallback]
     matmuls = [layer for layer in layers if not layer.is_embedding]
     embeddings = [layer for layer in layers if layer.is_embedding]
     BUILDERS[inputs.config.scheme](inputs, matmuls, embeddings, output)
+    weight_only = [layer for layer in inputs.layers if layer.node in fallback and not layer.is_embedding]
+    if weight_only and inputs.config.fallback == "weight_only":
+        # The scheme's quantizer left these MatMuls alone, so their fp32 weights are still initializers.
+        model = onnx.load(str(output))
+        quantize_matmuls_int8_weight_only(model, weight_only)
+        onnx.save(model, str(output))
     return output
