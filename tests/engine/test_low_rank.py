@@ -205,6 +205,7 @@ def test_low_rank_is_listed_and_round_trips():
     recipe = Recipe.from_dict({"steps": [{"technique": "low_rank", "params": {"energy": 0.95}}]})
     data = recipe.to_dict()
     assert data["steps"][0]["params"] == {
-        "rank_fraction": None, "energy": 0.95, "skip": list(TASK_HEAD_PATTERNS), "time_limit_seconds": None
+        "rank_fraction": None, "energy": 0.95, "skip": list(TASK_HEAD_PATTERNS), "time_limit_seconds": None,
+        "recover": None,
     }
     assert Recipe.from_dict(data) == recipe

@@ -276,7 +276,8 @@ def test_data_aware_importance_without_texts_says_what_to_do(tiny_models, tmp_pa
         ({"structure": "heads", "sparsity": 1.0}, "less than 1"),
         ({"structure": "unstructured", "sparsity": 0.5, "importance": "random"}, "magnitude"),
         ({"structure": "unstructured", "sparsity": 0.5, "skip": ["layer.(0"]}, "'layer.(0' is not a valid"),
-        ({"structure": "unstructured", "sparsity": 0.5, "recover": True}, "Extra inputs"),
+        ({"structure": "unstructured", "sparsity": 0.5, "recover": {"epochs": 0}}, "greater than or equal to 1"),
+        ({"structure": "unstructured", "sparsity": 0.5, "recovery": {}}, "Extra inputs"),
         ({"structure": "channels", "sparsity": 0.5}, "unstructured"),
     ],
 )

@@ -41,9 +41,9 @@ def test_registering_another_class_under_a_taken_name_is_refused():
 
 
 def test_unknown_technique_lists_the_allowed_ones():
-    [error] = errors_of({"steps": [{"technique": "prune", "params": {}}]})
+    [error] = errors_of({"steps": [{"technique": "shrink", "params": {}}]})
     assert error["loc"] == ["recipe", "steps", 0, "technique"]
-    assert "prune" in error["msg"]
+    assert "shrink" in error["msg"]
     assert "quantize" in error["allowed"]
 
 

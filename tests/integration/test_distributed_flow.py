@@ -257,3 +257,56 @@ def test_unknown_deployment_country_is_422(service, tmp_path):
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 422
     assert "XYZ" in response.json()["detail"]
+
+
+CHAINED = {"steps": [
+    {"technique": "distill", "params": {"student_depth": 0.5, "max_steps": 4, "batch_size": 8}},
+    {"technique": "prune", "params": {"structure": "unstructured", "sparsity": 0.3,
+                                      "recover": {"max_steps": 2, "batch_size": 8}}},
+    {"technique": "quantize", "params": {"scheme": "int8_dynamic"}},
+    {"technique": "huffman", "params": {"min_elements": 1024}},
+]}
+
+
+def test_a_chained_recipe_end_to_end(service, eval_dataset, tmp_path):
+    """distill -> prune (recovered) -> quantize -> huffman through the API and a real worker; what is
+    downloaded unpacks, outside compresso's engine, into a folder onnxruntime runs."""
+    client, _logs = service
+    model_dir = build_tiny_model("encoder", tmp_path / "encoder", hidden_size=128)
+    model = harness.upload(client, "/v1/models", zip_folder(model_dir, tmp_path / "encoder.zip"), "encoder")
+    data = harness.upload(client, "/v1/datasets", eval_dataset, "eval")
+    response = client.post("/v1/jobs", json={"model_id": model["id"], "dataset_id": data["id"], "recipe": CHAINED})
+    assert response.status_code == 202, response.text
+    job = harness.wait_for_status(client, response.json()["id"], harness.FINISHED, timeout=300)
+    assert job["status"] == "succeeded", job
+    assert [step["state"] for step in job["progress"]["steps"]] == ["done"] * 4
+
+    report = client.get(f"/v1/jobs/{job['id']}/report").json()
+    steps = report["steps"]
+    assert [step["format_after"] for step in steps] == ["torch", "torch", "onnx", "packed"]
+    assert steps[0]["details"]["student_layers"] and steps[0]["parameters_after"] < steps[0]["parameters_before"]
+    assert steps[1]["details"]["recovery"]["steps"] == 2
+    assert steps[3]["details"]["entropy_bits_per_weight"] <= steps[3]["details"]["bits_per_weight"]
+    assert report["result"]["format"] == "cpz" and report["result"]["size_bytes"] < report["original"]["size_bytes"]
+
+    kinds = {artifact["kind"]: artifact for artifact in job["artifacts"]}
+    archive = harness.download(client, kinds["model"], tmp_path / "model.zip")
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp_path / "package")
+    runnable = tmp_path / "runnable"
+    subprocess.run([str(Path(sys.executable).with_name("compresso")), "unpack", str(tmp_path / "package" / "model.cpz"),
+                    str(runnable)], check=True, capture_output=True)
+    measured = independent_fidelity(runnable, model_dir, eval_dataset, report)
+    assert measured["mean_cosine"] == pytest.approx(report["fidelity"]["metrics"]["cosine_mean"], abs=1e-4)
+
+
+def test_a_student_must_be_an_uploaded_model(service, tmp_path):
+    client, _logs = service
+    model_dir = build_tiny_model("encoder", tmp_path / "encoder")
+    model = harness.upload(client, "/v1/models", zip_folder(model_dir, tmp_path / "encoder.zip"), "encoder")
+    recipe = {"steps": [{"technique": "distill", "params": {"student_model_id": "no-such-model"}}]}
+    response = client.post("/v1/jobs", json={"model_id": model["id"], "recipe": recipe})
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["body", "recipe", "steps", 0, "params", "student_model_id"]
+    assert "upload it first" in error["msg"]

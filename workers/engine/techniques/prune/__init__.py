@@ -6,6 +6,7 @@ sentences): unstructured 50% magnitude 0.72, Wanda per layer 0.85; 2:4 magnitude
 neurons 25% per layer 0.83 (gradient 0.88); heads 25% 0.83 (activation or gradient 0.96).
 """
 
+import copy
 import logging
 import time
 
@@ -21,6 +22,7 @@ from workers.engine.techniques.prune.config import PruneConfig
 from workers.engine.techniques.prune.importance import Calibration, calibration_batches, run_model
 from workers.engine.techniques.prune.structured import prune_structure
 from workers.engine.techniques.prune.unstructured import prune_weights
+from workers.engine.training.recovery_step import recover_step, zero_masks
 
 __all__ = ["PruneConfig", "apply_prune"]
 
@@ -72,11 +74,18 @@ def apply_prune(config: PruneConfig, state: ModelState, context: StepContext) ->
         latency_before = _latency_ms(model, state.task, timing)
         flops_before = _flops(model, state.task, timing)
 
+    # The unpruned model is the teacher of the recovery.
+    teacher = copy.deepcopy(model) if config.recover is not None else None
     if structural:
         prune_structure(config, model, state.task, context)
     else:
         prune_weights(config, model, state.task, context)
-    context.on_progress(0.9)
+    context.on_progress(0.5 if teacher is not None else 0.9)
+    if teacher is not None:
+        pruned = [] if structural else [f"{name}.weight" for name in context.details["layer_sparsity"]]
+        masks = zero_masks(model, pruned) if pruned else None
+        recover_step(model, teacher, config.recover, state, context, masks=masks, progress_span=(0.5, 0.9))
+        del teacher
 
     parameters_after, nonzero_after = _parameter_counts(model)
     context.details.update(

@@ -4,8 +4,9 @@ from typing import ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from workers.engine.registry import TechniqueConfig
 from workers.engine.name_patterns import TASK_HEAD_PATTERNS, NamePatterns
+from workers.engine.registry import TechniqueConfig
+from workers.engine.training.settings import RecoverySettings
 
 Structure = Literal["unstructured", "2:4", "neurons", "heads"]
 TWO_FOUR_SPARSITY = 0.5
@@ -55,6 +56,11 @@ class PruneConfig(TechniqueConfig):
         description="Regular expressions searched in module names: matching Linear layers (unstructured, 2:4) "
         "or transformer layers, e.g. 'encoder.layer.0$' (neurons, heads), are left whole. The default "
         "leaves the task heads and poolers whole.",
+    )
+    recover: RecoverySettings | None = Field(
+        None,
+        description="Fine-tune the pruned model afterwards to reproduce the unpruned one on the job's texts "
+        "(the distillation loss); pruned weights stay zero. Empty: no recovery.",
     )
     calibration_samples: int = Field(
         128,

@@ -1,0 +1,100 @@
+"""The transfer set: tokenised texts, their augmented copies, and padded batches.
+
+Augmentation works on token ids rather than on words, so it is the same for any tokenizer and
+never produces a token the teacher's vocabulary lacks.
+"""
+
+import random
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from workers.engine.training.losses import UNLABELLED
+from workers.engine.training.settings import AugmentKind
+
+MASK_RATE = 0.15
+DROP_RATE = 0.15
+SPAN_FRACTION = 0.2
+_SINGLE_KINDS = ("token_mask", "token_dropout", "span_deletion")
+
+
+@dataclass(frozen=True)
+class Example:
+    ids: tuple[int, ...]
+    label: int = UNLABELLED
+
+
+def tokenise(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], labels: list[int] | None, sequence_length: int
+) -> list[Example]:
+    encoded = tokenizer(texts, truncation=True, max_length=sequence_length)["input_ids"]
+    labels = labels if labels is not None else [UNLABELLED] * len(texts)
+    return [Example(tuple(ids), label) for ids, label in zip(encoded, labels) if ids]
+
+
+def _alter(
+    ids: tuple[int, ...], kind: str, special: set[int], mask_id: int | None, rng: random.Random
+) -> tuple[int, ...]:
+    body = [index for index, token in enumerate(ids) if token not in special]
+    if len(body) < 2:
+        return ids
+    if kind == "token_mask" and mask_id is not None:
+        chosen = {index for index in body if rng.random() < MASK_RATE}
+        return tuple(mask_id if index in chosen else token for index, token in enumerate(ids))
+    if kind == "span_deletion":
+        length = max(1, round(SPAN_FRACTION * len(body)))
+        start = rng.randrange(len(body) - length + 1)
+        dropped = set(body[start:start + length])
+    else:  # token_dropout, and token_mask for tokenizers without a mask token (e.g. GPT-2)
+        dropped = {index for index in body if rng.random() < DROP_RATE}
+        if len(dropped) == len(body):
+            dropped.discard(body[0])
+    return tuple(token for index, token in enumerate(ids) if index not in dropped)
+
+
+def augment(
+    examples: list[Example], tokenizer: PreTrainedTokenizerBase, kind: AugmentKind, copies: int, seed: int
+) -> list[Example]:
+    """The originals followed by up to `copies` distinct altered copies of each. Copies carry no hard
+    label: dropping or masking words can flip a sentence's class, while the teacher's soft label
+    is recomputed on the altered text itself (as TinyBERT's augmentation does)."""
+    if kind == "none" or copies == 0:
+        return list(examples)
+    rng = random.Random(seed)
+    special = set(tokenizer.all_special_ids)
+    mask_id = tokenizer.mask_token_id
+    result = list(examples)
+    for example in examples:
+        seen = {example.ids}
+        for _ in range(copies):
+            altered = _alter(example.ids, rng.choice(_SINGLE_KINDS) if kind == "mixed" else kind, special, mask_id, rng)
+            if altered not in seen:
+                seen.add(altered)
+                result.append(Example(altered))
+    return result
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pads to the longest example of the batch (right padding, as the engine's tokenizers do)."""
+    width = max(len(example.ids) for example in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example.ids)] = torch.tensor(example.ids)
+        attention_mask[row, : len(example.ids)] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": torch.tensor([example.label for example in examples], dtype=torch.long),
+    }
+
+
+def batch_indices(num_examples: int, batch_size: int, total_steps: int, seed: int) -> list[list[int]]:
+    """`total_steps` batches of example indices: one fresh permutation per epoch, cycling as needed."""
+    generator = torch.Generator().manual_seed(seed)
+    batches: list[list[int]] = []
+    while len(batches) < total_steps:
+        order = torch.randperm(num_examples, generator=generator).tolist()
+        batches.extend(order[start:start + batch_size] for start in range(0, num_examples, batch_size))
+    return batches[:total_steps]

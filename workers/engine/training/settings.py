@@ -1,0 +1,83 @@
+"""The training params shared by `distill` and by every technique that recovers a damaged model
+(pruning, low-rank, clustering): one definition, embedded in their configs."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Kinds of transfer-set augmentation (workers.engine.training.data applies them to token ids).
+AugmentKind = Literal["none", "token_mask", "token_dropout", "span_deletion", "mixed"]
+
+# Used when a config gives neither epochs nor max_steps: with the default augmentation (3x the
+# texts) that is 12 passes over each text, where MiniLM's held-out fidelity had levelled off.
+DEFAULT_EPOCHS = 4
+MAX_EPOCHS = 100
+MAX_STEPS = 100_000
+
+
+class TrainingParams(BaseModel):
+    """Fields only; subclasses add the model_config (strict, extra=forbid) they need."""
+
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description=f"Passes over the (augmented) transfer set. Give this or max_steps; empty with "
+        f"max_steps empty too: {DEFAULT_EPOCHS} epochs.",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="Optimizer steps in total, cycling over the data. Give this or epochs."
+    )
+    batch_size: int = Field(16, ge=1, le=256, description="Examples per optimizer step.")
+    lr: float = Field(
+        2e-4,
+        gt=0,
+        le=1,
+        description="Peak learning rate of AdamW (linear warmup, then linear decay). On a few hundred texts, "
+        "higher rates fit the training texts better but the others worse.",
+    )
+    temperature: float = Field(
+        2.0, gt=0, le=100, description="Softens both output distributions before the KL term, which is scaled by T²."
+    )
+    alpha: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Classifiers only: weight of the cross-entropy on the dataset's labels; 1 - alpha weighs "
+        "the KL to the teacher. Rows without a label use the KL term alone.",
+    )
+    augment: AugmentKind = Field(
+        "token_dropout",
+        description="Enlarges a small transfer set with altered copies of each text: token_mask replaces ~15% "
+        "of the tokens by the mask token (tokenizers without one drop them instead), token_dropout drops "
+        "~15% of the tokens, span_deletion removes one span of ~20% of the tokens, mixed picks one per copy.",
+    )
+    augment_copies: int = Field(
+        2, ge=0, le=20, description="Altered copies added per text when augment is not 'none'."
+    )
+    hidden_state_weight: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Encoders only: weight of the MSE between each student layer's output and the teacher "
+        "layer it stands for, next to the cosine distance of the mean-pooled embeddings.",
+    )
+    seed: int = Field(0, ge=0, description="Seeds shuffling, augmentation and initialisation, for repeatable runs.")
+
+    @model_validator(mode="after")
+    def _at_most_one_length(self):
+        if self.epochs is not None and self.max_steps is not None:
+            raise ValueError("give epochs or max_steps, not both (leave the other empty)")
+        return self
+
+    def total_steps(self, num_examples: int) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS
+        return epochs * -(-num_examples // self.batch_size)
+
+
+class RecoverySettings(TrainingParams):
+    """What another technique's config embeds as `recover: RecoverySettings | None`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
