@@ -219,3 +219,12 @@ def test_config_round_trips_and_declares_its_formats():
     assert ClusterConfig.model_validate(config.model_dump(mode="json")) == config
     assert (ClusterConfig.input_format, ClusterConfig.output_format) == ("torch", "onnx")
     assert ClusterConfig.requires_data and ClusterConfig.technique == "cluster"
+
+
+def test_embedding_bits_apply_to_the_word_embeddings_only(tiny_models, tmp_path):
+    state, details = cluster(tiny_models["encoder"], tmp_path, bits=4, embedding_bits=2)
+    weights = decoded(initializers(state.onnx_path))
+    [embedding] = [name for name in weights if "word_embeddings" in name]
+    assert len(np.unique(weights[embedding])) <= 4
+    assert max(len(np.unique(values)) for name, values in weights.items() if name != embedding) > 4
+    assert details["embedding_bits"] == 2 and details["bits"] == 4

@@ -51,6 +51,13 @@ class ClusterConfig(TechniqueConfig):
     bits: int = Field(
         ge=2, le=8, description="Each tensor keeps at most 2^bits distinct values: 2 (4 values) to 8 (256)."
     )
+    embedding_bits: int | None = Field(
+        None,
+        ge=2,
+        le=8,
+        description="Bits of the word-embedding table when it differs from bits: it holds about half of a "
+        "small encoder's weights and tolerates fewer values than the layers do. Empty: bits.",
+    )
     embeddings: bool = Field(
         True,
         description="Also cluster the word-embedding table (about half of a small encoder's parameters; it "
@@ -122,6 +129,12 @@ def _set_weight_matrix(module: torch.nn.Module, matrix: torch.Tensor) -> None:
     module.weight.data.copy_(matrix.T if isinstance(module, Conv1D) else matrix)
 
 
+def _bits_of(module: torch.nn.Module, config: ClusterConfig) -> int:
+    if isinstance(module, torch.nn.Embedding) and config.embedding_bits is not None:
+        return config.embedding_bits
+    return config.bits
+
+
 def _share_values(
     module: torch.nn.Module, hessian: torch.Tensor | None, config: ClusterConfig
 ) -> tuple[torch.Tensor, int, float]:
@@ -138,7 +151,7 @@ def _share_values(
         if not np.any(weights > 0):
             weights = None
     started = time.perf_counter()
-    codebook, iterations = kmeans_1d(values, 2**config.bits, weights, config.max_iterations)
+    codebook, iterations = kmeans_1d(values, 2 ** _bits_of(module, config), weights, config.max_iterations)
     seconds = time.perf_counter() - started
     codebook_t = torch.from_numpy(codebook).float()
     if hessian is not None and config.error_compensation:
@@ -167,7 +180,7 @@ def apply_cluster(config: ClusterConfig, state: ModelState, context: StepContext
     if state.torch_model is None:
         raise ValueError("cluster needs a torch model to export.")
     model = state.torch_model.to("cpu").eval()
-    levels = 2**config.bits
+    levels = 2 ** max(config.bits, config.embedding_bits or 0)
     targets = _targets(model, config)
     untied = _untie_from_others(model, targets)
     layers = [name for name, module in targets.items() if isinstance(module, (torch.nn.Linear, Conv1D))]
@@ -208,6 +221,7 @@ def apply_cluster(config: ClusterConfig, state: ModelState, context: StepContext
     clustered = sum(entry.elements for entry in encoded)
     context.details.update({
         "bits": config.bits,
+        "embedding_bits": config.embedding_bits if config.embedding_bits is not None else config.bits,
         "tensors_clustered": len(encoded),
         "layers_clustered": sorted(set().union(*encodable.values())),
         "parameters_clustered": clustered,
