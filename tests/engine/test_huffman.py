@@ -21,7 +21,7 @@ from tests.factories import build_tiny_model
 from workers.engine.errors import EngineUserError
 from workers.engine.loading import load_model, load_tokenizer
 from workers.engine.packing import huffman
-from workers.engine.packing.cpz import MAGIC, CpzError, SymbolSpan, read_cpz, unpack_cpz, write_cpz
+from workers.engine.packing.cpz import FORMAT_VERSION, MAGIC, CpzError, SymbolSpan, read_cpz, unpack_cpz, write_cpz
 from workers.engine.state import ModelState, StepContext
 from workers.engine.techniques.huffman import HuffmanConfig, apply_huffman
 from workers.engine.techniques.quantize import QuantizeConfig, apply_quantize
@@ -98,6 +98,79 @@ def test_bits_per_weight_are_within_two_percent_of_the_entropy():
     assert bound <= bits <= 1.02 * bound
 
 
+def discretised_gaussian(count: int, values: np.ndarray, std: float, seed: int = 0) -> np.ndarray:
+    """`count` draws of `values` with Gaussian weights over their positions (cluster indices)."""
+    position = np.arange(values.size) - (values.size - 1) / 2
+    weights = np.exp(-0.5 * (position / std) ** 2)
+    return np.random.default_rng(seed).choice(values, size=count, p=weights / weights.sum()).astype(np.uint8)
+
+
+PAIR_CASES = {
+    "2 values {3, 200}, odd": lambda rng: rng.choice(np.array([3, 200], np.uint8), 10_001, p=[0.9, 0.1]),
+    "2 values, even": lambda rng: rng.choice(np.array([0, 1], np.uint8), 10_000, p=[0.8, 0.2]),
+    "4 values, odd": lambda rng: discretised_gaussian(9_999, np.array([7, 9, 100, 255], np.uint8), 0.8),
+    "4 values, one block exactly": lambda rng: discretised_gaussian(
+        2 * huffman.BLOCK_SIZE, np.array([0, 1, 2, 3], np.uint8), 1.0),
+    "16 values, odd": lambda rng: discretised_gaussian(50_001, np.arange(16, dtype=np.uint8) * 16 + 5, 1.5),
+    "16 values int8, even": lambda rng: discretised_gaussian(
+        50_000, np.arange(-8, 8).astype(np.int8).view(np.uint8), 1.5).view(np.int8),
+    "alternating pair, one coded symbol": lambda rng: np.tile(np.array([4, 9], np.uint8), 3_000),
+    "three symbols": lambda rng: np.array([1, 2, 1], np.int8),
+    "one symbol": lambda rng: np.array([42], np.uint8),
+    "empty": lambda rng: np.zeros(0, np.uint8),
+}
+
+
+@pytest.mark.parametrize("case", PAIR_CASES)
+def test_pair_round_trip_is_bit_exact(case):
+    symbols = PAIR_CASES[case](np.random.default_rng(5))
+    coded = huffman.encode(symbols, pairs=True)
+    assert coded.pair_values is not None and coded.count == symbols.size
+    assert coded.coded_count == (symbols.size + 1) // 2
+    decoded = huffman.decode(coded)
+    assert decoded.dtype == np.uint8 and decoded.tobytes() == symbols.tobytes()
+
+
+def test_pairs_are_chosen_only_when_smaller():
+    rng = np.random.default_rng(6)
+    cases = [rng.integers(0, 16, 100_000).astype(np.uint8),
+             discretised_gaussian(100_000, np.arange(8, dtype=np.uint8), 1.0),
+             discretised_gaussian(3_001, np.array([5, 6], np.uint8), 0.5), rng.integers(0, 3, 500).astype(np.uint8)]
+    for symbols in cases:
+        auto = huffman.encode(symbols)
+        both = (huffman.encode(symbols, pairs=True).coded_bits, huffman.encode(symbols, pairs=False).coded_bits)
+        assert auto.coded_bits == min(both)
+    # Every pair equally often: 1 bit per value either way, so the 16-byte value table decides.
+    even = np.tile(np.array([0, 0, 0, 1, 1, 0, 1, 1], np.uint8), 100)
+    assert huffman.encode(even).pair_values is None
+    assert huffman.encode(even, pairs=True).coded_bits == huffman.encode(even).coded_bits + 8 * huffman.PAIR_VALUES
+    assert huffman.encode(rounded_gaussian(100_000, 20)).pair_values is None  # > 16 values
+    with pytest.raises(ValueError, match="pairs"):
+        huffman.encode(rounded_gaussian(1_000, 20), pairs=True)
+
+
+def test_pairs_and_single_symbols_decode_together():
+    rng = np.random.default_rng(7)
+    tensors = [discretised_gaussian(20_001, np.array([3, 200, 17], np.uint8), 0.7), rounded_gaussian(30_000, 3, 1),
+               np.tile(np.array([1, 2], np.uint8), 501)[:-1], rng.integers(0, 4, 7).astype(np.uint8)]
+    coded = [huffman.encode(tensor, pairs=index != 1) for index, tensor in enumerate(tensors)]
+    for tensor, decoded in zip(tensors, huffman.decode_many(coded), strict=True):
+        assert decoded.tobytes() == tensor.tobytes()
+
+
+def test_pairs_bring_a_skewed_3_bit_tensor_within_two_percent_of_the_entropy():
+    # Cluster indices of a 3-bit k-means: 8 values, a Gaussian over them (H ~ 2.05 bits).
+    symbols = discretised_gaussian(1_000_000, np.arange(8, dtype=np.uint8), 1.0)
+    bound = huffman.entropy_bits(symbols) / symbols.size
+    single = huffman.encode(symbols, pairs=False).coded_bits / symbols.size
+    coded = huffman.encode(symbols)
+    paired = coded.coded_bits / symbols.size
+    assert coded.pair_values is not None
+    assert single > 1.02 * bound  # one symbol per value: ~6% above the bound
+    assert bound <= paired <= 1.02 * bound  # pairs: ~1%
+    assert huffman.decode(coded).tobytes() == symbols.tobytes()
+
+
 def test_package_merge_is_optimal_when_the_limit_does_not_bind():
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -137,6 +210,30 @@ def synthetic_file(tmp_path: Path) -> tuple[bytes, Path]:
     summary = write_cpz({"blob.bin": data, "notes.txt": b"plain text\n" * 10}, path, {"blob.bin": spans})
     assert [item.symbols for item in summary.coded] == [50_000, 10_240]
     return data, path
+
+
+def test_a_pair_coded_span_round_trips_and_reports_per_symbol_entropy(tmp_path):
+    indices = discretised_gaussian(400_001, np.array([3, 200, 9, 77, 1, 0, 5, 6], np.uint8), 1.0)
+    data = b"before" + indices.tobytes() + b"after"
+    path = tmp_path / "clustered.cpz"
+    summary = write_cpz({"m.onnx": data}, path, {"m.onnx": [SymbolSpan(6, indices.size, "uint8", "idx")]})
+    raw = path.read_bytes()
+    header = json.loads(raw[18 : 18 + struct.unpack_from("<I", raw, 10)[0]])
+    assert [segment.get("pairs") for segment in header["entries"][0]["segments"]] == [None, True, None]
+    assert read_cpz(path) == {"m.onnx": data}
+    (coded,) = summary.coded
+    assert coded.entropy_bits == pytest.approx(huffman.entropy_bits(indices))
+    assert coded.entropy_bits <= coded.coded_bits <= 1.02 * coded.entropy_bits
+
+
+def test_another_format_version_is_a_cpz_error(tmp_path):
+    _, path = synthetic_file(tmp_path)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<H", raw, 8, FORMAT_VERSION - 1)
+    path.write_bytes(bytes(raw))
+    old = FORMAT_VERSION - 1
+    with pytest.raises(CpzError, match=f"format version {old} is not supported.*pack the model again"):
+        read_cpz(path)
 
 
 def test_several_entries_round_trip(tmp_path):
@@ -200,7 +297,8 @@ def test_hostile_entry_names_are_refused_on_read(tmp_path):
     raw = path.read_bytes()
     header_bytes = struct.unpack_from("<I", raw, 10)[0]
     header = raw[18 : 18 + header_bytes].replace(b'"name":"evil"', b'"name":"../x"')
-    forged = MAGIC + struct.pack("<HII", 1, len(header), zlib.crc32(header)) + header + raw[18 + header_bytes :]
+    preamble = MAGIC + struct.pack("<HII", FORMAT_VERSION, len(header), zlib.crc32(header))
+    forged = preamble + header + raw[18 + header_bytes :]
     path.write_bytes(forged)
     with pytest.raises(CpzError, match="plain file name"):
         unpack_cpz(path, tmp_path / "out" / "inner")

@@ -5,9 +5,10 @@ Decoding needs numpy and the standard library only (no onnx), so `compresso unpa
 Layout: MAGIC | u16 format version | u32 header length | u32 header crc32 | JSON header | data.
 Each file's literal bytes form one xz stream (one stream compresses the small runs between coded
 tensors far better than many); coded segments store 256 code lengths, a u32 bit length per block,
-then the payload. xz (stdlib lzma) rather than zlib or zstd: it needs no dependency, and on int8
-MiniLM's literal bytes (scales, biases, graph) it gives 191 kB against zlib-9's 208 kB and
-zstd-19's 201 kB (tokenizer.json: 141 kB against zlib's 191 kB), at 0.2 s.
+then the payload; a segment coded as value pairs ("pairs": true) first stores its 16 values.
+xz (stdlib lzma) rather than zlib or zstd: it needs no dependency, and on int8 MiniLM's literal
+bytes (scales, biases, graph) it gives 191 kB against zlib-9's 208 kB and zstd-19's 201 kB
+(tokenizer.json: 141 kB against zlib's 191 kB), at 0.2 s.
 """
 
 import hashlib
@@ -22,10 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.engine.packing.huffman import ALPHABET, HuffmanCoded, HuffmanError, decode_many, encode, entropy_bits
+from workers.engine.packing.huffman import (
+    ALPHABET,
+    PAIR_VALUES,
+    HuffmanCoded,
+    HuffmanError,
+    decode_many,
+    encode,
+    entropy_bits,
+)
 
 MAGIC = b"\x89CPZ\r\n\x1a\n"  # PNG-style: catches text-mode transfers and foreign files early
-FORMAT_VERSION = 1
+# 2: segments may code value pairs. Nothing older was shipped, so the reader knows only this one.
+FORMAT_VERSION = 2
 _PREAMBLE = struct.Struct("<8sHII")
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
 _SYMBOL_DTYPES = ("int8", "uint8")
@@ -52,7 +62,8 @@ class CodedTensor:
     dtype: str
     symbols: int
     coded_bits: int
-    entropy_bits: float
+    entropy_bits: float  # zero-order, per value (not per pair), of the tensor's own values
+    pairs: bool = False  # coded two values per symbol
 
 
 @dataclass
@@ -106,14 +117,18 @@ def _encode_entry(
             segments.append({"kind": "literal", "size": span.offset - cursor})
         symbols = np.frombuffer(view[span.offset : span.offset + span.length], dtype=np.uint8)
         coded = encode(symbols)
-        blob = coded.code_lengths.tobytes() + coded.block_bits.astype("<u4").tobytes() + coded.payload
+        pairs = coded.pair_values is not None
+        blob = (
+            (coded.pair_values.tobytes() if pairs else b"")
+            + coded.code_lengths.tobytes() + coded.block_bits.astype("<u4").tobytes() + coded.payload
+        )
         segments.append({
             "kind": "huffman", "size": span.length, "stored": len(blob), "dtype": span.dtype,
-            "block_size": coded.block_size, "max_code_length": coded.max_code_length,
+            "block_size": coded.block_size, "max_code_length": coded.max_code_length, "pairs": pairs,
         })
         blobs.append(blob)
         summary.coded.append(
-            CodedTensor(name, span.name, span.dtype, span.length, coded.coded_bits, entropy_bits(symbols))
+            CodedTensor(name, span.name, span.dtype, span.length, coded.coded_bits, entropy_bits(symbols), pairs)
         )
         cursor = span.offset + span.length
     if cursor < len(data):
@@ -169,7 +184,10 @@ def _parse_header(data: bytes) -> tuple[list[dict], int]:
         raise CpzError("not a .cpz file (wrong magic number)")
     _, version, header_bytes, crc = _PREAMBLE.unpack_from(data)
     if version != FORMAT_VERSION:
-        raise CpzError(f".cpz format version {version} is not supported (this reader knows {FORMAT_VERSION})")
+        raise CpzError(
+            f".cpz format version {version} is not supported: this reader knows version {FORMAT_VERSION} only; "
+            "pack the model again with this version of compresso"
+        )
     start = _PREAMBLE.size
     if header_bytes > _MAX_HEADER_BYTES or start + header_bytes > len(data):
         raise CpzError("the .cpz file is truncated (its header is incomplete)")
@@ -203,18 +221,26 @@ def _number(segment: dict, key: str, low: int = 0, high: int = 1 << 62) -> int:
 def _coded_segment(blob: bytes, segment: dict) -> HuffmanCoded:
     count = _number(segment, "size")
     block_size = _number(segment, "block_size", 1, 1 << 24)
-    if len(blob) < ALPHABET:
+    pairs = segment["pairs"]
+    if not isinstance(pairs, bool):
+        raise CpzError(f"the .cpz header holds an invalid pairs flag ({pairs!r})")
+    table_end = PAIR_VALUES if pairs else 0
+    if len(blob) < table_end + ALPHABET:
         raise CpzError("a coded segment is shorter than its code table")
-    lengths = np.frombuffer(blob[:ALPHABET], dtype=np.uint8)
+    pair_values = np.frombuffer(blob[:table_end], dtype=np.uint8) if pairs else None
+    lengths = np.frombuffer(blob[table_end : table_end + ALPHABET], dtype=np.uint8)
+    coded_count = -(-count // 2) if pairs else count
     constant = np.count_nonzero(lengths) <= 1
-    blocks = 0 if constant or count == 0 else -(-count // block_size)
-    index_end = ALPHABET + 4 * blocks
+    blocks = 0 if constant or coded_count == 0 else -(-coded_count // block_size)
+    index_start = table_end + ALPHABET
+    index_end = index_start + 4 * blocks
     if len(blob) < index_end:
         raise CpzError("a coded segment is shorter than its block index")
-    block_bits = np.frombuffer(blob[ALPHABET:index_end], dtype="<u4").astype(np.uint32)
+    block_bits = np.frombuffer(blob[index_start:index_end], dtype="<u4").astype(np.uint32)
     return HuffmanCoded(
         count=count, code_lengths=lengths, block_bits=block_bits, payload=blob[index_end:],
         block_size=block_size, max_code_length=_number(segment, "max_code_length", 1, 17),
+        pair_values=pair_values,
     )
 
 
