@@ -54,7 +54,7 @@ def test_bad_recipe_is_an_error_event_and_exit_2(tiny_models, tmp_path):
     assert completed.returncode == 2
     [event] = events_of(completed)
     assert event["event"] == "error" and "recipe.steps.0.params.scheme" in event["message"]
-    assert event["errors"][0]["allowed"] == ["int8_dynamic"]
+    assert "int8_dynamic" in event["errors"][0]["allowed"]
 
 
 def test_user_error_inside_the_pipeline_exits_2(tmp_path):
