@@ -33,7 +33,7 @@ _WORDS = (
     "high small large next early young important few public bad same able model data run test fast slow "
     "please call back order price bank rate city team game food water book film phone help service"
 ).split()
-_CORPUS = [
+SAMPLE_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Please call me back when you have a minute.",
     "The central bank left interest rates unchanged this year.",
@@ -63,7 +63,7 @@ def _gpt2_tokenizer() -> GPT2TokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(SAMPLE_TEXTS * 4, trainer=trainer)
     return GPT2TokenizerFast(
         tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
     )

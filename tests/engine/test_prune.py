@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from transformers import DistilBertConfig, DistilBertModel
 from transformers.pytorch_utils import Conv1D
 
+from tests.factories import SAMPLE_TEXTS
 from workers.engine.architectures.task_io import AUTO_CLASS_BY_TASK
 from workers.engine.config_folder import PRUNED_SHAPES_FILE
 from workers.engine.errors import EngineUserError
@@ -26,14 +27,7 @@ from workers.engine.state import ModelState, StepContext
 from workers.engine.name_patterns import TASK_HEAD_PATTERNS
 from workers.engine.techniques.prune import PruneConfig, apply_prune
 
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Please call me back when you have a minute.",
-    "The central bank left interest rates unchanged this year.",
-    "Our team won the game after a long and difficult season.",
-    "This phone is great, but the battery life could be better.",
-    "Where is the nearest train station, and how far is it?",
-]
+TEXTS = SAMPLE_TEXTS[:6]
 
 
 def load_state(model_dir: Path) -> ModelState:
