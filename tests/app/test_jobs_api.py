@@ -156,3 +156,16 @@ def test_nan_and_infinity_in_a_job_are_refused(client, tiny_encoder_zip):
         response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
         assert response.status_code == 422, (field, response.text)
         assert response.json()["errors"][0]["loc"] == value
+
+
+def test_huge_epochs_or_steps_are_refused(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    for params, field in (({"student_depth": 0.5, "epochs": 10**9}, "epochs"),
+                          ({"student_depth": 0.5, "max_steps": 10**12}, "max_steps"),
+                          ({"structure": "heads", "sparsity": 0.25, "recover": {"epochs": 10**6}}, "recover")):
+        technique = "prune" if "structure" in params else "distill"
+        response = submit(client, model_id, recipe={"steps": [{"technique": technique, "params": params}]})
+        assert response.status_code == 422, response.text
+        [error] = response.json()["errors"]
+        assert error["loc"][:6] == ["body", "recipe", "steps", 0, "params", field]
+        assert "less than or equal to" in error["msg"]
