@@ -28,8 +28,10 @@ migrate: $(VENV)/.installed
 	$(VENV)/bin/compresso migrate
 
 benchmark: $(VENV)/.installed-dev
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/quantize_minilm.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/api_quantize_minilm.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/engine_bench.py
 
 # Refreshes docs/screenshots/*.png from the browser flow test (plain test runs write them elsewhere).
 screenshots: $(VENV)/.installed-dev

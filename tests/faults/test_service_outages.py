@@ -75,7 +75,10 @@ def test_jobs_survive_a_redis_restart_mid_job_and_while_queued(database, tmp_pat
             queued = submit(client, model_archive)  # behind the first: the worker runs one job at a time
             wait_until(lambda: job_state(client, running)["status"] == "running")
             assert job_state(client, queued)["status"] == "queued"
-            assert redis.Redis(port=private_redis.port).llen("cpu") == 1
+            # At least the queued job's message. The reconciler here runs every second with a 2 s grace,
+            # so a message the worker holds but has not claimed yet (a slow first import) may be resent
+            # too: a duplicate is a no-op, as the attempts check below shows.
+            assert redis.Redis(port=private_redis.port).llen("cpu") >= 1
 
             private_redis.restart()
             assert redis.Redis(port=private_redis.port).llen("cpu") == 0  # the queued job's message is lost
