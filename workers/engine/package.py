@@ -39,6 +39,13 @@ TOKENIZER_FILES = (
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _document_files() -> list[PackageFile]:
+    return [
+        PackageFile(path=REPORT_FILE, runtime="any", description="This report: measurements and provenance."),
+        PackageFile(path=MODEL_CARD_FILE, runtime="any", description="Hugging Face Hub model card, from this report."),
+    ]
+
+
 def build_package(onnx_path: Path, config_dir: Path, package_dir: Path) -> list[PackageFile]:
     """Copies the model and its companion files into `package_dir`; report.json and README.md are
     written once the report is final, but listed here."""
@@ -56,11 +63,7 @@ def build_package(onnx_path: Path, config_dir: Path, package_dir: Path) -> list[
         if (config_dir / name).is_file():
             shutil.copyfile(config_dir / name, package_dir / name)
             files.append(PackageFile(path=name, runtime="any", description=description))
-    files.append(PackageFile(path=REPORT_FILE, runtime="any", description="This report: measurements and provenance."))
-    files.append(
-        PackageFile(path=MODEL_CARD_FILE, runtime="any", description="Hugging Face Hub model card, from this report.")
-    )
-    return sorted(files, key=lambda item: item.path)
+    return sorted([*files, *_document_files()], key=lambda item: item.path)
 
 
 def build_packed_package(cpz_path: Path, package_dir: Path, unpack_dir: Path) -> tuple[list[PackageFile], Path]:
@@ -79,8 +82,7 @@ def build_packed_package(cpz_path: Path, package_dir: Path, unpack_dir: Path) ->
             description="model.onnx, config and tokenizer files, entropy-coded; `compresso unpack "
             f"{shipped.name} DIR` restores them bit for bit as a folder onnxruntime runs.",
         ),
-        PackageFile(path=REPORT_FILE, runtime="any", description="This report: measurements and provenance."),
-        PackageFile(path=MODEL_CARD_FILE, runtime="any", description="Hugging Face Hub model card, from this report."),
+        *_document_files(),
     ]
     return sorted(files, key=lambda item: item.path), unpack_dir / MODEL_FILE
 

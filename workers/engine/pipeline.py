@@ -182,6 +182,8 @@ def _apply_steps(
     steps = request.recipe.steps
     width = (_STEPS[1] - _STEPS[0]) / len(steps)
     reports = []
+    # Each step's "after" is the next one's "before": an ONNX state's count reads the whole file.
+    size_before, parameters_before = state.size_bytes(), state.num_parameters()
     for index, step in enumerate(steps):
         stage = step_stage(index, step.technique)
         span = (_STEPS[0] + index * width, _STEPS[0] + (index + 1) * width)
@@ -199,13 +201,13 @@ def _apply_steps(
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)
         logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())
-        size_before, parameters_before = state.size_bytes(), state.num_parameters()
         started = time.perf_counter()
         with meter.stage(stage):
             state = get_technique(step.technique).handler(step, state, context)
         wall_time_s = time.perf_counter() - started
         # Measured outside the step's time: it is the report's cost, not the technique's.
         fidelity = step_probe.measure(state, loaded.tokenizer, request.device)
+        size_after, parameters_after = state.size_bytes(), state.num_parameters()
         reports.append(
             StepReport(
                 technique=step.technique,
@@ -214,9 +216,9 @@ def _apply_steps(
                 wall_time_s=wall_time_s,
                 format_after=state.format,
                 size_bytes_before=size_before,
-                size_bytes_after=state.size_bytes(),
+                size_bytes_after=size_after,
                 parameters_before=parameters_before,
-                parameters_after=state.num_parameters(),
+                parameters_after=parameters_after,
                 fidelity_after=StepFidelityReport(
                     metrics=fidelity.metrics, primary_metric=fidelity.primary_metric, num_samples=fidelity.num_samples
                 ),
@@ -229,6 +231,7 @@ def _apply_steps(
             fidelity.primary_metric, fidelity.metrics[fidelity.primary_metric], fidelity.num_samples,
         )
         progress(stage, span, 1.0)
+        size_before, parameters_before = size_after, parameters_after
     return state, reports
 
 

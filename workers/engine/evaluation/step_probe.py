@@ -6,6 +6,7 @@ are still measured on the packaged file over the whole set.
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
@@ -42,14 +43,16 @@ class StepProbe:
         self.rows = rows
         self.threads = threads
 
-    def _runner(self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: str) -> Runner:
+    def _runner(self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: Literal["cpu", "cuda"]) -> Runner:
         if state.onnx_path is not None:
             # A packed model decodes bit for bit to its ONNX file (checked when it was packed).
-            return OnnxRunner(state.onnx_path, "cpu" if device == "cpu" else "cuda", threads=self.threads)
+            return OnnxRunner(state.onnx_path, device, threads=self.threads)
         model = state.torch_model
         return TorchRunner(model, self.task, model_input_names(model, tokenizer), device)
 
-    def measure(self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: str) -> StepFidelity:
+    def measure(
+        self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: Literal["cpu", "cuda"]
+    ) -> StepFidelity:
         runner = self._runner(state, tokenizer, device)
         outputs = [reduce_output(self.task, runner(batch), batch["attention_mask"]) for batch in self.batches]
         summary = summarise_fidelity(self.task, item_fidelity(self.task, self.reference, outputs), self.rows)
