@@ -75,7 +75,9 @@ def run_api(host: str, port: int) -> None:
     os.environ["COMPRESSO_HOST"] = host
     get_settings.cache_clear()
     check_auth_ready(host)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.run(
+        "app.main:create_app", factory=True, host=host, port=port, log_level="info", workers=get_settings().api_workers
+    )
 
 
 def check_worker_settings() -> None:

@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         False, description="Require an API key even on loopback. Off a loopback address it is always required."
     )
     port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API processes serving requests (uvicorn workers). One process uses at most one core; "
+        "give a busy server one per core.",
+    )
     cancel_poll_seconds: float = Field(1.0, gt=0, description="How often a running job checks for cancellation.")
     heartbeat_stale_seconds: float = Field(
         60, gt=0, description="A running job whose worker has been silent this long is requeued by the reconciler."
@@ -88,6 +95,18 @@ class Settings(BaseSettings):
     )
     orphan_idle_seconds: float = Field(
         600, ge=0, description="At API start, scratch and stored files idle this long without a row are removed."
+    )
+    database_pool_size: int = Field(
+        5, ge=1, le=1000, description="Database connections each API or worker process keeps open (SQLAlchemy's pool)."
+    )
+    database_max_overflow: int = Field(
+        10, ge=0, le=1000, description="Connections a process may open beyond the pool size at busy times."
+    )
+    database_pool_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        le=600,
+        description="How long a request waits for a free database connection before it is answered 503 with Retry-After.",
     )
     database_retry_seconds: float = Field(
         300, gt=0, description="How long a worker keeps retrying a job's final status write while the database is down."

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -87,6 +88,16 @@ async def handle_database_down(request: Request, exc: OperationalError) -> JSONR
     )
 
 
+async def handle_database_busy(request: Request, exc: PoolTimeoutError) -> JSONResponse:
+    """Every pooled connection stayed in use for COMPRESSO_DATABASE_POOL_TIMEOUT_SECONDS: an overload
+    that passes, so a 503 the client can retry, not a 500."""
+    logger.warning("no free database connection: %s", exc)
+    return problem_response(
+        503, "The API's database connections are all busy; retry shortly.", request.url.path,
+        headers={"Retry-After": "5"},
+    )
+
+
 def startup_sweep() -> None:
     """Removes what an API or worker killed mid-write left behind; never stops the API from starting."""
     settings = get_settings()
@@ -116,6 +127,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(OperationalError, handle_database_down)
+    app.add_exception_handler(PoolTimeoutError, handle_database_busy)
     app.add_exception_handler(DataError, handle_unusable_value)
     # Tenant data: a key may be required, ids may be unknown, parameters may be invalid, the database may be down.
     for router in (

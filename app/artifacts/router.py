@@ -6,9 +6,10 @@ from fastapi.responses import StreamingResponse
 from app.artifacts import repository
 from app.core.deps import SessionDep, StorageDep
 from app.core.errors import NotFound
+from app.core.routing import SessionRoute
 from app.tenants.auth import TenantDep
 
-router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+router = APIRouter(route_class=SessionRoute, prefix="/v1/artifacts", tags=["artifacts"])
 
 MEDIA_TYPES = {".zip": "application/zip", ".json": "application/json"}
 

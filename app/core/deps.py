@@ -1,26 +1,46 @@
-"""Typed dependencies declared once, for routers to use as annotations."""
+"""Typed dependencies declared once, for routers to use as annotations.
 
-from collections.abc import Iterator
+The ones that do no I/O are `async def`, so FastAPI runs them on the event loop rather than
+sending each to a worker thread and back: a request's thread hops cost CPU that a busy API
+does not have.
+"""
+
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings, get_settings
 from app.core.storage import Storage, get_storage
-from app.db.session import session_scope
+from app.db.session import AFTER_COMMIT, AFTER_ROLLBACK, commit, get_sessionmaker, rollback
 
 
-def request_session() -> Iterator[Session]:
-    with session_scope() as session:
+async def request_session() -> AsyncIterator[Session]:
+    """The request's unit of work. Creating a session touches no database; committing, rolling back
+    or closing one that still holds a transaction does, in a worker thread. An endpoint usually ends
+    its transaction itself (app.core.routing), leaving nothing to do here but forget the session."""
+    session = get_sessionmaker()()
+    try:
         yield session
+        if session.in_transaction() or session.info.get(AFTER_COMMIT):
+            await run_in_threadpool(commit, session)
+    except BaseException:
+        await run_in_threadpool(rollback, session)
+        raise
+    finally:
+        if session.in_transaction() or session.info.get(AFTER_ROLLBACK):
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
-def settings_dependency() -> Settings:
+async def settings_dependency() -> Settings:
     return get_settings()
 
 
-def storage_dependency() -> Storage:
+def storage_dependency() -> Storage:  # makes its folders: a worker thread
     return get_storage(get_settings().storage_dir)
 
 

@@ -16,6 +16,7 @@ from markupsafe import Markup
 from app.config import get_settings
 from app.core.deps import SessionDep, SettingsDep
 from app.core.errors import AppError, Unauthorized
+from app.core.routing import SessionRoute
 from app.dashboard import service
 from app.tenants import service as tenants_service
 from app.tenants.auth import KEY_COOKIE, bearer_scheme, current_tenant
@@ -26,7 +27,7 @@ STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 # Charts are SVG built by app.dashboard.charts, which escapes every piece of user text itself.
 templates.env.filters["svg"] = Markup
-router = APIRouter(include_in_schema=False)
+router = APIRouter(route_class=SessionRoute, include_in_schema=False)
 KEY_COOKIE_DAYS = 30
 
 

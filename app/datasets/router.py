@@ -7,11 +7,12 @@ from app.core.deps import SessionDep, SettingsDep, StorageDep
 from app.idempotency.service import IdempotencyKey
 from app.core.pagination import Page, PageDep
 from app.core.openapi import multipart_upload_body
+from app.core.routing import SessionRoute
 from app.tenants.auth import TenantDep
 from app.datasets import repository, service
 from app.datasets.schemas import DatasetOut
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(route_class=SessionRoute, prefix="/v1/datasets", tags=["datasets"])
 
 
 @router.post(

@@ -30,9 +30,9 @@ async def upload_dataset(
     request: Request, session: Session, settings: Settings, storage: Storage, tenant: Tenant, idempotency_key: str | None
 ) -> Dataset | JSONResponse:
     """The stored dataset; or, for a retry with a used Idempotency-Key, the first upload's response."""
-    is_retry = await run_in_threadpool(idempotency.seen, session, tenant.id, UPLOAD_ENDPOINT, idempotency_key)
     limit = await run_in_threadpool(
-        limits.upload_limit, session, settings, tenant, settings.limits.dataset_max_bytes, "COMPRESSO_LIMITS__DATASET_MAX_BYTES", is_retry
+        limits.checked_before_streaming, session, settings, tenant, UPLOAD_ENDPOINT, idempotency_key,
+        settings.limits.dataset_max_bytes, "COMPRESSO_LIMITS__DATASET_MAX_BYTES",
     )
     with storage.scratch() as scratch:
         upload = await receive_upload(

@@ -11,8 +11,14 @@ from app.config import get_settings
 
 
 def make_engine(url: str) -> Engine:
+    settings = get_settings()
+    pool = {
+        "pool_size": settings.database_pool_size,
+        "max_overflow": settings.database_max_overflow,
+        "pool_timeout": settings.database_pool_timeout_seconds,
+    }
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
@@ -24,7 +30,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 @lru_cache
@@ -63,6 +69,17 @@ def rollback(session: Session) -> None:
     session.info.pop(AFTER_COMMIT, None)
     for callback in session.info.pop(AFTER_ROLLBACK, []):
         callback()
+
+
+def release_connection(session: Session) -> None:
+    """Ends the session's transaction so that its connection goes back to the pool; the session stays
+    usable and its objects loaded (expire_on_commit is off), and its next query takes a connection again.
+
+    For a step after which a request waits: for a free thread (a sync dependency is followed by the
+    endpoint in another thread) or for a body to stream in. A request holding a connection while it
+    waits for a thread, when every thread waits for a connection, starves the pool until it times out.
+    """
+    commit(session)
 
 
 @contextmanager

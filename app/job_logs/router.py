@@ -5,12 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.core.deps import SessionDep
+from app.core.routing import SessionRoute
 from app.job_logs import repository
 from app.job_logs.schemas import JobLogLineOut, JobLogPage
 from app.jobs import service as jobs_service
 from app.tenants.auth import TenantDep
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(route_class=SessionRoute, prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.get("/{job_id}/logs", response_model=JobLogPage)

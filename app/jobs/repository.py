@@ -3,11 +3,10 @@
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.core.pagination import PageRequest, paginate
 from app.jobs.orm import QUEUED, RUNNING, Job
-from app.tenants import scoping
 
 
 def get(session: Session, job_id: str) -> Job | None:
@@ -15,7 +14,9 @@ def get(session: Session, job_id: str) -> Job | None:
 
 
 def get_owned(session: Session, tenant_id: str, job_id: str) -> Job | None:
-    return scoping.get_owned(session, Job, tenant_id, job_id)
+    """With its artifacts in the same query: this is what every status poll reads."""
+    query = select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id).options(joinedload(Job.artifacts))
+    return session.scalars(query).unique().one_or_none()
 
 
 def list_page(

@@ -7,6 +7,7 @@ from fastapi import APIRouter, status
 from app.core.problems import problem_responses
 from app.core.pagination import Page, PageDep
 from app.core.deps import SessionDep, SettingsDep
+from app.core.routing import SessionRoute
 from app.idempotency import service as idempotency
 from app.idempotency.service import IdempotencyKey
 from app.jobs import repository, service
@@ -15,7 +16,7 @@ from app.tenants.auth import TenantDep
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(route_class=SessionRoute, prefix="/v1/jobs", tags=["jobs"])
 SUBMIT_ENDPOINT = "POST /v1/jobs"
 
 

@@ -85,9 +85,9 @@ async def upload_model(
     request: Request, session: Session, settings: Settings, storage: Storage, tenant: Tenant, idempotency_key: str | None
 ) -> Model | JSONResponse:
     """The stored model; or, for a retry with a used Idempotency-Key, the first upload's response."""
-    is_retry = await run_in_threadpool(idempotency.seen, session, tenant.id, UPLOAD_ENDPOINT, idempotency_key)
     limit = await run_in_threadpool(
-        limits.upload_limit, session, settings, tenant, settings.limits.upload_max_bytes, "COMPRESSO_LIMITS__UPLOAD_MAX_BYTES", is_retry
+        limits.checked_before_streaming, session, settings, tenant, UPLOAD_ENDPOINT, idempotency_key,
+        settings.limits.upload_max_bytes, "COMPRESSO_LIMITS__UPLOAD_MAX_BYTES",
     )
     with storage.scratch() as scratch:
         upload = await receive_upload(

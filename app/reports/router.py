@@ -8,10 +8,11 @@ from app.db.base import as_utc
 from app.core.deps import SessionDep
 from app.tenants.auth import TenantDep
 from app.core.errors import Invalid
+from app.core.routing import SessionRoute
 from app.reports import service
 from app.reports.schemas import Summary
 
-router = APIRouter(prefix="/v1/reports", tags=["reports"])
+router = APIRouter(route_class=SessionRoute, prefix="/v1/reports", tags=["reports"])
 
 
 @router.get("/summary", response_model=Summary)

@@ -8,9 +8,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
+from app.config import Settings
 from app.core.deps import SessionDep, SettingsDep
 from app.core.errors import Unauthorized
+from app.db.session import release_connection
 from app.tenants import repository, service
 from app.tenants.orm import DEFAULT_TENANT_ID, Tenant
 
@@ -35,6 +38,15 @@ def current_tenant(
     session: SessionDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+) -> Tenant:
+    tenant = _authenticated_tenant(request, session, settings, credentials)
+    # The endpoint runs in another thread, which this request may have to wait for.
+    release_connection(session)
+    return tenant
+
+
+def _authenticated_tenant(
+    request: Request, session: Session, settings: Settings, credentials: HTTPAuthorizationCredentials | None
 ) -> Tenant:
     if not settings.auth_enabled:
         tenant = repository.get(session, DEFAULT_TENANT_ID)

@@ -11,6 +11,8 @@ from app.config import Settings
 from app.core.errors import PayloadTooLarge, TooManyRequests
 from app.core.uploads import setting_limit_reason
 from app.datasets.orm import Dataset
+from app.db.session import release_connection
+from app.idempotency import service as idempotency
 from app.jobs import repository as jobs_repository
 from app.jobs.orm import Job
 from app.models.orm import Model
@@ -64,6 +66,19 @@ def upload_limit(
     if room < max_bytes:
         return UploadLimit(room, f"Tenant {tenant.name!r} has {room:,} bytes left of its {limit:,}-byte quota.")
     return UploadLimit(max_bytes, setting_limit_reason(setting))
+
+
+def checked_before_streaming(
+    session: Session, settings: Settings, tenant: Tenant, endpoint: str, idempotency_key: str | None,
+    max_bytes: int, setting: str,
+) -> UploadLimit:
+    """An upload's limit, checked before its body is read, in one thread: the idempotency key's first
+    use, then the tenant's room. Then the connection goes back to the pool: a body can take minutes
+    to stream in, and a slow client must not hold one of the few connections every request needs."""
+    is_retry = idempotency.seen(session, tenant.id, endpoint, idempotency_key)
+    limit = upload_limit(session, settings, tenant, max_bytes, setting, is_retry)
+    release_connection(session)
+    return limit
 
 
 def ensure_room(session: Session, settings: Settings, tenant: Tenant, adding: int) -> None:

@@ -12,6 +12,7 @@ from app.tenants.orm import ApiKey, Tenant
 
 TENANT_NAME_MAX_CHARS = 100
 CREATE_KEY_HINT = "create one with `compresso keys create --tenant NAME`"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
@@ -65,5 +66,8 @@ def authenticate(session: Session, presented: str) -> Tenant:
     state = key_state(key, now)
     if state != "active":
         raise Unauthorized(f"The API key {key.prefix} is {state}; {CREATE_KEY_HINT}.")
-    key.last_used_at = now
+    # To the minute: a client polling a job's status many times a second must not turn every
+    # read into a write that queues behind the workers' writes (SQLite has one writer at a time).
+    if key.last_used_at is None or now - as_utc(key.last_used_at) >= LAST_USED_RESOLUTION:
+        key.last_used_at = now
     return repository.get(session, key.tenant_id)

@@ -7,11 +7,12 @@ from fastapi import APIRouter
 
 from app.core.deps import SessionDep
 from app.core.pagination import Page, PageDep
+from app.core.routing import SessionRoute
 from app.tenants.auth import TenantDep
 from app.webhooks import repository
 from app.webhooks.schemas import DeliveryOut, WebhookSecret
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(route_class=SessionRoute, prefix="/v1/webhooks", tags=["webhooks"])
 
 
 @router.get("/deliveries", response_model=Page[DeliveryOut])

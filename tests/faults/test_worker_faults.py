@@ -60,6 +60,10 @@ def test_a_worker_killed_mid_job_loses_nothing_and_the_job_finishes_once(cluster
         for pid in engines:
             threads = list(Path(f"/proc/{pid}/task").iterdir())
             assert {int((thread / "stat").read_text().rsplit(")", 1)[1].split()[16]) for thread in threads} == {10}
+            # Under autogroup scheduling, its session's group yields too, not only its threads within it.
+            autogroup = Path(f"/proc/{pid}/autogroup")
+            if autogroup.exists():
+                assert autogroup.read_text().split()[-1] == "10"
         kill(first)
         # The engine dies with its worker (PR_SET_PDEATHSIG): no orphan keeps computing.
         wait_until(lambda: not engine_pids(job_id), timeout=10)
