@@ -75,8 +75,10 @@ def run_api(host: str, port: int) -> None:
     os.environ["COMPRESSO_HOST"] = host
     get_settings.cache_clear()
     check_auth_ready(host)
+    settings = get_settings()
     uvicorn.run(
-        "app.main:create_app", factory=True, host=host, port=port, log_level="info", workers=get_settings().api_workers
+        "app.main:create_app", factory=True, host=host, port=port, log_level="info",
+        workers=settings.api_workers, access_log=settings.access_log,
     )
 
 

@@ -177,10 +177,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--upload-gib", type=float, default=1.0)
     parser.add_argument("--api-workers", type=int, default=2, help="COMPRESSO_API_WORKERS of the server")
+    parser.add_argument("--access-log", action="store_true", help="keep uvicorn's access log on (COMPRESSO_ACCESS_LOG)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-load-") as scratch_name:
         scratch = Path(scratch_name)
-        env = {"COMPRESSO_LIMITS__TENANT_CONCURRENT_JOBS": "100000", "COMPRESSO_API_WORKERS": str(args.api_workers)}
+        env = {"COMPRESSO_LIMITS__TENANT_CONCURRENT_JOBS": "100000", "COMPRESSO_API_WORKERS": str(args.api_workers),
+               "COMPRESSO_ACCESS_LOG": str(args.access_log).lower()}
         with harness.embedded_server(scratch, env=env) as server, httpx.Client(base_url=server.base_url,
                                                                                 timeout=600) as client:
             archive = zip_folder(build_tiny_model("encoder", scratch / "model"), scratch / "model.zip")
@@ -236,8 +238,8 @@ def main() -> int:
                 "num_parameters": uploaded["num_parameters"],
             }
 
-    print(f"Load for {args.seconds:g} s on {args.api_workers} API process(es) while a job ran on the worker "
-          f"(still running at the end: {still_running})")
+    print(f"Load for {args.seconds:g} s on {args.api_workers} API process(es), access log "
+          f"{'on' if args.access_log else 'off'}, while a job ran on the worker (still running at the end: {still_running})")
     print(f"{'endpoint':<20} | {'target/s':>8} | {'sent':>5} | {'ok':>5} | {'errors':>6} | {'ok/s':>6} | "
           f"{'until last s':>12} | {'p50 ms':>7} | {'p99 ms':>7}")
     for row in rows:
@@ -247,7 +249,7 @@ def main() -> int:
     print(f"\n{upload['upload_mb']} MB model upload in {upload['seconds']} s: API processes' RSS {upload['rss_before_mb']} MB before, "
           f"at most {upload['rss_max_during_mb']} MB during it ({upload['samples']} samples): growth {upload['growth_mb']} MB")
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps({"seconds": args.seconds, "api_workers": args.api_workers, "job_running_throughout": still_running,
+    RESULTS_PATH.write_text(json.dumps({"seconds": args.seconds, "api_workers": args.api_workers, "access_log": args.access_log, "job_running_throughout": still_running,
                                         "rows": rows, "cpu_cores_used": cpu_share, "upload": upload}, indent=2) + "\n")
     print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")
     return 0

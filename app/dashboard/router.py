@@ -4,6 +4,7 @@ With authentication on, a browser signs in at /login with an API key; it is kept
 SameSite=Strict cookie that the API accepts like a Bearer header (see app.tenants.auth).
 """
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from app.core.errors import AppError, Unauthorized
 from app.core.routing import SessionRoute
 from app.dashboard import service
 from app.tenants import service as tenants_service
-from app.tenants.auth import KEY_COOKIE, bearer_scheme, current_tenant
+from app.tenants.auth import KEY_COOKIE, PendingTenant, bearer_scheme, current_tenant
 from app.tenants.orm import Tenant
 
 HERE = Path(__file__).parent
@@ -41,16 +42,17 @@ class LoginRequired(AppError):
         self.next_path = next_path
 
 
-def page_tenant(
+async def page_tenant(
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
-) -> Tenant:
+) -> PendingTenant:
+    """The API's check, but a browser without a valid key is sent to the login form."""
     try:
-        return current_tenant(request, session, settings, credentials)
+        pending = await current_tenant(request, settings, credentials)
     except Unauthorized as exc:
         raise LoginRequired(request.url.path) from exc
+    return replace(pending, on_refused=lambda _refusal: LoginRequired(request.url.path))
 
 
 PageTenant = Annotated[Tenant, Depends(page_tenant)]

@@ -4,16 +4,17 @@ Scripts send `Authorization: Bearer <key>`; the dashboard's browser sends the sa
 HttpOnly, SameSite=Strict cookie set by its login form, so other sites cannot send it.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.config import Settings
-from app.core.deps import SessionDep, SettingsDep
+from app.core.deps import SettingsDep
 from app.core.errors import Unauthorized
-from app.db.session import release_connection
+from app.core.routing import Deferred
 from app.tenants import repository, service
 from app.tenants.orm import DEFAULT_TENANT_ID, Tenant
 
@@ -33,30 +34,48 @@ def presented_key(request: Request, credentials: HTTPAuthorizationCredentials | 
     return request.cookies.get(KEY_COOKIE)
 
 
-def current_tenant(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
-) -> Tenant:
-    tenant = _authenticated_tenant(request, session, settings, credentials)
-    # The endpoint runs in another thread, which this request may have to wait for.
-    release_connection(session)
-    return tenant
+@dataclass(frozen=True)
+class PendingTenant(Deferred):
+    """The caller, once the key (or, with auth off, the default tenant) is checked in the database.
+    Resolved by app.core.routing in the endpoint's own thread, with the request's session."""
+
+    key: str | None  # None while auth is off
+    # Turns a refused key into another error: the dashboard's pages redirect to the login form.
+    on_refused: Callable[[Unauthorized], Exception] | None = None
+
+    def resolve(self, session: Session) -> Tenant:
+        try:
+            return authenticated_tenant(session, self.key)
+        except Unauthorized as exc:
+            if self.on_refused is None:
+                raise
+            raise self.on_refused(exc) from exc
 
 
-def _authenticated_tenant(
-    request: Request, session: Session, settings: Settings, credentials: HTTPAuthorizationCredentials | None
-) -> Tenant:
-    if not settings.auth_enabled:
+def authenticated_tenant(session: Session, key: str | None) -> Tenant:
+    """The key's tenant; with no key (auth off), the default tenant."""
+    if key is None:
         tenant = repository.get(session, DEFAULT_TENANT_ID)
         if tenant is None:
             raise RuntimeError("The default tenant is missing; run `compresso migrate`.")
         return tenant
-    key = presented_key(request, credentials)
-    if key is None:
-        raise Unauthorized(f"Send `Authorization: Bearer <API key>`; {service.CREATE_KEY_HINT}.")
     return service.authenticate(session, key)
 
 
+async def current_tenant(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
+) -> PendingTenant:
+    """No database here (this runs on the event loop): a missing key is refused at once, a
+    presented one is checked when the route resolves the PendingTenant."""
+    if not settings.auth_enabled:
+        return PendingTenant(None)
+    key = presented_key(request, credentials)
+    if key is None:
+        raise Unauthorized(f"Send `Authorization: Bearer <API key>`; {service.CREATE_KEY_HINT}.")
+    return PendingTenant(key)
+
+
+# Endpoints receive the Tenant: routes of app.core.routing.SessionRoute resolve it first.
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
