@@ -19,7 +19,8 @@ from workers.engine.model_folder import inspect_model_folder
 from workers.engine.state import ModelState, StepContext
 from workers.engine.students import block_ends, choose_layers, fewer_layers, ffn_importance, narrower_ffn
 from workers.engine.techniques.distill import DistillConfig, apply_distill
-from workers.engine.training import RecoverySettings, recover
+from workers.engine.training.loop import recover
+from workers.engine.training.settings import RecoverySettings
 from workers.engine.training.data import augment, collate, tokenise
 from workers.engine.training.losses import causal_lm_loss, classifier_loss, mean_pool
 from workers.engine.training.settings import DEFAULT_EPOCHS

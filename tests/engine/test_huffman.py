@@ -24,7 +24,8 @@ from workers.engine.packing import huffman
 from workers.engine.packing.cpz import FORMAT_VERSION, MAGIC, CpzError, SymbolSpan, read_cpz, unpack_cpz, write_cpz
 from workers.engine.state import ModelState, StepContext
 from workers.engine.techniques.huffman import HuffmanConfig, apply_huffman
-from workers.engine.techniques.quantize import QuantizeConfig, apply_quantize
+from workers.engine.techniques.quantize import QuantizeConfig
+from workers.engine.techniques.quantize.handler import apply_quantize
 
 COMPRESSO = Path(sys.executable).with_name("compresso")
 

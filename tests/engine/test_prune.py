@@ -25,7 +25,8 @@ from workers.engine.model_folder import inspect_model_folder
 from workers.engine.pruned_model import as_out_in, load_pruned_model, save_pruned_model
 from workers.engine.state import ModelState, StepContext
 from workers.engine.name_patterns import TASK_HEAD_PATTERNS
-from workers.engine.techniques.prune import PruneConfig, apply_prune
+from workers.engine.techniques.prune import PruneConfig
+from workers.engine.techniques.prune.handler import apply_prune
 
 TEXTS = SAMPLE_TEXTS[:6]
 
@@ -68,7 +69,7 @@ def body_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 @pytest.fixture(autouse=True)
 def one_timing_repeat(monkeypatch):
     # The latency figures are checked for presence, not value; one repeat keeps the file fast.
-    monkeypatch.setattr("workers.engine.techniques.prune.LATENCY_REPEATS", 1)
+    monkeypatch.setattr("workers.engine.techniques.prune.handler.LATENCY_REPEATS", 1)
 
 
 # --- unstructured and 2:4 ---

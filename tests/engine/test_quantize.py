@@ -9,7 +9,8 @@ from workers.engine.errors import EngineUserError
 from workers.engine.export.onnx import count_onnx_parameters
 from workers.engine.loading import load_model, load_tokenizer
 from workers.engine.state import ModelState, StepContext
-from workers.engine.techniques.quantize import QuantizeConfig, apply_quantize
+from workers.engine.techniques.quantize import QuantizeConfig
+from workers.engine.techniques.quantize.handler import apply_quantize
 
 TASK_BY_KIND = {"encoder": "feature-extraction", "classifier": "text-classification", "causal-lm": "text-generation"}
 

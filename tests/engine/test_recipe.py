@@ -1,6 +1,8 @@
 """Recipe and registry validation: errors name the field and the allowed values; JSON round trip."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -143,3 +145,25 @@ def test_order_rules_say_why_and_replace_the_format_message():
     assert [index for index, _ in order_problems(["quantize", "prune"])] == [1]
     assert [index for index, _ in order_problems(["distill", "prune", "low_rank", "quantize", "huffman"])] == []
     assert [index for index, _ in order_problems(["cluster", "quantize"])] == [1]
+
+
+def test_recipes_are_validated_without_importing_torch_or_onnx():
+    """The API validates every recipe and lists the techniques with the configs alone: the handlers
+    (torch, transformers, onnx) are imported only where a job runs."""
+    script = """
+import sys
+from app.main import create_app
+from workers.engine.presets import PRESETS
+from workers.engine.recipe import Recipe
+from workers.engine.registry import get_technique, list_techniques
+create_app()
+list_techniques()
+for preset in PRESETS:
+    Recipe.from_dict(preset.recipe)
+heavy = sorted(name for name in ("torch", "transformers", "onnx", "onnxruntime") if name in sys.modules)
+assert not heavy, heavy
+get_technique("quantize").handler
+assert "torch" in sys.modules and "onnxruntime" in sys.modules
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

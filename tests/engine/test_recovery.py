@@ -9,7 +9,8 @@ from tests.engine.test_low_rank import load_state, outputs
 from workers.engine.loading import load_tokenizer
 from workers.engine.state import StepContext
 from workers.engine.techniques.low_rank import LowRankConfig, apply_low_rank
-from workers.engine.techniques.prune import PruneConfig, apply_prune
+from workers.engine.techniques.prune import PruneConfig
+from workers.engine.techniques.prune.handler import apply_prune
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.", "Please call me back when you have a minute.",

@@ -4,6 +4,7 @@ Registration is explicit (see `workers.engine.techniques`), so a broken techniqu
 import instead of silently disappearing from the list.
 """
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -54,13 +55,23 @@ TechniqueHandler = Callable[[TechniqueConfig, "ModelState", "StepContext"], "Mod
 @dataclass(frozen=True)
 class RegisteredTechnique:
     config_cls: type[TechniqueConfig]
-    handler: TechniqueHandler
+    # The handler itself, or where it lives ("package.module:function"), imported on first use: the
+    # API validates recipes with the configs alone, without importing torch (about 370 MB and seconds
+    # of imports per API process, and a large heap whose garbage collections pause requests).
+    handler_ref: TechniqueHandler | str
+
+    @property
+    def handler(self) -> TechniqueHandler:
+        if not isinstance(self.handler_ref, str):
+            return self.handler_ref
+        module_name, _, function = self.handler_ref.partition(":")
+        return getattr(importlib.import_module(module_name), function)
 
 
 _REGISTRY: dict[str, RegisteredTechnique] = {}
 
 
-def register_technique(config_cls: type[TechniqueConfig], handler: TechniqueHandler) -> None:
+def register_technique(config_cls: type[TechniqueConfig], handler: TechniqueHandler | str) -> None:
     name = getattr(config_cls, "technique", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"{config_cls.__name__} must set the class var `technique`.")
@@ -70,7 +81,7 @@ def register_technique(config_cls: type[TechniqueConfig], handler: TechniqueHand
     existing = _REGISTRY.get(name)
     if existing is not None and existing.config_cls is not config_cls:
         raise ValueError(f"Technique {name!r} is already registered by {existing.config_cls.__name__}.")
-    _REGISTRY[name] = RegisteredTechnique(config_cls=config_cls, handler=handler)
+    _REGISTRY[name] = RegisteredTechnique(config_cls=config_cls, handler_ref=handler)
 
 
 def _ensure_builtin_techniques() -> None:

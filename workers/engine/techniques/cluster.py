@@ -9,12 +9,10 @@ calibration activations), the model is exported, then each clustered initializer
 import logging
 import re
 import time
-from typing import ClassVar, Literal
 
 import numpy as np
 import onnx
 import torch
-from pydantic import Field
 from transformers.pytorch_utils import Conv1D
 
 from workers.engine.architectures.onnx_weights import (
@@ -27,61 +25,11 @@ from workers.engine.architectures.onnx_weights import (
 from workers.engine.export.compact_storage import encode_codebooks
 from workers.engine.export.onnx import export_onnx
 from workers.engine.loading import model_input_names
-from workers.engine.registry import TechniqueConfig
+from workers.engine.techniques.cluster_config import ClusterConfig
 from workers.engine.state import ModelState, StepContext
 from workers.engine.techniques.cluster_kmeans import collect_input_hessians, gptq_codebook, kmeans_1d, nearest_centroid
-from workers.engine.name_patterns import TASK_HEAD_PATTERNS, NamePatterns
 
 logger = logging.getLogger(__name__)
-
-
-class ClusterConfig(TechniqueConfig):
-    technique: ClassVar[str] = "cluster"
-    version: ClassVar[int] = 1
-    description: ClassVar[str] = (
-        "Weight sharing: k-means gives each weight tensor 2^bits shared values, stored as uint8 indices "
-        "plus a codebook in the ONNX file (about 4x smaller than fp32, and as fast: onnxruntime decodes "
-        "it at load time). Follow it with entropy coding to turn fewer bits into fewer bytes. Must be "
-        "the last torch step."
-    )
-    # Calibration texts feed the error compensation; the pipeline always has some (builtin ones at worst).
-    requires_data: ClassVar[bool] = True
-    output_format: ClassVar[Literal["onnx"]] = "onnx"
-
-    bits: int = Field(
-        ge=2, le=8, description="Each tensor keeps at most 2^bits distinct values: 2 (4 values) to 8 (256)."
-    )
-    embedding_bits: int | None = Field(
-        None,
-        ge=2,
-        le=8,
-        description="Bits of the word-embedding table when it differs from bits: it holds about half of a "
-        "small encoder's weights and tolerates fewer values than the layers do. Empty: bits.",
-    )
-    embeddings: bool = Field(
-        True,
-        description="Also cluster the word-embedding table (about half of a small encoder's parameters; it "
-        "tolerates sharing well).",
-    )
-    error_compensation: bool = Field(
-        True,
-        description="GPTQ-style: assign each weight column to the codebook in turn and spread its error over "
-        "the columns not yet assigned, using input statistics of the calibration texts. Costs a forward "
-        "pass over the texts and a few seconds per layer; keeps the outputs much closer at few bits.",
-    )
-    skip: NamePatterns = Field(
-        default_factory=lambda: list(TASK_HEAD_PATTERNS),
-        description="Regular expressions searched in module paths (e.g. 'bert.encoder.layer.0.output.dense', "
-        "'bert.embeddings.word_embeddings', 'lm_head') and parameter names (module path + '.weight'); "
-        "matching tensors stay fp32. The default leaves the task heads and poolers alone.",
-    )
-    min_elements: int = Field(
-        1024, ge=1, description="Tensors with fewer elements stay fp32: their codebook would cost more than it saves."
-    )
-    max_iterations: int = Field(
-        100, ge=1, le=10_000, description="Cap on k-means iterations per tensor; it usually converges well before."
-    )
-
 
 
 def _is_skipped(skip: list[re.Pattern[str]], *names: str) -> bool:

@@ -12,48 +12,16 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
 
 from workers.engine.errors import EngineUserError
 from workers.engine.package import CONFIG_FILES, MODEL_FILE, TOKENIZER_FILES
-from workers.engine.packing.cpz import CpzError, CpzSummary, check_entry_name, read_cpz, write_cpz
+from workers.engine.packing.cpz import CpzSummary, read_cpz, write_cpz
 from workers.engine.packing.onnx_symbols import find_symbol_spans
-from workers.engine.registry import TechniqueConfig
+from workers.engine.techniques.huffman_config import HuffmanConfig
 from workers.engine.state import ModelState, StepContext
 
 logger = logging.getLogger(__name__)
-
-class HuffmanConfig(TechniqueConfig):
-    technique: ClassVar[str] = "huffman"
-    version: ClassVar[int] = 1
-    description: ClassVar[str] = (
-        "Losslessly Huffman-codes the 8-bit weights left by a quantize or cluster step into a .cpz file "
-        "(MiniLM: 24% smaller than its int8 ONNX). `compresso unpack` restores the runnable folder bit for bit."
-    )
-    input_format: ClassVar[Literal["onnx"]] = "onnx"
-    output_format: ClassVar[Literal["packed"]] = "packed"
-
-    file_name: str = Field("model.cpz", description="Name of the packed file: a plain file name ending in .cpz.")
-    min_elements: int = Field(
-        4096,
-        ge=1,
-        description="Integer tensors with fewer values than this are not worth a code table (256 bytes) "
-        "and are stored with the literal bytes.",
-    )
-
-    @field_validator("file_name")
-    @classmethod
-    def _plain_cpz_name(cls, value: str) -> str:
-        try:
-            check_entry_name(value)
-        except CpzError as exc:
-            raise ValueError(f"file_name {value!r} must be a plain file name, without folders") from exc
-        if not value.endswith(".cpz") or value == ".cpz":
-            raise ValueError(f"file_name {value!r} must end in .cpz, e.g. 'model.cpz'")
-        return value
-
 
 def _folder_entries(onnx_path: Path, config_dir: Path) -> dict[str, Path]:
     """What `compresso unpack` must restore for onnxruntime and a tokenizer to run the model."""

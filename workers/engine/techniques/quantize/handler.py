@@ -1,0 +1,159 @@
+"""The `quantize` technique: exports the model to ONNX and quantizes the selected layers with the
+chosen scheme (int8 dynamic/static/weight-only, int4 weight-only, fp16/bf16), optionally falling
+back layer by layer to reach a fidelity target. See config.py for the params and schemes.py for the
+kernels each scheme uses.
+"""
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import onnx
+
+from workers.engine.evaluation.calibration import DEFAULT_MAX_TEXTS, FidelityProbe, calibration_batches
+from workers.engine.evaluation.runners import Batch
+from workers.engine.export.onnx import export_onnx
+from workers.engine.loading import model_input_names
+from workers.engine.state import ModelState, StepContext
+from workers.engine.techniques.quantize.config import DEFAULT_GROUP_SIZE, DEFAULT_MAX_SIZE_RATIO, QuantizeConfig
+from workers.engine.techniques.quantize.fallback import fall_back
+from workers.engine.techniques.quantize.layers import WeightLayer, prepare_graph, select_layers, weight_layers
+from workers.engine.techniques.quantize.schemes import BuildInputs, build
+from workers.engine.techniques.quantize.smoothing import smooth_model, smoothing_targets
+
+__all__ = ["apply_quantize"]
+
+logger = logging.getLogger(__name__)
+
+# Lists of layer names longer than this are reported as counts only.
+_NAMES_LISTED = 12
+# The fallback builds and probes one model per examined layer, so its probe texts are capped to bound
+# a job's time (MiniLM: 36 layers, ~130 s on 2 busy cores with 64 texts).
+FALLBACK_MAX_TEXTS = 64
+
+
+def _names(layers: list[WeightLayer]) -> list[str] | None:
+    return [layer.module for layer in layers] if len(layers) <= _NAMES_LISTED else None
+
+
+def _needs_calibration(config: QuantizeConfig) -> bool:
+    return config.scheme == "int8_static" or config.target_fidelity is not None or config.smooth_alpha is not None
+
+
+def _smoothed_graph(
+    config: QuantizeConfig,
+    state: ModelState,
+    context: StepContext,
+    selected: list[WeightLayer],
+    calibration: list[Batch],
+    input_names: list[str],
+) -> tuple[Path, list[WeightLayer]]:
+    """Exports a smoothed copy of the model; returns its prepared graph and the selected layers in it."""
+    model = state.torch_model
+    targets = smoothing_targets(selected, model.config.model_type)
+    smoothed, shrink = smooth_model(model, [layer.module for layer in targets], calibration, config.smooth_alpha)
+    exported = export_onnx(smoothed, state.task, input_names, context.work_dir / "model_smoothed.onnx")
+    del smoothed
+    prepared = prepare_graph(exported, context.work_dir / "model_smoothed_prepared.onnx")
+    exported.unlink()
+    nodes = {layer.node for layer in selected}
+    graph = onnx.load(str(prepared), load_external_data=False)
+    layers = [layer for layer in weight_layers(graph) if layer.node in nodes]
+    if len(layers) != len(selected):
+        raise RuntimeError("The smoothed export lost quantizable layers; its graph differs from the original's.")
+    context.details.update(
+        smooth_alpha=config.smooth_alpha,
+        smoothed_layers=len(targets),
+        smoothing_peak_reduction_median=round(sorted(shrink.values())[len(shrink) // 2], 3) if shrink else None,
+    )
+    return prepared, layers
+
+
+def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepContext) -> ModelState:
+    if state.torch_model is None:
+        raise ValueError("quantize needs a torch model to export.")
+    model = state.torch_model
+    input_names = model_input_names(model, context.tokenizer)
+    fp32_path = context.work_dir / "model_fp32.onnx"
+    export_onnx(model, state.task, input_names, fp32_path)
+    prepared = prepare_graph(fp32_path, context.work_dir / "model_prepared.onnx")
+    context.on_progress(0.2)
+
+    # load_external_data=False: only node and initializer metadata are needed here.
+    layers = weight_layers(onnx.load(str(prepared), load_external_data=False))
+    selected, left = select_layers(layers, config, model.config.model_type)
+    calibration: list[Batch] = []
+    if _needs_calibration(config):
+        if not context.calibration_texts:
+            raise ValueError(f"quantize {config.scheme} with these params needs calibration texts; none were given.")
+        max_texts = FALLBACK_MAX_TEXTS if config.target_fidelity is not None else DEFAULT_MAX_TEXTS
+        calibration = calibration_batches(
+            context.tokenizer, context.calibration_texts, context.sequence_length, input_names, max_texts
+        )
+    if config.smooth_alpha is not None:
+        prepared, selected = _smoothed_graph(config, state, context, selected, calibration, input_names)
+    context.on_progress(0.3)
+    inputs = BuildInputs(prepared=prepared, layers=selected, config=config, calibration=calibration)
+    output_path = context.work_dir / "model.onnx"
+    details = context.details
+    if config.target_fidelity is None:
+        build(inputs, output_path)
+    else:
+        started = time.monotonic()
+        probe = FidelityProbe(model, state.task, calibration, context.work_dir / "fidelity")
+        ratio = config.max_size_ratio or DEFAULT_MAX_SIZE_RATIO
+        outcome = fall_back(
+            lambda fallback, path: build(inputs, path, fallback),
+            probe,
+            selected,
+            config.target_fidelity,
+            int(ratio * fp32_path.stat().st_size) if config.fallback == "fp32" else None,
+            context.work_dir / "fallback",
+            lambda fraction: context.on_progress(0.3 + 0.65 * fraction),
+            mode=config.fallback,
+        )
+        probe.remove()
+        shutil.move(outcome.path, output_path)
+        shutil.rmtree(context.work_dir / "fallback", ignore_errors=True)
+        if config.fallback == "fp32":
+            fallen = {layer.node for layer in outcome.fallen_back}
+            selected = [layer for layer in selected if layer.node not in fallen]
+            left = [*left, *outcome.fallen_back]
+        details.update(
+            target_fidelity=config.target_fidelity,
+            calibration_fidelity=round(outcome.fidelity, 6),
+            calibration_texts=probe.num_samples,
+            target_met=outcome.target_met,
+            fallback=config.fallback,
+            fallback_layers=[layer.module for layer in outcome.fallen_back],
+            fallback_trials=outcome.trials,
+            fallback_seconds=round(time.monotonic() - started, 1),
+        )
+        if not outcome.target_met:
+            logger.warning(
+                "target fidelity %.4f not reached by falling back to %s: best %.5f",
+                config.target_fidelity, config.fallback, outcome.fidelity,
+            )
+
+    embeddings = [layer for layer in selected if layer.is_embedding]
+    details.update(
+        scheme=config.scheme,
+        layers_quantized=len(selected),
+        layers_left=len(left),
+        quantized_layers=_names(selected),
+        left_layers=_names(left),
+        embeddings_quantized=bool(embeddings),
+    )
+    if config.scheme == "int4_weight_only":
+        details["group_size"] = config.group_size or DEFAULT_GROUP_SIZE
+        details["algorithm"] = config.algorithm or "rtn"
+    logger.info(
+        "quantize %s: %d layers quantized (%d embeddings), %d left as they are; %.2f MB -> %.2f MB",
+        config.scheme, len(selected), len(embeddings), len(left),
+        fp32_path.stat().st_size / 1e6, output_path.stat().st_size / 1e6,
+    )
+    context.on_progress(1.0)
+    # The torch model is dropped: nothing after an ONNX-producing step works on it, and it is
+    # the largest thing in memory.
+    return ModelState(task=state.task, config_dir=state.config_dir, torch_model=None, onnx_path=output_path)
