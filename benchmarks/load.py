@@ -3,12 +3,13 @@ job-status polling at a fixed rate, job submissions and dataset uploads at the s
 loop: each request goes out at its planned time, whatever the others are doing). Then one 1 GiB
 model upload, to measure how much the API process's memory grows while it streams.
 
-    .venv/bin/python benchmarks/load.py [--status-rate 200] [--seconds 30] [--upload-gib 1]
+    .venv/bin/python benchmarks/load.py [--status-rate 200] [--seconds 30] [--upload-gib 1] [--profile DIR]
 
 Prints a table and writes benchmarks/results/load.json. Targets (issue 6): job-status p99 under
 50 ms at 200 requests/s; RSS growth under 100 MB during a 1 GB upload. The load generator runs on
 the same 2 cores as the API and the worker, so this is the whole machine under load, not the API alone;
-the table also gives the CPU share each of them used.
+the table also gives the CPU share each of them used (over the warm-up and the measured load).
+The first seconds of the same load are not measured: they open the client's connections.
 
 The load generator uses aiohttp (the `bench` extra): httpx's async client spent 3.6 ms of CPU per
 request on this machine against 0.7 ms for aiohttp, which made the generator, not the API, the
@@ -20,6 +21,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -54,13 +56,15 @@ def rss_mb(pid: int, field: str) -> float:
 
 async def open_loop(rate: float, seconds: float, send) -> tuple[list[tuple[float, int]], float]:  # noqa: ANN001
     """Sends `rate` requests a second for `seconds`, each at its planned time. Returns (latency s, status)
-    of each, and the seconds from the first request to the last answer."""
+    of each, and the seconds from the first request to the last answer.
+
+    Each request's task is created at its planned time: creating all of them up front made the
+    generator's own event loop hundreds of milliseconds late for the first second."""
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.2
     results: list[tuple[float, int]] = []
 
-    async def one(at: float) -> None:
-        await asyncio.sleep(max(0.0, at - loop.time()))
+    async def one() -> None:
         started = time.perf_counter()
         try:
             status = await send()
@@ -68,7 +72,11 @@ async def open_loop(rate: float, seconds: float, send) -> tuple[list[tuple[float
             status = 0
         results.append((time.perf_counter() - started, status))
 
-    await asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds))))
+    tasks = []
+    for i in range(int(rate * seconds)):
+        await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
     return results, loop.time() - start
 
 
@@ -119,6 +127,36 @@ def service_processes(serve_pid: int) -> dict[str, list[int]]:
     return found
 
 
+def start_profilers(pids: list[int], folder: Path, seconds: float) -> list[subprocess.Popen]:
+    """py-spy (the `bench` extra) on each API process that runs Python requests; its raw output is
+    one line per distinct stack with its sample count, which `summarise_profiles` reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200", "--format", "raw", "--function",
+             "--nonblocking", "--output", str(folder / f"api-{pid}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
+def summarise_profiles(folder: Path, top: int = 25) -> str:
+    """The functions that were on the stack in the largest share of samples (inclusive), over all API processes."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for path in folder.glob("api-*.txt"):
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            total += int(count)
+            for frame in set(stack.split(";")):
+                inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    return "\n".join(f"{100 * count / max(1, total):5.1f}%  {frame}" for frame, count in ranked)
+
+
 def machine_cpu_ticks() -> list[int]:
     """user, nice, system, idle, iowait, irq, softirq, steal: the machine's CPU time so far."""
     return [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -162,11 +200,16 @@ async def load_phase(base_url: str, job_id: str, model_id: str, args: argparse.N
                 await response.read()
                 return response.status
 
-        status, submitted, uploaded = await asyncio.gather(
-            open_loop(args.status_rate, args.seconds, get_status),
-            open_loop(args.submit_rate, args.seconds, submit),
-            open_loop(args.upload_rate, args.seconds, upload),
-        )
+        async def mix(seconds: float) -> tuple:
+            return await asyncio.gather(
+                open_loop(args.status_rate, seconds, get_status),
+                open_loop(args.submit_rate, seconds, submit),
+                open_loop(args.upload_rate, seconds, upload),
+            )
+
+        # The same mix, unmeasured, opens the client's connections and warms both sides first.
+        await mix(args.warmup_seconds)
+        status, submitted, uploaded = await mix(args.seconds)
     return [
         summarise("GET /v1/jobs/{id}", args.status_rate, status, 200),
         summarise("POST /v1/jobs", args.submit_rate, submitted, 202),
@@ -180,9 +223,13 @@ def main() -> int:
     parser.add_argument("--submit-rate", type=float, default=2)
     parser.add_argument("--upload-rate", type=float, default=2)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--warmup-seconds", type=float, default=3,
+                        help="the same load first, not measured: connections opened, caches and code paths warm")
     parser.add_argument("--upload-gib", type=float, default=1.0)
     parser.add_argument("--api-workers", type=int, default=2, help="COMPRESSO_API_WORKERS of the server")
     parser.add_argument("--access-log", action="store_true", help="keep uvicorn's access log on (COMPRESSO_ACCESS_LOG)")
+    parser.add_argument("--profile", type=Path, help="sample the API processes with py-spy during the load phase and "
+                        "write each one's collapsed stacks (and a per-function summary) to this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-load-") as scratch_name:
         scratch = Path(scratch_name)
@@ -206,7 +253,10 @@ def main() -> int:
             every_pid = [pid for pids in processes.values() for pid in pids]
             before, generator_before, wall_before = process_cpu(every_pid), time.process_time(), time.monotonic()
             ticks_before = machine_cpu_ticks()
+            profilers = start_profilers(processes["api"], args.profile, args.warmup_seconds + args.seconds) if args.profile else []
             rows = asyncio.run(load_phase(server.base_url, job["id"], model["id"], args))
+            for profiler in profilers:
+                profiler.wait(timeout=60)
             after, wall = process_cpu(list(before)), time.monotonic() - wall_before
             ticks = [later - earlier for earlier, later in zip(ticks_before, machine_cpu_ticks())]
             # On a virtual machine, time the hypervisor gave to others: a share of the CPU nobody here got.
@@ -247,7 +297,7 @@ def main() -> int:
                 "num_parameters": uploaded["num_parameters"],
             }
 
-    print(f"Load for {args.seconds:g} s on {args.api_workers} API process(es), access log "
+    print(f"Load for {args.seconds:g} s (after {args.warmup_seconds:g} s of the same load, not measured) on {args.api_workers} API process(es), access log "
           f"{'on' if args.access_log else 'off'}, while a job ran on the worker (still running at the end: {still_running})")
     print(f"{'endpoint':<20} | {'target/s':>8} | {'sent':>5} | {'ok':>5} | {'errors':>6} | {'ok/s':>6} | "
           f"{'until last s':>12} | {'p50 ms':>7} | {'p99 ms':>7}")
@@ -259,9 +309,13 @@ def main() -> int:
     print(f"\n{upload['upload_mb']} MB model upload in {upload['seconds']} s: API processes' RSS {upload['rss_before_mb']} MB before, "
           f"at most {upload['rss_max_during_mb']} MB during it ({upload['samples']} samples): growth {upload['growth_mb']} MB")
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps({"seconds": args.seconds, "api_workers": args.api_workers, "access_log": args.access_log, "job_running_throughout": still_running,
+    RESULTS_PATH.write_text(json.dumps({"seconds": args.seconds, "warmup_seconds": args.warmup_seconds, "api_workers": args.api_workers, "access_log": args.access_log, "job_running_throughout": still_running,
                                         "rows": rows, "cpu_cores_used": cpu_share, "stolen_cpu_percent": stolen_percent, "upload": upload}, indent=2) + "\n")
     print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")
+    if args.profile:
+        summary = summarise_profiles(args.profile)
+        (args.profile / "summary.txt").write_text(summary + "\n")
+        print(f"\nAPI processes' samples by function (inclusive), from {args.profile}:\n{summary}")
     return 0
 
 
