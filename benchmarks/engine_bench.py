@@ -56,6 +56,12 @@ HUFFMAN = {"technique": "huffman", "params": {}}
 # compresso rows beyond the presets: one per technique, so each is measured on its own.
 TECHNIQUE_ROWS = {
     "quantize int8_dynamic (plain)": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}],
+    "quantize int8_dynamic outliers apart (8 per layer)": [
+        {"technique": "quantize", "params": {"scheme": "int8_dynamic", "outlier_channels": 8}}],
+    "quantize int8_dynamic outliers fallback 0.998": [{"technique": "quantize", "params": {
+        "scheme": "int8_dynamic", "target_fidelity": 0.998, "fallback": "outliers"}}],
+    "quantize int8_dynamic smoothed + outliers fallback 0.998": [{"technique": "quantize", "params": {
+        "scheme": "int8_dynamic", "smooth_alpha": 0.5, "target_fidelity": 0.998, "fallback": "outliers"}}],
     "quantize int8_weight_only": [{"technique": "quantize", "params": {"scheme": "int8_weight_only"}}],
     "quantize int4_weight_only g32": [{"technique": "quantize", "params": {"scheme": "int4_weight_only"}}],
     "quantize fp16": [{"technique": "quantize", "params": {"scheme": "fp16"}}],

@@ -228,6 +228,8 @@ def test_old_recipes_keep_their_meaning():
         ({"scheme": "fp16", "smooth_alpha": 0.5}, "smooth_alpha only applies to scheme int8_dynamic or int8_static"),
         ({"scheme": "int8_dynamic", "smooth_alpha": 1.0}, "less than 1"),
         ({"scheme": "int2"}, "Input should be"),
+        ({"scheme": "int8_static", "outlier_channels": 8}, "outlier_channels only applies to scheme int8_dynamic"),
+        ({"scheme": "int8_dynamic", "outlier_channels": -1}, "greater than or equal to 0"),
     ],
 )
 def test_bad_params_are_refused_with_a_clear_message(params, message):
@@ -311,3 +313,108 @@ def module_path(node_name: str) -> str:
     from workers.engine.techniques.quantize.layers import module_name
 
     return module_name(node_name)
+
+
+# --- outlier channels computed apart -------------------------------------------------------------
+
+
+def _with_an_outlier_channel(model_dir: Path, destination: Path, factor: float = 50.0) -> Path:
+    """A copy whose first FFN has one neuron `factor` times larger, and its output weights `factor`
+    times smaller: the same function, with one activation channel far above the others, as trained
+    transformers have."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(model_dir, destination)
+    model = load_model(destination, "feature-extraction")
+    with torch.no_grad():
+        layer = model.encoder.layer[0]
+        # GELU is not homogeneous, so scale the FFN's output side only for a positive-slope neuron:
+        # take the pre-activation well above zero with the bias, where GELU(x) ~ x.
+        layer.intermediate.dense.bias[3] = 4.0
+        layer.intermediate.dense.weight[3] *= factor / 4.0
+        layer.intermediate.dense.bias[3] = 4.0 * factor
+        layer.output.dense.weight[:, 3] /= factor
+    model.save_pretrained(destination, safe_serialization=True)
+    return destination
+
+
+def test_splitting_outlier_channels_is_exact_in_fp32(tiny_models, tmp_path):
+    import numpy as np
+
+    from workers.engine.evaluation.calibration import calibration_batches
+    from workers.engine.evaluation.runners import OnnxRunner
+    from workers.engine.export.onnx import export_onnx
+    from workers.engine.loading import model_input_names
+    from workers.engine.techniques.quantize.layers import prepare_graph, weight_layers
+    from workers.engine.techniques.quantize.outliers import input_peaks, split_outlier_channels
+
+    model_dir = _with_an_outlier_channel(tiny_models["encoder"], tmp_path / "model")
+    model, tokenizer = load_model(model_dir, "feature-extraction"), load_tokenizer(model_dir)
+    names = model_input_names(model, tokenizer)
+    prepared = prepare_graph(export_onnx(model, "feature-extraction", names, tmp_path / "fp32.onnx"), tmp_path / "p.onnx")
+    graph = onnx.load(str(prepared))
+    matmuls = [layer for layer in weight_layers(graph) if not layer.is_embedding]
+    batches = calibration_batches(tokenizer, CALIBRATION_TEXTS, 64, names)
+    peaks = input_peaks(graph, matmuls, batches)
+    ffn_output = next(layer for layer in matmuls if "layer.0/output/dense" in layer.node)
+    assert int(np.argmax(peaks[ffn_output.node])) == 3  # the planted outlier is found from the graph
+
+    side_nodes = split_outlier_channels(graph, matmuls, peaks, 2)
+    assert len(side_nodes) == len(matmuls)
+    split = tmp_path / "split.onnx"
+    onnx.save(graph, str(split))
+    before, after = OnnxRunner(prepared, "cpu"), OnnxRunner(split, "cpu")
+    for batch in batches:
+        np.testing.assert_allclose(after(batch), before(batch), rtol=1e-4, atol=1e-4)
+
+
+def test_outlier_channels_restore_the_fidelity_an_outlier_costs_int8(tiny_models, tmp_path):
+    from workers.engine.evaluation.calibration import FidelityProbe, calibration_batches
+    from workers.engine.loading import model_input_names
+
+    model_dir = _with_an_outlier_channel(tiny_models["encoder"], tmp_path / "model")
+    plain, _ = run_scheme(model_dir, "encoder", tmp_path / "plain", scheme="int8_dynamic")
+    state, context = run_scheme(model_dir, "encoder", tmp_path / "apart", scheme="int8_dynamic", outlier_channels=2)
+    assert context.details["outlier_channels"] == 2 and context.details["outlier_split_layers"] == 12
+    # Only the side MatMuls (2 rows of weights each) stay fp32; every other MatMul is int8.
+    assert float_matmuls_of(state.onnx_path) == {node for node in float_matmuls_of(state.onnx_path) if node.endswith("_outliers")}
+    assert len(float_matmuls_of(state.onnx_path)) == 12
+    model, tokenizer = load_model(model_dir, "feature-extraction"), load_tokenizer(model_dir)
+    batches = calibration_batches(tokenizer, CALIBRATION_TEXTS, 64, model_input_names(model, tokenizer))
+    probe = FidelityProbe(model, "feature-extraction", batches, tmp_path / "probe")
+    plain_fidelity, apart_fidelity = probe(plain.onnx_path), probe(state.onnx_path)
+    assert apart_fidelity > plain_fidelity + 0.01, (plain_fidelity, apart_fidelity)
+    # The bytes added are the side weights, the masks and the channel indices, plus four nodes per
+    # layer (with their long names, ~1.7 kB a layer: a lot next to a tiny model, nothing next to MiniLM's 23 MB).
+    import numpy as np
+    from onnx import numpy_helper
+
+    added = sum(
+        numpy_helper.to_array(init).nbytes for init in onnx.load(str(state.onnx_path)).graph.initializer
+        if init.name.endswith(("_keep", "_outlier_channels", "_outlier_weight"))
+    )
+    assert added > 0
+    assert state.onnx_path.stat().st_size - plain.onnx_path.stat().st_size < added + 12 * 2048
+    assert np.isfinite(apart_fidelity)
+
+
+def test_outliers_fallback_splits_only_the_layers_it_picks(tiny_models, tmp_path):
+    model_dir = _with_an_outlier_channel(tiny_models["encoder"], tmp_path / "model")
+    # A target that already holds: the fidelity of every layer quantized, measured the same way.
+    _, plain = run_scheme(model_dir, "encoder", tmp_path / "plain", scheme="int8_dynamic", target_fidelity=0.5)
+    state, context = run_scheme(
+        model_dir, "encoder", tmp_path / "apart", scheme="int8_dynamic", target_fidelity=1.0, fallback="outliers",
+        outlier_channels=2,
+    )
+    details = context.details
+    # A target of exactly 1 cannot hold, so layers are split until none helps.
+    assert details["fallback"] == "outliers" and details["target_met"] is False and details["outlier_channels"] == 2
+    assert details["fallback_layers"] and details["fallback_trials"] > 1 + len(details["fallback_layers"])
+    assert details["calibration_fidelity"] > plain.details["calibration_fidelity"] + 0.01
+    # Split layers stay int8: the only fp32 MatMuls are the side MatMuls of the layers picked.
+    side = float_matmuls_of(state.onnx_path)
+    assert {module_path(name.removesuffix("_outliers")) for name in side} == set(details["fallback_layers"])
+    assert details["layers_quantized"] == 12 + 3 and details["layers_left"] == 0
+

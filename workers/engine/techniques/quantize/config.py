@@ -11,7 +11,7 @@ Scheme = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_s
 LayerGroup = Literal["ffn_input", "ffn_output"]
 Int4Algorithm = Literal["rtn", "hqq"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
-FallbackMode = Literal["fp32", "weight_only"]
+FallbackMode = Literal["fp32", "weight_only", "outliers"]
 
 # Schemes where a layer left in fp32 buys fidelity back; the others are within ~1e-3 of fp32 already.
 FALLBACK_SCHEMES = ("int8_dynamic", "int8_static", "int4_weight_only")
@@ -19,6 +19,7 @@ FALLBACK_SCHEMES = ("int8_dynamic", "int8_static", "int4_weight_only")
 ACTIVATION_SCHEMES = ("int8_dynamic", "int8_static")
 DEFAULT_GROUP_SIZE = 32
 DEFAULT_MAX_SIZE_RATIO = 0.30
+DEFAULT_OUTLIER_CHANNELS = 8
 
 
 class QuantizeConfig(TechniqueConfig):
@@ -33,7 +34,8 @@ class QuantizeConfig(TechniqueConfig):
         "fp16 / bf16: half-precision storage, computed in fp32 (onnxruntime has few fp16 CPU kernels). "
         "Embeddings are quantized too (one scale per row at int8). With target_fidelity, the most sensitive "
         "layers fall back (to fp32, or to int8 weight-only with fallback weight_only) until the fidelity on the "
-        "dataset holds; smooth_alpha migrates activation outliers into the weights first. Must be the last step."
+        "dataset holds; smooth_alpha migrates activation outliers into the weights first, outlier_channels computes "
+        "them apart in fp32. Must be the last step."
     )
     # int8_static calibrates, and target_fidelity measures, on the job's dataset (or the
     # builtin sentences when none is given).
@@ -89,7 +91,9 @@ class QuantizeConfig(TechniqueConfig):
         "fp32",
         description="With target_fidelity, what a sensitive layer falls back to. fp32: full precision, costs "
         "size (bounded by max_size_ratio). weight_only (int8_dynamic / int8_static): int8 weights with fp32 "
-        "activations, costs speed but no size; layers are chosen by fidelity gained per multiply-add given up.",
+        "activations, costs speed but no size; layers are chosen by fidelity gained per multiply-add given up. "
+        "outliers (int8_dynamic): the layer stays int8, with its outlier_channels (default 8) input channels of "
+        "largest activation computed apart in fp32; costs a little speed and size.",
     )
     smooth_alpha: float | None = Field(
         None,
@@ -98,6 +102,16 @@ class QuantizeConfig(TechniqueConfig):
         description="int8_dynamic / int8_static: SmoothQuant scale migration before quantizing. Each layer's "
         "input channel j is divided by s_j = max|x_j|^alpha / max|w_j|^(1-alpha) (measured on the dataset) and "
         "its weights multiplied by s_j, moving activation outliers into the weights. 0.5 is the usual choice.",
+    )
+    outlier_channels: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="int8_dynamic: in each quantized layer, this many input channels with the largest "
+        "activations on the dataset are multiplied in fp32 by a small side MatMul and left out of the int8 one, "
+        "whose activations are then quantized on a range without their outliers (LLM.int8()'s decomposition). "
+        "With fallback 'outliers', only the layers the fallback picks. On all-MiniLM-L6-v2, 8 in every layer "
+        "lifted fidelity from 0.992 to 0.9986 for 3% more bytes, at 0.75x the speed of plain int8_dynamic.",
     )
     max_size_ratio: float | None = Field(
         None,
@@ -134,6 +148,7 @@ class QuantizeConfig(TechniqueConfig):
             "calibration_method": ("int8_static",),
             "target_fidelity": FALLBACK_SCHEMES,
             "smooth_alpha": ACTIVATION_SCHEMES,
+            "outlier_channels": ("int8_dynamic",),
         }
         for param, schemes in only_for.items():
             if param in given and getattr(self, param) is not None and self.scheme not in schemes:
@@ -142,6 +157,13 @@ class QuantizeConfig(TechniqueConfig):
                 )
         if self.max_size_ratio is not None and self.target_fidelity is None:
             raise ValueError("max_size_ratio only bounds the fallback of target_fidelity; give target_fidelity too")
+        if self.fallback == "outliers":
+            if self.target_fidelity is None:
+                raise ValueError("fallback only applies with target_fidelity; give target_fidelity too")
+            if self.scheme != "int8_dynamic":
+                raise ValueError(f"fallback 'outliers' only applies to scheme int8_dynamic, not {self.scheme!r}")
+            if self.max_size_ratio is not None:
+                raise ValueError("max_size_ratio bounds fallback 'fp32' only; remove it")
         if self.fallback == "weight_only":
             if self.target_fidelity is None:
                 raise ValueError("fallback only applies with target_fidelity; give target_fidelity too")
@@ -153,3 +175,10 @@ class QuantizeConfig(TechniqueConfig):
             if self.max_size_ratio is not None:
                 raise ValueError("max_size_ratio bounds fallback 'fp32' only (weight_only costs no size); remove it")
         return self
+
+    def channels_apart(self) -> int:
+        """Outlier channels per layer that is split: those given, or 8 for the 'outliers' fallback."""
+        return self.outlier_channels if self.outlier_channels is not None else DEFAULT_OUTLIER_CHANNELS
+
+    def splits_every_layer(self) -> bool:
+        return bool(self.outlier_channels) and self.fallback != "outliers"

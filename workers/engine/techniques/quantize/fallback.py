@@ -37,14 +37,15 @@ def fall_back(
     max_bytes: int | None,
     work_dir: Path,
     on_progress: Callable[[float], None],
-    mode: Literal["fp32", "weight_only"] = "fp32",
+    mode: Literal["fp32", "weight_only", "outliers"] = "fp32",
 ) -> FallbackResult:
     """`build(fallback_nodes, path)` writes a model; `probe(path)` gives its fidelity. Embeddings never
     fall back: at int8 per row they cost ~1e-5 of cosine, and they are the largest tables.
 
-    mode "fp32" ranks layers by gain per extra byte and keeps the size under `max_bytes`; mode
-    "weight_only" keeps the size, so it ranks by gain per weight (a MatMul's multiply-adds per token)
-    and has no budget: it stops when the target holds or no layer helps."""
+    mode "fp32" ranks layers by gain per extra byte and keeps the size under `max_bytes`; modes
+    "weight_only" and "outliers" (nearly) keep the size, so they rank by gain per weight (a MatMul's
+    multiply-adds per token; for "outliers", a proxy for the activations its side path copies) and
+    have no budget: they stop when the target holds or no layer helps."""
     work_dir.mkdir(parents=True, exist_ok=True)
     best = build(frozenset(), work_dir / "all.onnx")
     result = FallbackResult(best, probe(best))

@@ -4,12 +4,14 @@ Kernels come from onnxruntime (quantize_dynamic, quantize_static, MatMulNBitsQua
 adds the few rewrites it does not offer (int8 embeddings per row, int8 weight-only, half storage).
 """
 
+import dataclasses
 import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.matmul_nbits_quantizer import (
@@ -22,6 +24,7 @@ from workers.engine.evaluation.calibration import BatchReader
 from workers.engine.evaluation.runners import Batch
 from workers.engine.techniques.quantize.config import DEFAULT_GROUP_SIZE, QuantizeConfig
 from workers.engine.techniques.quantize.layers import WeightLayer
+from workers.engine.techniques.quantize.outliers import split_outlier_channels
 from workers.engine.techniques.quantize.rewrites import (
     quantize_embeddings_int8,
     quantize_matmuls_int8_weight_only,
@@ -44,6 +47,8 @@ class BuildInputs:
     layers: list[WeightLayer]  # the selected layers
     config: QuantizeConfig
     calibration: list[Batch]  # int8_static calibrates on these
+    # Per MatMul node, the calibration peak of each input channel (for fallback "outliers")
+    peaks: dict[str, np.ndarray] | None = None
 
 
 Builder = Callable[[BuildInputs, list[WeightLayer], list[WeightLayer], Path], None]
@@ -160,7 +165,18 @@ BUILDERS: dict[str, Builder] = {
 
 def build(inputs: BuildInputs, output: Path, fallback: frozenset[str] = frozenset()) -> Path:
     """Writes `output` with every selected layer quantized by the scheme except those whose node is in
-    `fallback`, which stay fp32 or, with config.fallback "weight_only", get int8 weights and fp32 compute."""
+    `fallback`, which stay fp32 or, with config.fallback "weight_only", get int8 weights and fp32 compute.
+    With config.fallback "outliers" they stay int8, with their outlier input channels computed apart."""
+    if inputs.config.fallback == "outliers" and fallback:
+        apart = [layer for layer in inputs.layers if layer.node in fallback and not layer.is_embedding]
+        graph = onnx.load(str(inputs.prepared))
+        split_outlier_channels(graph, apart, inputs.peaks, inputs.config.channels_apart())
+        split_path = output.with_name(f"{output.stem}.apart.onnx")
+        onnx.save(graph, str(split_path))
+        try:
+            return build(dataclasses.replace(inputs, prepared=split_path), output)
+        finally:
+            split_path.unlink()
     layers = [layer for layer in inputs.layers if layer.node not in fallback]
     matmuls = [layer for layer in layers if not layer.is_embedding]
     embeddings = [layer for layer in layers if layer.is_embedding]
