@@ -23,9 +23,9 @@ _INT8 = {
     "technique": "quantize",
     # The layers that lose most get their 8 largest activation channels computed apart in fp32, until
     # the outputs are 0.9983 close on the calibration texts (a margin for 0.998 on unseen texts). On
-    # MiniLM this kept 98% of plain int8's speed, where the earlier weight-only fallback (int8 weights,
-    # float activations for the sensitive layers, after smoothing) kept ~80% (benchmarks/results/
-    # engine_bench_int8_outliers.md).
+    # MiniLM this kept 97% of plain int8's speed at 0.9983, where the earlier weight-only fallback (int8
+    # weights, float activations for the sensitive layers, after smoothing) kept ~80% (benchmarks/
+    # results/engine_bench_int8_width.md and engine_bench_int8_outliers.md).
     "params": {"scheme": "int8_dynamic", "target_fidelity": 0.9983, "fallback": "outliers"},
 }
 _HUFFMAN = {"technique": "huffman", "params": {}}

@@ -43,9 +43,10 @@ def fall_back(
     fall back: at int8 per row they cost ~1e-5 of cosine, and they are the largest tables.
 
     mode "fp32" ranks layers by gain per extra byte and keeps the size under `max_bytes`; modes
-    "weight_only" and "outliers" (nearly) keep the size, so they rank by gain per weight (a MatMul's
-    multiply-adds per token; for "outliers", a proxy for the activations its side path copies) and
-    have no budget: they stop when the target holds or no layer helps."""
+    "weight_only" and "outliers" (nearly) keep the size and have no budget: they stop when the target
+    holds or no layer helps. weight_only ranks by gain per weight (a MatMul's multiply-adds per token
+    moved off the int8 kernels), outliers by gain per activation value its split passes over per
+    token (input plus output features: the split's cost is those memory-bound passes)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     best = build(frozenset(), work_dir / "all.onnx")
     result = FallbackResult(best, probe(best))
@@ -65,7 +66,9 @@ def fall_back(
     for index, layer in enumerate(candidates, start=1):
         build(frozenset({layer.node}), trial_path)
         gains[layer.node] = probe(trial_path) - result.fidelity
-        extra[layer.node] = max(trial_path.stat().st_size - base_size, 1) if mode == "fp32" else layer.numel
+        extra[layer.node] = {
+            "fp32": max(trial_path.stat().st_size - base_size, 1), "weight_only": layer.numel, "outliers": layer.width,
+        }[mode]
         on_progress(0.5 * index / len(candidates))
     result.trials += len(candidates)
     order = sorted(

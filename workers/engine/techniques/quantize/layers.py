@@ -32,6 +32,9 @@ class WeightLayer:
     op_type: str  # "MatMul" or "Gather" (embeddings)
     weight: str  # initializer name
     numel: int
+    # For a MatMul, input features + output features: the activation values per token that computing
+    # some of its input channels apart passes over (a Mul on its input, an Add on its output).
+    width: int = 0
 
     @property
     def is_embedding(self) -> bool:
@@ -73,7 +76,8 @@ def weight_layers(model: onnx.ModelProto) -> list[WeightLayer]:
             logger.info("left %s as it is: its weight %s is shared with other nodes", node.name, weight.name)
             continue
         numel = int(weight.dims[0]) * int(weight.dims[1])
-        layers.append(WeightLayer(module_name(node.name), node.name, node.op_type, weight.name, numel))
+        width = int(weight.dims[0]) + int(weight.dims[1])
+        layers.append(WeightLayer(module_name(node.name), node.name, node.op_type, weight.name, numel, width))
     return layers
 
 
