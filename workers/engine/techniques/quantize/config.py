@@ -157,23 +157,19 @@ class QuantizeConfig(TechniqueConfig):
                 )
         if self.max_size_ratio is not None and self.target_fidelity is None:
             raise ValueError("max_size_ratio only bounds the fallback of target_fidelity; give target_fidelity too")
-        if self.fallback == "outliers":
+        if self.fallback != "fp32":
             if self.target_fidelity is None:
                 raise ValueError("fallback only applies with target_fidelity; give target_fidelity too")
-            if self.scheme != "int8_dynamic":
-                raise ValueError(f"fallback 'outliers' only applies to scheme int8_dynamic, not {self.scheme!r}")
-            if self.max_size_ratio is not None:
-                raise ValueError("max_size_ratio bounds fallback 'fp32' only; remove it")
-        if self.fallback == "weight_only":
-            if self.target_fidelity is None:
-                raise ValueError("fallback only applies with target_fidelity; give target_fidelity too")
-            if self.scheme not in ACTIVATION_SCHEMES:
+            schemes = ACTIVATION_SCHEMES if self.fallback == "weight_only" else ("int8_dynamic",)
+            if self.scheme not in schemes:
                 raise ValueError(
-                    f"fallback 'weight_only' only applies to scheme {' or '.join(ACTIVATION_SCHEMES)} (scheme "
+                    f"fallback {self.fallback!r} only applies to scheme {' or '.join(schemes)} (scheme "
                     f"{self.scheme!r} has no quantized activations to give up); use fallback 'fp32'"
                 )
             if self.max_size_ratio is not None:
-                raise ValueError("max_size_ratio bounds fallback 'fp32' only (weight_only costs no size); remove it")
+                raise ValueError(
+                    f"max_size_ratio bounds fallback 'fp32' only ({self.fallback} costs no size); remove it"
+                )
         return self
 
     def channels_apart(self) -> int:

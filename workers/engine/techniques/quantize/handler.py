@@ -19,7 +19,7 @@ from workers.engine.state import ModelState, StepContext
 from workers.engine.techniques.quantize.config import DEFAULT_GROUP_SIZE, DEFAULT_MAX_SIZE_RATIO, QuantizeConfig
 from workers.engine.techniques.quantize.fallback import fall_back
 from workers.engine.techniques.quantize.layers import WeightLayer, prepare_graph, select_layers, weight_layers
-from workers.engine.techniques.quantize.outliers import input_peaks, split_outlier_channels
+from workers.engine.techniques.quantize.outliers import input_peaks, write_split
 from workers.engine.techniques.quantize.schemes import BuildInputs, build
 from workers.engine.techniques.quantize.smoothing import smooth_model, smoothing_targets
 
@@ -45,19 +45,6 @@ def _needs_calibration(config: QuantizeConfig) -> bool:
         or config.smooth_alpha is not None
         or bool(config.outlier_channels)
     )
-
-
-def _outliers_split_graph(
-    config: QuantizeConfig, prepared: Path, selected: list[WeightLayer], calibration: list[Batch], work_dir: Path
-) -> tuple[Path, dict]:
-    """The prepared graph with each selected MatMul's outlier input channels moved to an fp32 side MatMul."""
-    graph = onnx.load(str(prepared))
-    matmuls = [layer for layer in selected if not layer.is_embedding]
-    peaks = input_peaks(graph, matmuls, calibration)
-    side_nodes = split_outlier_channels(graph, matmuls, peaks, config.channels_apart())
-    split = work_dir / "model_outliers_apart.onnx"
-    onnx.save(graph, str(split))
-    return split, {"outlier_channels": config.outlier_channels, "outlier_split_layers": len(side_nodes)}
 
 
 def _smoothed_graph(
@@ -112,14 +99,16 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
         )
     if config.smooth_alpha is not None:
         prepared, selected = _smoothed_graph(config, state, context, selected, calibration, input_names)
-    if config.splits_every_layer():
-        prepared, split_details = _outliers_split_graph(config, prepared, selected, calibration, context.work_dir)
-        context.details.update(split_details)
     peaks = None
-    if config.fallback == "outliers":
+    if config.outlier_channels or config.fallback == "outliers":
         matmuls = [layer for layer in selected if not layer.is_embedding]
         peaks = input_peaks(onnx.load(str(prepared)), matmuls, calibration)
         context.details["outlier_channels"] = config.channels_apart()
+        if config.splits_every_layer():
+            split = context.work_dir / "model_outliers_apart.onnx"
+            side_nodes = write_split(prepared, matmuls, peaks, config.channels_apart(), split)
+            prepared = split
+            context.details["outlier_split_layers"] = len(side_nodes)
     context.on_progress(0.3)
     inputs = BuildInputs(prepared=prepared, layers=selected, config=config, calibration=calibration, peaks=peaks)
     output_path = context.work_dir / "model.onnx"

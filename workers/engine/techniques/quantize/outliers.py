@@ -12,6 +12,8 @@ answer to outliers is per-tensor calibration or SmoothQuant, which smoothing.py 
 which did not reach 0.998 on MiniLM without falling back whole layers).
 """
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -19,12 +21,13 @@ from onnx import helper, numpy_helper
 
 from workers.engine.evaluation.runners import Batch
 from workers.engine.techniques.quantize.layers import WeightLayer
+from workers.engine.techniques.quantize.rewrites import find_node
 
 
 def input_peaks(model: onnx.ModelProto, layers: list[WeightLayer], batches: list[Batch]) -> dict[str, np.ndarray]:
     """max |x_j| over every token of the batches, per input channel j of each layer's MatMul, read from
     the graph itself (so a smoothed graph is measured as it will run)."""
-    inputs = {layer.node: _node(model.graph, layer.node).input[0] for layer in layers}
+    inputs = {layer.node: find_node(model.graph, layer.node).input[0] for layer in layers}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     known = {output.name for output in probe.graph.output}
@@ -48,17 +51,17 @@ def input_peaks(model: onnx.ModelProto, layers: list[WeightLayer], batches: list
 def split_outlier_channels(
     model: onnx.ModelProto, layers: list[WeightLayer], peaks: dict[str, np.ndarray], count: int
 ) -> list[str]:
-    """Rewrites each layer's MatMul as above, with its `count` highest-peak input channels apart; the
-    int8 MatMul keeps the node's name and weight initializer, so layer selection and fallback still
-    find it. Returns the names of the side MatMuls (they must stay fp32)."""
+    """Rewrites each layer's MatMul (from layers.weight_layers: a 2-D weight of its own, as the second
+    input) as above, with its `count` highest-peak input channels apart; the int8 MatMul keeps the
+    node's name and weight initializer, so layer selection and fallback still find it. Returns the
+    names of the side MatMuls (they must stay fp32)."""
     graph = model.graph
     side_nodes = []
     for layer in layers:
-        node = _node(graph, layer.node)
+        node = find_node(graph, layer.node)
         weight_init = next(init for init in graph.initializer if init.name == layer.weight)
         weight = numpy_helper.to_array(weight_init).copy()
-        shared = sum(layer.weight in other.input for other in graph.node) > 1
-        if shared or weight.ndim != 2 or count >= weight.shape[0] or list(node.input).index(layer.weight) != 1:
+        if count >= weight.shape[0]:
             continue
         outliers = np.sort(np.argsort(-peaks[layer.node], kind="stable")[:count]).astype(np.int64)
         keep = np.ones(weight.shape[0], np.float32)
@@ -90,5 +93,11 @@ def split_outlier_channels(
     return side_nodes
 
 
-def _node(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
-    return next(node for node in graph.node if node.name == name)
+def write_split(
+    source: Path, layers: list[WeightLayer], peaks: dict[str, np.ndarray], count: int, destination: Path
+) -> list[str]:
+    """`split_outlier_channels` on the graph at `source`, saved to `destination`; returns the side MatMuls."""
+    model = onnx.load(str(source))
+    side_nodes = split_outlier_channels(model, layers, peaks, count)
+    onnx.save(model, str(destination))
+    return side_nodes

@@ -45,7 +45,7 @@ def _replace_node(graph: onnx.GraphProto, name: str, new_nodes: list[onnx.NodePr
     raise KeyError(name)
 
 
-def _find_node(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
+def find_node(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
     return next(node for node in graph.node if node.name == name)
 
 
@@ -53,7 +53,7 @@ def quantize_embeddings_int8(model: onnx.ModelProto, layers: list[WeightLayer]) 
     """Gather(table) -> Gather(int8 table) * Gather(row scales): the table stays int8 in memory too."""
     graph = model.graph
     for layer in layers:
-        node = _find_node(graph, layer.node)
+        node = find_node(graph, layer.node)
         axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 0)
         if axis != 0:
             continue
@@ -73,7 +73,7 @@ def quantize_matmuls_int8_weight_only(model: onnx.ModelProto, layers: list[Weigh
     """MatMul(x, W) -> MatMul(x, DequantizeLinear(W_int8, scale per output column))."""
     graph = model.graph
     for layer in layers:
-        node = _find_node(graph, layer.node)
+        node = find_node(graph, layer.node)
         quantized, scale = _symmetric_int8(_take_initializer(graph, layer.weight), axis=0)
         q_name, s_name, z_name = (f"{layer.weight}_quantized", f"{layer.weight}_scale", f"{layer.weight}_zero_point")
         graph.initializer.extend([
@@ -102,7 +102,7 @@ def store_half(model: onnx.ModelProto, layers: list[WeightLayer], dtype: int) ->
         half = values.astype(ml_dtypes.bfloat16 if dtype == onnx.TensorProto.BFLOAT16 else np.float16)
         tensor = helper.make_tensor(stored, dtype, values.shape, half.tobytes(), raw=True)
         graph.initializer.append(tensor)
-        node = _find_node(graph, layer.node)
+        node = find_node(graph, layer.node)
         index = list(graph.node).index(node)
         cast_output = f"{layer.node}_weight"
         node.input[_weight_index(node, layer.weight)] = cast_output

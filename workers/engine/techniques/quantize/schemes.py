@@ -24,7 +24,7 @@ from workers.engine.evaluation.calibration import BatchReader
 from workers.engine.evaluation.runners import Batch
 from workers.engine.techniques.quantize.config import DEFAULT_GROUP_SIZE, QuantizeConfig
 from workers.engine.techniques.quantize.layers import WeightLayer
-from workers.engine.techniques.quantize.outliers import split_outlier_channels
+from workers.engine.techniques.quantize.outliers import write_split
 from workers.engine.techniques.quantize.rewrites import (
     quantize_embeddings_int8,
     quantize_matmuls_int8_weight_only,
@@ -169,10 +169,8 @@ def build(inputs: BuildInputs, output: Path, fallback: frozenset[str] = frozense
     With config.fallback "outliers" they stay int8, with their outlier input channels computed apart."""
     if inputs.config.fallback == "outliers" and fallback:
         apart = [layer for layer in inputs.layers if layer.node in fallback and not layer.is_embedding]
-        graph = onnx.load(str(inputs.prepared))
-        split_outlier_channels(graph, apart, inputs.peaks, inputs.config.channels_apart())
         split_path = output.with_name(f"{output.stem}.apart.onnx")
-        onnx.save(graph, str(split_path))
+        write_split(inputs.prepared, apart, inputs.peaks, inputs.config.channels_apart(), split_path)
         try:
             return build(dataclasses.replace(inputs, prepared=split_path), output)
         finally:
