@@ -18,6 +18,7 @@ bottleneck at 200 requests/s.
 
 import argparse
 import asyncio
+import csv
 import json
 import os
 import statistics
@@ -54,35 +55,38 @@ def rss_mb(pid: int, field: str) -> float:
     raise RuntimeError(f"{field} not found")
 
 
-async def open_loop(rate: float, seconds: float, send) -> tuple[list[tuple[float, int]], float]:  # noqa: ANN001
-    """Sends `rate` requests a second for `seconds`, each at its planned time. Returns (latency s, status)
-    of each, and the seconds from the first request to the last answer.
+async def open_loop(rate: float, seconds: float, send) -> tuple[list[tuple[float, int, float]], float]:  # noqa: ANN001
+    """Sends `rate` requests a second for `seconds`, each at its planned time. Returns (latency s, status,
+    planned seconds from the start) of each, and the seconds from the first request to the last answer.
 
-    Each request's task is created at its planned time: creating all of them up front made the
-    generator's own event loop hundreds of milliseconds late for the first second."""
+    A request's latency counts from its planned time, not from when the generator got round to
+    sending it: a stall of the whole machine that holds back both the generator and the API must
+    show in the figures, not hide the requests it delayed (the "coordinated omission" of closed-loop
+    load tools). Each request's task is created at its planned time: creating all of them up front
+    made the generator's own event loop hundreds of milliseconds late for the first second."""
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.2
-    results: list[tuple[float, int]] = []
+    results: list[tuple[float, int, float]] = []
 
-    async def one() -> None:
-        started = time.perf_counter()
+    async def one(planned: float) -> None:
         try:
             status = await send()
         except (aiohttp.ClientError, asyncio.TimeoutError):
             status = 0
-        results.append((time.perf_counter() - started, status))
+        results.append((loop.time() - planned, status, planned - start))
 
     tasks = []
     for i in range(int(rate * seconds)):
-        await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
-        tasks.append(asyncio.create_task(one()))
+        planned = start + i / rate
+        await asyncio.sleep(max(0.0, planned - loop.time()))
+        tasks.append(asyncio.create_task(one(planned)))
     await asyncio.gather(*tasks)
     return results, loop.time() - start
 
 
-def summarise(name: str, rate: float, measured: tuple[list[tuple[float, int]], float], ok: int) -> dict:
+def summarise(name: str, rate: float, measured: tuple[list[tuple[float, int, float]], float], ok: int) -> dict:
     results, elapsed = measured
-    latencies = sorted(latency * 1000 for latency, status in results if status == ok)
+    latencies = sorted(latency * 1000 for latency, status, _planned_at in results if status == ok)
     # "inclusive": percentiles stay within the measured values (the default extrapolates past the max).
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) >= 2 else [float("nan")] * 99
     return {
@@ -176,7 +180,9 @@ def process_cpu(pids: list[int]) -> dict[int, float]:
     return seconds
 
 
-async def load_phase(base_url: str, job_id: str, model_id: str, args: argparse.Namespace) -> list[dict]:
+async def load_phase(base_url: str, job_id: str, model_id: str, args: argparse.Namespace) -> tuple[list[dict], list[tuple]]:
+    """The table's rows, and every measured request as (endpoint, its planned seconds from the start,
+    latency ms, HTTP status)."""
     timeout = aiohttp.ClientTimeout(total=60)
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(base_url=base_url, timeout=timeout, connector=connector) as client:
@@ -210,11 +216,11 @@ async def load_phase(base_url: str, job_id: str, model_id: str, args: argparse.N
         # The same mix, unmeasured, opens the client's connections and warms both sides first.
         await mix(args.warmup_seconds)
         status, submitted, uploaded = await mix(args.seconds)
-    return [
-        summarise("GET /v1/jobs/{id}", args.status_rate, status, 200),
-        summarise("POST /v1/jobs", args.submit_rate, submitted, 202),
-        summarise("POST /v1/datasets", args.upload_rate, uploaded, 201),
-    ]
+    measured = [("GET /v1/jobs/{id}", args.status_rate, status, 200), ("POST /v1/jobs", args.submit_rate, submitted, 202),
+                ("POST /v1/datasets", args.upload_rate, uploaded, 201)]
+    timeline = [(name, round(planned_at, 4), round(latency * 1000, 2), code)
+                for name, _rate, (results, _elapsed), _ok in measured for latency, code, planned_at in results]
+    return [summarise(*row) for row in measured], sorted(timeline, key=lambda request: request[1])
 
 
 def main() -> int:
@@ -228,6 +234,8 @@ def main() -> int:
     parser.add_argument("--upload-gib", type=float, default=1.0)
     parser.add_argument("--api-workers", type=int, default=2, help="COMPRESSO_API_WORKERS of the server")
     parser.add_argument("--access-log", action="store_true", help="keep uvicorn's access log on (COMPRESSO_ACCESS_LOG)")
+    parser.add_argument("--timeline", type=Path, help="write every measured request to this CSV file: endpoint, "
+                        "its planned seconds from the start, latency ms, HTTP status (when do slow ones cluster?)")
     parser.add_argument("--profile", type=Path, help="sample the API processes with py-spy during the load phase and "
                         "write each one's collapsed stacks (and a per-function summary) to this folder")
     args = parser.parse_args()
@@ -254,7 +262,7 @@ def main() -> int:
             before, generator_before, wall_before = process_cpu(every_pid), time.process_time(), time.monotonic()
             ticks_before = machine_cpu_ticks()
             profilers = start_profilers(processes["api"], args.profile, args.warmup_seconds + args.seconds) if args.profile else []
-            rows = asyncio.run(load_phase(server.base_url, job["id"], model["id"], args))
+            rows, timeline = asyncio.run(load_phase(server.base_url, job["id"], model["id"], args))
             for profiler in profilers:
                 profiler.wait(timeout=60)
             after, wall = process_cpu(list(before)), time.monotonic() - wall_before
@@ -312,6 +320,12 @@ def main() -> int:
     RESULTS_PATH.write_text(json.dumps({"seconds": args.seconds, "warmup_seconds": args.warmup_seconds, "api_workers": args.api_workers, "access_log": args.access_log, "job_running_throughout": still_running,
                                         "rows": rows, "cpu_cores_used": cpu_share, "stolen_cpu_percent": stolen_percent, "upload": upload}, indent=2) + "\n")
     print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")
+    if args.timeline:
+        with args.timeline.open("w", newline="") as timeline_file:
+            writer = csv.writer(timeline_file)
+            writer.writerow(["endpoint", "planned_at_s", "latency_ms", "status"])
+            writer.writerows(timeline)
+        print(f"wrote {len(timeline)} requests to {args.timeline}")
     if args.profile:
         summary = summarise_profiles(args.profile)
         (args.profile / "summary.txt").write_text(summary + "\n")
