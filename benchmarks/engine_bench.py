@@ -93,15 +93,21 @@ class Row:
 
 
 def run_child(command: list[str]) -> tuple[float, float]:
-    """Runs a command to its end; returns (wall seconds, its peak RSS in MB)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{command[:4]} failed ({process.returncode}):\n{stderr[-3000:]}\n{stdout[-2000:]}")
+    """Runs a command to its end; returns (wall seconds, its peak RSS in MB).
+
+    Its output goes to files, not pipes: nothing reads a pipe until the child ends (wait4 is what
+    gives its peak RSS), so a job that printed more than a pipe holds (a long training run's
+    progress events) blocked on its write forever."""
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            stdout.seek(0)
+            stderr.seek(0)
+            raise RuntimeError(f"{command[:4]} failed ({process.returncode}):\n{stderr.read()[-3000:]}\n{stdout.read()[-2000:]}")
     return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
