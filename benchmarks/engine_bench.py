@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -92,23 +93,50 @@ class Row:
     details: dict = field(default_factory=dict)
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's resident-memory high-water mark (VmHWM), or None once it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None  # a zombie lists no memory
+
+
 def run_child(command: list[str]) -> tuple[float, float]:
     """Runs a command to its end; returns (wall seconds, its peak RSS in MB).
 
-    Its output goes to files, not pipes: nothing reads a pipe until the child ends (wait4 is what
-    gives its peak RSS), so a job that printed more than a pipe holds (a long training run's
-    progress events) blocked on its write forever."""
+    The peak is the child's VmHWM, read every 20 ms while it runs (the last reading counts: exec
+    resets the mark, and it only grows after). Not wait4's ru_maxrss: a forked child starts with
+    the parent's mark, so a trivial child of this process reported the parent's hundreds of MB.
+    Its output goes to files, not pipes: nothing reads a pipe until the child ends, so a job that
+    printed more than a pipe holds (a long training run's progress events) blocked forever."""
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
-        _, status, usage = os.wait4(process.pid, 0)
+        readings: list[float] = []
+        running = threading.Event()
+        running.set()
+
+        def sample() -> None:
+            while running.is_set():
+                reading = peak_rss_mb(process.pid)
+                if reading is not None:
+                    readings.append(reading)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        process.wait()
         wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
+        running.clear()
+        sampler.join()
         if process.returncode != 0:
             stdout.seek(0)
             stderr.seek(0)
             raise RuntimeError(f"{command[:4]} failed ({process.returncode}):\n{stderr.read()[-3000:]}\n{stdout.read()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    return wall, readings[-1] if readings else float("nan")
 
 
 class Measure:
