@@ -275,7 +275,7 @@ def test_masks_stay_zero_through_recover(tiny_models):
 
 # --- Augmentation ---
 
-@pytest.mark.parametrize("kind", ["token_mask", "token_dropout", "span_deletion", "mixed"])
+@pytest.mark.parametrize("kind", ["token_mask", "token_dropout", "span_deletion", "splice", "mixed"])
 def test_augmentation_adds_altered_copies_and_keeps_special_tokens(tiny_models, kind):
     tokenizer = load_tokenizer(tiny_models["encoder"])
     originals = tokenise(tokenizer, TEXTS, None, SEQUENCE_LENGTH)
@@ -303,6 +303,28 @@ def test_span_deletion_removes_one_contiguous_span(tiny_models):
         # What is left is a prefix and a suffix of the original.
         start = next(i for i, (a, b) in enumerate(zip(original.ids, altered.ids)) if a != b)
         assert altered.ids == original.ids[:start] + original.ids[start + removed:]
+
+
+def test_splice_joins_the_start_of_one_text_to_the_end_of_another(tiny_models):
+    tokenizer = load_tokenizer(tiny_models["encoder"])
+    originals = tokenise(tokenizer, TEXTS, None, SEQUENCE_LENGTH)
+    special = set(tokenizer.all_special_ids)
+    bodies = [[token for token in original.ids if token not in special] for original in originals]
+    copies = augment(originals, tokenizer, "splice", 4, seed=2)[len(originals):]
+    assert copies
+    joined_two = 0
+    for copy_ in copies:
+        body = [token for token in copy_.ids if token not in special]
+        # Some original's start (never the whole of it), then some original's end (never the whole of it).
+        splits = [
+            (first, second) for first in bodies for second in bodies
+            for keep in range(1, len(first)) if body[:keep] == first[:keep]
+            and 0 < len(body) - keep < len(second) and body[keep:] == second[len(second) - (len(body) - keep):]
+        ]
+        assert splits, tokenizer.decode(copy_.ids)
+        joined_two += any(first != second for first, second in splits)
+        assert len(body) <= max(len(b) for b in bodies)
+    assert joined_two > len(copies) // 2  # a text is mostly joined to another, not to itself
 
 
 def test_collate_pads_right_to_the_longest(tiny_models):

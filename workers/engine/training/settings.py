@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Kinds of transfer-set augmentation (workers.engine.training.data applies them to token ids).
-AugmentKind = Literal["none", "token_mask", "token_dropout", "span_deletion", "mixed"]
+AugmentKind = Literal["none", "token_mask", "token_dropout", "span_deletion", "splice", "mixed"]
 
 # Used when a config gives neither epochs nor max_steps: with the default augmentation (3x the
 # texts) that is 12 passes over each text, where MiniLM's held-out fidelity had levelled off.
@@ -50,7 +50,8 @@ class TrainingParams(BaseModel):
         "token_dropout",
         description="Enlarges a small transfer set with altered copies of each text: token_mask replaces ~15% "
         "of the tokens by the mask token (tokenizers without one drop them instead), token_dropout drops "
-        "~15% of the tokens, span_deletion removes one span of ~20% of the tokens, mixed picks one per copy.",
+        "~15% of the tokens, span_deletion removes one span of ~20% of the tokens, splice joins the start "
+        "of the text to the end of another one, mixed picks one of those four per copy.",
     )
     augment_copies: int = Field(
         2, ge=0, le=20, description="Altered copies added per text when augment is not 'none'."
