@@ -40,6 +40,7 @@ import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from benchmarks.corpus import split_corpus  # noqa: E402
+from benchmarks.machine import cpu_model  # noqa: E402
 from workers.engine.evaluation.fidelity import reduce_output  # noqa: E402
 from workers.engine.evaluation.latency import measure_latency  # noqa: E402
 from workers.engine.evaluation.runners import OnnxRunner, TorchRunner, tokenize  # noqa: E402
@@ -339,11 +340,11 @@ def main() -> int:
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     header = (f"# engine_bench: all-MiniLM-L6-v2, {len(heldout)} held-out sentences, seq {SEQUENCE_LENGTH}, "
-              f"{measure.threads} threads, {os.cpu_count()} CPUs\n\n"
+              f"{measure.threads} threads, {os.cpu_count()} CPUs ({cpu_model()})\n\n"
               f"Command: `.venv/bin/python benchmarks/engine_bench.py{' --rows ' + args.rows if args.rows else ''}`\n\n")
     (RESULTS_DIR / f"{args.output}.md").write_text(header + text + "\n", encoding="utf-8")
     (RESULTS_DIR / f"{args.output}.json").write_text(
-        json.dumps({"rows": [asdict(row) for row in rows], "peak_rss_mb_of_this_script":
+        json.dumps({"cpu": cpu_model(), "rows": [asdict(row) for row in rows], "peak_rss_mb_of_this_script":
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}, indent=2) + "\n",
         encoding="utf-8",
     )

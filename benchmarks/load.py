@@ -35,6 +35,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from benchmarks.upload_memory import write_archive  # noqa: E402
 from tests.archives import zip_folder  # noqa: E402
 from tests.factories import build_tiny_model  # noqa: E402
@@ -305,6 +306,7 @@ def main() -> int:
                 "num_parameters": uploaded["num_parameters"],
             }
 
+    print(f"On {os.cpu_count()} CPUs ({cpu_model()}).")
     print(f"Load for {args.seconds:g} s (after {args.warmup_seconds:g} s of the same load, not measured) on {args.api_workers} API process(es), access log "
           f"{'on' if args.access_log else 'off'}, while a job ran on the worker (still running at the end: {still_running})")
     print(f"{'endpoint':<20} | {'target/s':>8} | {'sent':>5} | {'ok':>5} | {'errors':>6} | {'ok/s':>6} | "
@@ -317,7 +319,7 @@ def main() -> int:
     print(f"\n{upload['upload_mb']} MB model upload in {upload['seconds']} s: API processes' RSS {upload['rss_before_mb']} MB before, "
           f"at most {upload['rss_max_during_mb']} MB during it ({upload['samples']} samples): growth {upload['growth_mb']} MB")
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps({"seconds": args.seconds, "warmup_seconds": args.warmup_seconds, "api_workers": args.api_workers, "access_log": args.access_log, "job_running_throughout": still_running,
+    RESULTS_PATH.write_text(json.dumps({"cpu": cpu_model(), "seconds": args.seconds, "warmup_seconds": args.warmup_seconds, "api_workers": args.api_workers, "access_log": args.access_log, "job_running_throughout": still_running,
                                         "rows": rows, "cpu_cores_used": cpu_share, "stolen_cpu_percent": stolen_percent, "upload": upload}, indent=2) + "\n")
     print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")
     if args.timeline:

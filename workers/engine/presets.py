@@ -54,7 +54,11 @@ PRESETS: tuple[Preset, ...] = (
         name="distill-half",
         summary="A student with half the layers (the ones whose removal changes the outputs least), trained "
         "to reproduce the original on the job's texts: about 2x faster. Needs a few hundred texts or more.",
-        recipe={"steps": [{"technique": "distill", "params": {"student_depth": 0.5}}]},
+        # 16 spliced copies of each text for 2 epochs: on MiniLM with 685 texts, held-out fidelity 0.9098
+        # where the default augmentation (2 dropout copies, 4 epochs) gave 0.8925 (in the distill module).
+        recipe={"steps": [{"technique": "distill", "params": {
+            "student_depth": 0.5, "augment": "splice", "augment_copies": 16, "epochs": 2,
+        }}]},
     ),
     Preset(
         name="smallest",
