@@ -16,8 +16,9 @@ of these closed the gap: hidden_state_weight 0 (pooled cosine alone) 0.8865; lr 
 0.890; 1,703 more sentences from the standard library's docstrings, no augmentation, 0.894.
 What helped is new contexts for the corpus's own words: `augment: splice` (the start of one text
 joined to the end of another) gave 0.9016 with 4 copies per text, 0.9086 with 8 and 0.9098 with 16
-copies for 2 epochs (the distill-half preset; 356 s on 2 cores), against 0.8942 for 6 masked,
-dropped or cut copies ("mixed" before it could splice). Still short of 0.93.
+copies for 2 epochs (356 s on 2 cores), and 0.9145 with 20 copies for 2 epochs at lr 3e-4 (the
+distill-half preset, 413 s), against 0.8942 for 6 masked, dropped or cut copies ("mixed" before it
+could splice) and 0.9073 for 16 "mixed" copies that may splice. Still short of 0.93.
 """
 
 import copy
