@@ -40,7 +40,7 @@ import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from benchmarks.corpus import split_corpus  # noqa: E402
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import cpu_model, memory_mb  # noqa: E402
 from workers.engine.evaluation.fidelity import reduce_output  # noqa: E402
 from workers.engine.evaluation.latency import measure_latency  # noqa: E402
 from workers.engine.evaluation.runners import OnnxRunner, TorchRunner, tokenize  # noqa: E402
@@ -94,17 +94,6 @@ class Row:
     details: dict = field(default_factory=dict)
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """The process's resident-memory high-water mark (VmHWM), or None once it has exited."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None  # a zombie lists no memory
-
-
 def run_child(command: list[str]) -> tuple[float, float]:
     """Runs a command to its end; returns (wall seconds, its peak RSS in MB).
 
@@ -122,9 +111,10 @@ def run_child(command: list[str]) -> tuple[float, float]:
 
         def sample() -> None:
             while running.is_set():
-                reading = peak_rss_mb(process.pid)
-                if reading is not None:
-                    readings.append(reading)
+                try:
+                    readings.append(memory_mb(process.pid, "VmHWM"))
+                except (FileNotFoundError, LookupError):  # it has exited
+                    pass
                 time.sleep(0.02)
 
         sampler = threading.Thread(target=sample, daemon=True)

@@ -35,7 +35,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import cpu_model, memory_mb  # noqa: E402
 from benchmarks.upload_memory import write_archive  # noqa: E402
 from tests.archives import zip_folder  # noqa: E402
 from tests.factories import build_tiny_model  # noqa: E402
@@ -47,13 +47,6 @@ QUANTIZE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynam
 BUSY_EVALUATION = {"max_samples": 16, "sequence_length": 128, "latency_repeats": 10_000, "latency_batch_sizes": [32]}
 CHEAP_EVALUATION = {"max_samples": 8, "sequence_length": 32, "latency_repeats": 2, "latency_batch_sizes": [1]}
 DATASET = b"".join(json.dumps({"text": f"sentence {i}"}).encode() + b"\n" for i in range(50))
-
-
-def rss_mb(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not found")
 
 
 async def open_loop(rate: float, seconds: float, send) -> tuple[list[tuple[float, int, float]], float]:  # noqa: ANN001
@@ -168,7 +161,7 @@ def machine_cpu_ticks() -> list[int]:
 
 
 def total_rss_mb(pids: list[int]) -> float:
-    return sum(rss_mb(pid, "VmRSS") for pid in pids)
+    return sum(memory_mb(pid, "VmRSS") for pid in pids)
 
 
 def process_cpu(pids: list[int]) -> dict[int, float]:

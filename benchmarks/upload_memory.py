@@ -23,6 +23,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.machine import memory_mb  # noqa: E402
 from tests.integration import harness  # noqa: E402
 
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "upload_memory.json"
@@ -43,13 +44,6 @@ def write_archive(path: Path, size_bytes: int) -> None:
                 left -= min(CHUNK, left)
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("VmHWM not found")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mb", type=int, nargs="+", default=[64, 512, 2048])
@@ -60,7 +54,7 @@ def main() -> int:
         with harness.embedded_server(scratch) as server:
             with httpx.Client(base_url=server.base_url, timeout=600) as client:
                 client.get("/v1/models")
-                rows.append({"upload_mb": 0, "status": "-", "seconds": 0.0, "api_peak_rss_mb": round(peak_rss_mb(server.process.pid), 1)})
+                rows.append({"upload_mb": 0, "status": "-", "seconds": 0.0, "api_peak_rss_mb": round(memory_mb(server.process.pid, "VmHWM"), 1)})
                 for size_mb in sorted(args.sizes_mb):
                     archive = scratch / f"model-{size_mb}.zip"
                     write_archive(archive, size_mb * 1024 * 1024)
@@ -69,7 +63,7 @@ def main() -> int:
                     seconds = time.monotonic() - started
                     rows.append({
                         "upload_mb": round(archive.stat().st_size / 2**20), "status": 201, "seconds": round(seconds, 1),
-                        "api_peak_rss_mb": round(peak_rss_mb(server.process.pid), 1), "num_parameters": model["num_parameters"],
+                        "api_peak_rss_mb": round(memory_mb(server.process.pid, "VmHWM"), 1), "num_parameters": model["num_parameters"],
                     })
                     client.delete(f"/v1/models/{model['id']}")
                     archive.unlink()
