@@ -29,9 +29,6 @@ _INT8 = {
     "params": {"scheme": "int8_dynamic", "target_fidelity": 0.9983, "fallback": "outliers"},
 }
 _HUFFMAN = {"technique": "huffman", "params": {}}
-# Training on 16 copies of each text spliced to others (augment "splice"), for 2 epochs: new contexts
-# for the dataset's own words, where a few hundred texts alone let a student overfit them.
-_SPLICED_RECOVERY = {"augment": "splice", "augment_copies": 16, "epochs": 2}
 
 PRESETS: tuple[Preset, ...] = (
     Preset(
@@ -67,12 +64,16 @@ PRESETS: tuple[Preset, ...] = (
         name="smallest",
         summary="45% of the FFN neurons removed and recovered by distillation, then 16 shared values per layer "
         "tensor and 4 for the embeddings, Huffman-coded: the fewest bytes, at a fidelity cost.",
-        # On MiniLM: 0.0769x at 0.9098 held-out fidelity. Half the neurons with the default recovery (2 dropout
+        # Recovery on 16 copies of each text spliced to others (augment "splice") for 2 epochs: new contexts
+        # for the dataset's own words, where a few hundred texts alone let a student overfit them. On
+        # MiniLM: 0.0769x at 0.9098 held-out fidelity. Half the neurons with the default recovery (2 dropout
         # copies, 4 epochs) gave 0.075x at 0.8878; recovering on 8 spliced copies 0.8960; 40% with 16 spliced
         # copies 0.0787x at 0.9165 (benchmarks/engine_bench.py, training as in the distill module).
         recipe={"steps": [
-            {"technique": "prune", "params": {"structure": "neurons", "sparsity": 0.45, "scope": "per_layer",
-                                              "importance": "gradient", "recover": _SPLICED_RECOVERY}},
+            {"technique": "prune", "params": {
+                "structure": "neurons", "sparsity": 0.45, "scope": "per_layer", "importance": "gradient",
+                "recover": {"augment": "splice", "augment_copies": 16, "epochs": 2},
+            }},
             {"technique": "cluster", "params": {"bits": 4, "embedding_bits": 2}},
             _HUFFMAN,
         ]},
