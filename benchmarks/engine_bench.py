@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -331,7 +332,7 @@ def main() -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     header = (f"# engine_bench: all-MiniLM-L6-v2, {len(heldout)} held-out sentences, seq {SEQUENCE_LENGTH}, "
               f"{measure.threads} threads, {os.cpu_count()} CPUs ({cpu_model()})\n\n"
-              f"Command: `.venv/bin/python benchmarks/engine_bench.py{' --rows ' + args.rows if args.rows else ''}`\n\n")
+              f"Command: `.venv/bin/python {shlex.join(sys.argv)}`\n\n")
     (RESULTS_DIR / f"{args.output}.md").write_text(header + text + "\n", encoding="utf-8")
     (RESULTS_DIR / f"{args.output}.json").write_text(
         json.dumps({"cpu": cpu_model(), "rows": [asdict(row) for row in rows], "peak_rss_mb_of_this_script":
