@@ -48,6 +48,18 @@ class DistillConfig(TechniqueConfig, TrainingParams):
         "least 1), so one recipe halves any depth: 0.5 keeps 3 of 6 layers, 6 of 12.",
     )
 
+    # Overrides the shared default of 1 (kept for the recoveries, which start from the teacher's own
+    # depth): a student with fewer layers learns far more from its layers' targets. On MiniLM 6 -> 3
+    # layers, held-out fidelity rose from 0.8964 at 1 to 0.9043 at 30 and 0.9044 at 100 (distill module).
+    hidden_state_weight: float = Field(
+        30.0,
+        ge=0,
+        le=100,
+        description="Encoders only: weight of the MSE between each student layer's output and the teacher "
+        "layer it stands for, next to the cosine distance of the mean-pooled embeddings. Higher than a "
+        "recovery's default: on MiniLM (6 -> 3 layers) held-out fidelity rose with it up to about 30.",
+    )
+
     def referenced_models(self) -> dict[str, str]:
         return {"student_model_id": self.student_model_id} if self.student_model_id is not None else {}
 
