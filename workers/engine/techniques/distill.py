@@ -24,11 +24,12 @@ Measured 2026-11-30 (session 7), same corpus, splice copies, in-process with the
 of the hidden-state MSE is the next lever. With 4 copies for 2 epochs at lr 3e-4, held-out fidelity was
 0.8940 at weight 0.3, 0.8964 at 1, 0.8995 at 3, 0.9029 at 10, 0.9043 at 30 and 0.9044 at 100; the hidden
 states give every token a target where the pooled cosine gives one per text. At weight 30, training
-longer pays: lr 5e-4 gave 0.9064 for 2 epochs, 0.9130 for 4
-and 0.9164 for 8 (0.989 on its training texts); 8 copies for 4 epochs 0.9180, 20 copies for 2 epochs
-0.9207 (488 s). Tried without a gain, at weight 1 (against 0.8964): the layer sets [0, 3, 5] 0.8796,
-[1, 4, 5] 0.8942, [0, 2, 5] 0.8779 and [0, 1, 5] 0.8747; replacing 15% or 30% of the tokens by nearest
-neighbours in the embedding space 0.8958 / 0.8934; an exponential moving average of the weights 0.8918.
+longer pays: lr 5e-4 gave 0.9064 for 2 epochs, 0.9130 for 4 and 0.9164 for 8 (0.989 on its training
+texts); 8 copies for 4 epochs 0.9180, 20 copies for 2 epochs 0.9207 (488 s), 40 copies for 2 epochs
+0.9248 (975 s; copies were capped at 20 before it).
+Tried without a gain, at weight 1 (against 0.8964): the layer sets [0, 3, 5] 0.8796, [1, 4, 5] 0.8942,
+[0, 2, 5] 0.8779 and [0, 1, 5] 0.8747; replacing 15% or 30% of the tokens by nearest neighbours in
+the embedding space 0.8958 / 0.8934; an exponential moving average of the weights 0.8918.
 At weight 30 (against 0.9043): a token-level cosine on the last layer 0.9043; MiniLMv2's attention-
 relation loss (Q-Q, K-K, V-V) on the last layer 0.9036, on every layer 0.9005; student dropout for 8
 epochs 0.9025 (0.9164 without).

@@ -54,7 +54,12 @@ class TrainingParams(BaseModel):
         "of the text to the end of another one, mixed picks one of those four per copy.",
     )
     augment_copies: int = Field(
-        2, ge=0, le=20, description="Altered copies added per text when augment is not 'none'."
+        2,
+        ge=0,
+        le=50,
+        description="Altered copies added per text when augment is not 'none'. More copies kept helping a "
+        "distilled MiniLM (held-out fidelity 0.9207 with 20 spliced copies, 0.9248 with 40, 2 epochs each), "
+        "with training time growing in proportion.",
     )
     hidden_state_weight: float = Field(
         1.0,
