@@ -6,7 +6,11 @@ from typing import ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from workers.engine.registry import TechniqueConfig
-from workers.engine.training.settings import TrainingParams
+from workers.engine.training.settings import (
+    HIDDEN_STATE_WEIGHT_DESCRIPTION,
+    MAX_HIDDEN_STATE_WEIGHT,
+    TrainingParams,
+)
 
 
 class DistillConfig(TechniqueConfig, TrainingParams):
@@ -54,10 +58,9 @@ class DistillConfig(TechniqueConfig, TrainingParams):
     hidden_state_weight: float = Field(
         30.0,
         ge=0,
-        le=100,
-        description="Encoders only: weight of the MSE between each student layer's output and the teacher "
-        "layer it stands for, next to the cosine distance of the mean-pooled embeddings. Higher than a "
-        "recovery's default: on MiniLM (6 -> 3 layers) held-out fidelity rose with it up to about 30.",
+        le=MAX_HIDDEN_STATE_WEIGHT,
+        description=HIDDEN_STATE_WEIGHT_DESCRIPTION + " Higher than a recovery's default: on MiniLM (6 -> 3 "
+        "layers) held-out fidelity rose with it up to about 30.",
     )
 
     def referenced_models(self) -> dict[str, str]:

@@ -13,6 +13,11 @@ AugmentKind = Literal["none", "token_mask", "token_dropout", "span_deletion", "s
 DEFAULT_EPOCHS = 4
 MAX_EPOCHS = 100
 MAX_STEPS = 100_000
+MAX_HIDDEN_STATE_WEIGHT = 100
+HIDDEN_STATE_WEIGHT_DESCRIPTION = (
+    "Encoders only: weight of the MSE between each student layer's output and the teacher layer it stands "
+    "for, next to the cosine distance of the mean-pooled embeddings."
+)
 
 
 class TrainingParams(BaseModel):
@@ -62,11 +67,7 @@ class TrainingParams(BaseModel):
         "with training time growing in proportion.",
     )
     hidden_state_weight: float = Field(
-        1.0,
-        ge=0,
-        le=100,
-        description="Encoders only: weight of the MSE between each student layer's output and the teacher "
-        "layer it stands for, next to the cosine distance of the mean-pooled embeddings.",
+        1.0, ge=0, le=MAX_HIDDEN_STATE_WEIGHT, description=HIDDEN_STATE_WEIGHT_DESCRIPTION
     )
     seed: int = Field(0, ge=0, description="Seeds shuffling, augmentation and initialisation, for repeatable runs.")
 
