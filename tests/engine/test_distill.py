@@ -21,7 +21,7 @@ from workers.engine.students import block_ends, choose_layers, fewer_layers, ffn
 from workers.engine.techniques.distill import DistillConfig, apply_distill
 from workers.engine.training.loop import recover
 from workers.engine.training.settings import RecoverySettings
-from workers.engine.training.data import augment, collate, tokenise
+from workers.engine.training.data import augment, batch_indices, collate, tokenise
 from workers.engine.training.losses import causal_lm_loss, classifier_loss, mean_pool
 from workers.engine.training.settings import DEFAULT_EPOCHS
 
@@ -336,6 +336,37 @@ def test_collate_pads_right_to_the_longest(tiny_models):
     assert batch["attention_mask"].sum(1).tolist() == [len(example.ids) for example in examples]
     assert batch["labels"].tolist() == [1, -1, 0]
 
+
+def _padding_fraction(batches: list[list[int]], lengths: list[int]) -> float:
+    padded = sum(max(lengths[index] for index in batch) * len(batch) for batch in batches)
+    return 1 - sum(lengths[index] for batch in batches for index in batch) / padded
+
+
+def test_batches_cover_every_example_each_epoch_and_group_lengths():
+    generator = torch.Generator().manual_seed(1)
+    lengths = torch.randint(3, 120, (2000,), generator=generator).tolist()
+    batches = batch_indices(lengths, 16, 2 * 125, seed=0)
+    assert len(batches) == 250 and all(len(batch) == 16 for batch in batches)
+    for epoch in (batches[:125], batches[125:]):
+        assert sorted(index for batch in epoch for index in batch) == list(range(2000))
+    assert batches[:125] != batches[125:]  # a fresh order each epoch
+    assert batch_indices(lengths, 16, 250, seed=0) == batches
+    assert batch_indices(lengths, 16, 250, seed=1) != batches
+    # Random batches of these lengths pad about 40% of their tokens; grouped ones far less.
+    random_order = torch.randperm(2000, generator=generator).tolist()
+    random_batches = [random_order[start:start + 16] for start in range(0, 2000, 16)]
+    assert _padding_fraction(batches, lengths) < 0.1 < 0.3 < _padding_fraction(random_batches, lengths)
+    # Batch order is shuffled rather than longest first within each group of batches.
+    longest = [max(lengths[index] for index in batch) for batch in batches[:125]]
+    assert longest != sorted(longest, reverse=True)
+
+
+def test_batches_cycle_when_steps_outrun_an_epoch():
+    batches = batch_indices([5, 9, 2], 2, 5, seed=0)
+    assert len(batches) == 5
+    for epoch in (batches[0:2], batches[2:4]):
+        assert sorted(index for batch in epoch for index in batch) == [0, 1, 2]
+    assert len(batches[4]) in (1, 2)
 
 # --- Uploaded students ---
 

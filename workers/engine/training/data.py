@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from workers.engine.training.losses import UNLABELLED
 from workers.engine.training.settings import AugmentKind
@@ -117,11 +118,21 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     }
 
 
-def batch_indices(num_examples: int, batch_size: int, total_steps: int, seed: int) -> list[list[int]]:
-    """`total_steps` batches of example indices: one fresh permutation per epoch, cycling as needed."""
+def batch_indices(lengths: list[int], batch_size: int, total_steps: int, seed: int) -> list[list[int]]:
+    """`total_steps` batches of example indices (`lengths[i]` is example i's token count), cycling
+    over the examples as needed: each epoch a fresh permutation, grouped by length so a batch pads
+    little, its batches then taken in random order.
+
+    The grouping is transformers' own (the Trainer's group_by_length: mega-batches of up to 50
+    batches of a random permutation, each sorted by length). Its batches run longest first within
+    each mega-batch; shuffling them keeps every step a random draw of lengths instead. On
+    all-MiniLM-L6-v2 distilled on 685 texts plus spliced copies (21 tokens on average), padding fell
+    from 53% of the tokens to 4% and a training step took a third less time; 4 copies for 2 epochs
+    reached held-out fidelity 0.9053 in 60 s, against 0.9064 in 85 s with random batches."""
     generator = torch.Generator().manual_seed(seed)
     batches: list[list[int]] = []
     while len(batches) < total_steps:
-        order = torch.randperm(num_examples, generator=generator).tolist()
-        batches.extend(order[start:start + batch_size] for start in range(0, num_examples, batch_size))
+        order = get_length_grouped_indices(lengths, batch_size, generator=generator)
+        epoch = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        batches.extend(epoch[index] for index in torch.randperm(len(epoch), generator=generator).tolist())
     return batches[:total_steps]
