@@ -54,14 +54,16 @@ PRESETS: tuple[Preset, ...] = (
         name="distill-half",
         summary="A student with half the layers (the ones whose removal changes the outputs least), trained "
         "to reproduce the original's outputs and hidden states on the job's texts: about 2x faster. Needs a "
-        "few hundred texts or more; about 13 minutes on 2 CPU cores for a 22M-parameter encoder and 700 texts.",
+        "few hundred texts or more; about 14 minutes on 2 CPU cores for a 22M-parameter encoder and 700 texts.",
         # On MiniLM with 685 texts (held-out fidelity, benchmarks/engine_bench.py and the distill module): the
         # hidden states weighted 30x instead of 1x, at lr 5e-4, lifted 20 spliced copies for 2 epochs from
-        # 0.9145 to 0.9207, and longer training kept helping (4 copies: 0.9064 for 2 epochs, 0.9130 for 4,
-        # 0.9164 for 8); this recipe, 3 epochs, 0.9229 in a 750 s job. The default training before the
-        # distill weight went to 30 (2 dropout copies, 4 epochs, lr 2e-4, weight 1) gave 0.8925.
+        # 0.9145 to 0.9207, and longer training kept helping, less each time (4 copies: 0.9064 for 2 epochs,
+        # 0.9130 for 4, 0.9164 for 8; 50 copies for 4 epochs 0.9277 in 1,283 s). This recipe, 40 copies for
+        # 3 epochs: 0.9266 in an 839 s job (batches grouped by length); 20 copies for 3 epochs gave 0.9229
+        # in 750 s with random batches. The default training before the weight went to 30 (2 dropout
+        # copies, 4 epochs, lr 2e-4, weight 1) gave 0.8925.
         recipe={"steps": [{"technique": "distill", "params": {
-            "student_depth": 0.5, "augment": "splice", "augment_copies": 20, "epochs": 3, "lr": 5e-4,
+            "student_depth": 0.5, "augment": "splice", "augment_copies": 40, "epochs": 3, "lr": 5e-4,
             "hidden_state_weight": 30,
         }}]},
     ),
@@ -71,9 +73,10 @@ PRESETS: tuple[Preset, ...] = (
         "tensor and 4 for the embeddings, Huffman-coded: the fewest bytes, at a fidelity cost.",
         # Recovery on 16 copies of each text spliced to others (augment "splice") for 2 epochs: new contexts
         # for the dataset's own words, where a few hundred texts alone let a student overfit them. On
-        # MiniLM: 0.0769x at 0.9098 held-out fidelity. Half the neurons with the default recovery (2 dropout
-        # copies, 4 epochs) gave 0.075x at 0.8878; recovering on 8 spliced copies 0.8960; 40% with 16 spliced
-        # copies 0.0787x at 0.9165 (benchmarks/engine_bench.py, training as in the distill module).
+        # MiniLM: 0.0769x at 0.9098 held-out fidelity, 0.077x at 0.9116 once batches were grouped by length.
+        # Half the neurons with the default recovery (2 dropout copies, 4 epochs) gave 0.075x at 0.8878;
+        # recovering on 8 spliced copies 0.8960; 40% with 16 spliced copies 0.0787x at 0.9165
+        # (benchmarks/engine_bench.py, training as in the distill module).
         recipe={"steps": [
             {"technique": "prune", "params": {
                 "structure": "neurons", "sparsity": 0.45, "scope": "per_layer", "importance": "gradient",
