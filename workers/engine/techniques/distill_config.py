@@ -6,11 +6,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from workers.engine.registry import TechniqueConfig
-from workers.engine.training.settings import (
-    HIDDEN_STATE_WEIGHT_DESCRIPTION,
-    MAX_HIDDEN_STATE_WEIGHT,
-    TrainingParams,
-)
+from workers.engine.training.settings import TrainingParams
 
 
 class DistillConfig(TechniqueConfig, TrainingParams):
@@ -50,19 +46,6 @@ class DistillConfig(TechniqueConfig, TrainingParams):
         lt=1,
         description="Like student_layers given as a count, but as a fraction of the teacher's layers (rounded, at "
         "least 1), so one recipe halves any depth: 0.5 keeps 3 of 6 layers, 6 of 12.",
-    )
-
-    # Overrides the shared default of 1 (kept for the recoveries, which start from the teacher's own
-    # depth): a student with fewer layers learns far more from its layers' targets. On MiniLM 6 -> 3
-    # layers, held-out fidelity rose from 0.8964 at 1 to 0.9043 at 30 and 0.9044 at 100 (distill module).
-    # A recovery has been measured at 30 once, in the smallest preset (45% of the neurons pruned): 0.9175
-    # against 0.9116 at 1; the other recoveries are unmeasured, so their default stays.
-    hidden_state_weight: float = Field(
-        30.0,
-        ge=0,
-        le=MAX_HIDDEN_STATE_WEIGHT,
-        description=HIDDEN_STATE_WEIGHT_DESCRIPTION + " Higher than a recovery's default: on MiniLM (6 -> 3 "
-        "layers) held-out fidelity rose with it up to about 30.",
     )
 
     def referenced_models(self) -> dict[str, str]:
