@@ -368,6 +368,7 @@ def test_batches_cycle_when_steps_outrun_an_epoch():
         assert sorted(index for batch in epoch for index in batch) == [0, 1, 2]
     assert len(batches[4]) in (1, 2)
 
+
 # --- Uploaded students ---
 
 def test_an_uploaded_student_with_the_teachers_vocabulary_is_trained(tiny_models, tmp_path):

@@ -61,10 +61,9 @@ PRESETS: tuple[Preset, ...] = (
         # 0.9130 for 4, 0.9164 for 8; 50 copies for 4 epochs 0.9277 in 1,283 s). This recipe, 40 copies for
         # 3 epochs: 0.9266 in an 839 s job (batches grouped by length); 20 copies for 3 epochs gave 0.9229
         # in 750 s with random batches. The default training before the weight went to 30 (2 dropout
-        # copies, 4 epochs, lr 2e-4, weight 1) gave 0.8925.
+        # copies, 4 epochs, lr 2e-4, weight 1) gave 0.8925. Weight 30 is the shared default now.
         recipe={"steps": [{"technique": "distill", "params": {
             "student_depth": 0.5, "augment": "splice", "augment_copies": 40, "epochs": 3, "lr": 5e-4,
-            "hidden_state_weight": 30,
         }}]},
     ),
     Preset(
@@ -74,14 +73,14 @@ PRESETS: tuple[Preset, ...] = (
         # Recovery on 16 copies of each text spliced to others (augment "splice") for 2 epochs: new contexts
         # for the dataset's own words, where a few hundred texts alone let a student overfit them. On
         # MiniLM: 0.0769x at 0.9098 held-out fidelity, 0.077x at 0.9116 once batches were grouped by length,
-        # and 0.9175 with the hidden states weighted 30 instead of 1, as distill-half weighs them.
+        # and 0.9175 with the hidden states weighted 30 instead of 1 (now every recovery's default).
         # Half the neurons with the default recovery (2 dropout copies, 4 epochs) gave 0.075x at 0.8878;
         # recovering on 8 spliced copies 0.8960; 40% with 16 spliced copies 0.0787x at 0.9165
         # (benchmarks/engine_bench.py, training as in the distill module).
         recipe={"steps": [
             {"technique": "prune", "params": {
                 "structure": "neurons", "sparsity": 0.45, "scope": "per_layer", "importance": "gradient",
-                "recover": {"augment": "splice", "augment_copies": 16, "epochs": 2, "hidden_state_weight": 30},
+                "recover": {"augment": "splice", "augment_copies": 16, "epochs": 2},
             }},
             {"technique": "cluster", "params": {"bits": 4, "embedding_bits": 2}},
             _HUFFMAN,
