@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1024**3
@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     auth_required: bool = Field(
         False, description="Require an API key even on loopback. Off a loopback address it is always required."
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="When set, GET /metrics answers only `Authorization: Bearer <this token>` (Prometheus: the "
+        "scrape job's `authorization: {credentials: ...}`). Empty: /metrics is open, like /healthz; it serves "
+        "aggregates across all tenants (job counts, durations, energy), never one tenant's data.",
+    )
     port: int = Field(8000, ge=1, le=65535)
     access_log: bool = Field(
         True,
@@ -143,6 +149,13 @@ class Settings(BaseSettings):
     cpu_watts_per_core: float | None = Field(
         None, gt=0, le=1000, description="Overrides CodeCarbon's per-core CPU power figure where no RAPL exists."
     )
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("carbon_country", mode="before")
     @classmethod
