@@ -104,13 +104,21 @@ def run_worker(queues: str, concurrency: int) -> None:
     )
 
 
+# Asked in a child process: importing torch in `serve` itself would keep ~230 MB of it resident in the
+# API process for its whole life, which never runs a model (the workers do).
+_CUDA_PROBE = "import torch; print(torch.cuda.is_available())"
+CUDA_PROBE_SECONDS = 120
+
+
 def _cuda_available() -> bool:
     try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - a broken CUDA install means "no GPU", not a crash
+        probe = subprocess.run(
+            [sys.executable, "-c", _CUDA_PROBE], capture_output=True, text=True, timeout=CUDA_PROBE_SECONDS
+        )
+    except (OSError, subprocess.TimeoutExpired):
         return False
+    # A broken CUDA install (a failed import, an exception) means "no GPU", not a crash.
+    return probe.returncode == 0 and probe.stdout.strip().endswith("True")
 
 
 class EmbeddedWorker:

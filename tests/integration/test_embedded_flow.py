@@ -71,3 +71,14 @@ def test_embedded_default_end_to_end_and_ctrl_c(embedded, tmp_path):
     while harness.processes_using(data_dir) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert harness.processes_using(data_dir) == [], log.read_text()[-4000:]
+
+
+def test_serve_keeps_torch_out_of_the_api_process(tmp_path):
+    """`serve` asks a child process whether CUDA exists, so the API process it becomes never loads torch
+    (about 230 MB resident for its whole life); only the workers, which run models, do."""
+    with harness.embedded_server(tmp_path) as server:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            assert client.get("/readyz").status_code == 200
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+    assert "python" in maps  # the right process, still alive when read
+    assert "libtorch" not in maps
