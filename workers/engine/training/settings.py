@@ -46,6 +46,10 @@ class TrainingParams(BaseModel):
         description="Classifiers only: weight of the cross-entropy on the dataset's labels; 1 - alpha weighs "
         "the KL to the teacher. Rows without a label use the KL term alone.",
     )
+    # splice beat the other kinds for distillation (see the distill module), but for recoveries on
+    # MiniLM it gained only 0.0012 (low-rank) and 0.0007 (50% unstructured pruning) over token_dropout,
+    # 2 copies each (benchmarks/results/engine_bench_recovery_augment.md): too little to change a
+    # default that classifiers and causal LMs share, where splice is unmeasured.
     augment: AugmentKind = Field(
         "token_dropout",
         description="Enlarges a small transfer set with altered copies of each text: token_mask replaces ~15% "
