@@ -70,7 +70,8 @@ class TrainingParams(BaseModel):
     # 0.9043 against 0.8964; recoveries after low-rank factorisation 0.9479 against 0.9337, after 50%
     # unstructured pruning 0.9638 against 0.9557, after pruning 45% of the neurons 0.9175 against
     # 0.9116, after removing 25% of the heads 0.9865 against 0.9817
-    # (benchmarks/results/engine_bench_heads_recovery.md). The hidden states give every token a target where the pooled cosine gives one per text.
+    # (benchmarks/results/engine_bench_heads_recovery.md). The hidden states give every token a
+    # target where the pooled cosine gives one per text.
     hidden_state_weight: float = Field(
         30.0,
         ge=0,
