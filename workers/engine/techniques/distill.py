@@ -64,6 +64,16 @@ in 84 s for two more splice copies. bf16 autocast on a CPU with AMX left fidelit
 slower (52 s against 46 s). The small gains fade with more training: at 20 copies for 2 epochs (0.9206),
 the first layer's lr doubled, the token embeddings trained and 3,000 word texts, all together, gave
 0.9204 in 672 s against 371 s (runs side by side, one thread each); lr 7e-4 gave 0.9200.
+
+Measured 2026-11-30 (session 10), same setup: other real text is worth less than spliced copies of the
+job's own. 2,000 sentences from Debian's fortune files (1,000 English, 500 German, 500 Spanish) added
+to the 685 texts, 4 copies each for 2 epochs (1,650 steps), gave 0.9128, where 20 copies of the 685
+alone for 2 epochs (1,798 steps) gave 0.9206. Fresh copies in place of repeated epochs changed nothing:
+40 copies for 1 epoch (1,699 steps) 0.9207, 8 copies for 1 epoch 0.9037 (against 0.9053 for 4 copies
+for 2). What sets held-out fidelity here is the number of steps, with each doubling gaining less:
+0.9207 at 1,699 steps, 0.9248 at 3,398 (40 copies, 2 epochs), 0.9266 at 5,097 (the preset, 14 minutes),
+0.9277 at 8,424 (50 copies, 4 epochs), about +0.0022 per doubling at the end. Extrapolated, not measured:
+0.93 needs one to two more doublings (17,000-34,000 steps), 45-90 minutes on 2 CPU cores.
 """
 
 import copy
