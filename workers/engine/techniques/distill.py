@@ -72,8 +72,9 @@ alone for 2 epochs (1,798 steps) gave 0.9206. Fresh copies in place of repeated 
 40 copies for 1 epoch (1,699 steps) 0.9207, 8 copies for 1 epoch 0.9037 (against 0.9053 for 4 copies
 for 2). What sets held-out fidelity here is the number of steps, with each doubling gaining less:
 0.9207 at 1,699 steps, 0.9248 at 3,398 (40 copies, 2 epochs), 0.9266 at 5,097 (the preset, 14 minutes),
-0.9277 at 8,424 (50 copies, 4 epochs), about +0.0022 per doubling at the end. Extrapolated, not measured:
-0.93 needs one to two more doublings (17,000-34,000 steps), 45-90 minutes on 2 CPU cores.
+0.9277 at 8,424 (50 copies, 4 epochs), about +0.0022 per doubling at the end. Then measured
+through the benchmark: 50 copies for 8 epochs (16,848 steps) gave 0.9282 in a 2,905 s job, +0.0016 over
+the preset for 3.5x the time (benchmarks/results/engine_bench_distill_long.md); 0.93 is further still.
 """
 
 import copy
