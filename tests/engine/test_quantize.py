@@ -139,6 +139,24 @@ def test_every_scheme_runs_is_smaller_and_stays_close(tiny_models, tmp_path, sch
     assert floor <= fidelity <= 1.0 + 1e-6
 
 
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_int8_static_calibrates_on_batches_of_different_lengths(tiny_models, tmp_path, method):
+    # More texts than one calibration batch holds, the later ones longer: onnxruntime's histogram
+    # calibrators (percentile, entropy) stack every batch's activations and fail on unequal shapes
+    # unless fed one batch at a time.
+    texts = CALIBRATION_TEXTS * 3 + [" ".join(CALIBRATION_TEXTS)] * 4
+    task = TASK_BY_KIND["encoder"]
+    model_dir = tiny_models["encoder"]
+    context = StepContext(
+        work_dir=tmp_path, device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=64,
+        calibration_texts=texts,
+    )
+    state = ModelState(task=task, config_dir=model_dir, torch_model=load_model(model_dir, task))
+    quantized = apply_quantize(QuantizeConfig(scheme="int8_static", calibration_method=method), state, context)
+    assert context.details["layers_quantized"] > 0
+    assert float_matmuls_of(quantized.onnx_path) == set()
+
+
 @pytest.mark.parametrize(
     "scheme, weight_type",
     [("int8_weight_only", onnx.TensorProto.INT8), ("bf16", onnx.TensorProto.BFLOAT16)],

@@ -34,20 +34,30 @@ def calibration_batches(
 
 
 class BatchReader(CalibrationDataReader):
-    """Feeds prepared batches to onnxruntime's calibrators (quantize_static); rewindable."""
+    """Feeds prepared batches to onnxruntime's calibrators (quantize_static); rewindable, and it takes
+    set_range so that quantize_static's CalibStridedMinMax option can calibrate a few batches at a time."""
 
     def __init__(self, batches: list[Batch]):
         self.batches = batches
         self.position = 0
+        self.end = len(batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.position >= len(self.batches):
+        if self.position >= self.end:
             return None
         self.position += 1
         return self.batches[self.position - 1]
 
     def rewind(self) -> None:
         self.position = 0
+        self.end = len(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.position = start_index
+        self.end = min(end_index, len(self.batches))
 
 
 class FidelityProbe:

@@ -90,7 +90,11 @@ def _int8_static(inputs: BuildInputs, matmuls: list[WeightLayer], embeddings: li
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=_CALIBRATION_METHODS[inputs.config.calibration_method or "minmax"],
-            extra_options={"WeightSymmetric": True},
+            # One batch per calibration pass (despite its name, the option applies to every method):
+            # the histogram calibrators (percentile, entropy) stack all collected batches into one
+            # array, which fails when batches are padded to different lengths, and holding one
+            # batch's activations at a time also bounds memory.
+            extra_options={"WeightSymmetric": True, "CalibStridedMinMax": 1},
         )
     else:
         shutil.copyfile(inputs.prepared, staged)
