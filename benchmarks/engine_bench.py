@@ -67,7 +67,15 @@ TECHNIQUE_ROWS = {
         "scheme": "int8_dynamic", "smooth_alpha": 0.5, "target_fidelity": 0.998, "fallback": "outliers"}}],
     "quantize int8_weight_only": [{"technique": "quantize", "params": {"scheme": "int8_weight_only"}}],
     "quantize int4_weight_only g32": [{"technique": "quantize", "params": {"scheme": "int4_weight_only"}}],
+    "quantize int8_static": [{"technique": "quantize", "params": {"scheme": "int8_static"}}],
+    "quantize int8_static percentile": [{"technique": "quantize", "params": {
+        "scheme": "int8_static", "calibration_method": "percentile"}}],
+    "quantize int8_static entropy": [{"technique": "quantize", "params": {
+        "scheme": "int8_static", "calibration_method": "entropy"}}],
+    "quantize int8_static smoothed 0.5": [{"technique": "quantize", "params": {
+        "scheme": "int8_static", "smooth_alpha": 0.5}}],
     "quantize fp16": [{"technique": "quantize", "params": {"scheme": "fp16"}}],
+    "quantize bf16": [{"technique": "quantize", "params": {"scheme": "bf16"}}],
     "low_rank energy 0.9 + recover": [{"technique": "low_rank", "params": {"energy": 0.9, "recover": {}}}],
     "cluster 4 bits + huffman": [{"technique": "cluster", "params": {"bits": 4}}, HUFFMAN],
     "cluster 3 bits + huffman": [{"technique": "cluster", "params": {"bits": 3}}, HUFFMAN],
@@ -79,6 +87,9 @@ TECHNIQUE_ROWS = {
     "prune 2:4 (activation)": [{"technique": "prune", "params": {"structure": "2:4", "importance": "activation"}}],
     "prune heads 25% (activation)": [{"technique": "prune", "params": {
         "structure": "heads", "sparsity": 0.25, "importance": "activation"}}],
+    "prune neurons 25% (gradient) + recover": [{"technique": "prune", "params": {
+        "structure": "neurons", "sparsity": 0.25, "importance": "gradient", "recover": {}}}],
+    "distill narrower FFN (half the neurons)": [{"technique": "distill", "params": {"student_width": 0.5}}],
 }
 
 

@@ -59,7 +59,9 @@ class QuantizeConfig(TechniqueConfig):
         "scales and zero points: 0.974 vs 0.971 cosine on MiniLM, ~20x slower to quantize).",
     )
     calibration_method: CalibrationMethod | None = Field(
-        None, description="int8_static: how activation ranges are chosen from the dataset (default minmax)."
+        None,
+        description="int8_static: how activation ranges are chosen from the dataset (default percentile: "
+        "0.938 cosine on MiniLM against 0.931 for minmax and 0.938 for entropy).",
     )
     modules: list[str] | None = Field(
         None,

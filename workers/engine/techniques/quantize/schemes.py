@@ -89,7 +89,7 @@ def _int8_static(inputs: BuildInputs, matmuls: list[WeightLayer], embeddings: li
             # u8 activations with s8 weights: the combination onnxruntime's x86 kernels are built for.
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=_CALIBRATION_METHODS[inputs.config.calibration_method or "minmax"],
+            calibrate_method=_CALIBRATION_METHODS[inputs.config.calibration_method or "percentile"],
             # One batch per calibration pass (despite its name, the option applies to every method):
             # the histogram calibrators (percentile, entropy) stack all collected batches into one
             # array, which fails when batches are padded to different lengths, and holding one
