@@ -67,9 +67,9 @@ TECHNIQUE_ROWS = {
         "scheme": "int8_dynamic", "smooth_alpha": 0.5, "target_fidelity": 0.998, "fallback": "outliers"}}],
     "quantize int8_weight_only": [{"technique": "quantize", "params": {"scheme": "int8_weight_only"}}],
     "quantize int4_weight_only g32": [{"technique": "quantize", "params": {"scheme": "int4_weight_only"}}],
-    "quantize int8_static": [{"technique": "quantize", "params": {"scheme": "int8_static"}}],
-    "quantize int8_static percentile": [{"technique": "quantize", "params": {
-        "scheme": "int8_static", "calibration_method": "percentile"}}],
+    "quantize int8_static (percentile)": [{"technique": "quantize", "params": {"scheme": "int8_static"}}],
+    "quantize int8_static minmax": [{"technique": "quantize", "params": {
+        "scheme": "int8_static", "calibration_method": "minmax"}}],
     "quantize int8_static entropy": [{"technique": "quantize", "params": {
         "scheme": "int8_static", "calibration_method": "entropy"}}],
     "quantize int8_static smoothed 0.5": [{"technique": "quantize", "params": {
