@@ -76,11 +76,13 @@ CALIBRATION_TEXTS = [
 SCHEMES = ["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_static", "fp16", "bf16"]
 
 
-def run_scheme(model_dir: Path, kind: str, work_dir: Path, **params) -> tuple[ModelState, StepContext]:
+def run_scheme(
+    model_dir: Path, kind: str, work_dir: Path, texts: list[str] = CALIBRATION_TEXTS, **params
+) -> tuple[ModelState, StepContext]:
     task = TASK_BY_KIND[kind]
     context = StepContext(
         work_dir=work_dir, device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=64,
-        calibration_texts=CALIBRATION_TEXTS,
+        calibration_texts=texts,
     )
     state = ModelState(task=task, config_dir=model_dir, torch_model=load_model(model_dir, task))
     return apply_quantize(QuantizeConfig(**params), state, context), context
@@ -145,14 +147,9 @@ def test_int8_static_calibrates_on_batches_of_different_lengths(tiny_models, tmp
     # calibrators (percentile, entropy) stack every batch's activations and fail on unequal shapes
     # unless fed one batch at a time.
     texts = CALIBRATION_TEXTS * 3 + [" ".join(CALIBRATION_TEXTS)] * 4
-    task = TASK_BY_KIND["encoder"]
-    model_dir = tiny_models["encoder"]
-    context = StepContext(
-        work_dir=tmp_path, device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=64,
-        calibration_texts=texts,
+    quantized, context = run_scheme(
+        tiny_models["encoder"], "encoder", tmp_path, texts, scheme="int8_static", calibration_method=method
     )
-    state = ModelState(task=task, config_dir=model_dir, torch_model=load_model(model_dir, task))
-    quantized = apply_quantize(QuantizeConfig(scheme="int8_static", calibration_method=method), state, context)
     assert context.details["layers_quantized"] > 0
     assert float_matmuls_of(quantized.onnx_path) == set()
 
