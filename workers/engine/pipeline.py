@@ -223,6 +223,7 @@ def _apply_steps(
                     metrics=fidelity.metrics, primary_metric=fidelity.primary_metric, num_samples=fidelity.num_samples
                 ),
                 details=context.details,
+                placement=context.placement,
             )
         )
         logger.info(

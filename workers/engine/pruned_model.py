@@ -27,6 +27,7 @@ SHAPES_FORMAT_VERSION = 1
 
 def _slice_output(module: torch.nn.Module, index: torch.Tensor) -> None:
     """Keeps only the output features in `index` (in the module's own weight layout)."""
+    index = index.to(module.weight.device)
     if isinstance(module, Conv1D):
         # Conv1D stores (in, out) and sizes its output with nf.
         module.weight = torch.nn.Parameter(module.weight.data[:, index].contiguous())
@@ -40,6 +41,7 @@ def _slice_output(module: torch.nn.Module, index: torch.Tensor) -> None:
 
 def _slice_input(module: torch.nn.Module, index: torch.Tensor) -> None:
     """Keeps only the input features in `index`; the bias belongs to the outputs and stays whole."""
+    index = index.to(module.weight.device)
     if isinstance(module, Conv1D):
         module.weight = torch.nn.Parameter(module.weight.data[index].contiguous())
         module.nx = int(index.numel())

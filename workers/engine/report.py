@@ -109,6 +109,10 @@ class StepReport(_Strict):
         None, description="The model after this step against the original, on the first rows of the evaluation set."
     )
     details: dict[str, Any] = Field(default_factory=dict, description="The technique's own figures.")
+    placement: dict[str, str] = Field(
+        default_factory=dict,
+        description='Where each part of the step ran, e.g. {"training": "cuda"} or {"kmeans": "cpu", "rounding": "cuda"}.',
+    )
 
 
 class JobReport(_Strict):

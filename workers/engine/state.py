@@ -84,3 +84,6 @@ class StepContext:
     # The step's own figures for its report entry (e.g. bits per weight, nonzero parameters,
     # examples used); JSON-serialisable values only.
     details: dict[str, Any] = field(default_factory=dict)
+    # Where each part of the step ran (e.g. {"training": "cuda", "kmeans": "cpu"}), so a cuda job's
+    # report says what it left on the CPU.
+    placement: dict[str, str] = field(default_factory=dict)

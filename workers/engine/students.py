@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
 from workers.engine.architectures.tasks import Task
+from workers.engine.devices import module_device
 from workers.engine.errors import EngineUserError
 from workers.engine.loading import load_model, load_tokenizer
 
@@ -191,6 +192,7 @@ def _slice(module: torch.nn.Module, keep: torch.Tensor, as_input: bool) -> None:
     units of the output projection."""
     conv = isinstance(module, Conv1D)
     dim = _out_dim(module) if as_input else 1 - _out_dim(module)
+    keep = keep.to(module.weight.device)
     module.weight = torch.nn.Parameter(module.weight.detach().index_select(dim, keep).contiguous())
     if as_input and module.bias is not None:
         module.bias = torch.nn.Parameter(module.bias.detach().index_select(0, keep).contiguous())
@@ -216,7 +218,7 @@ def narrower_ffn(model: torch.nn.Module, width: float, importance: list[torch.Te
     kept_size = max(1, round(width * size))
     for position, layer in enumerate(layers):
         if importance is None:
-            keep = torch.arange(kept_size)
+            keep = torch.arange(kept_size, device=first_in.weight.device)
         else:
             # Sorted, so the kept neurons stay in their original order.
             keep = importance[position].topk(kept_size).indices.sort().values
@@ -238,7 +240,7 @@ def load_uploaded_student(
             "token ids; upload a student trained with the teacher's tokenizer."
         )
     try:
-        student = load_model(folder, task)
+        student = load_model(folder, task, str(module_device(teacher)))
     except (OSError, ValueError) as exc:
         raise EngineUserError(f"The student folder does not load as a {task} model: {exc}") from exc
     teacher_config, student_config = teacher.config, student.config

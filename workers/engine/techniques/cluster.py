@@ -22,6 +22,7 @@ from workers.engine.architectures.onnx_weights import (
     node_module_path,
     weight_consumers,
 )
+from workers.engine.devices import module_device
 from workers.engine.export.compact_storage import encode_codebooks
 from workers.engine.export.onnx import export_onnx
 from workers.engine.loading import model_input_names
@@ -89,19 +90,20 @@ def _share_values(
     """The module's weight matrix with at most 2^bits distinct values, the k-means iterations run and
     the seconds k-means took."""
     matrix = _weight_matrix(module).float()
-    values = matrix.numpy().reshape(-1)
+    # 1-D k-means is numpy (CPU); the GPTQ rounding below runs on the model's device.
+    values = matrix.cpu().numpy().reshape(-1)
     weights = None
     if hessian is not None:
         # Importance of a weight = mean squared activation of its input column (the Hessian's diagonal):
         # an error there moves the outputs in proportion to it.
-        importance = torch.diagonal(hessian).clamp_min(0).numpy()
+        importance = torch.diagonal(hessian).clamp_min(0).cpu().numpy()
         weights = np.broadcast_to(importance, matrix.shape).reshape(-1)
         if not np.any(weights > 0):
             weights = None
     started = time.perf_counter()
     codebook, iterations = kmeans_1d(values, 2 ** _bits_of(module, config), weights, config.max_iterations)
     seconds = time.perf_counter() - started
-    codebook_t = torch.from_numpy(codebook).float()
+    codebook_t = torch.from_numpy(codebook).float().to(matrix.device)
     if hessian is not None and config.error_compensation:
         return gptq_codebook(matrix, hessian, codebook_t), iterations, seconds
     return nearest_centroid(matrix, codebook_t), iterations, seconds
@@ -127,7 +129,9 @@ def _encodable(graph: onnx.GraphProto, config: ClusterConfig, targets: set[str])
 def apply_cluster(config: ClusterConfig, state: ModelState, context: StepContext) -> ModelState:
     if state.torch_model is None:
         raise ValueError("cluster needs a torch model to export.")
-    model = state.torch_model.to("cpu").eval()
+    # Statistics and rounding run where the model is (the GPU on a cuda job); the export moves it to the CPU.
+    model = state.torch_model.eval()
+    device = str(module_device(model))
     levels = 2 ** max(config.bits, config.embedding_bits or 0)
     targets = _targets(model, config)
     untied = _untie_from_others(model, targets)
@@ -182,6 +186,9 @@ def apply_cluster(config: ClusterConfig, state: ModelState, context: StepContext
         "kmeans_iterations_max": max(iterations.values(), default=0),
         "weights_untied": untied,
     })
+    context.placement.update(
+        input_statistics=device if hessians else "none", kmeans="cpu", rounding=device, export="cpu"
+    )
     logger.info(
         "cluster: %d modules to %d values each (%s), %d ONNX tensors (%d parameters) stored as uint8 indices "
         "+ codebook; %.2f MB",

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from workers.engine.devices import module_device, to_device
 from workers.engine.errors import EngineUserError
 
 logger = logging.getLogger(__name__)
@@ -93,12 +94,12 @@ def _gptq(
     # A column no calibration token ever activated: any rounding is free, so give it a unit diagonal.
     dead = torch.diagonal(hessian) <= 0
     hessian[dead, dead] = 1.0
-    hessian += damping * torch.diagonal(hessian).mean() * torch.eye(columns, dtype=hessian.dtype)
+    hessian += damping * torch.diagonal(hessian).mean() * torch.eye(columns, dtype=hessian.dtype, device=hessian.device)
     # The upper Cholesky factor of H^-1: row i holds the update for the columns after i.
     # float64 for the factorisations (the damped Hessian can still be ill-conditioned); LAPACK's
     # cholesky_inverse (potri) was ~50x slower here than a triangular solve.
     lower = torch.linalg.cholesky(hessian)
-    inverse = torch.cholesky_solve(torch.eye(columns, dtype=hessian.dtype), lower)
+    inverse = torch.cholesky_solve(torch.eye(columns, dtype=hessian.dtype, device=hessian.device), lower)
     factor = torch.linalg.cholesky(inverse, upper=True).float()
     codebook = codebook.float()
     result = torch.empty_like(weight)
@@ -153,6 +154,7 @@ def collect_input_hessians(
                     texts[start : start + _CALIBRATION_BATCH], padding=True, truncation=True,
                     max_length=sequence_length, return_tensors="pt",
                 )
+                batch = to_device(batch, module_device(model))
                 current_mask[:] = [batch["attention_mask"].bool()]
                 model(**{name: batch[name] for name in input_names if name in batch})
     finally:

@@ -83,6 +83,7 @@ import logging
 import torch
 
 from workers.engine.config_folder import derive_config_dir
+from workers.engine.devices import module_device, to_device
 from workers.engine.errors import EngineUserError
 from workers.engine.techniques.distill_config import DistillConfig
 from workers.engine.state import ModelState, StepContext
@@ -126,7 +127,7 @@ def _build_student(config: DistillConfig, state: ModelState, context: StepContex
         if isinstance(indices, int):
             texts = context.calibration_texts[:_LAYER_CHOICE_TEXTS]
             examples = tokenise(context.tokenizer, texts, None, context.sequence_length)
-            batch = collate(examples, context.tokenizer.pad_token_id)
+            batch = to_device(collate(examples, context.tokenizer.pad_token_id), module_device(teacher))
             indices = choose_layers(teacher, state.task, indices, batch)
         return fewer_layers(teacher, indices), block_ends(indices, teacher_layers), {
             "student_kind": "fewer_layers", "student_layers": indices,
@@ -136,8 +137,9 @@ def _build_student(config: DistillConfig, state: ModelState, context: StepContex
         texts = context.calibration_texts[:_IMPORTANCE_TEXTS]
         examples = tokenise(context.tokenizer, texts, None, context.sequence_length)
         pad_id = context.tokenizer.pad_token_id
+        device = module_device(teacher)
         batches = (
-            collate(examples[start:start + _IMPORTANCE_BATCH], pad_id)
+            to_device(collate(examples[start:start + _IMPORTANCE_BATCH], pad_id), device)
             for start in range(0, len(examples), _IMPORTANCE_BATCH)
         )
         size = narrower_ffn(student, config.student_width, ffn_importance(student, batches))
@@ -173,6 +175,7 @@ def apply_distill(config: DistillConfig, state: ModelState, context: StepContext
         student, teacher, state.task, context.calibration_texts, labels, context.tokenizer, config,
         context.sequence_length, context.on_progress, layer_map=layer_map,
     )
+    context.placement["training"] = str(module_device(student))
     config_dir = derive_config_dir(student, state.config_dir, context.work_dir / "student")
     context.details.update(
         details

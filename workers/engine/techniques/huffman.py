@@ -82,6 +82,7 @@ def apply_huffman(config: HuffmanConfig, state: ModelState, context: StepContext
 
     details = _details(summary, len(data), {"encode": encoded - started, "decode": decoded - encoded})
     context.details.update(details)
+    context.placement["coding"] = "cpu"
     logger.info(
         "coded %d tensors (%s weights) at %.3f bits/weight (entropy bound %.3f): %.2f MB ONNX -> %.2f MB .cpz",
         details["coded_tensors"], f"{details['coded_symbols']:,}", details["bits_per_weight"],

@@ -14,6 +14,7 @@ from collections import Counter
 import torch
 from transformers.pytorch_utils import Conv1D
 
+from workers.engine.devices import module_device
 from workers.engine.training.recovery_step import recover_step
 from workers.engine.techniques.low_rank_config import LowRankConfig
 from workers.engine.state import ModelState, StepContext
@@ -116,6 +117,7 @@ def apply_low_rank(config: LowRankConfig, state: ModelState, context: StepContex
         factorised, len(layers) - factorised, len(candidates) - factorised, len(layers) - len(candidates),
         parameters_before, sum(parameter.numel() for parameter in model.parameters()),
     )
+    context.placement["factorisation"] = str(module_device(model))
     if teacher is not None:
         recover_step(model, teacher, config.recover, state, context, progress_span=(0.5, 1.0))
     return ModelState(task=state.task, config_dir=state.config_dir, torch_model=model)

@@ -7,6 +7,7 @@ import logging
 
 import torch
 
+from workers.engine.devices import module_device
 from workers.engine.state import ModelState, StepContext
 from workers.engine.training.loop import recover
 from workers.engine.training.settings import RecoverySettings
@@ -32,6 +33,7 @@ def recover_step(
     )
     damaged.eval()
     context.details["recovery"] = dataclasses.asdict(stats)
+    context.placement["recovery"] = str(module_device(damaged))
     logger.info(
         "recovery: %d steps over %d examples (%d texts) in %.0f s, loss %.4g -> %.4g",
         stats.steps, stats.examples_used, stats.original_examples, stats.seconds, stats.initial_loss, stats.final_loss,

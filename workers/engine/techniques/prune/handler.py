@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from workers.engine.architectures.tasks import Task
 from workers.engine.config_folder import PRUNED_SHAPES_FILE, derive_config_dir
+from workers.engine.devices import module_device, synchronize
 from workers.engine.export.onnx import eager_attention
 from workers.engine.pruned_model import config_describes, layer_shapes
 from workers.engine.state import ModelState, StepContext
@@ -43,13 +44,16 @@ def _parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
 def _latency_ms(model: torch.nn.Module, task: Task, calibration: Calibration) -> float:
     """Best wall time of one pass over the timing batches, in ms per batch."""
     batches = calibration.batches[:LATENCY_BATCHES]
+    device = module_device(model)
     timings = []
     with torch.inference_mode():
         run_model(model, task, batches[0])  # warm-up: allocator and kernel selection
         for _ in range(LATENCY_REPEATS):
+            synchronize(device)
             started = time.perf_counter()
             for batch in batches:
                 run_model(model, task, batch)
+            synchronize(device)
             timings.append((time.perf_counter() - started) * 1000 / len(batches))
     return min(timings)
 
@@ -98,6 +102,7 @@ def apply_prune(config: PruneConfig, state: ModelState, context: StepContext) ->
         nonzero_parameters_before=nonzero_before,
         nonzero_parameters_after=nonzero_after,
     )
+    context.placement["pruning"] = str(module_device(model))
     config_dir = state.config_dir
     if structural:
         if timing is not None:

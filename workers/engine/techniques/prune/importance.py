@@ -146,7 +146,8 @@ def taylor_group_scores(
     ones; the score of a group is the sum over batches of (dL/dmask)^2, the estimated squared output
     change from removing it."""
     masks = {
-        name: torch.ones(in_features(module) // width, requires_grad=True) for name, (module, width) in modules.items()
+        name: torch.ones(in_features(module) // width, device=module.weight.device, requires_grad=True)
+        for name, (module, width) in modules.items()
     }
 
     def hook_for(name: str, width: int):

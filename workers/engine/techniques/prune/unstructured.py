@@ -69,7 +69,7 @@ def _scores(
 
 def _lowest_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
     """A boolean keep-mask (flat) that drops exactly the `count` lowest scores."""
-    keep = torch.ones(scores.numel(), dtype=torch.bool)
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
     if count > 0:
         keep[torch.topk(scores.flatten(), count, largest=False).indices] = False
     return keep

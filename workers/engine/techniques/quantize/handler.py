@@ -161,6 +161,11 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
         left_layers=_names(left),
         embeddings_quantized=bool(embeddings),
     )
+    # onnxruntime's quantizers and the exporter work on the CPU; calibration and fallback trials run
+    # the ONNX model where the job's target runs it.
+    context.placement.update(export="cpu", quantization="cpu")
+    if calibration:
+        context.placement["calibration"] = "cpu"
     if config.scheme == "int4_weight_only":
         details["group_size"] = config.group_size or DEFAULT_GROUP_SIZE
         details["algorithm"] = config.algorithm or "rtn"

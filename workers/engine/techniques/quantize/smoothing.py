@@ -15,6 +15,7 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from workers.engine.architectures.layer_groups import layer_group_pattern
+from workers.engine.devices import module_device
 from workers.engine.evaluation.runners import Batch
 from workers.engine.techniques.quantize.layers import WeightLayer
 
@@ -59,6 +60,7 @@ def activation_peaks(
     inputs: dict[str, torch.Tensor] = {}
     groups: list[list[str]] = []
     grouped = False
+    device = module_device(model)
     handles = []
 
     def record(name: str):
@@ -75,7 +77,7 @@ def activation_peaks(
     try:
         with torch.inference_mode():
             for batch in batches:
-                model(**{key: torch.from_numpy(value) for key, value in batch.items()})
+                model(**{key: torch.from_numpy(value).to(device) for key, value in batch.items()})
                 if not grouped:
                     for name in names:
                         group = next((group for group in groups if inputs[group[0]] is inputs[name]), None)
