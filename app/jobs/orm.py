@@ -13,6 +13,7 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded"
 TIMED_OUT = "timed_out"  # stopped by its soft or hard time limit
 JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, TIMED_OUT)
 FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED, TIMED_OUT)
+DEFAULT_TARGET = {"runtime": "onnxruntime", "device": "cpu"}
 
 
 class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
@@ -24,6 +25,8 @@ class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
     device: Mapped[str] = mapped_column(String(10), nullable=False)
     queue: Mapped[str] = mapped_column(String(20), nullable=False)
+    # Where the result runs and is measured ({runtime, device}); older jobs: onnxruntime on the cpu.
+    target: Mapped[dict] = mapped_column(JSON, nullable=False, default=lambda: dict(DEFAULT_TARGET))
     recipe: Mapped[dict] = mapped_column(JSON, nullable=False)
     # The preset the recipe came from, when the job named one instead of a recipe.
     preset: Mapped[str | None] = mapped_column(String(100))

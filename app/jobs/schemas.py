@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.artifacts.schemas import ArtifactOut
 from app.jobs.step_progress import StepProgress, step_progress
 from workers.engine.evaluation.settings import EvalSettings
+from workers.engine.target import Target
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -68,7 +69,16 @@ class JobCreate(BaseModel):
     model_id: str
     dataset_id: str | None = None
     name: str | None = Field(None, max_length=200)
-    device: Device = Field("auto", description='"auto" runs where COMPRESSO_AUTO_DEVICE says.')
+    device: Device = Field(
+        "auto",
+        description='Where the compression runs. "auto": a GPU worker when the target is cuda, else where '
+        "COMPRESSO_AUTO_DEVICE says.",
+    )
+    target: Target = Field(
+        default_factory=Target,
+        description="Where the compressed model will run: onnxruntime or torch, on cpu or cuda. The result is built "
+        "for it, and the original and the result are both measured on it.",
+    )
     recipe: dict[str, Any] | None = Field(
         None, description="An ordered list of technique steps; see GET /v1/techniques. Give this or preset."
     )
@@ -101,7 +111,8 @@ EXAMPLE_JOB = {
     "id": "c0ffee0a1b2c4d3e8f9a0b1c2d3e4f5a", "name": "minilm-int8", "status": "running",
     "progress": {"stage": "step_1.quantize", "fraction": 0.42, "steps": [
         {"index": 1, "technique": "quantize", "state": "running", "wall_time_s": None, "size_bytes_after": None}]},
-    "error": None, "model_id": "3f2c9e0a5b7d4c1e8a6f0b2d4e6c8a1f", "dataset_id": None, "device": "cpu", "queue": "cpu",
+    "error": None, "model_id": "3f2c9e0a5b7d4c1e8a6f0b2d4e6c8a1f", "dataset_id": None, "device": "cpu",
+    "target": {"runtime": "onnxruntime", "device": "cpu"}, "queue": "cpu",
     "recipe": {"steps": [{"technique": "quantize", "version": 1,
                           "params": {"scheme": "int8_dynamic", "per_channel": True, "keep_fp32": []}}]},
     "evaluation": {"max_samples": 320, "sequence_length": 128}, "deployment": {"country": "DEU", "requests_per_day": 100000},
@@ -121,6 +132,7 @@ class JobOut(BaseModel):
     model_id: str | None
     dataset_id: str | None
     device: str
+    target: dict[str, Any] = Field(description="Where the result runs and both models are measured: {runtime, device}.")
     queue: str
     recipe: dict[str, Any]
     preset: str | None = Field(None, description="The preset the recipe came from, if the job named one.")
@@ -149,6 +161,7 @@ class JobOut(BaseModel):
             model_id=job.model_id,
             dataset_id=job.dataset_id,
             device=job.device,
+            target=job.target,
             queue=job.queue,
             recipe=job.recipe,
             preset=job.preset,

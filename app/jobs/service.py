@@ -22,6 +22,7 @@ from workers.engine.energy.intensity import carbon_intensity
 from workers.engine.errors import EngineUserError
 from workers.engine.presets import preset_names, preset_recipe
 from workers.engine.recipe import Recipe, RecipeError
+from workers.engine.target import Target, target_problems
 
 QUEUE_BY_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
 
@@ -63,14 +64,28 @@ def validate_model_references(session: Session, tenant: Tenant, recipe: Recipe) 
                 )
 
 
-def resolve_device(requested: str, settings: Settings) -> str:
-    device = settings.auto_device if requested == "auto" else requested
+def resolve_device(requested: str, settings: Settings, target: Target | None = None) -> str:
+    """"auto" goes to a GPU worker when the result must be measured on a GPU, else where the settings say."""
+    if requested == "auto":
+        device = "cuda" if target is not None and target.device == "cuda" else settings.auto_device
+    else:
+        device = requested
     if device == "cuda" and not settings.gpu_enabled:
+        why = " and the target device is cuda" if target is not None and target.device == "cuda" else ""
         raise Invalid(
-            'No GPU worker serves this deployment (COMPRESSO_GPU_ENABLED is false): use "device": "cpu" or "auto".',
+            f"No GPU worker serves this deployment (COMPRESSO_GPU_ENABLED is false){why}: use \"device\": \"cpu\" "
+            "or \"auto\" with a cpu target.",
             errors=[{"loc": ["body", "device"], "msg": "no GPU worker", "allowed": ["auto", "cpu"]}],
         )
     return device
+
+
+def validate_target(recipe: Recipe, target: Target, device: str) -> None:
+    problems = target_problems(recipe.to_dict()["steps"], target, device)
+    if problems:
+        errors = [{**problem, "loc": ["body", *problem["loc"]]} for problem in problems]
+        text = "; ".join(f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in problems)
+        raise Invalid(f"The recipe cannot build a result for {target.describe()}: {text}.", errors=errors)
 
 
 def validate_deployment_country(country: str | None) -> None:
@@ -126,7 +141,8 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
     validate_deployment_country(body.deployment.country)
     validate_webhook_url(body.webhook_url, settings)
     validate_mlflow(body, settings)
-    device = resolve_device(body.device, settings)
+    device = resolve_device(body.device, settings, body.target)
+    validate_target(recipe, body.target, device)
     limits.ensure_job_slot(session, settings, tenant)
     job = repository.add(
         session,
@@ -136,6 +152,7 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             model_id=body.model_id,
             dataset_id=body.dataset_id,
             device=device,
+            target=body.target.model_dump(),
             queue=QUEUE_BY_DEVICE[device],
             recipe=recipe.to_dict(),
             preset=body.preset,

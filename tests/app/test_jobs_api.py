@@ -169,3 +169,46 @@ def test_huge_epochs_or_steps_are_refused(client, tiny_encoder_zip):
         [error] = response.json()["errors"]
         assert error["loc"][:6] == ["body", "recipe", "steps", 0, "params", field]
         assert "less than or equal to" in error["msg"]
+
+
+def test_a_job_records_its_target_and_defaults_to_onnxruntime_on_the_cpu(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    assert submit(client, model_id).json()["target"] == {"runtime": "onnxruntime", "device": "cpu"}
+    bf16 = {"steps": [{"technique": "quantize", "params": {"scheme": "bf16"}}]}
+    job = submit(client, model_id, recipe=bf16, target={"runtime": "torch", "device": "cpu"}).json()
+    assert job["target"] == {"runtime": "torch", "device": "cpu"}
+    assert client.get(f"/v1/jobs/{job['id']}").json()["target"] == job["target"]
+
+
+def test_a_recipe_that_cannot_build_the_target_is_a_422_naming_the_step(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    recipe = {"steps": [{"technique": "cluster", "params": {"bits": 4}}, {"technique": "huffman", "params": {}}]}
+    response = submit(client, model_id, recipe=recipe, target={"runtime": "torch", "device": "cpu"})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert [error["loc"] for error in body["errors"]] == [
+        ["body", "recipe", "steps", 0, "technique"], ["body", "recipe", "steps", 1, "technique"],
+    ]
+    assert "torch on cpu" in body["detail"] and "use target runtime onnxruntime" in body["detail"]
+    fp8 = {"steps": [{"technique": "quantize", "params": {"scheme": "fp8"}}]}
+    response = submit(client, model_id, recipe=fp8)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "recipe", "steps", 0, "params", "scheme"]
+    response = submit(client, model_id, target={"runtime": "tensorrt"})
+    assert response.status_code == 422 and response.json()["errors"][0]["loc"] == ["body", "target", "runtime"]
+
+
+def test_a_cuda_target_sends_an_auto_job_to_a_gpu_worker(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    target = {"runtime": "torch", "device": "cuda"}
+    refused = submit(client, model_id, target=target)
+    assert refused.status_code == 422 and "target device is cuda" in refused.json()["detail"]
+
+    from app.config import Settings
+    from app.core.deps import settings_dependency
+
+    client.app.dependency_overrides[settings_dependency] = lambda: Settings(gpu_enabled=True, auto_device="cpu")
+    job = submit(client, model_id, target=target).json()
+    assert (job["device"], job["queue"]) == ("cuda", "gpu")
+    on_cpu = submit(client, model_id, device="cpu", target=target)
+    assert on_cpu.status_code == 422 and on_cpu.json()["errors"][0]["loc"] == ["body", "target", "device"]

@@ -11,7 +11,7 @@ from workers.engine.registry import TechniqueConfig, list_techniques, register_t
 from workers.engine.techniques.quantize import QuantizeConfig
 
 QUANTIZE = {"technique": "quantize", "params": {"scheme": "int8_dynamic"}}
-SCHEMES = ("int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_static", "fp16", "bf16")
+SCHEMES = ("int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_static", "fp16", "bf16", "fp8")
 
 
 def errors_of(data) -> list[dict]:

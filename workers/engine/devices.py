@@ -20,3 +20,17 @@ def synchronize(device: torch.device | str) -> None:
     """Waits for the device's queued work, so a timer stops when the work is really done."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class GpuMemoryPeak:
+    """The most GPU memory torch's allocator held since the last `reset` (None when there is no GPU)."""
+
+    def __init__(self) -> None:
+        self.enabled = torch.cuda.is_available()
+
+    def reset(self) -> None:
+        if self.enabled:
+            torch.cuda.reset_peak_memory_stats()
+
+    def megabytes(self) -> float | None:
+        return torch.cuda.max_memory_allocated() / 2**20 if self.enabled else None

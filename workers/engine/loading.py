@@ -25,6 +25,15 @@ def load_model(folder: Path, task: Task, device: str = "cpu") -> torch.nn.Module
     return model.to(device).eval()
 
 
+def load_shipped_model(folder: Path, task: Task, device: str) -> torch.nn.Module:
+    """A torch target's package, loaded exactly as its user would: plain from_pretrained, in the dtype
+    and quantization its config.json records, straight onto the device."""
+    model = AUTO_CLASS_BY_TASK[task].from_pretrained(
+        folder, use_safetensors=True, trust_remote_code=False, dtype="auto", device_map=device
+    )
+    return model.eval()
+
+
 def load_config(folder: Path) -> PretrainedConfig:
     return AutoConfig.from_pretrained(folder, trust_remote_code=False)
 

@@ -21,8 +21,13 @@ def _energy(report: dict[str, Any]) -> dict[str, Any] | None:
     return energy
 
 
+def _is_torch_result(report: dict[str, Any]) -> bool:
+    return report["result"]["format"] == "safetensors"
+
+
 def _tags(report: dict[str, Any]) -> list[str]:
-    tags = ["compresso", "onnx", report["model"]["model_type"]]
+    library = "transformers" if _is_torch_result(report) else "onnx"
+    tags = ["compresso", library, report["model"]["model_type"]]
     for step in report["steps"]:
         tags += _TECHNIQUE_TAGS.get(step["technique"], [step["technique"]])
         scheme = step["params"].get("scheme")
@@ -64,7 +69,7 @@ def card_metadata(report: dict[str, Any]) -> dict[str, Any]:
     # base_model is left out: compresso sees a folder, not a Hub id. Its task names are the Hub's
     # pipeline tags (feature-extraction, text-classification, text-generation).
     metadata: dict[str, Any] = {
-        "library_name": "onnx",
+        "library_name": "transformers" if _is_torch_result(report) else "onnx",
         "pipeline_tag": report["model"]["task"],
         "tags": _tags(report),
     }
@@ -133,7 +138,40 @@ def _folder_note(report: dict[str, Any]) -> str:
     return "# Run from the unzipped package folder."
 
 
+# The transformers class that loads each task's result, for a torch target's card.
+_AUTO_CLASS = {
+    "feature-extraction": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "text-generation": "AutoModelForCausalLM",
+}
+
+
+def _torch_usage(report: dict[str, Any]) -> str:
+    usage = _USAGE.get(report["model"]["task"], _Usage((), "", ""))
+    auto_class = _AUTO_CLASS.get(report["model"]["task"], "AutoModel")
+    device = report["result"]["latency"]["device"]
+    length = report["evaluation"]["sequence_length"]
+    quantized = any(item["description"].find("torchao") >= 0 for item in report["files"])
+    output = "logits" if report["model"]["task"] != "feature-extraction" else "last_hidden_state"
+    install = "# pip install torchao  (config.json records torchao's quantization)\n" if quantized else ""
+    code = f"""{install}import numpy as np
+import torch
+from transformers import {", ".join(sorted({"AutoTokenizer", auto_class, *usage.imports}))}
+
+# Run from the unzipped package folder.
+tokenizer = AutoTokenizer.from_pretrained(".")
+{usage.setup}model = {auto_class}.from_pretrained(".", dtype="auto", device_map="{device}").eval()
+encoded = tokenizer(["An example sentence."], padding=True, truncation=True, max_length={length}, return_tensors="pt")
+with torch.inference_mode():
+    output = model(**encoded.to(model.device)).{output}.float().cpu().numpy()
+encoded = {{key: value.cpu().numpy() for key, value in encoded.items()}}
+{usage.tail}"""
+    return f"## How to use\n\n```python\n{code.rstrip()}\n```"
+
+
 def _usage(report: dict[str, Any]) -> str:
+    if _is_torch_result(report):
+        return _torch_usage(report)
     usage = _USAGE.get(report["model"]["task"], _Usage((), "", ""))
     length = report["evaluation"]["sequence_length"]
     code = f"""import numpy as np
@@ -270,11 +308,16 @@ def build_model_card(report: dict[str, Any], dataset_sha256: str | None) -> str:
     # A wide line limit keeps each value on one line, as people write these blocks by hand.
     front_matter = yaml.safe_dump(card_metadata(report), sort_keys=False, allow_unicode=True, width=1000)
     model = report["model"]
+    shipped = (
+        "saved as a transformers folder (safetensors) for PyTorch" if _is_torch_result(report)
+        else "exported to a single ONNX file for onnxruntime"
+    )
     intro = (
         f"# {model['architecture']} ({model['model_type']}), compressed with compresso\n\n"
-        f"A {model['task']} model compressed by compresso and exported to a single ONNX file for "
-        "onnxruntime. The original model's Hub id is not known to compresso, so `base_model` is not set: "
-        "add it before publishing. Every figure below comes from `report.json` in this package."
+        f"A {model['task']} model compressed by compresso and {shipped}, measured on "
+        f"{report['result']['runtime']} on {report['result']['latency']['device']}. The original model's Hub id is not "
+        "known to compresso, so `base_model` is not set: add it before publishing. Every figure below comes from "
+        "`report.json` in this package."
     )
     environment = report["environment"]
     provenance = (

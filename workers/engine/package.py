@@ -122,3 +122,34 @@ def write_zip(package_dir: Path, zip_path: Path) -> Path:
     # Renamed only when complete, so a reader never sees a half-written archive.
     partial.replace(zip_path)
     return zip_path
+
+
+def build_torch_package(model, config_dir: Path, package_dir: Path) -> list[PackageFile]:
+    """A torch target's package: the transformers folder (safetensors weights and the config.json
+    that describes them, quantization_config included) plus the tokenizer files."""
+    shutil.rmtree(package_dir, ignore_errors=True)
+    model.save_pretrained(package_dir, safe_serialization=True)
+    weights = sorted(path.name for path in package_dir.iterdir() if path.suffix == ".safetensors" or path.name.endswith(
+        ".safetensors.index.json"))
+    if not weights:
+        raise RuntimeError("save_pretrained wrote no safetensors file; refusing to ship an empty folder.")
+    quantized = getattr(model.config, "quantization_config", None) is not None
+    files = [
+        PackageFile(
+            path=name,
+            runtime="transformers",
+            description="The compressed model's weights: AutoModel*.from_pretrained(folder) loads them"
+            + (" (torchao must be installed: config.json names its quantization)." if quantized else "."),
+        )
+        for name in weights
+    ]
+    files.append(PackageFile(path="config.json", runtime="any", description=CONFIG_FILES["config.json"]))
+    for name in TOKENIZER_FILES:
+        if (config_dir / name).is_file():
+            shutil.copyfile(config_dir / name, package_dir / name)
+            files.append(PackageFile(path=name, runtime="any", description="Tokenizer file (transformers/tokenizers)."))
+    if (package_dir / "generation_config.json").is_file():
+        files.append(PackageFile(
+            path="generation_config.json", runtime="any", description=CONFIG_FILES["generation_config.json"]
+        ))
+    return sorted([*files, *_document_files()], key=lambda item: item.path)

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import onnx
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
+from workers.engine.devices import GpuMemoryPeak
 from workers.engine.energy.inference import InferenceProbe
 from workers.engine.energy.meter import EnergyMeter, open_meter
 from workers.engine.energy.payback import payback_section
@@ -30,24 +30,18 @@ from workers.engine.evaluation.fidelity import item_fidelity, summarise_fidelity
 from workers.engine.evaluation.slices import slices_report
 from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.evaluation.quality import encode_labels
-from workers.engine.evaluation.runners import OnnxRunner, TorchRunner
-from workers.engine.export.compact_storage import SparseStorageStats, store_sparse
-from workers.engine.export.onnx import count_onnx_parameters, export_onnx
-from workers.engine.export.transformers_folder import save_transformers_weights
-from workers.engine.loading import load_config, load_model, load_tokenizer, max_positions, model_input_names
+from workers.engine.evaluation.runners import TorchRunner, cuda_provider_available
+from workers.engine.loading import (
+    load_config,
+    load_model,
+    load_tokenizer,
+    max_positions,
+    model_input_names,
+)
 from workers.engine.model_folder import ModelFolderError, ModelFolderInfo, inspect_model_folder
 from workers.engine.model_card import build_model_card
-from workers.engine.package import (
-    MODEL_CARD_FILE,
-    MODEL_FILE,
-    REPORT_FILE,
-    add_transformers_weights,
-    build_package,
-    build_packed_package,
-    package_size_bytes,
-    write_zip,
-)
-from workers.engine.recipe import Recipe
+from workers.engine.package import MODEL_CARD_FILE, REPORT_FILE, package_size_bytes, write_zip
+from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.registry import get_technique
 from workers.engine.report import (
     EvaluationReport,
@@ -56,7 +50,6 @@ from workers.engine.report import (
     LatencyReport,
     ModelInfoReport,
     ModelSideReport,
-    PackageFile,
     Report,
     StepFidelityReport,
     StepReport,
@@ -65,7 +58,9 @@ from workers.engine.report import (
     compute_ratios,
 )
 from workers.engine.stages import step_stage
+from workers.engine.shipping import package_result, result_parameters, result_runner_for
 from workers.engine.state import ModelState, StepContext
+from workers.engine.target import Target, target_problems
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -89,7 +84,10 @@ class PipelineRequest(BaseModel):
     dataset_sha256: str | None = Field(
         None, pattern="^[0-9a-f]{64}$", description="Of the uploaded dataset file, for the model card."
     )
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where the compression itself runs.")
+    target: Target = Field(
+        default_factory=Target, description="Where the result will run: what it is built for and measured on."
+    )
     work_dir: Path = Field(description="Scratch space for this job; the caller removes it afterwards.")
     output_dir: Path = Field(description="Receives model.zip and report.json.")
     eval: EvalSettings = Field(default_factory=EvalSettings)
@@ -126,6 +124,14 @@ class _Progress:
 def _check_request(request: PipelineRequest) -> None:
     if request.device == "cuda" and not torch.cuda.is_available():
         raise EngineUserError("The job asks for cuda, but this worker has no usable GPU; run it on cpu.")
+    problems = target_problems(request.recipe.to_dict()["steps"], request.target, request.device)
+    if problems:
+        raise RecipeError(problems)
+    if request.target == Target(runtime="onnxruntime", device="cuda") and not cuda_provider_available():
+        raise EngineUserError(
+            "The target is onnxruntime on cuda, but this worker's onnxruntime has no CUDA provider, so the result "
+            "could not be measured where it will run; install onnxruntime-gpu on the GPU worker, or target torch."
+        )
     if not request.model_dir.is_dir():
         raise EngineUserError(f"Model folder {request.model_dir} does not exist.")
     if request.dataset_path is not None and not request.dataset_path.is_file():
@@ -179,6 +185,7 @@ def _apply_steps(
     request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress, meter: EnergyMeter,
     step_probe: StepProbe,
 ) -> tuple[ModelState, list[StepReport]]:
+    step_peak = GpuMemoryPeak()
     steps = request.recipe.steps
     width = (_STEPS[1] - _STEPS[0]) / len(steps)
     reports = []
@@ -191,6 +198,7 @@ def _apply_steps(
         context = StepContext(
             work_dir=request.work_dir / "steps" / f"{index + 1:02d}-{step.technique}",
             device=request.device,
+            target=request.target,
             tokenizer=loaded.tokenizer,
             sequence_length=request.eval.sequence_length,
             # Already in memory, so every step gets them; requires_data tells users which steps use them.
@@ -202,9 +210,11 @@ def _apply_steps(
         context.work_dir.mkdir(parents=True, exist_ok=True)
         logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())
         started = time.perf_counter()
+        step_peak.reset()
         with meter.stage(stage):
             state = get_technique(step.technique).handler(step, state, context)
         wall_time_s = time.perf_counter() - started
+        peak_gpu_memory_mb = step_peak.megabytes()
         # Measured outside the step's time: it is the report's cost, not the technique's.
         fidelity = step_probe.measure(state, loaded.tokenizer, request.device)
         size_after, parameters_after = state.size_bytes(), state.num_parameters()
@@ -223,6 +233,7 @@ def _apply_steps(
                     metrics=fidelity.metrics, primary_metric=fidelity.primary_metric, num_samples=fidelity.num_samples
                 ),
                 details=context.details,
+                peak_gpu_memory_mb=peak_gpu_memory_mb,
                 placement=context.placement,
             )
         )
@@ -234,38 +245,6 @@ def _apply_steps(
         progress(stage, span, 1.0)
         size_before, parameters_before = size_after, parameters_after
     return state, reports
-
-
-@dataclass(frozen=True)
-class _Packaged:
-    package_dir: Path
-    files: list[PackageFile]
-    shipped_model: Path  # the file the result's size is: model.onnx, or the .cpz
-    runnable_model: Path  # the ONNX file measured: model.onnx, or the one unpacked from the .cpz
-    sparse: SparseStorageStats | None  # None for a packed result (entropy coding already squeezes zeros)
-
-
-def _package(request: PipelineRequest, state: ModelState, tokenizer: PreTrainedTokenizerBase) -> _Packaged:
-    package_dir = request.work_dir / "package"
-    if state.packed_path is not None:
-        files, runnable = build_packed_package(state.packed_path, package_dir, request.work_dir / "unpacked")
-        return _Packaged(package_dir, files, package_dir / state.packed_path.name, runnable, None)
-    torch_model = state.torch_model if state.format == "torch" else None
-    onnx_path = state.onnx_path
-    if onnx_path is None:
-        # A recipe of torch-only steps still ships a runtime file: export the result as it is.
-        onnx_path = request.work_dir / "export" / "model_dense.onnx"
-        export_onnx(state.torch_model, state.task, model_input_names(state.torch_model, tokenizer), onnx_path)
-    # Pruned weights are zeros in dense tensors; a bitmask plus the nonzero values makes the file
-    # really smaller (a copy when nothing gains).
-    sparse_path = request.work_dir / "export" / MODEL_FILE
-    sparse = store_sparse(onnx_path, sparse_path)
-    files = build_package(sparse_path, state.config_dir, package_dir)
-    if torch_model is not None:
-        weights = save_transformers_weights(torch_model, state.task, state.config_dir, package_dir)
-        if weights is not None:
-            files = add_transformers_weights(files, package_dir)
-    return _Packaged(package_dir, files, package_dir / MODEL_FILE, package_dir / MODEL_FILE, sparse)
 
 
 def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) -> PipelineResult:
@@ -294,6 +273,8 @@ def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> Pip
 
 def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyMeter) -> PipelineResult:
     started = time.perf_counter()
+    job_peak = GpuMemoryPeak()
+    job_peak.reset()
     progress = _Progress(on_progress)
     settings = request.eval
     request.work_dir.mkdir(parents=True, exist_ok=True)
@@ -304,9 +285,13 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     info, inputs = loaded.info, loaded.inputs
     progress("load", _LOAD, 1.0)
 
+    # The original runs where the result will: the same device, so speed and energy compare like with like.
+    original_runner = TorchRunner(
+        loaded.model, info.task, model_input_names(loaded.model, loaded.tokenizer), request.target.device
+    )
     with meter.stage("evaluate_original"):
         original_eval = evaluate_model(
-            TorchRunner(loaded.model, info.task, model_input_names(loaded.model, loaded.tokenizer), request.device),
+            original_runner,
             info.task, inputs, settings, request.work_dir / "outputs" / "original",
             progress.phases("evaluate_original", _EVAL_ORIGINAL),
         )
@@ -323,30 +308,30 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
 
     # Energy per inference of the original while it is loaded; the result's follows its evaluation.
     energy_batch = latency_batch(loaded.tokenizer, loaded.dataset, settings.energy_batch_size, settings.sequence_length)
-    probe = InferenceProbe(meter, settings, energy_batch, request.device)
+    probe = InferenceProbe(meter, settings, energy_batch, request.target.device)
     progress("inference_energy.original", _EVAL_ORIGINAL, 1.0)
-    probe.measure(
-        "original",
-        TorchRunner(loaded.model, info.task, model_input_names(loaded.model, loaded.tokenizer), request.device),
-    )
+    probe.measure("original", original_runner)
+    del original_runner
 
-    state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model)
+    # Back to where the steps run (they differ when, say, a GPU job targets the CPU).
+    state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model.to(request.device))
     loaded.model = None  # the state owns it now, so a step that drops it frees the memory
     step_probe = StepProbe(info.task, inputs.batches, original_eval.outputs, threads=original.latency.threads)
     state, step_reports = _apply_steps(request, state, loaded, progress, meter, step_probe)
 
     progress("package", _PACKAGE, 0.0)
     with meter.stage("package"):
-        packaged = _package(request, state, loaded.tokenizer)
-    package_dir, files, packaged_model = packaged.package_dir, packaged.files, packaged.runnable_model
+        packaged = package_result(state, request.target, request.work_dir, loaded.tokenizer)
+    package_dir, files = packaged.package_dir, packaged.files
     state = None
     gc.collect()
     progress("package", _PACKAGE, 1.0)
 
     # Measured on the packaged file itself: what the user downloads is what the report describes.
+    result_runner = result_runner_for(packaged, request.target, info.task, loaded.tokenizer, original.latency.threads)
     with meter.stage("evaluate_result"):
         result_eval = evaluate_model(
-            OnnxRunner(packaged_model, request.device, threads=original.latency.threads),
+            result_runner,
             info.task, inputs, settings, request.work_dir / "outputs" / "result",
             progress.phases("evaluate_result", _EVAL_RESULT),
         )
@@ -354,24 +339,25 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     fidelity = summarise_fidelity(info.task, items, inputs.num_samples)
     logger.info(
         "result measured from the package: %.2f MB; %s; %s %.4f",
-        packaged.shipped_model.stat().st_size / 1e6, _latency_summary(result_eval.latency),
+        packaged.size_bytes() / 1e6, _latency_summary(result_eval.latency),
         fidelity.primary_metric, fidelity.metrics[fidelity.primary_metric],
     )
     slices = slices_report(info.task, loaded.dataset, inputs, original_eval, result_eval, items, settings.slice_margin)
     original_eval.outputs.remove()
     result_eval.outputs.remove()
     result = ModelSideReport(
-        format="cpz" if packaged.shipped_model.suffix == ".cpz" else "onnx",
-        runtime="onnxruntime",
-        size_bytes=packaged.shipped_model.stat().st_size,
+        format=packaged.format,
+        runtime=result_runner.runtime,
+        size_bytes=packaged.size_bytes(),
         total_size_bytes=package_size_bytes(package_dir),
-        num_parameters=count_onnx_parameters(onnx.load(str(packaged_model))),
+        num_parameters=result_parameters(result_runner, packaged),
         latency=result_eval.latency,
         quality=result_eval.quality,
     )
 
     progress("inference_energy.result", _EVAL_RESULT, 1.0)
-    probe.measure("result", OnnxRunner(packaged_model, request.device, threads=original.latency.threads))
+    probe.measure("result", result_runner)
+    del result_runner
     inference = probe.finish()
     energy = meter.report()
 
@@ -386,7 +372,8 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         steps=step_reports,
         # Wall time up to the report; zipping, which follows, takes seconds at most.
         job=JobReport(
-            recipe=request.recipe.to_dict(), device=request.device, wall_time_s=time.perf_counter() - started
+            recipe=request.recipe.to_dict(), device=request.device, target=request.target.model_dump(),
+            wall_time_s=time.perf_counter() - started, peak_gpu_memory_mb=job_peak.megabytes(),
         ),
         environment=collect_environment(),
         evaluation=EvaluationReport(

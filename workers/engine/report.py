@@ -109,6 +109,9 @@ class StepReport(_Strict):
         None, description="The model after this step against the original, on the first rows of the evaluation set."
     )
     details: dict[str, Any] = Field(default_factory=dict, description="The technique's own figures.")
+    peak_gpu_memory_mb: float | None = Field(
+        None, description="The most GPU memory torch held during the step (MiB); null without a GPU."
+    )
     placement: dict[str, str] = Field(
         default_factory=dict,
         description='Where each part of the step ran, e.g. {"training": "cuda"} or {"kmeans": "cpu", "rounding": "cuda"}.',
@@ -117,8 +120,14 @@ class StepReport(_Strict):
 
 class JobReport(_Strict):
     recipe: dict[str, Any]
-    device: Literal["cpu", "cuda"]
+    device: Literal["cpu", "cuda"] = Field(description="Where the compression ran.")
+    target: dict[str, str] | None = Field(
+        None, description="Where the result runs, and both models were measured: {runtime, device}."
+    )
     wall_time_s: float
+    peak_gpu_memory_mb: float | None = Field(
+        None, description="The most GPU memory torch held during the whole job (MiB); null without a GPU."
+    )
 
 
 class EnvironmentReport(_Strict):

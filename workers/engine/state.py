@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from workers.engine.architectures.tasks import Task
 from workers.engine.export.onnx import count_onnx_parameters
 from workers.engine.registry import ModelFormat
+from workers.engine.target import Target
 
 
 @dataclass
@@ -72,6 +73,8 @@ class StepContext:
     device: Literal["cpu", "cuda"]
     tokenizer: PreTrainedTokenizerBase
     sequence_length: int
+    # Where the result will run: a step that builds the runtime's file (quantize) builds it for this.
+    target: Target = field(default_factory=Target)
     # Texts of the job's dataset (or the builtin sample), for calibration, importance and training.
     calibration_texts: list[str] = field(default_factory=list)
     # For classifiers with a labelled dataset: one class id per calibration text, UNLABELLED (-1)

@@ -119,6 +119,7 @@ def _claim(job_id: str) -> dict | None:
             "deployment": job.deployment,
             "dataset_sha256": dataset.sha256 if dataset else None,
             "device": job.device,
+            "target": job.target,
             "model_key": model.storage_key if model else None,
             "referenced_model_keys": referenced,
             "dataset_key": dataset.storage_key if dataset else None,
@@ -136,6 +137,9 @@ def energy_settings(settings: Settings, deployment: dict) -> dict:
         "country": settings.carbon_country,
         "pue": settings.pue,
         "cpu_watts_per_core": settings.cpu_watts_per_core,
+        "gpu_idle_watts": settings.gpu_idle_watts,
+        "gpu_idle_source": (settings.gpu_idle_source or "COMPRESSO_GPU_IDLE_WATTS")
+        if settings.gpu_idle_watts is not None else None,
         "deployment_country": deployment.get("country"),
         "requests_per_day": deployment.get("requests_per_day"),
     }
@@ -320,6 +324,7 @@ def execute_job(job_id: str) -> str:
         "recipe": claim["recipe"],
         "dataset_path": str(storage.local_path(claim["dataset_key"])) if claim["dataset_key"] else None,
         "device": claim["device"],
+        "target": claim["target"],
         "eval": claim["evaluation"],
         "energy": energy_settings(settings, claim["deployment"]),
         "dataset_sha256": claim["dataset_sha256"],

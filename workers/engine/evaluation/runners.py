@@ -53,6 +53,10 @@ class TorchRunner:
             torch.cuda.synchronize()
 
 
+def cuda_provider_available() -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 class OnnxRunner:
     runtime = "onnxruntime"
 
@@ -62,7 +66,7 @@ class OnnxRunner:
         self.threads = threads or torch.get_num_threads()
         options.intra_op_num_threads = self.threads
         providers = ["CPUExecutionProvider"]
-        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        if device == "cuda" and cuda_provider_available():
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         # The device the session really uses: int8 dynamic ops may not exist on the GPU provider.

@@ -7,7 +7,7 @@ from pydantic import Field, field_validator, model_validator
 
 from workers.engine.registry import TechniqueConfig
 
-Scheme = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_static", "fp16", "bf16"]
+Scheme = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_static", "fp16", "bf16", "fp8"]
 LayerGroup = Literal["ffn_input", "ffn_output"]
 Int4Algorithm = Literal["rtn", "hqq"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
@@ -35,7 +35,11 @@ class QuantizeConfig(TechniqueConfig):
         "Embeddings are quantized too (one scale per row at int8). With target_fidelity, the most sensitive "
         "layers fall back (to fp32, or to int8 weight-only with fallback weight_only) until the fidelity on the "
         "dataset holds; smooth_alpha migrates activation outliers into the weights first, outlier_channels computes "
-        "them apart in fp32. Must be the last step."
+        "them apart in fp32. Must be the last step. "
+        'For a job whose target runtime is torch, the same step quantizes with torchao instead and ships a '
+        "transformers folder: fp16 / bf16 (cast), int8_weight_only, int8_dynamic, int4_weight_only (cuda) and fp8 "
+        "(dynamic fp8 activations and fp8 weights, cuda with fp8 tensor cores); skip, embeddings and group_size "
+        "apply there."
     )
     # int8_static calibrates, and target_fidelity measures, on the job's dataset (or the
     # builtin sentences when none is given).

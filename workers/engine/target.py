@@ -1,0 +1,94 @@
+"""The deployment target: the runtime and device where the compressed model will run. The result is
+built for it and measured on it, and the original is measured on the same device, so speed, energy
+and payback compare like with like.
+
+- onnxruntime on cpu (the default) or cuda: an ONNX file (or a .cpz that unpacks to one);
+- torch on cpu or cuda: a transformers folder (safetensors in fp32, fp16 or bf16, or int8, int4 and
+  fp8 weights through torchao's kernels, recorded in config.json so plain from_pretrained reloads it).
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Runtime = Literal["onnxruntime", "torch"]
+Device = Literal["cpu", "cuda"]
+
+# Techniques whose output only exists as ONNX: codebooks that onnxruntime expands, and entropy coding
+# of those ONNX symbols. low_rank's factorised layers have no transformers form either.
+_ONNX_ONLY = {
+    "cluster": "cluster stores uint8 indices plus a codebook that only onnxruntime expands at load time",
+    "huffman": "huffman entropy-codes the symbols of an ONNX file",
+    "low_rank": "low_rank replaces layers by factorised pairs, which transformers cannot rebuild from config.json",
+}
+# Quantize schemes per runtime, and the devices each needs (torchao has no CPU kernels for these two).
+TORCH_SCHEMES = ("fp16", "bf16", "int8_weight_only", "int8_dynamic", "int4_weight_only", "fp8")
+ONNX_SCHEMES = ("int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_static", "fp16", "bf16")
+TORCH_CUDA_ONLY_SCHEMES = {
+    "fp8": "fp8 matmuls need a GPU with fp8 tensor cores (Ada or Hopper)",
+    "int4_weight_only": "torchao's int4 weight-only kernels run on cuda only",
+}
+# Params of the ONNX quantizer that the torch path does not have.
+_ONNX_ONLY_PARAMS = (
+    "target_fidelity", "smooth_alpha", "outlier_channels", "calibration_method", "algorithm", "keep_fp32",
+    "max_size_ratio", "modules",
+)
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runtime: Runtime = Field("onnxruntime", description="What runs the result: onnxruntime (ONNX) or torch (transformers).")
+    device: Device = Field("cpu", description="Where the result runs, and where both models are measured.")
+
+    def describe(self) -> str:
+        return f"{self.runtime} on {self.device}"
+
+
+def _error(loc: list, msg: str, allowed: list | None = None) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "allowed": allowed}
+
+
+def target_problems(steps: list[dict[str, Any]], target: Target, job_device: str) -> list[dict[str, Any]]:
+    """What stops this recipe (its steps as dicts: technique and params) from producing a result for
+    `target` on a worker of `job_device`; each problem has loc, msg and allowed, like a RecipeError's."""
+    problems = []
+    if target.device == "cuda" and job_device != "cuda":
+        problems.append(_error(
+            ["target", "device"],
+            "the result is measured where it will run, so a cuda target needs the job on a GPU worker: "
+            'set "device": "cuda" (or "auto" where a GPU worker serves)',
+            ["cpu"],
+        ))
+    for index, step in enumerate(steps):
+        technique, params = step.get("technique"), step.get("params") or {}
+        loc = ["recipe", "steps", index]
+        if target.runtime == "torch" and technique in _ONNX_ONLY:
+            problems.append(_error(
+                [*loc, "technique"],
+                f"{technique!r} cannot build a torch target: {_ONNX_ONLY[technique]}; use target runtime onnxruntime",
+            ))
+        if technique != "quantize":
+            continue
+        scheme = params.get("scheme")
+        schemes = TORCH_SCHEMES if target.runtime == "torch" else ONNX_SCHEMES
+        if scheme is not None and scheme not in schemes:
+            hint = ' (fp8 is for target {"runtime": "torch", "device": "cuda"})' if scheme == "fp8" else ""
+            problems.append(_error(
+                [*loc, "params", "scheme"], f"scheme {scheme!r} has no {target.runtime} form{hint}", list(schemes)
+            ))
+        if target.runtime != "torch":
+            continue
+        if scheme in TORCH_CUDA_ONLY_SCHEMES and target.device != "cuda":
+            problems.append(_error(
+                [*loc, "params", "scheme"],
+                f"{TORCH_CUDA_ONLY_SCHEMES[scheme]}: use target device cuda, or target runtime onnxruntime on the CPU",
+            ))
+        for name in _ONNX_ONLY_PARAMS:
+            if params.get(name) not in (None, [], False):
+                problems.append(_error(
+                    [*loc, "params", name],
+                    f"{name} belongs to the ONNX quantizer; a torch target quantizes with torchao, which has no such "
+                    "option: remove it, or use target runtime onnxruntime",
+                ))
+    return problems
