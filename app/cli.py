@@ -97,11 +97,66 @@ def run_worker(queues: str, concurrency: int) -> None:
     from workers.celery_app import celery_app
 
     check_worker_settings()
+    options = []
+    if "gpu" in queues.split(","):
+        device = _pin_gpu_workers(queues)
+        if device is None:
+            return  # this process supervised one worker per GPU until they stopped
+        concurrency = 1
+        options = ["--hostname", f"gpu{device}@%h"]
     # Threads, not processes: each job runs the engine in a child process of its own, so the
     # worker only supervises, and a shutdown signal reaches the supervising threads directly.
     celery_app.worker_main(
-        ["worker", "--queues", queues, "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO"]
+        ["worker", "--queues", queues, "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO",
+         *options]
     )
+
+
+# Set in the worker processes a multi-GPU worker starts, one per GPU.
+_GPU_CHILD = "COMPRESSO_WORKER_GPU"
+
+
+def _pin_gpu_workers(queues: str) -> str | None:
+    """A gpu worker runs one job per GPU. With several GPUs, this process starts one pinned worker
+    per GPU and supervises them (returns None once they stop); with one, it pins itself to it, reads
+    its idle power, and returns the device."""
+    from workers import gpus
+
+    device = os.environ.get(_GPU_CHILD)
+    if device is None:
+        plan = gpus.worker_plan(gpus.gpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if not plan:
+            raise SystemExit(
+                "compresso worker --queues gpu: no GPU is visible here (NVML found none); run a cpu worker, "
+                "or check the driver and CUDA_VISIBLE_DEVICES."
+            )
+        if len(plan) > 1:
+            _supervise(
+                [EmbeddedWorker(queues, env={**gpus.DEVICE_ORDER, "CUDA_VISIBLE_DEVICES": gpu, _GPU_CHILD: gpu})
+                 for gpu in plan]
+            )
+            return None
+        device = plan[0]
+    os.environ.update({**gpus.DEVICE_ORDER, "CUDA_VISIBLE_DEVICES": device})
+    if get_settings().gpu_idle_watts is None:
+        measured = gpus.idle_watts(device)
+        if measured is not None:
+            os.environ["COMPRESSO_GPU_IDLE_WATTS"], os.environ["COMPRESSO_GPU_IDLE_SOURCE"] = str(measured[0]), measured[1]
+            get_settings.cache_clear()
+            logger.info("GPU %s idle power: %.1f W (%s)", device, *measured)
+    return device
+
+
+def _supervise(workers: list["EmbeddedWorker"]) -> None:
+    """Runs the workers until SIGTERM or SIGINT, then stops them all (each puts its job back)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    for worker in workers:
+        worker.start()
+    stop.wait()
+    for worker in workers:
+        worker.stop()
 
 
 # Asked in a child process: importing torch in `serve` itself would keep ~230 MB of it resident in the
@@ -124,16 +179,17 @@ def _cuda_available() -> bool:
 class EmbeddedWorker:
     """The worker process that `serve` runs beside the API, restarted if it dies on its own."""
 
-    def __init__(self, queues: str, concurrency: int = 1):
+    def __init__(self, queues: str, concurrency: int = 1, env: dict[str, str] | None = None):
         self.command = [
             sys.executable, "-m", "app.cli", "worker", "--queues", queues, "--concurrency", str(concurrency)
         ]
+        self.env = {**os.environ, **env} if env else None
         self.process: subprocess.Popen | None = None
         self.stopping = threading.Event()
 
     def _spawn(self) -> subprocess.Popen:
         # Its own session: Ctrl-C reaches `serve` alone, which then asks the worker to stop exactly once.
-        return subprocess.Popen(self.command, start_new_session=True)
+        return subprocess.Popen(self.command, start_new_session=True, env=self.env)
 
     def start(self) -> None:
         self.process = self._spawn()

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     cpu_watts_per_core: float | None = Field(
         None, gt=0, le=1000, description="Overrides CodeCarbon's per-core CPU power figure where no RAPL exists."
     )
+    gpu_idle_watts: float | None = Field(
+        None, ge=0, le=100_000,
+        description="The idle power of a gpu worker's GPU, which splits each job's GPU energy into active and idle. "
+        "Empty: the worker reads it through NVML at start.",
+    )
+    gpu_idle_source: str | None = Field(None, description="How gpu_idle_watts was obtained (set with it).")
 
     @field_validator("metrics_token", mode="before")
     @classmethod

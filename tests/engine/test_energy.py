@@ -211,3 +211,52 @@ def test_the_job_succeeds_when_codecarbon_raises(tiny_models, tmp_path, monkeypa
     assert report["payback"]["verdict"] == "not measured" and report["payback"]["job_energy_kwh"] is None
     with zipfile.ZipFile(result.model_zip) as archive:
         assert "model.onnx" in archive.namelist()
+
+
+def test_gpu_energy_splits_into_idle_and_active_with_exact_figures():
+    from workers.engine.energy.meter import split_gpu_energy
+
+    # 100 W idle for an hour is 0.1 kWh; the stage drew 0.25 kWh on its GPU.
+    assert split_gpu_energy(0.25, 3600.0, 100.0, 1.0) == {"gpu_idle_kwh": 0.1, "gpu_active_kwh": 0.15}
+    # PUE scales the idle part as it scaled the reading; a reading under the idle power is all idle.
+    split = split_gpu_energy(0.3, 3600.0, 100.0, 1.5)
+    assert split["gpu_idle_kwh"] == pytest.approx(0.15) and split["gpu_active_kwh"] == pytest.approx(0.15)
+    assert split_gpu_energy(0.05, 3600.0, 100.0, 1.0) == {"gpu_idle_kwh": 0.05, "gpu_active_kwh": 0.0}
+    assert split_gpu_energy(0.05, 3600.0, None, 1.0) == {"gpu_idle_kwh": None, "gpu_active_kwh": None}
+
+
+class GpuTracker(FakeTracker):
+    """2 s per task, 2e-5 kWh of it on the GPU (36 W on average)."""
+
+    def stop_task(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(duration=2.0, cpu_energy=1e-6, gpu_energy=2e-5, ram_energy=3e-6, ram_power=10.0)
+
+
+def test_stages_and_total_carry_the_idle_split_and_payback_says_how_much_was_idle(monkeypatch):
+    from workers.engine.energy.payback import payback_section
+    from workers.engine.energy.schema import InferenceEnergyReport
+
+    monkeypatch.setattr(tracking, "make_tracker", lambda settings: GpuTracker())
+    settings = EnergySettings(gpu_idle_watts=18.0, gpu_idle_source="NVML, at worker start")
+    with open_meter(settings) as meter:
+        for stage in ("load", "step_1.distill"):
+            meter.begin(stage)
+            meter.end(stage)
+        energy = meter.report()
+    idle_per_stage = 18.0 * 2.0 / 3.6e6  # 1e-5 kWh: half of each stage's GPU energy
+    for stage in energy.stages:
+        assert stage.gpu_idle_kwh == pytest.approx(idle_per_stage)
+        assert stage.gpu_active_kwh == pytest.approx(2e-5 - idle_per_stage)
+    assert energy.total.gpu_idle_kwh == pytest.approx(2 * idle_per_stage)
+    assert energy.total.gpu_active_kwh == pytest.approx(energy.total.gpu_kwh - 2 * idle_per_stage)
+    assert (energy.inputs.gpu_idle_watts, energy.inputs.gpu_idle_source) == (18.0, "NVML, at worker start")
+
+    inference = InferenceEnergyReport(
+        device="cuda", batch_size=32, sequence_length=128, inferences_per_run=64, batches_per_run=2, repeats=0,
+        threads=1, method="estimated", error=None, wall_time_s=0.0, original=None, result=None,
+    )
+    payback = payback_section(energy, inference, settings)
+    assert payback.job_gpu_idle_kwh == pytest.approx(2 * idle_per_stage)
+    # The whole job counts; the note says which part of it was the idle GPU (2e-5 of 4.8e-5 kWh).
+    assert payback.job_energy_kwh == pytest.approx(energy.total.energy_kwh)
+    assert "drawn by its GPU while idle" in payback.explanation and "(42%)" in payback.explanation

@@ -36,6 +36,15 @@ _PUE_APPLIED_BY = (
 )
 
 
+def split_gpu_energy(gpu_kwh: float, duration_s: float, idle_watts: float | None, pue: float) -> dict[str, float | None]:
+    """A stage's GPU energy (PUE included) as what an idle GPU would have drawn over the same time and
+    what the work added. The idle part is capped at the whole: a reading below the idle power is noise."""
+    if idle_watts is None:
+        return {"gpu_idle_kwh": None, "gpu_active_kwh": None}
+    idle = min(gpu_kwh, idle_watts * duration_s / 3.6e6 * pue)
+    return {"gpu_idle_kwh": idle, "gpu_active_kwh": gpu_kwh - idle}
+
+
 @dataclass(frozen=True)
 class Reading:
     """One tracker task: device energy (before PUE) in kWh, and the powers CodeCarbon averaged."""
@@ -198,16 +207,18 @@ class EnergyMeter:
         gpu = math.fsum(reading.gpu_kwh for reading in readings) * pue
         ram = math.fsum(reading.ram_kwh for reading in readings) * pue
         energy = cpu + gpu + ram
+        duration = math.fsum(reading.duration_s for reading in readings)
         self._stages.append(
             StageEnergy(
                 stage=stage,
-                duration_s=math.fsum(reading.duration_s for reading in readings),
+                duration_s=duration,
                 cpu_kwh=cpu,
                 gpu_kwh=gpu,
                 ram_kwh=ram,
                 energy_kwh=energy,
                 co2e_g=energy * self.intensity,
                 method=self.method(),
+                **split_gpu_energy(gpu, duration, self.settings.gpu_idle_watts, pue),
             )
         )
 
@@ -231,6 +242,8 @@ class EnergyMeter:
             intensity_source=self.intensity_source,
             pue=self.settings.pue,
             pue_applied_by=_PUE_APPLIED_BY,
+            gpu_idle_watts=self.settings.gpu_idle_watts,
+            gpu_idle_source=self.settings.gpu_idle_source,
             **self._hardware,
         )
 
@@ -248,6 +261,8 @@ class EnergyMeter:
         cpu = math.fsum(stage.cpu_kwh for stage in stages)
         gpu = math.fsum(stage.gpu_kwh for stage in stages)
         ram = math.fsum(stage.ram_kwh for stage in stages)
+        split = self.settings.gpu_idle_watts is not None
+        idle = math.fsum(stage.gpu_idle_kwh or 0.0 for stage in stages) if split else None
         total = EnergyTotal(
             duration_s=math.fsum(stage.duration_s for stage in stages),
             cpu_kwh=cpu,
@@ -255,6 +270,8 @@ class EnergyMeter:
             ram_kwh=ram,
             energy_kwh=cpu + gpu + ram,
             co2e_g=math.fsum(stage.co2e_g for stage in stages),
+            gpu_idle_kwh=idle,
+            gpu_active_kwh=gpu - idle if idle is not None else None,
         )
         if method not in ("unavailable", "disabled") and stages:
             method = _combine({stage.method for stage in stages})

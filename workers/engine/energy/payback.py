@@ -129,10 +129,20 @@ def compute_payback(
 
 def payback_section(energy: EnergyReport, inference: InferenceEnergyReport, settings: EnergySettings) -> PaybackReport:
     tracked = energy.method not in ("unavailable", "disabled")
-    return compute_payback(
+    payback = compute_payback(
         energy.total.energy_kwh if tracked else None,
         energy.total.co2e_g if tracked else None,
         PerThousand.of(inference.original) if inference.original else None,
         PerThousand.of(inference.result) if inference.result else None,
         resolve_deployment(settings),
     )
+    idle = energy.total.gpu_idle_kwh
+    if not tracked or idle is None or energy.total.energy_kwh <= 0:
+        return payback
+    # The whole job counts (an idle GPU held for a job is the job's cost); the user is told how much of it was idle.
+    share = idle / energy.total.energy_kwh
+    return payback.model_copy(update={
+        "job_gpu_idle_kwh": idle,
+        "explanation": f"{payback.explanation} The job's energy includes {idle:.3g} kWh ({share:.0%}) drawn by its GPU "
+        "while idle.",
+    })

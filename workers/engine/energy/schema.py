@@ -26,6 +26,11 @@ class StageEnergy(_Strict):
     energy_kwh: float = Field(description="cpu_kwh + gpu_kwh + ram_kwh; every kWh figure includes the PUE.")
     co2e_g: float = Field(description="energy_kwh x carbon_intensity_g_per_kwh of the worker's grid.")
     method: Method
+    gpu_idle_kwh: float | None = Field(
+        None, description="The part of gpu_kwh an idle GPU draws over the stage's duration (gpu_idle_watts x time, "
+        "at most gpu_kwh); null when the idle power was not measured."
+    )
+    gpu_active_kwh: float | None = Field(None, description="gpu_kwh - gpu_idle_kwh: what the work itself added.")
 
 
 class EnergyTotal(_Strict):
@@ -37,6 +42,8 @@ class EnergyTotal(_Strict):
     ram_kwh: float
     energy_kwh: float
     co2e_g: float
+    gpu_idle_kwh: float | None = None
+    gpu_active_kwh: float | None = None
 
 
 class ComponentMethods(_Strict):
@@ -59,6 +66,8 @@ class EnergyInputs(_Strict):
     gpu_model: str | None = None
     gpu_count: int | None = None
     components: ComponentMethods | None = None
+    gpu_idle_watts: float | None = Field(None, description="The GPUs' idle draw the split uses, read at worker start.")
+    gpu_idle_source: str | None = None
     power_model: str
     country: str | None = Field(description="ISO alpha-3 of the worker's grid; null: world average.")
     carbon_intensity_g_per_kwh: float
@@ -134,4 +143,7 @@ class PaybackReport(_Strict):
         description="energy.total.energy_kwh: every stage, this measurement included, at the worker's PUE."
     )
     job_co2e_g: float | None
+    job_gpu_idle_kwh: float | None = Field(
+        None, description="The part of job_energy_kwh the GPU drew while idle; counted in the payback all the same."
+    )
     deployment: DeploymentReport

@@ -22,6 +22,12 @@ class EnergySettings(BaseModel):
         description="CPU watts per logical core at full load. None: CodeCarbon's figure (its TDP table, else 4 W).",
     )
     ram_watts: float | None = Field(None, gt=0, le=10_000, description="RAM watts. None: CodeCarbon's RAM model.")
+    gpu_idle_watts: float | None = Field(
+        None, ge=0, le=100_000,
+        description="What the worker's GPUs draw doing nothing, read at worker start. Splits each stage's GPU energy "
+        "into active and idle. None: no split (no GPU, or not measured).",
+    )
+    gpu_idle_source: str | None = Field(None, max_length=300, description="How gpu_idle_watts was obtained.")
     deployment_country: str | None = Field(
         None, pattern=_ISO3, description="Grid the compressed model will serve on. None: same as country."
     )
