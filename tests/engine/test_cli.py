@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from tests.engine.conftest import FAST_EVAL, QUANTIZE_RECIPE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +71,29 @@ def test_unknown_spec_field_exits_2(tiny_models, tmp_path):
     completed = run_cli(spec, tmp_path)
     assert completed.returncode == 2
     assert "priority" in events_of(completed)[-1]["message"]
+
+
+def test_a_gpu_out_of_memory_message_names_the_stage_and_the_request():
+    from workers.engine.__main__ import gpu_out_of_memory_message
+
+    # torch's own wording (c10/cuda/CUDACachingAllocator.cpp), as a cuda job raises it.
+    error = torch.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 139.80 GiB of which "
+        "3.12 GiB is free. Including non-PyTorch memory, this process has 136.60 GiB memory in use.\n"
+        "Of the allocated memory 130.00 GiB is allocated by PyTorch"
+    )
+    message = gpu_out_of_memory_message("step_1.distill", error)
+    assert message.startswith("The job ran out of GPU memory in step_1.distill: CUDA out of memory")
+    assert "Tried to allocate 20.00 GiB" in message and "smaller batch_size" in message
+    assert "Of the allocated" not in message
+
+
+def test_a_failed_target_check_exits_2_with_the_field_to_fix(tiny_models, tmp_path):
+    spec = base_spec(tiny_models["encoder"], tmp_path) | {
+        "recipe": {"steps": [{"technique": "cluster", "params": {"bits": 4}}]},
+        "target": {"runtime": "torch", "device": "cpu"},
+    }
+    completed = run_cli(spec, tmp_path)
+    assert completed.returncode == 2, completed.stderr
+    [error] = [event for event in events_of(completed) if event["event"] == "error"]
+    assert "recipe.steps.0.technique" in error["message"] and "torch target" in error["message"]

@@ -2,8 +2,10 @@
 
 stdout carries only JSON lines ({"event": "progress" | "done" | "error", ...}) for the task that
 runs this; every library log, warning or C-level print is routed to stderr. Exit codes: 0 done,
-2 user-fixable error (message in the "error" event), 3 out of memory, 143 stopped by SIGTERM (a time
-limit), 1 anything else (traceback on stderr).
+2 user-fixable error (message in the "error" event), 3 out of host memory, 4 out of GPU memory (the
+"error" event names the stage and what it asked for; another attempt on the same GPU would fail the
+same way, so it is not retried), 143 stopped by SIGTERM (a time limit), 1 anything else (traceback on
+stderr).
 """
 
 import argparse
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
 EXIT_OUT_OF_MEMORY = 3
+EXIT_GPU_OUT_OF_MEMORY = 4
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
@@ -61,6 +64,17 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def gpu_out_of_memory_message(stage: str | None, error: BaseException) -> str:
+    """torch's first sentence says what was asked for ("Tried to allocate 2.00 GiB. GPU 0 has a total
+    capacity of ..."); the stage says which step asked."""
+    detail = " ".join(str(error).split("\n")[0].split(". ")[:2]).strip()
+    where = f"in {stage}" if stage else "while starting"
+    return (
+        f"The job ran out of GPU memory {where}: {detail}. Use a smaller batch_size or sequence_length, fewer "
+        "calibration texts, or a GPU with more free memory."
+    )
+
+
 def _run(spec_path: Path, events: TextIO) -> int:
     # Imported here so that even import-time noise lands on stderr, after the redirection.
     from workers.engine.energy.tracker import detect_hardware_in_background
@@ -87,13 +101,23 @@ def _run(spec_path: Path, events: TextIO) -> int:
         _emit(events, {"event": "error", "message": f"Invalid spec {spec_path}: {exc}"})
         return EXIT_USER_ERROR
 
+    import torch
+
+    stages: list[str] = []
+
+    def on_progress(stage: str, fraction: float) -> None:
+        stages[:] = [stage]
+        _emit(events, {"event": "progress", "stage": stage, "fraction": fraction})
+
     try:
-        result = run_pipeline(
-            request, lambda stage, fraction: _emit(events, {"event": "progress", "stage": stage, "fraction": fraction})
-        )
+        result = run_pipeline(request, on_progress)
     except EngineUserError as exc:
         _emit(events, {"event": "error", "message": str(exc)})
         return EXIT_USER_ERROR
+    except torch.OutOfMemoryError as exc:
+        traceback.print_exc(file=sys.stderr)
+        _emit(events, {"event": "error", "message": gpu_out_of_memory_message(stages[0] if stages else None, exc)})
+        return EXIT_GPU_OUT_OF_MEMORY
     _emit(events, {"event": "done", "report_path": str(result.report_path), "model_zip": str(result.model_zip)})
     return 0
 
