@@ -22,11 +22,8 @@ import json
 import os
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +38,7 @@ import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from benchmarks.corpus import split_corpus  # noqa: E402
-from benchmarks.machine import cpu_model, memory_mb  # noqa: E402
+from benchmarks.machine import cpu_model, run_child  # noqa: E402
 from workers.engine.evaluation.fidelity import reduce_output  # noqa: E402
 from workers.engine.evaluation.latency import measure_latency  # noqa: E402
 from workers.engine.evaluation.runners import OnnxRunner, TorchRunner, tokenize  # noqa: E402
@@ -104,42 +101,6 @@ class Row:
     wall_time_s: float | None
     peak_rss_mb: float | None
     details: dict = field(default_factory=dict)
-
-
-def run_child(command: list[str]) -> tuple[float, float]:
-    """Runs a command to its end; returns (wall seconds, its peak RSS in MB).
-
-    The peak is the child's VmHWM, read every 20 ms while it runs (the last reading counts: exec
-    resets the mark, and it only grows after). Not wait4's ru_maxrss: a forked child starts with
-    the parent's mark, so a trivial child of this process reported the parent's hundreds of MB.
-    Its output goes to files, not pipes: nothing reads a pipe until the child ends, so a job that
-    printed more than a pipe holds (a long training run's progress events) blocked forever."""
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
-        readings: list[float] = []
-        running = threading.Event()
-        running.set()
-
-        def sample() -> None:
-            while running.is_set():
-                try:
-                    readings.append(memory_mb(process.pid, "VmHWM"))
-                except (FileNotFoundError, LookupError):  # it has exited
-                    pass
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        process.wait()
-        wall = time.perf_counter() - started
-        running.clear()
-        sampler.join()
-        if process.returncode != 0:
-            stdout.seek(0)
-            stderr.seek(0)
-            raise RuntimeError(f"{command[:4]} failed ({process.returncode}):\n{stderr.read()[-3000:]}\n{stdout.read()[-2000:]}")
-    return wall, readings[-1] if readings else float("nan")
 
 
 class Measure:
