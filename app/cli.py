@@ -97,6 +97,7 @@ def run_worker(queues: str, concurrency: int) -> None:
     from workers.celery_app import celery_app
 
     check_worker_settings()
+    os.environ["COMPRESSO_WORKER_QUEUES"] = queues  # for its heartbeat row (workers.node_heartbeat)
     options = []
     if "gpu" in queues.split(","):
         device = _pin_gpu_workers(queues)
@@ -137,7 +138,7 @@ def _pin_gpu_workers(queues: str) -> str | None:
             )
             return None
         device = plan[0]
-    os.environ.update({**gpus.DEVICE_ORDER, "CUDA_VISIBLE_DEVICES": device})
+    os.environ.update({**gpus.DEVICE_ORDER, "CUDA_VISIBLE_DEVICES": device, _GPU_CHILD: device})
     if get_settings().gpu_idle_watts is None:
         measured = gpus.idle_watts(device)
         if measured is not None:

@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     cpu_watts_per_core: float | None = Field(
         None, gt=0, le=1000, description="Overrides CodeCarbon's per-core CPU power figure where no RAPL exists."
     )
+    worker_heartbeat_seconds: float = Field(
+        15.0, gt=0, description="How often each worker node records that it is alive (worker_nodes), for routing."
+    )
     gpu_idle_watts: float | None = Field(
         None, ge=0, le=100_000,
         description="The idle power of a gpu worker's GPU, which splits each job's GPU energy into active and idle. "

@@ -30,7 +30,7 @@ def make_celery(broker_url: str) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        include=["workers.tasks.run_job", "workers.tasks.deliver_webhook", "workers.reconciler"],
+        include=["workers.tasks.run_job", "workers.tasks.deliver_webhook", "workers.reconciler", "workers.node_heartbeat"],
     )
     if broker_url.startswith(("redis://", "rediss://")):
         # Jobs run for hours: Redis must not redeliver a message that is still being worked on.

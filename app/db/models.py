@@ -9,6 +9,7 @@ from app.jobs.orm import Job  # noqa: F401
 from app.models.orm import Model  # noqa: F401
 from app.tenants.orm import ApiKey, Tenant  # noqa: F401
 from app.webhooks.orm import WebhookDelivery  # noqa: F401
+from app.worker_nodes.orm import WorkerNode  # noqa: F401
 from app.db.base import Base
 
 metadata = Base.metadata

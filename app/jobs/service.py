@@ -1,5 +1,7 @@
 """Rules for compression jobs: validation before anything is queued, routing by device, and cancellation."""
 
+from datetime import timedelta
+
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -18,6 +20,7 @@ from app.tenants import limits
 from app.tenants.orm import Tenant
 from app.webhooks.destinations import literal_private, url_problem
 from app.webhooks.events import record_job_event
+from app.worker_nodes import repository as worker_nodes
 from workers.engine.energy.intensity import carbon_intensity
 from workers.engine.errors import EngineUserError
 from workers.engine.presets import preset_names, preset_recipe
@@ -64,10 +67,12 @@ def validate_model_references(session: Session, tenant: Tenant, recipe: Recipe) 
                 )
 
 
-def resolve_device(requested: str, settings: Settings, target: Target | None = None) -> str:
-    """"auto" goes to a GPU worker when the result must be measured on a GPU, else where the settings say."""
+def resolve_device(requested: str, settings: Settings, target: Target | None = None, gpu_alive: bool = False) -> str:
+    """"auto" goes to a GPU worker when the result must be measured on a GPU or when a GPU worker is
+    alive, else where COMPRESSO_AUTO_DEVICE says."""
     if requested == "auto":
-        device = "cuda" if target is not None and target.device == "cuda" else settings.auto_device
+        wants_gpu = (target is not None and target.device == "cuda") or (gpu_alive and settings.gpu_enabled)
+        device = "cuda" if wants_gpu else settings.auto_device
     else:
         device = requested
     if device == "cuda" and not settings.gpu_enabled:
@@ -141,7 +146,10 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
     validate_deployment_country(body.deployment.country)
     validate_webhook_url(body.webhook_url, settings)
     validate_mlflow(body, settings)
-    device = resolve_device(body.device, settings, body.target)
+    gpu_alive = body.device == "auto" and worker_nodes.serves_queue(
+        session, QUEUE_BY_DEVICE["cuda"], utcnow() - timedelta(seconds=settings.heartbeat_stale_seconds)
+    )
+    device = resolve_device(body.device, settings, body.target, gpu_alive)
     validate_target(recipe, body.target, device)
     limits.ensure_job_slot(session, settings, tenant)
     job = repository.add(

@@ -17,12 +17,16 @@ def client(database):
     from app.db.session import get_engine
     from app.main import create_app
 
-    with get_engine().begin() as connection:
-        connection.execute(text("TRUNCATE artifacts, jobs, models, datasets CASCADE"))
-    storage = get_settings().storage_dir
-    shutil.rmtree(storage, ignore_errors=True)
+    def empty() -> None:
+        with get_engine().begin() as connection:
+            connection.execute(text("TRUNCATE artifacts, jobs, models, datasets, worker_nodes CASCADE"))
+        shutil.rmtree(get_settings().storage_dir, ignore_errors=True)
+
+    empty()
     with TestClient(create_app()) as test_client:
         yield test_client
+    # Queued jobs left behind would count against the tenant's job limit in later test modules.
+    empty()
 
 
 @pytest.fixture(scope="session")

@@ -212,3 +212,25 @@ def test_a_cuda_target_sends_an_auto_job_to_a_gpu_worker(client, tiny_encoder_zi
     assert (job["device"], job["queue"]) == ("cuda", "gpu")
     on_cpu = submit(client, model_id, device="cpu", target=target)
     assert on_cpu.status_code == 422 and on_cpu.json()["errors"][0]["loc"] == ["body", "target", "device"]
+
+
+def test_auto_goes_to_a_gpu_worker_while_one_is_alive(client, tiny_encoder_zip):
+    from datetime import timedelta
+
+    from app.config import Settings
+    from app.core.deps import settings_dependency
+    from app.db.base import utcnow
+    from app.db.session import session_scope
+    from app.worker_nodes import repository as worker_nodes
+
+    client.app.dependency_overrides[settings_dependency] = lambda: Settings(gpu_enabled=True, auto_device="cpu")
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    assert submit(client, model_id, device="auto").json()["device"] == "cpu"  # no worker has said it is alive
+    with session_scope() as session:  # what a gpu worker's heartbeat writes, a while ago: stale
+        worker_nodes.beat(session, "gpu0@host", "gpu", "0", utcnow() - timedelta(minutes=10))
+    assert submit(client, model_id, device="auto").json()["device"] == "cpu"
+    with session_scope() as session:
+        worker_nodes.beat(session, "gpu0@host", "gpu", "0", utcnow())
+    job = submit(client, model_id, device="auto").json()
+    assert (job["device"], job["queue"]) == ("cuda", "gpu")
+    assert submit(client, model_id, device="cpu").json()["queue"] == "cpu"  # an explicit device wins

@@ -7,7 +7,9 @@ compresso must agree with the report's fidelity.
 import json
 import subprocess
 import sys
+import time
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -310,3 +312,19 @@ def test_a_student_must_be_an_uploaded_model(service, tmp_path):
     [error] = response.json()["errors"]
     assert error["loc"] == ["body", "recipe", "steps", 0, "params", "student_model_id"]
     assert "upload it first" in error["msg"]
+
+
+def test_each_worker_node_records_that_it_is_alive(service):
+    from app.db.base import utcnow
+    from app.db.session import session_scope
+    from app.worker_nodes import repository as worker_nodes
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with session_scope() as session:
+            nodes = {node.name: node.queues for node in worker_nodes.alive(session, utcnow() - timedelta(minutes=1))}
+        if "cpu" in nodes.values():
+            break
+        time.sleep(0.5)
+    assert "cpu" in nodes.values(), nodes
+    assert all("@" in name for name in nodes)
