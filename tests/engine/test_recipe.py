@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from workers.engine.presets import PRESETS
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.registry import TechniqueConfig, list_techniques, register_technique
 from workers.engine.techniques.quantize import QuantizeConfig
@@ -167,3 +168,21 @@ assert "torch" in sys.modules and "onnxruntime" in sys.modules
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_stored_recipe_validates_again_for_every_scheme(scheme):
+    # The API stores to_dict(), defaults included, and the engine validates that again: every scheme
+    # must survive the round trip (per_channel's default once failed it for every non-int8 scheme).
+    stored = Recipe.from_dict({"steps": [{"technique": "quantize", "params": {"scheme": scheme}}]}).to_dict()
+    assert Recipe.from_dict(stored).to_dict() == stored
+    if scheme in ("int8_dynamic", "int8_static"):
+        return
+    with pytest.raises(RecipeError, match="per_channel only applies"):  # a value meant for the scheme still is
+        Recipe.from_dict({"steps": [{"technique": "quantize", "params": {"scheme": scheme, "per_channel": False}}]})
+
+
+def test_every_preset_survives_the_round_trip():
+    for preset in PRESETS:
+        stored = Recipe.from_dict(preset.recipe).to_dict()
+        assert Recipe.from_dict(stored).to_dict() == stored, preset.name

@@ -157,7 +157,11 @@ class QuantizeConfig(TechniqueConfig):
             "outlier_channels": ("int8_dynamic",),
         }
         for param, schemes in only_for.items():
-            if param in given and getattr(self, param) is not None and self.scheme not in schemes:
+            value = getattr(self, param)
+            # A stored recipe lists every param with its default (per_channel: true), so only a value that
+            # differs from the default says the user meant it for this scheme.
+            if param in given and value is not None and value != type(self).model_fields[param].default \
+                    and self.scheme not in schemes:
                 raise ValueError(
                     f"{param} only applies to scheme {' or '.join(schemes)}; remove it for scheme {self.scheme!r}"
                 )
