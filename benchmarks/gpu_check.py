@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 import traceback
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,13 +41,13 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from benchmarks.corpus import split_corpus  # noqa: E402
-from benchmarks.machine import cpu_model, run_child  # noqa: E402
+from benchmarks.engine_job import run_engine_job  # noqa: E402
+from benchmarks.machine import cpu_model  # noqa: E402
 from workers import gpus  # noqa: E402
 from workers.engine.evaluation.fidelity import reduce_output  # noqa: E402
 from workers.engine.evaluation.latency import measure_latency  # noqa: E402
 from workers.engine.evaluation.runners import OnnxRunner, TorchRunner, tokenize  # noqa: E402
 from workers.engine.loading import load_shipped_model  # noqa: E402
-from workers.engine.packing.cpz import unpack_cpz  # noqa: E402
 from workers.engine.presets import PRESETS  # noqa: E402
 
 SEQUENCE_LENGTH = 128
@@ -59,7 +58,6 @@ TORCH_CUDA = {"runtime": "torch", "device": "cuda"}
 # The job's own evaluation stays short: this script measures every artifact itself.
 JOB_EVALUATION = {"sequence_length": SEQUENCE_LENGTH, "latency_warmup": 2, "latency_repeats": 5,
                   "latency_batch_sizes": [1, 32], "energy_repeats": 3, "energy_inferences_per_run": 256}
-DISTILL_HALF = next(preset for preset in PRESETS if preset.name == "distill-half").recipe["steps"]
 
 
 def _quantize(scheme: str) -> list[dict]:
@@ -74,8 +72,8 @@ class Job:
 
 
 JOBS: dict[str, Job] = {
-    **{f"preset {preset.name}": Job(preset.recipe["steps"], ONNX_CPU,
-                                    "gpu" if preset.name in ("distill-half", "smallest") else "cpu")
+    **{f"preset {preset.name}": Job(preset.recipe["steps"], preset.target.model_dump(),
+                                    "cpu" if preset.name in ("int8-lossless", "int8-packed", "small") else "gpu")
        for preset in PRESETS},
     "low_rank energy 0.9 + recover": Job(
         [{"technique": "low_rank", "params": {"energy": 0.9, "recover": {}}}], ONNX_CPU, "gpu"),
@@ -84,7 +82,6 @@ JOBS: dict[str, Job] = {
         "recover": {}}}], ONNX_CPU, "gpu"),
     **{f"torch/cuda {scheme}": Job(_quantize(scheme), TORCH_CUDA, "gpu")
        for scheme in ("bf16", "fp16", "int8_weight_only", "int8_dynamic", "fp8", "int4_weight_only")},
-    "torch/cuda distill-half + bf16": Job([*DISTILL_HALF, *_quantize("bf16")], TORCH_CUDA, "gpu"),
 }
 
 
@@ -159,7 +156,6 @@ class Measure:
 def run_job(name: str, job: Job, model_dir: Path, dataset: Path, scratch: Path, device: str,
             idle: tuple[float, str] | None) -> tuple[Path, dict, float]:
     root = scratch / "".join(char if char.isalnum() else "_" for char in name)
-    root.mkdir(parents=True, exist_ok=True)
     spec = {
         "model_dir": str(model_dir), "recipe": {"steps": job.steps}, "dataset_path": str(dataset), "device": device,
         "target": job.target,
@@ -167,17 +163,8 @@ def run_job(name: str, job: Job, model_dir: Path, dataset: Path, scratch: Path, 
         "eval": {**JOB_EVALUATION, "max_samples": 512},
         "energy": {"gpu_idle_watts": idle[0], "gpu_idle_source": idle[1]} if idle else None,
     }
-    (root / "spec.json").write_text(json.dumps(spec))
-    wall, _ = run_child([sys.executable, "-m", "workers.engine", "run", "--spec", str(root / "spec.json")])
-    package = root / "package"
-    with zipfile.ZipFile(root / "out" / "model.zip") as archive:
-        archive.extractall(package)
-    report = json.loads((package / "report.json").read_text())
-    packed = sorted(package.glob("*.cpz"))
-    if packed:
-        unpack_cpz(packed[0], root / "unpacked")
-        return root / "unpacked", report, wall
-    return package, report, wall
+    folder, report, wall, _ = run_engine_job(spec, root)
+    return folder, report, wall
 
 
 def runner_for(folder: Path, target: dict, threads: int):  # noqa: ANN201

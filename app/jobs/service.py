@@ -23,7 +23,7 @@ from app.webhooks.events import record_job_event
 from app.worker_nodes import repository as worker_nodes
 from workers.engine.energy.intensity import carbon_intensity
 from workers.engine.errors import EngineUserError
-from workers.engine.presets import preset_names, preset_recipe
+from workers.engine.presets import get_preset, preset_names, preset_recipe
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.target import Target, target_problems
 
@@ -142,6 +142,8 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             errors=[{"loc": ["body", "dataset_id"], "msg": "not found"}],
         )
     recipe = resolve_recipe(body)
+    if body.preset is not None and "target" not in body.model_fields_set:
+        body = body.model_copy(update={"target": get_preset(body.preset).target})
     validate_model_references(session, tenant, recipe)
     validate_deployment_country(body.deployment.country)
     validate_webhook_url(body.webhook_url, settings)

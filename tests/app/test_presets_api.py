@@ -53,3 +53,24 @@ def test_incoherent_recipe_says_why(client, tiny_encoder_zip):
     [error] = response.json()["errors"]
     assert error["loc"] == ["body", "recipe", "steps", 1, "technique"]
     assert "factorise before quantizing" in error["msg"]
+
+
+def test_a_gpu_preset_brings_its_target_unless_the_job_gives_one(client, tiny_encoder_zip):
+    from app.config import Settings
+    from app.core.deps import settings_dependency
+
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    listed = {item["name"]: item for item in client.get("/v1/recipes/presets").json()}
+    assert listed["gpu-bf16"]["target"] == {"runtime": "torch", "device": "cuda"}
+    assert listed["int8-lossless"]["target"] == {"runtime": "onnxruntime", "device": "cpu"}
+    # No GPU worker serves this deployment: a preset meant for one is refused, and says why.
+    refused = client.post("/v1/jobs", json={"model_id": model_id, "preset": "gpu-bf16"})
+    assert refused.status_code == 422 and "target device is cuda" in refused.json()["detail"]
+    # The job's own target wins: the same recipe, built for and measured on the CPU.
+    on_cpu = client.post("/v1/jobs", json={"model_id": model_id, "preset": "gpu-bf16",
+                                           "target": {"runtime": "torch", "device": "cpu"}})
+    assert on_cpu.status_code == 202 and on_cpu.json()["target"] == {"runtime": "torch", "device": "cpu"}
+
+    client.app.dependency_overrides[settings_dependency] = lambda: Settings(gpu_enabled=True)
+    job = client.post("/v1/jobs", json={"model_id": model_id, "preset": "gpu-fp8"}).json()
+    assert (job["device"], job["queue"], job["target"]) == ("cuda", "gpu", {"runtime": "torch", "device": "cuda"})

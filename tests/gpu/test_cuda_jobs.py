@@ -77,14 +77,16 @@ def test_every_technique_runs_on_cuda_and_matches_the_cpu(models, dataset, tmp_p
 
 @pytest.mark.parametrize("preset", [preset.name for preset in PRESETS])
 def test_every_preset_runs_on_cuda(models, dataset, tmp_path, preset):
-    steps = Recipe.from_dict(next(p for p in PRESETS if p.name == preset).recipe).to_dict()["steps"]
+    chosen = next(p for p in PRESETS if p.name == preset)
+    steps = Recipe.from_dict(chosen.recipe).to_dict()["steps"]
     for step in steps:  # the tiny run keeps the recipe's shape, with a short training
         if step["technique"] == "distill":
             step["params"] |= {"augment_copies": 2, "epochs": 1}
         if "recover" in step["params"]:
             step["params"]["recover"] |= {"augment_copies": 2, "epochs": 1}
-    report = _run(models["encoder"], dataset, tmp_path, steps, "cuda")
+    report = _run(models["encoder"], dataset, tmp_path, steps, "cuda", chosen.target.model_dump())
     assert report["job"]["device"] == "cuda" and _fidelity(report) > 0.5
+    assert report["job"]["target"] == chosen.target.model_dump()
 
 
 @pytest.mark.parametrize("scheme", TORCH_TARGET_SCHEMES)

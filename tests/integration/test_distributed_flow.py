@@ -328,3 +328,28 @@ def test_each_worker_node_records_that_it_is_alive(service):
         time.sleep(0.5)
     assert "cpu" in nodes.values(), nodes
     assert all("@" in name for name in nodes)
+
+
+def test_a_torch_target_job_through_the_api_and_a_worker(service, eval_dataset, tmp_path):
+    """The target travels from the request through the database to the engine, and a stored recipe
+    (every param with its default) validates again there, whatever the scheme."""
+    from transformers import AutoModel
+
+    client, _logs = service
+    model_dir = build_tiny_model("encoder", tmp_path / "encoder", hidden_size=64)
+    model = harness.upload(client, "/v1/models", zip_folder(model_dir, tmp_path / "encoder.zip"), "encoder")
+    recipe = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_weight_only"}}]}
+    response = client.post("/v1/jobs", json={
+        "model_id": model["id"], "recipe": recipe, "device": "cpu", "target": {"runtime": "torch", "device": "cpu"},
+    })
+    assert response.status_code == 202, response.text
+    job = harness.wait_for_status(client, response.json()["id"], harness.FINISHED)
+    assert job["status"] == "succeeded", job
+    report = client.get(f"/v1/jobs/{job['id']}/report").json()
+    assert report["job"]["target"] == {"runtime": "torch", "device": "cpu"}
+    assert (report["result"]["format"], report["result"]["runtime"]) == ("safetensors", "pytorch")
+    [artifact] = [item for item in job["artifacts"] if item["kind"] == "model"]
+    with zipfile.ZipFile(harness.download(client, artifact, tmp_path / "model.zip")) as archive:
+        archive.extractall(tmp_path / "artifact")
+    reloaded = AutoModel.from_pretrained(tmp_path / "artifact")
+    assert type(reloaded.encoder.layer[0].output.dense.weight).__name__ == "Int8Tensor"

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.engine.recipe import Recipe
+from workers.engine.target import Target
+
+_TORCH_CUDA = Target(runtime="torch", device="cuda")
 
 
 @dataclass(frozen=True)
@@ -14,9 +17,14 @@ class Preset:
     name: str
     summary: str
     recipe: dict[str, Any]
+    # Where the result is meant to run; a job that names the preset and no target of its own gets it.
+    target: Target = Target()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "summary": self.summary, "recipe": Recipe.from_dict(self.recipe).to_dict()}
+        return {
+            "name": self.name, "summary": self.summary, "target": self.target.model_dump(),
+            "recipe": Recipe.from_dict(self.recipe).to_dict(),
+        }
 
 
 _INT8 = {
@@ -86,6 +94,32 @@ PRESETS: tuple[Preset, ...] = (
             _HUFFMAN,
         ]},
     ),
+    Preset(
+        name="gpu-bf16",
+        summary="For serving on a GPU with PyTorch: the model in bf16, a transformers folder that "
+        "from_pretrained reloads; half the bytes, on the GPU's bf16 tensor cores.",
+        recipe={"steps": [{"technique": "quantize", "params": {"scheme": "bf16"}}]},
+        target=_TORCH_CUDA,
+    ),
+    Preset(
+        name="gpu-fp8",
+        summary="For serving on an Ada or Hopper GPU with PyTorch: fp8 weights (one scale per row) and "
+        "activations quantized per token, computed by torchao's fp8 kernels; a transformers folder.",
+        recipe={"steps": [{"technique": "quantize", "params": {"scheme": "fp8"}}]},
+        target=_TORCH_CUDA,
+    ),
+    Preset(
+        name="gpu-distill-half",
+        summary="distill-half trained on the GPU, then cast to bf16 for serving there: half the layers and "
+        "half the bytes per weight; a transformers folder.",
+        recipe={"steps": [
+            {"technique": "distill", "params": {
+                "student_depth": 0.5, "augment": "splice", "augment_copies": 40, "epochs": 3, "lr": 5e-4,
+            }},
+            {"technique": "quantize", "params": {"scheme": "bf16"}},
+        ]},
+        target=_TORCH_CUDA,
+    ),
 )
 
 
@@ -97,9 +131,13 @@ def preset_names() -> list[str]:
     return [preset.name for preset in PRESETS]
 
 
-def preset_recipe(name: str) -> dict[str, Any]:
+def get_preset(name: str) -> Preset:
     """Raises KeyError for an unknown name; `preset_names()` lists the known ones."""
     for preset in PRESETS:
         if preset.name == name:
-            return preset.recipe
+            return preset
     raise KeyError(name)
+
+
+def preset_recipe(name: str) -> dict[str, Any]:
+    return get_preset(name).recipe
