@@ -230,7 +230,7 @@ def test_old_recipes_keep_their_meaning():
         ({"scheme": "int8_dynamic", "group_size": 32}, "group_size only applies to scheme int4_weight_only"),
         ({"scheme": "int4_weight_only", "group_size": 48}, "power of two from 16 to 256"),
         ({"scheme": "int4_weight_only", "group_size": 512}, "power of two from 16 to 256"),
-        ({"scheme": "fp16", "per_channel": True}, "per_channel only applies"),
+        ({"scheme": "fp16", "per_channel": False}, "per_channel only applies"),  # True is the default: stored recipes list it
         ({"scheme": "int8_dynamic", "calibration_method": "entropy"}, "calibration_method only applies"),
         ({"scheme": "bf16", "target_fidelity": 0.99}, "target_fidelity only applies"),
         ({"scheme": "int8_dynamic", "max_size_ratio": 0.3}, "give target_fidelity too"),
