@@ -25,7 +25,7 @@ from workers.engine.energy.intensity import carbon_intensity
 from workers.engine.errors import EngineUserError
 from workers.engine.presets import get_preset, preset_names, preset_recipe
 from workers.engine.recipe import Recipe, RecipeError
-from workers.engine.target import Target, target_problems
+from workers.engine.target import Target, target_problems, task_problem
 
 QUEUE_BY_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
 
@@ -131,7 +131,8 @@ def validate_mlflow(body: JobCreate, settings: Settings) -> None:
 
 
 def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCreate) -> Job:
-    if models_repository.get_owned(session, tenant.id, body.model_id) is None:
+    model = models_repository.get_owned(session, tenant.id, body.model_id)
+    if model is None:
         raise Invalid(
             f"Model {body.model_id} not found: upload it first with POST /v1/models.",
             errors=[{"loc": ["body", "model_id"], "msg": "not found"}],
@@ -153,6 +154,10 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
     )
     device = resolve_device(body.device, settings, body.target, gpu_alive)
     validate_target(recipe, body.target, device)
+    problem = task_problem(body.target, model.task)
+    if problem is not None:
+        raise Invalid(f"This {model.task} model cannot go to {body.target.describe()}: {problem}.",
+                      errors=[{"loc": ["body", "target", "runtime"], "msg": problem}])
     limits.ensure_job_slot(session, settings, tenant)
     job = repository.add(
         session,

@@ -234,3 +234,18 @@ def test_auto_goes_to_a_gpu_worker_while_one_is_alive(client, tiny_encoder_zip):
     job = submit(client, model_id, device="auto").json()
     assert (job["device"], job["queue"]) == ("cuda", "gpu")
     assert submit(client, model_id, device="cpu").json()["queue"] == "cpu"  # an explicit device wins
+
+
+def test_an_executorch_target_is_recorded_and_a_causal_lm_is_refused_for_it(client, tiny_encoder_zip, tmp_path):
+    from tests.archives import zip_folder
+    from tests.factories import build_tiny_model
+
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    target = {"runtime": "executorch", "device": "cpu"}
+    job = submit(client, model_id, target=target)
+    assert job.status_code == 202 and job.json()["target"] == target
+    lm_zip = zip_folder(build_tiny_model("causal-lm", tmp_path / "lm"), tmp_path / "lm.zip")
+    lm_id = upload(client, lm_zip).json()["id"]
+    refused = submit(client, lm_id, target=target)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["body", "target", "runtime"]
+    assert "KV cache" in refused.json()["detail"]

@@ -25,8 +25,16 @@ def _is_torch_result(report: dict[str, Any]) -> bool:
     return report["result"]["format"] == "safetensors"
 
 
+# The Hub's library_name for each shipped format.
+_LIBRARY = {"safetensors": "transformers", "pte": "executorch"}
+
+
+def _library(report: dict[str, Any]) -> str:
+    return _LIBRARY.get(report["result"]["format"], "onnx")
+
+
 def _tags(report: dict[str, Any]) -> list[str]:
-    library = "transformers" if _is_torch_result(report) else "onnx"
+    library = _library(report)
     tags = ["compresso", library, report["model"]["model_type"]]
     for step in report["steps"]:
         tags += _TECHNIQUE_TAGS.get(step["technique"], [step["technique"]])
@@ -69,7 +77,7 @@ def card_metadata(report: dict[str, Any]) -> dict[str, Any]:
     # base_model is left out: compresso sees a folder, not a Hub id. Its task names are the Hub's
     # pipeline tags (feature-extraction, text-classification, text-generation).
     metadata: dict[str, Any] = {
-        "library_name": "transformers" if _is_torch_result(report) else "onnx",
+        "library_name": _library(report),
         "pipeline_tag": report["model"]["task"],
         "tags": _tags(report),
     }
@@ -169,9 +177,31 @@ encoded = {{key: value.cpu().numpy() for key, value in encoded.items()}}
     return f"## How to use\n\n```python\n{code.rstrip()}\n```"
 
 
+def _executorch_usage(report: dict[str, Any]) -> str:
+    usage = _USAGE.get(report["model"]["task"], _Usage((), "", ""))
+    [program] = [item for item in report["files"] if item["path"].endswith(".pte")]
+    inputs = program["description"].split("execute([", 1)[1].split("])", 1)[0]
+    length = report["evaluation"]["sequence_length"]
+    code = f"""import numpy as np
+import torch
+from executorch.runtime import Runtime
+from transformers import {", ".join(sorted({"AutoTokenizer", *usage.imports}))}
+
+# Run from the unzipped package folder (pip install executorch); on a phone, the same .pte runs in
+# ExecuTorch's C++ or mobile runtimes.
+tokenizer = AutoTokenizer.from_pretrained(".")
+{usage.setup}method = Runtime.get().load_program("{program["path"]}").load_method("forward")
+encoded = tokenizer(["An example sentence."], padding=True, truncation=True, max_length={length}, return_tensors="np")
+output = method.execute([torch.from_numpy(encoded[name].astype(np.int64)) for name in {[name.strip() for name in inputs.split(",")]!r}])[0].numpy()
+{usage.tail}"""
+    return f"## How to use\n\n```python\n{code.rstrip()}\n```"
+
+
 def _usage(report: dict[str, Any]) -> str:
     if _is_torch_result(report):
         return _torch_usage(report)
+    if report["result"]["format"] == "pte":
+        return _executorch_usage(report)
     usage = _USAGE.get(report["model"]["task"], _Usage((), "", ""))
     length = report["evaluation"]["sequence_length"]
     code = f"""import numpy as np
@@ -308,10 +338,10 @@ def build_model_card(report: dict[str, Any], dataset_sha256: str | None) -> str:
     # A wide line limit keeps each value on one line, as people write these blocks by hand.
     front_matter = yaml.safe_dump(card_metadata(report), sort_keys=False, allow_unicode=True, width=1000)
     model = report["model"]
-    shipped = (
-        "saved as a transformers folder (safetensors) for PyTorch" if _is_torch_result(report)
-        else "exported to a single ONNX file for onnxruntime"
-    )
+    shipped = {
+        "transformers": "saved as a transformers folder (safetensors) for PyTorch",
+        "executorch": "exported to an ExecuTorch program (.pte) for phones and edge CPUs",
+    }.get(_library(report), "exported to a single ONNX file for onnxruntime")
     intro = (
         f"# {model['architecture']} ({model['model_type']}), compressed with compresso\n\n"
         f"A {model['task']} model compressed by compresso and {shipped}, measured on "

@@ -153,3 +153,24 @@ def build_torch_package(model, config_dir: Path, package_dir: Path) -> list[Pack
             path="generation_config.json", runtime="any", description=CONFIG_FILES["generation_config.json"]
         ))
     return sorted([*files, *_document_files()], key=lambda item: item.path)
+
+
+def build_executorch_package(
+    pte_path: Path, config_dir: Path, package_dir: Path, input_names: list[str]
+) -> list[PackageFile]:
+    """An executorch target's package: the .pte program, config.json (the label names of a
+    classifier) and the tokenizer files."""
+    shutil.rmtree(package_dir, ignore_errors=True)
+    package_dir.mkdir(parents=True)
+    shutil.copyfile(pte_path, package_dir / pte_path.name)
+    files = [PackageFile(
+        path=pte_path.name, runtime="executorch",
+        description="The compressed model as an ExecuTorch program (XNNPACK kernels): "
+        f"executorch.runtime's load_method('forward').execute([{', '.join(input_names)}]) as int64 tensors.",
+    )]
+    for name in ("config.json", *TOKENIZER_FILES):
+        if (config_dir / name).is_file():
+            shutil.copyfile(config_dir / name, package_dir / name)
+            description = CONFIG_FILES["config.json"] if name == "config.json" else "Tokenizer file (transformers/tokenizers)."
+            files.append(PackageFile(path=name, runtime="any", description=description))
+    return sorted([*files, *_document_files()], key=lambda item: item.path)

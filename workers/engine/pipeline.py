@@ -60,7 +60,7 @@ from workers.engine.report import (
 from workers.engine.stages import step_stage
 from workers.engine.shipping import package_result, result_parameters, result_runner_for
 from workers.engine.state import ModelState, StepContext
-from workers.engine.target import Target, target_problems
+from workers.engine.target import Target, target_problems, task_problem
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -121,6 +121,11 @@ class _Progress:
         return lambda phase, fraction: self(f"{prefix}.{phase}", spans[phase], fraction)
 
 
+def _max_batch(settings: EvalSettings) -> int:
+    """The largest batch the result is run with here: what an ExecuTorch program is exported to take."""
+    return max(settings.batch_size, settings.energy_batch_size, *settings.latency_batch_sizes)
+
+
 def _check_request(request: PipelineRequest) -> None:
     if request.device == "cuda" and not torch.cuda.is_available():
         raise EngineUserError("The job asks for cuda, but this worker has no usable GPU; run it on cpu.")
@@ -156,6 +161,9 @@ def _load(request: PipelineRequest) -> _Loaded:
         info = inspect_model_folder(request.model_dir)
     except ModelFolderError as exc:
         raise EngineUserError(str(exc)) from exc
+    problem = task_problem(request.target, info.task)
+    if problem is not None:
+        raise EngineUserError(f"This {info.task} model cannot go to {request.target.describe()}: {problem}.")
     dataset = load_eval_dataset(request.dataset_path, settings.max_samples)
     config = load_config(request.model_dir)
     limit = max_positions(config)
@@ -199,6 +207,7 @@ def _apply_steps(
             work_dir=request.work_dir / "steps" / f"{index + 1:02d}-{step.technique}",
             device=request.device,
             target=request.target,
+            max_batch=_max_batch(request.eval),
             tokenizer=loaded.tokenizer,
             sequence_length=request.eval.sequence_length,
             # Already in memory, so every step gets them; requires_data tells users which steps use them.
@@ -321,7 +330,11 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
 
     progress("package", _PACKAGE, 0.0)
     with meter.stage("package"):
-        packaged = package_result(state, request.target, request.work_dir, loaded.tokenizer)
+        packaged = package_result(
+            state, request.target, request.work_dir, loaded.tokenizer, _max_batch(settings), settings.sequence_length
+        )
+    # A .pte does not list its weights to the runtime: the final state counts them.
+    state_parameters = state.num_parameters() if packaged.format == "pte" else 0
     package_dir, files = packaged.package_dir, packaged.files
     state = None
     gc.collect()
@@ -350,7 +363,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         runtime=result_runner.runtime,
         size_bytes=packaged.size_bytes(),
         total_size_bytes=package_size_bytes(package_dir),
-        num_parameters=result_parameters(result_runner, packaged),
+        num_parameters=result_parameters(result_runner, packaged, state_parameters),
         latency=result_eval.latency,
         quality=result_eval.quality,
     )

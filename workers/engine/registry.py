@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 # "torch": an in-memory transformers model; "onnx": an ONNX file for onnxruntime; "packed": an
 # entropy-coded .cpz container that `compresso unpack` turns back into the runnable ONNX folder.
-ModelFormat = Literal["torch", "onnx", "packed"]
+ModelFormat = Literal["torch", "onnx", "packed", "executorch"]
 
 
 class TechniqueConfig(BaseModel):

@@ -59,8 +59,8 @@ class QualityReport(_Strict):
 
 
 class ModelSideReport(_Strict):
-    format: Literal["safetensors", "onnx", "cpz"]
-    runtime: Literal["pytorch", "onnxruntime"]
+    format: Literal["safetensors", "onnx", "cpz", "pte"]
+    runtime: Literal["pytorch", "onnxruntime", "executorch"]
     size_bytes: int = Field(
         description="Weight files only: *.safetensors for the original; model.onnx for the result, or its .cpz "
         "when entropy-coded (measured after `compresso unpack`)."
@@ -97,7 +97,7 @@ class StepReport(_Strict):
     version: int
     params: dict[str, Any]
     wall_time_s: float
-    format_after: Literal["torch", "onnx", "packed"] | None = None
+    format_after: Literal["torch", "onnx", "packed", "executorch"] | None = None
     size_bytes_before: int | None = Field(None, description="The model before this step (see size_bytes_after).")
     size_bytes_after: int = Field(
         description="The model after this step: torch tensor bytes, or the ONNX or .cpz file; the final figure is "

@@ -29,17 +29,23 @@ class ModelState:
     torch_model: torch.nn.Module | None = None
     onnx_path: Path | None = None
     packed_path: Path | None = None
+    # An ExecuTorch program built from torch_model (which stays: it holds the parameter count).
+    pte_path: Path | None = None
 
     @property
     def format(self) -> ModelFormat:
         if self.packed_path is not None:
             return "packed"
+        if self.pte_path is not None:
+            return "executorch"
         return "onnx" if self.onnx_path is not None else "torch"
 
     def size_bytes(self) -> int:
         """What the current model would take on disk: the .cpz or ONNX file, or the torch tensors' bytes."""
         if self.packed_path is not None:
             return self.packed_path.stat().st_size
+        if self.pte_path is not None:
+            return self.pte_path.stat().st_size
         if self.onnx_path is not None:
             return self.onnx_path.stat().st_size
         if self.torch_model is None:
@@ -75,6 +81,8 @@ class StepContext:
     sequence_length: int
     # Where the result will run: a step that builds the runtime's file (quantize) builds it for this.
     target: Target = field(default_factory=Target)
+    # The largest batch the result will be run with (an ExecuTorch program is bounded at export).
+    max_batch: int = 64
     # Texts of the job's dataset (or the builtin sample), for calibration, importance and training.
     calibration_texts: list[str] = field(default_factory=list)
     # For classifiers with a labelled dataset: one class id per calibration text, UNLABELLED (-1)

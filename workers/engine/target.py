@@ -4,14 +4,16 @@ and payback compare like with like.
 
 - onnxruntime on cpu (the default) or cuda: an ONNX file (or a .cpz that unpacks to one);
 - torch on cpu or cuda: a transformers folder (safetensors in fp32, fp16 or bf16, or int8, int4 and
-  fp8 weights through torchao's kernels, recorded in config.json so plain from_pretrained reloads it).
+  fp8 weights through torchao's kernels, recorded in config.json so plain from_pretrained reloads it);
+- executorch on cpu: a `.pte` program for phones and edge CPUs, on XNNPACK's kernels (fp32, or int8
+  weights with int8 activations), measured with ExecuTorch's own runtime.
 """
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Runtime = Literal["onnxruntime", "torch"]
+Runtime = Literal["onnxruntime", "torch", "executorch"]
 Device = Literal["cpu", "cuda"]
 
 # Techniques whose output only exists as ONNX: codebooks that onnxruntime expands, and entropy coding
@@ -24,6 +26,8 @@ _ONNX_ONLY = {
 # Quantize schemes per runtime, and the devices each needs (torchao has no CPU kernels for these two).
 TORCH_SCHEMES = ("fp16", "bf16", "int8_weight_only", "int8_dynamic", "int4_weight_only", "fp8")
 ONNX_SCHEMES = ("int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_static", "fp16", "bf16")
+EXECUTORCH_SCHEMES = ("int8_dynamic", "int8_static")
+SCHEMES_BY_RUNTIME = {"onnxruntime": ONNX_SCHEMES, "torch": TORCH_SCHEMES, "executorch": EXECUTORCH_SCHEMES}
 TORCH_CUDA_ONLY_SCHEMES = {
     "fp8": "fp8 matmuls need a GPU with fp8 tensor cores (Ada or Hopper)",
     "int4_weight_only": "torchao's int4 weight-only kernels run on cuda only",
@@ -38,7 +42,10 @@ _ONNX_ONLY_PARAMS = (
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    runtime: Runtime = Field("onnxruntime", description="What runs the result: onnxruntime (ONNX) or torch (transformers).")
+    runtime: Runtime = Field(
+        "onnxruntime",
+        description="What runs the result: onnxruntime (ONNX), torch (a transformers folder) or executorch (a .pte).",
+    )
     device: Device = Field("cpu", description="Where the result runs, and where both models are measured.")
 
     def describe(self) -> str:
@@ -53,6 +60,10 @@ def target_problems(steps: list[dict[str, Any]], target: Target, job_device: str
     """What stops this recipe (its steps as dicts: technique and params) from producing a result for
     `target` on a worker of `job_device`; each problem has loc, msg and allowed, like a RecipeError's."""
     problems = []
+    if target.runtime == "executorch" and target.device != "cpu":
+        problems.append(_error(
+            ["target", "device"], "an executorch target runs on XNNPACK's CPU kernels: use device cpu", ["cpu"]
+        ))
     if target.device == "cuda" and job_device != "cuda":
         problems.append(_error(
             ["target", "device"],
@@ -63,23 +74,28 @@ def target_problems(steps: list[dict[str, Any]], target: Target, job_device: str
     for index, step in enumerate(steps):
         technique, params = step.get("technique"), step.get("params") or {}
         loc = ["recipe", "steps", index]
-        if target.runtime == "torch" and technique in _ONNX_ONLY:
+        # torch.export takes factorised layers as they are; transformers cannot rebuild them.
+        onnx_only = _ONNX_ONLY if target.runtime == "torch" else {
+            name: why for name, why in _ONNX_ONLY.items() if name != "low_rank"
+        }
+        if target.runtime != "onnxruntime" and technique in onnx_only:
             problems.append(_error(
                 [*loc, "technique"],
-                f"{technique!r} cannot build a torch target: {_ONNX_ONLY[technique]}; use target runtime onnxruntime",
+                f"{technique!r} cannot build a {target.runtime} target: {onnx_only[technique]}; use target runtime "
+                "onnxruntime",
             ))
         if technique != "quantize":
             continue
         scheme = params.get("scheme")
-        schemes = TORCH_SCHEMES if target.runtime == "torch" else ONNX_SCHEMES
+        schemes = SCHEMES_BY_RUNTIME[target.runtime]
         if scheme is not None and scheme not in schemes:
             hint = ' (fp8 is for target {"runtime": "torch", "device": "cuda"})' if scheme == "fp8" else ""
             problems.append(_error(
                 [*loc, "params", "scheme"], f"scheme {scheme!r} has no {target.runtime} form{hint}", list(schemes)
             ))
-        if target.runtime != "torch":
+        if target.runtime == "onnxruntime":
             continue
-        if scheme in TORCH_CUDA_ONLY_SCHEMES and target.device != "cuda":
+        if target.runtime == "torch" and scheme in TORCH_CUDA_ONLY_SCHEMES and target.device != "cuda":
             problems.append(_error(
                 [*loc, "params", "scheme"],
                 f"{TORCH_CUDA_ONLY_SCHEMES[scheme]}: use target device cuda, or target runtime onnxruntime on the CPU",
@@ -88,7 +104,17 @@ def target_problems(steps: list[dict[str, Any]], target: Target, job_device: str
             if params.get(name) not in (None, [], False):
                 problems.append(_error(
                     [*loc, "params", name],
-                    f"{name} belongs to the ONNX quantizer; a torch target quantizes with torchao, which has no such "
-                    "option: remove it, or use target runtime onnxruntime",
+                    f"{name} belongs to the ONNX quantizer, which a {target.runtime} target does not use: remove it, "
+                    "or use target runtime onnxruntime",
                 ))
     return problems
+
+
+def task_problem(target: Target, task: str) -> str | None:
+    """Why `target` cannot take a model of `task`, or None."""
+    if target.runtime == "executorch" and task == "text-generation":
+        return (
+            "an executorch target exports encoders and classifiers; a causal LM on a phone needs ExecuTorch's "
+            "LLM export with a KV cache, which compresso does not do: use target torch or onnxruntime"
+        )
+    return None

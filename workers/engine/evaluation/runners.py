@@ -81,6 +81,29 @@ class OnnxRunner:
         return None
 
 
+class ExecutorchRunner:
+    """A .pte program run by ExecuTorch's own runtime (XNNPACK kernels), as a phone app would run it."""
+
+    runtime = "executorch"
+    device = "cpu"
+
+    def __init__(self, path: Path, input_names: list[str], threads: int | None = None):
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        from executorch.runtime import Runtime
+
+        # Same thread count as torch, so a speedup is not just more cores.
+        self.threads = threads or torch.get_num_threads()
+        _unsafe_reset_threadpool(self.threads)
+        self.method = Runtime.get().load_program(str(path)).load_method("forward")
+        self.input_names = input_names
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        return self.method.execute([torch.from_numpy(batch[name]) for name in self.input_names])[0].float().numpy()
+
+    def synchronize(self) -> None:
+        return None  # execute returns when the outputs are written
+
+
 def tokenize(
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from workers.engine.architectures.tasks import Task
 from workers.engine.evaluation.fidelity import OutputStore, item_fidelity, reduce_output, summarise_fidelity
-from workers.engine.evaluation.runners import Batch, OnnxRunner, Runner, TorchRunner
+from workers.engine.evaluation.runners import Batch, ExecutorchRunner, OnnxRunner, Runner, TorchRunner
 from workers.engine.loading import model_input_names
 from workers.engine.state import ModelState
 
@@ -44,6 +44,8 @@ class StepProbe:
         self.threads = threads
 
     def _runner(self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: Literal["cpu", "cuda"]) -> Runner:
+        if state.pte_path is not None:
+            return ExecutorchRunner(state.pte_path, model_input_names(state.torch_model, tokenizer), self.threads)
         if state.onnx_path is not None:
             # A packed model decodes bit for bit to its ONNX file (checked when it was packed).
             return OnnxRunner(state.onnx_path, device, threads=self.threads)

@@ -22,6 +22,7 @@ from workers.engine.techniques.quantize.layers import WeightLayer, prepare_graph
 from workers.engine.techniques.quantize.outliers import input_peaks, write_split
 from workers.engine.techniques.quantize.schemes import BuildInputs, build
 from workers.engine.techniques.quantize.smoothing import smooth_model, smoothing_targets
+from workers.engine.techniques.quantize.executorch_target import quantize_for_executorch
 from workers.engine.techniques.quantize.torch_target import quantize_for_torch
 
 __all__ = ["apply_quantize"]
@@ -82,6 +83,8 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
         raise ValueError("quantize needs a torch model to export.")
     if context.target.runtime == "torch":
         return quantize_for_torch(config, state, context)
+    if context.target.runtime == "executorch":
+        return quantize_for_executorch(config, state, context)
     model = state.torch_model
     input_names = model_input_names(model, context.tokenizer)
     fp32_path = context.work_dir / "model_fp32.onnx"
