@@ -41,7 +41,8 @@ from benchmarks.engine_job import run_engine_job  # noqa: E402
 from benchmarks.machine import cpu_model, run_child  # noqa: E402
 from workers.engine.evaluation.fidelity import reduce_output  # noqa: E402
 from workers.engine.evaluation.latency import measure_latency  # noqa: E402
-from workers.engine.evaluation.runners import OnnxRunner, TorchRunner, tokenize  # noqa: E402
+from workers.engine.evaluation.runners import ExecutorchRunner, OnnxRunner, TorchRunner, tokenize  # noqa: E402
+from workers.engine.loading import load_shipped_model  # noqa: E402
 from workers.engine.presets import PRESETS  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -87,6 +88,21 @@ TECHNIQUE_ROWS = {
         "structure": "neurons", "sparsity": 0.25, "importance": "gradient", "recover": {}}}],
     "distill narrower FFN (half the neurons)": [{"technique": "distill", "params": {"student_width": 0.5}}],
 }
+
+
+ONNX_CPU = {"runtime": "onnxruntime", "device": "cpu"}
+# Rows built for the other CPU targets, each measured on its own runtime.
+TARGET_ROWS = {
+    "executorch int8_dynamic": ([{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}],
+                                {"runtime": "executorch", "device": "cpu"}),
+    "executorch int8_static": ([{"technique": "quantize", "params": {"scheme": "int8_static"}}],
+                               {"runtime": "executorch", "device": "cpu"}),
+    "torch/cpu int8_weight_only (torchao)": ([{"technique": "quantize", "params": {"scheme": "int8_weight_only"}}],
+                                             {"runtime": "torch", "device": "cpu"}),
+    "torch/cpu int8_dynamic (torchao)": ([{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}],
+                                         {"runtime": "torch", "device": "cpu"}),
+}
+TARGET_OF_ROW = {name: target for name, (_, target) in TARGET_ROWS.items()}
 
 
 @dataclass
@@ -185,16 +201,26 @@ def baseline_runner(name: str, model_dir: Path, artifact: Path, measure: Measure
 BASELINES = ("torch.ao quantize_dynamic", "torchao Int8WeightOnlyConfig", "onnxruntime quantize_dynamic")
 
 
-def run_job(name: str, steps: list[dict], model_dir: Path, dataset: Path, scratch: Path) -> tuple[Path, dict, float, float]:
-    """One compresso job in its own engine process; returns (runnable ONNX, report, wall s, peak MB)."""
+def run_job(
+    name: str, steps: list[dict], model_dir: Path, dataset: Path, scratch: Path, target: dict
+) -> tuple[Path, dict, float, float]:
+    """One compresso job in its own engine process; returns (the shipped folder, report, wall s, peak MB)."""
     root = scratch / name.replace(" ", "_").replace("/", "_").replace(":", "_").replace("%", "pc")
     spec = {
         "model_dir": str(model_dir), "recipe": {"steps": steps}, "dataset_path": str(dataset), "device": "cpu",
-        "work_dir": str(root / "work"), "output_dir": str(root / "out"),
+        "target": target, "work_dir": str(root / "work"), "output_dir": str(root / "out"),
         "eval": {**JOB_EVALUATION, "max_samples": 100_000},
     }
-    folder, report, wall, peak = run_engine_job(spec, root)
-    return folder / "model.onnx", report, wall, peak
+    return run_engine_job(spec, root)
+
+
+def shipped_runner(folder: Path, target: dict, measure: "Measure"):  # noqa: ANN201
+    """The shipped artifact on the CPU runtime of its target, with the benchmark's thread count."""
+    if target["runtime"] == "torch":
+        return measure.torch_runner(load_shipped_model(folder, "feature-extraction", "cpu"))
+    if target["runtime"] == "executorch":
+        return ExecutorchRunner(folder / "model.pte", INPUT_NAMES, measure.threads)
+    return measure.onnx_runner(folder / "model.onnx")
 
 
 def shipped_size(report: dict) -> int:
@@ -244,7 +270,7 @@ def main() -> int:
     train, heldout = split_corpus()
     # The CPU presets: the GPU ones target torch on cuda (benchmarks/gpu_check.py measures those).
     jobs = {f"preset {preset.name}": preset.recipe["steps"] for preset in PRESETS
-            if preset.target.device == "cpu"} | TECHNIQUE_ROWS
+            if preset.target.device == "cpu"} | TECHNIQUE_ROWS | {name: steps for name, (steps, _) in TARGET_ROWS.items()}
     wanted = set(args.rows.split(",")) if args.rows else None
     selected = lambda name: wanted is None or name in wanted or name.removeprefix("preset ") in wanted  # noqa: E731
     measure = Measure(model_dir, heldout, args.repeats)
@@ -273,8 +299,9 @@ def main() -> int:
             if not selected(name):
                 continue
             print(f"compresso: {name}", file=sys.stderr)
-            onnx_path, report, wall, peak = run_job(name, steps, model_dir, dataset, scratch)
-            runner = measure.onnx_runner(onnx_path)
+            target = TARGET_OF_ROW.get(name, ONNX_CPU)
+            folder, report, wall, peak = run_job(name, steps, model_dir, dataset, scratch, target)
+            runner = shipped_runner(folder, target, measure)
             mean, p5 = measure.fidelity(measure.pooled(runner))
             rows.append(Row(name, "compresso", shipped_size(report), mean, p5, measure.latency(runner), wall, peak,
                             job_details(report)))

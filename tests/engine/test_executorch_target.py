@@ -86,7 +86,7 @@ def test_causal_lms_and_impossible_recipes_are_refused_before_any_work(tiny_mode
     steps = [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]
     with pytest.raises(EngineUserError, match="KV cache"):
         _run(tiny_models["causal-lm"], tmp_path, steps)
-    with pytest.raises(RecipeError, match="cannot build a executorch target"):
+    with pytest.raises(RecipeError, match="cannot build the executorch target"):
         _run(tiny_models["encoder"], tmp_path, [{"technique": "cluster", "params": {"bits": 4}}])
     problems = target_problems(
         [{"technique": "quantize", "params": {"scheme": "int4_weight_only"}}], Target(runtime="executorch", device="cuda"),

@@ -115,9 +115,14 @@ def _quantize(**params):
          ["recipe", "steps", 0, "params", "scheme"], "cuda only"),
         (_quantize(scheme="int8_dynamic", target_fidelity=0.99), Target(runtime="torch"), "cpu",
          ["recipe", "steps", 0, "params", "target_fidelity"], "ONNX quantizer"),
+        ([{"technique": "prune", "params": {"structure": "heads", "sparsity": 0.25}}], Target(runtime="torch"), "cpu",
+         ["recipe", "steps", 0, "params", "structure"], "different widths"),
+        ([{"technique": "prune", "params": {"structure": "neurons", "sparsity": 0.25}}], Target(runtime="torch"),
+         "cpu", ["recipe", "steps", 0, "params", "structure"], "scope 'per_layer'"),
     ],
 )
 def test_target_problems_name_the_field_and_the_fix(steps, target, device, loc, needle):
+    """Each case has exactly one problem; a per-layer neuron pruning, for one, is fine."""
     problems = target_problems(steps, target, device)
     assert [problem["loc"] for problem in problems] == [loc]
     assert needle in problems[0]["msg"]
@@ -125,6 +130,13 @@ def test_target_problems_name_the_field_and_the_fix(steps, target, device, loc, 
 
 def test_a_recipe_that_cannot_build_the_target_fails_before_any_work(tiny_models, tmp_path):
     steps = [{"technique": "cluster", "params": {"bits": 4}}]
-    with pytest.raises(RecipeError, match="cannot build a torch target"):
+    with pytest.raises(RecipeError, match="cannot build the torch target"):
         _run(tiny_models["encoder"], tmp_path, steps)
     assert not (tmp_path / "work" / "steps").exists()
+
+
+def test_neurons_pruned_per_layer_keep_a_torch_target_possible():
+    steps = [{"technique": "prune", "params": {"structure": "neurons", "sparsity": 0.25, "scope": "per_layer"}}]
+    assert target_problems(steps, Target(runtime="torch"), "cpu") == []
+    heads = [{"technique": "prune", "params": {"structure": "heads"}}]
+    assert target_problems(heads, Target(runtime="executorch"), "cpu") == []  # torch.export takes any widths

@@ -81,8 +81,15 @@ def target_problems(steps: list[dict[str, Any]], target: Target, job_device: str
         if target.runtime != "onnxruntime" and technique in onnx_only:
             problems.append(_error(
                 [*loc, "technique"],
-                f"{technique!r} cannot build a {target.runtime} target: {onnx_only[technique]}; use target runtime "
-                "onnxruntime",
+                f"{technique!r} cannot build the {target.runtime} target: {onnx_only[technique]}; use target "
+                "runtime onnxruntime",
+            ))
+        if target.runtime == "torch" and technique == "prune" and _per_layer_widths(params):
+            problems.append(_error(
+                [*loc, "params", "structure"],
+                "this pruning leaves layers of different widths (heads, or neurons ranked across layers), which "
+                "transformers cannot rebuild from config.json; for a torch target prune neurons with scope "
+                "'per_layer', or use target runtime onnxruntime or executorch",
             ))
         if technique != "quantize":
             continue
@@ -108,6 +115,12 @@ def target_problems(steps: list[dict[str, Any]], target: Target, job_device: str
                     "or use target runtime onnxruntime",
                 ))
     return problems
+
+
+def _per_layer_widths(prune_params: dict[str, Any]) -> bool:
+    """Whether a prune step leaves layers whose shapes config.json cannot express."""
+    structure = prune_params.get("structure")
+    return structure == "heads" or (structure == "neurons" and prune_params.get("scope", "global") == "global")
 
 
 def task_problem(target: Target, task: str) -> str | None:
