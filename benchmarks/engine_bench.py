@@ -95,8 +95,6 @@ ONNX_CPU = {"runtime": "onnxruntime", "device": "cpu"}
 TARGET_ROWS = {
     "executorch int8_dynamic": ([{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}],
                                 {"runtime": "executorch", "device": "cpu"}),
-    "executorch int8_static": ([{"technique": "quantize", "params": {"scheme": "int8_static"}}],
-                               {"runtime": "executorch", "device": "cpu"}),
     "torch/cpu int8_weight_only (torchao)": ([{"technique": "quantize", "params": {"scheme": "int8_weight_only"}}],
                                              {"runtime": "torch", "device": "cpu"}),
     "torch/cpu int8_dynamic (torchao)": ([{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}],

@@ -96,6 +96,14 @@ RECIPE_PRESETS = (
     ),
 )
 DEVICES = ("auto", "cpu", "cuda")
+# The job's target ("runtime/device" as the form sends it), the default first.
+TARGETS = (
+    ("onnxruntime/cpu", "onnxruntime on CPU (ONNX file)"),
+    ("onnxruntime/cuda", "onnxruntime on GPU (ONNX file)"),
+    ("torch/cpu", "PyTorch on CPU (transformers folder)"),
+    ("torch/cuda", "PyTorch on GPU (transformers folder)"),
+    ("executorch/cpu", "ExecuTorch on phones and edge CPUs (.pte)"),
+)
 
 
 @dataclass(frozen=True)
@@ -173,5 +181,6 @@ def new_job_page(session: Session, tenant_id: str) -> dict[str, Any]:
         "models": models_repository.list_all(session, tenant_id),
         "datasets": datasets_repository.list_all(session, tenant_id),
         "devices": DEVICES,
+        "targets": TARGETS,
         "presets": RECIPE_PRESETS,
     }

@@ -108,8 +108,9 @@ def test_upload_pages_have_the_form_and_the_list(client, path, endpoint, accept)
 def test_new_job_page_has_the_form_and_presets(client):  # noqa: F811
     add_model_row(name="pick-me")
     html = client.get("/jobs/new").text
-    for field in ("model_id", "dataset_id", "device", "recipe-text", "add-technique"):
+    for field in ("model_id", "dataset_id", "device", "target", "recipe-text", "add-technique"):
         assert f'<label for="{field}">' in html
+    assert '<option value="onnxruntime/cpu">' in html and '<option value="executorch/cpu">' in html
     assert "pick-me" in html
     assert 'id="form-error" role="alert"' in html
     assert "int8, near-lossless" in html and "int8, FFN output kept in fp32" in html

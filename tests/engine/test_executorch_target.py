@@ -29,7 +29,7 @@ def _run(model_dir, tmp_path, steps, dataset=None):
 
 @pytest.fixture(scope="module")
 def int8_classifier_run(tiny_models, labelled_dataset, tmp_path_factory):
-    steps = [{"technique": "quantize", "params": {"scheme": "int8_static"}}]
+    steps = [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]
     return _run(tiny_models["classifier"], tmp_path_factory.mktemp("et-int8"), steps, labelled_dataset)
 
 
@@ -40,7 +40,7 @@ def test_int8_result_is_a_pte_measured_with_executorch(int8_classifier_run):
     assert report["result"]["latency"]["runtime"] == "executorch"
     assert report["result"]["num_parameters"] == report["original"]["num_parameters"]
     step = report["steps"][0]
-    assert step["format_after"] == "executorch" and step["details"]["calibration_texts"] > 0
+    assert step["format_after"] == "executorch" and step["details"]["max_batch"] == 32
     assert report["fidelity"]["metrics"]["top1_agreement"] >= 0.9
     assert {item["path"] for item in report["files"]} >= {"model.pte", "config.json", "tokenizer.json"}
 
@@ -93,4 +93,7 @@ def test_causal_lms_and_impossible_recipes_are_refused_before_any_work(tiny_mode
         "cuda",
     )
     assert [problem["loc"] for problem in problems] == [["target", "device"], ["recipe", "steps", 0, "params", "scheme"]]
+    static = [{"technique": "quantize", "params": {"scheme": "int8_static"}}]
+    [problem] = target_problems(static, Target(runtime="executorch"), "cpu")
+    assert problem["allowed"] == ["int8_dynamic"]
     assert not (tmp_path / "work" / "steps").exists()

@@ -274,6 +274,7 @@
       model_id: document.getElementById("model_id").value,
       dataset_id: document.getElementById("dataset_id").value || null,
       device: document.getElementById("device").value,
+      target: (([runtime, device]) => ({ runtime, device }))(document.getElementById("target").value.split("/")),
       recipe,
     };
     const name = document.getElementById("job-name").value.trim();

@@ -9,6 +9,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.architectures.tasks import Task
+from workers.engine.devices import module_device
 from workers.engine.evaluation.fidelity import OutputStore, item_fidelity, reduce_output, summarise_fidelity
 from workers.engine.evaluation.runners import Batch, OnnxRunner, TorchRunner, tokenize
 
@@ -64,18 +65,23 @@ class FidelityProbe:
     """The task's primary fidelity metric (cosine_mean, top1_agreement, ...) of ONNX files against the
     torch model's outputs, on the same calibration batches."""
 
-    def __init__(self, model: torch.nn.Module, task: Task, batches: list[Batch], work_dir: Path):
+    def __init__(
+        self, model: torch.nn.Module, task: Task, batches: list[Batch], work_dir: Path, onnx_device: str = "cpu"
+    ):
+        """The reference runs where the model is; the candidates on onnxruntime on `onnx_device`, where
+        the result will run."""
         self.task = task
         self.batches = batches
         self.work_dir = work_dir
+        self.onnx_device = onnx_device
         self.reference = OutputStore(work_dir / "reference")
-        runner = TorchRunner(model, task, list(batches[0]), "cpu")
+        runner = TorchRunner(model, task, list(batches[0]), str(module_device(model)))
         for batch in batches:
             self.reference.append(reduce_output(task, runner(batch), batch["attention_mask"]))
         self.num_samples = sum(len(batch["attention_mask"]) for batch in batches)
 
     def __call__(self, onnx_path: Path) -> float:
-        runner = OnnxRunner(onnx_path, "cpu")
+        runner = OnnxRunner(onnx_path, self.onnx_device)
         result = OutputStore(self.work_dir / "candidate")
         for batch in self.batches:
             result.append(reduce_output(self.task, runner(batch), batch["attention_mask"]))

@@ -1,7 +1,7 @@
 """Exports a torch model to an ExecuTorch program (`model.pte`) for phones and other edge CPUs: the
 graph from torch.export, delegated to XNNPACK, in fp32 or with int8 weights (one scale per output
-channel) and int8 activations, dynamic per call or calibrated on the job's texts, through PT2E
-quantization with ExecuTorch's own XNNPACKQuantizer.
+channel) and int8 activations quantized per call, through PT2E quantization with ExecuTorch's own
+XNNPACKQuantizer.
 
 The program takes the tokenizer's inputs (int64, batch and sequence length dynamic up to the bounds
 it was exported for) and returns the task's tensor: last_hidden_state or logits.
@@ -10,13 +10,12 @@ it was exported for) and returns the task's tensor: last_hidden_state or logits.
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
 from workers.engine.architectures.task_io import FORWARD_KWARGS_BY_TASK, OUTPUT_BY_TASK
 from workers.engine.architectures.tasks import Task
 
-Quantization = Literal["none", "int8_dynamic", "int8_static"]
+Quantization = Literal["none", "int8_dynamic"]
 PTE_FILE = "model.pte"
 # The example batch must have 2 rows or more: with 1, torch.export specialises the batch dimension
 # to a constant and refuses the dynamic one.
@@ -70,8 +69,7 @@ def _keep_integer_scalar_arithmetic(graph_module: torch.fx.GraphModule) -> None:
 
 
 def _quantized(
-    exported: torch.export.ExportedProgram, quantization: Quantization, calibration: list[tuple[torch.Tensor, ...]],
-    skip: list[str],
+    exported: torch.export.ExportedProgram, example: tuple[torch.Tensor, ...], skip: list[str]
 ) -> torch.fx.GraphModule:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -79,17 +77,14 @@ def _quantized(
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=quantization == "int8_dynamic")
-    )
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
     for name in skip:
         quantizer.set_module_name(name, None)
     graph_module = exported.module()
     _keep_integer_scalar_arithmetic(graph_module)
     prepared = prepare_pt2e(graph_module, quantizer)
     with torch.no_grad():
-        for inputs in calibration:
-            prepared(*inputs)
+        prepared(*example)  # dynamic activations need no ranges; the pass still expects one run
     return convert_pt2e(prepared)
 
 
@@ -99,13 +94,11 @@ def export_pte(
     input_names: list[str],
     dest: Path,
     quantization: Quantization = "none",
-    calibration: list[dict[str, np.ndarray]] | None = None,
     max_batch: int = 64,
     max_length: int = 128,
     skip: list[str] | None = None,
 ) -> Path:
-    """Writes `dest` (a .pte). `calibration`: batches of tokenizer inputs that static activation ranges
-    are fitted on; `skip`: module names (in `model`) left in fp32."""
+    """Writes `dest` (a .pte); `skip`: module names (in `model`) left in fp32."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -115,9 +108,8 @@ def export_pte(
     with torch.no_grad():
         # The wrapper takes *inputs (one argument holding them all); the graph module it becomes, each one.
         exported = torch.export.export(wrapped, example, dynamic_shapes=(shapes,))
-        if quantization != "none":
-            batches = [tuple(torch.from_numpy(batch[name]) for name in input_names) for batch in calibration or []]
-            module = _quantized(exported, quantization, batches or [example], [f"model.{name}" for name in skip or []])
+        if quantization == "int8_dynamic":
+            module = _quantized(exported, example, [f"model.{name}" for name in skip or []])
             exported = torch.export.export(module, example, dynamic_shapes=shapes)
         program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The `quantize` step for a job whose target runtime is executorch: PT2E quantization with
-ExecuTorch's XNNPACKQuantizer (int8 weights, one scale per output channel; int8 activations, per call
-for int8_dynamic or calibrated on the job's texts for int8_static), lowered to an XNNPACK-delegated
-`.pte`. The embeddings stay fp32: XNNPACK quantizes the matmuls.
+ExecuTorch's XNNPACKQuantizer (int8 weights, one scale per output channel; int8 activations quantized
+per call), lowered to an XNNPACK-delegated `.pte`. The embeddings stay fp32: XNNPACK quantizes the
+matmuls, and torchao's int8 embedding ops have no ExecuTorch kernel in the runtime's Python bindings
+("Missing out variants: torchao::dequantize_affine" when lowering).
 """
 
 import logging
@@ -9,7 +10,6 @@ import re
 
 import torch
 
-from workers.engine.evaluation.calibration import DEFAULT_MAX_TEXTS, calibration_batches
 from workers.engine.export.executorch import PTE_FILE, export_pte
 from workers.engine.loading import model_input_names
 from workers.engine.state import ModelState, StepContext
@@ -21,13 +21,6 @@ logger = logging.getLogger(__name__)
 def quantize_for_executorch(config: QuantizeConfig, state: ModelState, context: StepContext) -> ModelState:
     model = state.torch_model
     input_names = model_input_names(model, context.tokenizer)
-    calibration = None
-    if config.scheme == "int8_static":
-        if not context.calibration_texts:
-            raise ValueError("quantize int8_static needs calibration texts; none were given.")
-        calibration = calibration_batches(
-            context.tokenizer, context.calibration_texts, context.sequence_length, input_names, DEFAULT_MAX_TEXTS
-        )
     patterns = [re.compile(pattern) for pattern in config.skip]
     skipped = [
         name for name, module in model.named_modules()
@@ -35,16 +28,14 @@ def quantize_for_executorch(config: QuantizeConfig, state: ModelState, context: 
     ]
     context.on_progress(0.1)
     path = export_pte(
-        model, state.task, input_names, context.work_dir / PTE_FILE, config.scheme, calibration,
+        model, state.task, input_names, context.work_dir / PTE_FILE, config.scheme,
         max_batch=context.max_batch, max_length=context.sequence_length, skip=skipped,
     )
     context.details.update(
         scheme=config.scheme,
-        kernels="ExecuTorch XNNPACK (int8 weights per channel, int8 activations "
-        + ("per call)" if config.scheme == "int8_dynamic" else "calibrated)"),
+        kernels="ExecuTorch XNNPACK (int8 weights per channel, int8 activations per call)",
         left_layers=skipped,
         embeddings_quantized=False,
-        calibration_texts=sum(len(batch["input_ids"]) for batch in calibration) if calibration else 0,
         max_batch=context.max_batch,
         max_sequence_length=context.sequence_length,
     )

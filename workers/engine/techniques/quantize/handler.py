@@ -123,7 +123,8 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
         build(inputs, output_path)
     else:
         started = time.monotonic()
-        probe = FidelityProbe(model, state.task, calibration, context.work_dir / "fidelity")
+        # Candidates are judged on the target's own onnxruntime provider (its device, when onnxruntime).
+        probe = FidelityProbe(model, state.task, calibration, context.work_dir / "fidelity", context.target.device)
         ratio = config.max_size_ratio or DEFAULT_MAX_SIZE_RATIO
         outcome = fall_back(
             lambda fallback, path: build(inputs, path, fallback),
@@ -170,8 +171,8 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
     # onnxruntime's quantizers and the exporter work on the CPU; calibration and fallback trials run
     # the ONNX model where the job's target runs it.
     context.placement.update(export="cpu", quantization="cpu")
-    if calibration:
-        context.placement["calibration"] = "cpu"
+    if config.target_fidelity is not None:
+        context.placement["fidelity_trials"] = context.target.device
     if config.scheme == "int4_weight_only":
         details["group_size"] = config.group_size or DEFAULT_GROUP_SIZE
         details["algorithm"] = config.algorithm or "rtn"
