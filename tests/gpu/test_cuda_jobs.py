@@ -96,3 +96,5 @@ def test_torch_cuda_targets_are_measured_on_the_gpu(models, dataset, tmp_path, s
     report = _run(models["encoder"], dataset, tmp_path, steps, "cuda", target)
     assert report["original"]["latency"]["device"] == report["result"]["latency"]["device"] == "cuda"
     assert report["result"]["runtime"] == "pytorch" and _fidelity(report) > 0.98
+    # The job's peak covers every step's.
+    assert report["job"]["peak_gpu_memory_mb"] >= report["steps"][0]["peak_gpu_memory_mb"] > 0

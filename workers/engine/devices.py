@@ -23,14 +23,22 @@ def synchronize(device: torch.device | str) -> None:
 
 
 class GpuMemoryPeak:
-    """The most GPU memory torch's allocator held since the last `reset` (None when there is no GPU)."""
+    """The most GPU memory torch's allocator held, over a segment (a step) and over the whole job;
+    None without a GPU. torch keeps one peak counter per process, so one object owns it for the job."""
 
     def __init__(self) -> None:
         self.enabled = torch.cuda.is_available()
-
-    def reset(self) -> None:
+        self._highest = 0
         if self.enabled:
             torch.cuda.reset_peak_memory_stats()
 
-    def megabytes(self) -> float | None:
+    def start_segment(self) -> None:
+        if self.enabled:
+            self._highest = max(self._highest, torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+
+    def segment_mb(self) -> float | None:
         return torch.cuda.max_memory_allocated() / 2**20 if self.enabled else None
+
+    def job_mb(self) -> float | None:
+        return max(self._highest, torch.cuda.max_memory_allocated()) / 2**20 if self.enabled else None

@@ -191,9 +191,8 @@ def _load(request: PipelineRequest) -> _Loaded:
 
 def _apply_steps(
     request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress, meter: EnergyMeter,
-    step_probe: StepProbe,
+    step_probe: StepProbe, gpu_peak: GpuMemoryPeak,
 ) -> tuple[ModelState, list[StepReport]]:
-    step_peak = GpuMemoryPeak()
     steps = request.recipe.steps
     width = (_STEPS[1] - _STEPS[0]) / len(steps)
     reports = []
@@ -219,11 +218,11 @@ def _apply_steps(
         context.work_dir.mkdir(parents=True, exist_ok=True)
         logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())
         started = time.perf_counter()
-        step_peak.reset()
+        gpu_peak.start_segment()
         with meter.stage(stage):
             state = get_technique(step.technique).handler(step, state, context)
         wall_time_s = time.perf_counter() - started
-        peak_gpu_memory_mb = step_peak.megabytes()
+        peak_gpu_memory_mb = gpu_peak.segment_mb()
         # Measured outside the step's time: it is the report's cost, not the technique's.
         fidelity = step_probe.measure(state, loaded.tokenizer, request.device)
         size_after, parameters_after = state.size_bytes(), state.num_parameters()
@@ -282,8 +281,7 @@ def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> Pip
 
 def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyMeter) -> PipelineResult:
     started = time.perf_counter()
-    job_peak = GpuMemoryPeak()
-    job_peak.reset()
+    gpu_peak = GpuMemoryPeak()
     progress = _Progress(on_progress)
     settings = request.eval
     request.work_dir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +324,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model.to(request.device))
     loaded.model = None  # the state owns it now, so a step that drops it frees the memory
     step_probe = StepProbe(info.task, inputs.batches, original_eval.outputs, threads=original.latency.threads)
-    state, step_reports = _apply_steps(request, state, loaded, progress, meter, step_probe)
+    state, step_reports = _apply_steps(request, state, loaded, progress, meter, step_probe, gpu_peak)
 
     progress("package", _PACKAGE, 0.0)
     with meter.stage("package"):
@@ -386,7 +384,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         # Wall time up to the report; zipping, which follows, takes seconds at most.
         job=JobReport(
             recipe=request.recipe.to_dict(), device=request.device, target=request.target.model_dump(),
-            wall_time_s=time.perf_counter() - started, peak_gpu_memory_mb=job_peak.megabytes(),
+            wall_time_s=time.perf_counter() - started, peak_gpu_memory_mb=gpu_peak.job_mb(),
         ),
         environment=collect_environment(),
         evaluation=EvaluationReport(
