@@ -37,6 +37,9 @@ _INT8 = {
     "params": {"scheme": "int8_dynamic", "target_fidelity": 0.9983, "fallback": "outliers"},
 }
 _HUFFMAN = {"technique": "huffman", "params": {}}
+_DISTILL_HALF = {"technique": "distill", "params": {
+    "student_depth": 0.5, "augment": "splice", "augment_copies": 40, "epochs": 3, "lr": 5e-4,
+}}
 
 PRESETS: tuple[Preset, ...] = (
     Preset(
@@ -70,9 +73,7 @@ PRESETS: tuple[Preset, ...] = (
         # 3 epochs: 0.9266 in an 839 s job (batches grouped by length); 20 copies for 3 epochs gave 0.9229
         # in 750 s with random batches. The default training before the weight went to 30 (2 dropout
         # copies, 4 epochs, lr 2e-4, weight 1) gave 0.8925. Weight 30 is the shared default now.
-        recipe={"steps": [{"technique": "distill", "params": {
-            "student_depth": 0.5, "augment": "splice", "augment_copies": 40, "epochs": 3, "lr": 5e-4,
-        }}]},
+        recipe={"steps": [_DISTILL_HALF]},
     ),
     Preset(
         name="smallest",
@@ -112,12 +113,7 @@ PRESETS: tuple[Preset, ...] = (
         name="gpu-distill-half",
         summary="distill-half trained on the GPU, then cast to bf16 for serving there: half the layers and "
         "half the bytes per weight; a transformers folder.",
-        recipe={"steps": [
-            {"technique": "distill", "params": {
-                "student_depth": 0.5, "augment": "splice", "augment_copies": 40, "epochs": 3, "lr": 5e-4,
-            }},
-            {"technique": "quantize", "params": {"scheme": "bf16"}},
-        ]},
+        recipe={"steps": [_DISTILL_HALF, {"technique": "quantize", "params": {"scheme": "bf16"}}]},
         target=_TORCH_CUDA,
     ),
 )
