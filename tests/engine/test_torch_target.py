@@ -38,8 +38,9 @@ def test_int8_torch_result_is_a_transformers_folder_measured_on_torch(int8_encod
     assert report["result"]["format"] == "safetensors" and report["result"]["runtime"] == "pytorch"
     assert report["original"]["latency"]["device"] == report["result"]["latency"]["device"] == "cpu"
     step = report["steps"][0]
-    assert step["details"]["kernels"] == "torchao Int8WeightOnlyConfig"
+    assert step["details"]["kernels"].startswith("torchao Int8WeightOnlyConfig")
     assert step["details"]["layers_quantized"] > 0 and step["placement"] == {"quantization": "cpu"}
+    assert step["details"]["embeddings_quantized"] is True
     assert report["fidelity"]["metrics"]["cosine_mean"] > 0.999
     # int8 Linear weights beside full-precision embeddings: smaller, and the size is the safetensors file's.
     assert report["ratios"]["compression_ratio"] > 1.2
@@ -54,6 +55,8 @@ def test_the_shipped_folder_reloads_with_plain_from_pretrained_and_matches(
         archive.extractall(tmp_path)
     reloaded = AUTO_CLASS_BY_TASK["feature-extraction"].from_pretrained(tmp_path).eval()
     assert type(reloaded.encoder.layer[0].intermediate.dense.weight).__name__ == "Int8Tensor"
+    assert type(reloaded.embeddings.word_embeddings.weight).__name__ == "IntxUnpackedToInt8Tensor"
+    assert type(reloaded.encoder.layer[0].intermediate.dense.bias).__name__ == "Parameter"
     original = AUTO_CLASS_BY_TASK["feature-extraction"].from_pretrained(tiny_models["encoder"]).eval()
     ids = torch.tensor([[2, 7, 11, 5, 3]])
     with torch.inference_mode():
@@ -140,3 +143,9 @@ def test_neurons_pruned_per_layer_keep_a_torch_target_possible():
     assert target_problems(steps, Target(runtime="torch"), "cpu") == []
     heads = [{"technique": "prune", "params": {"structure": "heads"}}]
     assert target_problems(heads, Target(runtime="executorch"), "cpu") == []  # torch.export takes any widths
+
+
+def test_embeddings_false_leaves_the_lookup_table_in_full_precision(tiny_models, tmp_path):
+    steps = [{"technique": "quantize", "params": {"scheme": "int8_weight_only", "embeddings": False}}]
+    report = _run(tiny_models["encoder"], tmp_path, steps).report
+    assert report["steps"][0]["details"]["embeddings_quantized"] is False

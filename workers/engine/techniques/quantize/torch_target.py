@@ -63,6 +63,39 @@ def _skipped_modules(model: torch.nn.Module, patterns: list[str]) -> list[str]:
     ]
 
 
+def _input_embedding_name(model: torch.nn.Module) -> str | None:
+    """The input token embedding's module name, unless it is tied to the output layer (an LM head
+    would then be quantized with it, by a scheme meant for a lookup table)."""
+    embedding = model.get_input_embeddings()
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None and output.weight is embedding.weight:
+        return None
+    return next(name for name, module in model.named_modules() if module is embedding)
+
+
+def _is_quantized(parameter: torch.Tensor) -> bool:
+    return type(parameter).__name__ not in ("Parameter", "Tensor")
+
+
+def _load_quantized(task: str, folder, weights: dict, embedding: str | None, dtype: torch.dtype, device: torch.device):  # noqa: ANN001, ANN202
+    """The saved float model reloaded through TorchAoConfig, each weight named with its own config.
+
+    Weights, not modules, are named: transformers 5.25 matches a module's name against its bias too,
+    and torchao's Int8Tensor then fails as a bias. The embedding is int8 with one scale per row
+    (IntxWeightOnlyConfig: torchao's Int8WeightOnlyConfig handles Linear layers only)."""
+    from torchao.quantization import FqnToConfig, IntxWeightOnlyConfig
+    from torchao.quantization.granularity import PerAxis
+    from transformers import TorchAoConfig
+
+    mapping = dict(weights)
+    if embedding is not None:
+        mapping[f"{embedding}.weight"] = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+    quantization = TorchAoConfig(quant_type=FqnToConfig(mapping), include_input_output_embeddings=embedding is not None)
+    return AUTO_CLASS_BY_TASK[task].from_pretrained(
+        folder, quantization_config=quantization, dtype=dtype, device_map=str(device),
+    ).eval()
+
+
 def _check_fp8_device(device: torch.device) -> None:
     major, minor = torch.cuda.get_device_capability(device)
     if (major, minor) < (8, 9):
@@ -96,45 +129,47 @@ def quantize_for_torch(config: QuantizeConfig, state: ModelState, context: StepC
 
     if config.scheme == "fp8":
         _check_fp8_device(device)
-    from transformers import TorchAoConfig
-
     compute_dtype = _COMPUTE_DTYPE[device.type]
     skipped = _skipped_modules(model, config.skip)
-    # transformers leaves the LM head and tied outputs alone on its own; the skip list adds the user's.
-    quantization = TorchAoConfig(quant_type=_torchao_config(config), modules_to_not_convert=skipped or None)
+    # The LM head stays in the model's precision, as transformers leaves it by default: its errors go
+    # straight into every token's probabilities.
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weights = {
+        f"{name}.weight": _torchao_config(config) for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and name not in skipped and module is not output
+    }
+    if not weights:
+        raise EngineUserError(
+            f"{config.scheme} on a torch target quantizes nn.Linear layers through torchao, and this "
+            f"{model.config.model_type} model has none left to quantize (GPT-2 keeps its weights in Conv1D "
+            "layers, or skip matched them all); use fp16 / bf16, or target runtime onnxruntime."
+        )
+    embedding = _input_embedding_name(model) if config.embeddings else None
     float_dir = context.work_dir / "float"
     model.save_pretrained(float_dir, safe_serialization=True)
     state.torch_model = None
     del model
     try:
-        quantized = AUTO_CLASS_BY_TASK[state.task].from_pretrained(
-            float_dir, quantization_config=quantization, dtype=compute_dtype, device_map=str(device),
-        ).eval()
+        quantized = _load_quantized(state.task, float_dir, weights, embedding, compute_dtype, device)
     finally:
         shutil.rmtree(float_dir, ignore_errors=True)
-    quantized_layers = [
-        name for name, module in quantized.named_modules()
-        if isinstance(module, torch.nn.Linear) and type(module.weight).__name__ not in ("Parameter", "Tensor")
-    ]
-    if not quantized_layers:
-        raise EngineUserError(
-            f"{config.scheme} on a torch target quantizes nn.Linear layers through torchao, and this "
-            f"{quantized.config.model_type} model has none left to quantize (GPT-2 keeps its weights in Conv1D "
-            "layers, or skip matched them all); use fp16 / bf16, or target runtime onnxruntime."
-        )
+    quantized_layers = [name for name in weights if _is_quantized(quantized.get_parameter(name))]
+    embeddings_quantized = embedding is not None and _is_quantized(quantized.get_parameter(f"{embedding}.weight"))
     context.details.update(
         scheme=config.scheme,
-        kernels=f"torchao {type(quantization.quant_type).__name__}",
+        kernels=f"torchao {type(_torchao_config(config)).__name__}"
+        + (", IntxWeightOnlyConfig (int8 per row) for the embeddings" if embeddings_quantized else ""),
         compute_dtype=str(compute_dtype).removeprefix("torch."),
         layers_quantized=len(quantized_layers),
         left_layers=skipped,
-        embeddings_quantized=False,
+        embeddings_quantized=embeddings_quantized,
     )
     if config.scheme == "int4_weight_only":
         context.details["group_size"] = config.group_size or DEFAULT_INT4_GROUP_SIZE
     context.placement["quantization"] = str(device)
     logger.info(
-        "quantize %s for torch on %s: %d Linear layers through torchao, %d skipped, activations in %s",
-        config.scheme, device, len(quantized_layers), len(skipped), compute_dtype,
+        "quantize %s for torch on %s: %d Linear layers through torchao, %d skipped, embeddings %s, activations in %s",
+        config.scheme, device, len(quantized_layers), len(skipped),
+        "int8" if embeddings_quantized else "as they were", compute_dtype,
     )
     return ModelState(task=state.task, config_dir=state.config_dir, torch_model=quantized)
