@@ -97,3 +97,15 @@ def test_causal_lms_and_impossible_recipes_are_refused_before_any_work(tiny_mode
     [problem] = target_problems(static, Target(runtime="executorch"), "cpu")
     assert problem["allowed"] == ["int8_dynamic"]
     assert not (tmp_path / "work" / "steps").exists()
+
+
+def test_skip_leaves_the_named_layers_in_fp32(tiny_models, tmp_path):
+    quantize = {"technique": "quantize", "params": {"scheme": "int8_dynamic"}}
+    skipping = {"technique": "quantize", "params": {"scheme": "int8_dynamic", "skip": [r"output\.dense$"]}}
+    everything = _run(tiny_models["encoder"], tmp_path / "all", [quantize]).report
+    report = _run(tiny_models["encoder"], tmp_path / "skip", [skipping]).report
+    details = report["steps"][0]["details"]
+    assert details["left_layers"] and all(name.endswith("output.dense") for name in details["left_layers"])
+    # The skipped layers really stay fp32 in the program: 4 bytes a weight instead of 1.
+    dense = 64 * 32 * len(details["left_layers"])  # FFN output weights: intermediate 64 -> hidden 32 (factories)
+    assert report["result"]["size_bytes"] - everything["result"]["size_bytes"] >= 2 * dense

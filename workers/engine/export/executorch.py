@@ -68,6 +68,11 @@ def _keep_integer_scalar_arithmetic(graph_module: torch.fx.GraphModule) -> None:
     graph_module.recompile()
 
 
+def _module_path(traced_path: str) -> str:
+    """'L['self'].model.encoder.layer.0' or 'model.encoder.layer.0' -> 'model.encoder.layer.0'."""
+    return traced_path.split("].", 1)[1] if traced_path.startswith("L[") and "]." in traced_path else traced_path
+
+
 def _quantized(
     exported: torch.export.ExportedProgram, example: tuple[torch.Tensor, ...], skip: list[str]
 ) -> torch.fx.GraphModule:
@@ -78,8 +83,13 @@ def _quantized(
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
-    for name in skip:
-        quantizer.set_module_name(name, None)
+    if skip:
+        # set_module_name(name, None) is refused by this quantizer ("not supported yet"): a filter leaves
+        # out every node traced inside a skipped module instead.
+        skipped = set(skip)
+        quantizer.set_filter_function(lambda node: not any(
+            _module_path(path) in skipped for path, _ in node.meta.get("nn_module_stack", {}).values()
+        ))
     graph_module = exported.module()
     _keep_integer_scalar_arithmetic(graph_module)
     prepared = prepare_pt2e(graph_module, quantizer)

@@ -6,14 +6,12 @@ matmuls, and torchao's int8 embedding ops have no ExecuTorch kernel in the runti
 """
 
 import logging
-import re
-
-import torch
 
 from workers.engine.export.executorch import PTE_FILE, export_pte
 from workers.engine.loading import model_input_names
 from workers.engine.state import ModelState, StepContext
 from workers.engine.techniques.quantize.config import QuantizeConfig
+from workers.engine.techniques.quantize.torch_target import skipped_linear_layers
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +19,7 @@ logger = logging.getLogger(__name__)
 def quantize_for_executorch(config: QuantizeConfig, state: ModelState, context: StepContext) -> ModelState:
     model = state.torch_model
     input_names = model_input_names(model, context.tokenizer)
-    patterns = [re.compile(pattern) for pattern in config.skip]
-    skipped = [
-        name for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and any(pattern.search(name) for pattern in patterns)
-    ]
+    skipped = skipped_linear_layers(model, config.skip)
     context.on_progress(0.1)
     path = export_pte(
         model, state.task, input_names, context.work_dir / PTE_FILE, config.scheme,

@@ -53,9 +53,9 @@ def _torchao_config(config: QuantizeConfig):
     raise ValueError(f"scheme {config.scheme!r} has no torchao form")
 
 
-def _skipped_modules(model: torch.nn.Module, patterns: list[str]) -> list[str]:
-    """Names of the Linear layers the skip patterns match (exact names: transformers' own matching of
-    modules_to_not_convert has changed between releases, exact names mean the same in all of them)."""
+def skipped_linear_layers(model: torch.nn.Module, patterns: list[str]) -> list[str]:
+    """Names of the Linear layers the skip patterns (regular expressions) match: the torch-side
+    targets (torch, executorch) name each layer they leave out."""
     compiled = [re.compile(pattern) for pattern in patterns]
     return [
         name for name, module in model.named_modules()
@@ -130,7 +130,7 @@ def quantize_for_torch(config: QuantizeConfig, state: ModelState, context: StepC
     if config.scheme == "fp8":
         _check_fp8_device(device)
     compute_dtype = _COMPUTE_DTYPE[device.type]
-    skipped = _skipped_modules(model, config.skip)
+    skipped = skipped_linear_layers(model, config.skip)
     # The LM head stays in the model's precision, as transformers leaves it by default: its errors go
     # straight into every token's probabilities.
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
