@@ -89,8 +89,7 @@ def validate_target(recipe: Recipe, target: Target, device: str) -> None:
     problems = target_problems(recipe.to_dict()["steps"], target, device)
     if problems:
         errors = [{**problem, "loc": ["body", *problem["loc"]]} for problem in problems]
-        text = "; ".join(f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in problems)
-        raise Invalid(f"The recipe cannot build a result for {target.describe()}: {text}.", errors=errors)
+        raise Invalid(f"The recipe cannot build a result for {target.describe()}: {RecipeError(problems)}.", errors=errors)
 
 
 def validate_deployment_country(country: str | None) -> None:

@@ -21,10 +21,6 @@ def _energy(report: dict[str, Any]) -> dict[str, Any] | None:
     return energy
 
 
-def _is_torch_result(report: dict[str, Any]) -> bool:
-    return report["result"]["format"] == "safetensors"
-
-
 # The Hub's library_name for each shipped format.
 _LIBRARY = {"safetensors": "transformers", "pte": "executorch"}
 
@@ -159,7 +155,7 @@ def _torch_usage(report: dict[str, Any]) -> str:
     auto_class = _AUTO_CLASS.get(report["model"]["task"], "AutoModel")
     device = report["result"]["latency"]["device"]
     length = report["evaluation"]["sequence_length"]
-    quantized = any(item["description"].find("torchao") >= 0 for item in report["files"])
+    quantized = any("torchao" in item["description"] for item in report["files"])
     output = "logits" if report["model"]["task"] != "feature-extraction" else "last_hidden_state"
     install = "# pip install torchao  (config.json records torchao's quantization)\n" if quantized else ""
     code = f"""{install}import numpy as np
@@ -198,9 +194,10 @@ output = method.execute([torch.from_numpy(encoded[name].astype(np.int64)) for na
 
 
 def _usage(report: dict[str, Any]) -> str:
-    if _is_torch_result(report):
+    library = _library(report)
+    if library == "transformers":
         return _torch_usage(report)
-    if report["result"]["format"] == "pte":
+    if library == "executorch":
         return _executorch_usage(report)
     usage = _USAGE.get(report["model"]["task"], _Usage((), "", ""))
     length = report["evaluation"]["sequence_length"]

@@ -39,6 +39,20 @@ TOKENIZER_FILES = (
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _copy_companions(config_dir: Path, package_dir: Path, config_names) -> list[PackageFile]:  # noqa: ANN001
+    """Copies the tokenizer files and the named config files (of CONFIG_FILES) that `config_dir` holds."""
+    files = []
+    for name in TOKENIZER_FILES:
+        if (config_dir / name).is_file():
+            shutil.copyfile(config_dir / name, package_dir / name)
+            files.append(PackageFile(path=name, runtime="any", description="Tokenizer file (transformers/tokenizers)."))
+    for name in config_names:
+        if (config_dir / name).is_file():
+            shutil.copyfile(config_dir / name, package_dir / name)
+            files.append(PackageFile(path=name, runtime="any", description=CONFIG_FILES[name]))
+    return files
+
+
 def _document_files() -> list[PackageFile]:
     return [
         PackageFile(path=REPORT_FILE, runtime="any", description="This report: measurements and provenance."),
@@ -55,14 +69,7 @@ def build_package(onnx_path: Path, config_dir: Path, package_dir: Path) -> list[
     model = onnx.load(str(onnx_path))
     onnx.save_model(model, str(package_dir / MODEL_FILE), save_as_external_data=False)
     files = [PackageFile(path=MODEL_FILE, runtime="onnxruntime", description="The compressed model (ONNX, opset 17).")]
-    for name in TOKENIZER_FILES:
-        if (config_dir / name).is_file():
-            shutil.copyfile(config_dir / name, package_dir / name)
-            files.append(PackageFile(path=name, runtime="any", description="Tokenizer file (transformers/tokenizers)."))
-    for name, description in CONFIG_FILES.items():
-        if (config_dir / name).is_file():
-            shutil.copyfile(config_dir / name, package_dir / name)
-            files.append(PackageFile(path=name, runtime="any", description=description))
+    files += _copy_companions(config_dir, package_dir, CONFIG_FILES)
     return sorted([*files, *_document_files()], key=lambda item: item.path)
 
 
@@ -144,10 +151,8 @@ def build_torch_package(model, config_dir: Path, package_dir: Path) -> list[Pack
         for name in weights
     ]
     files.append(PackageFile(path="config.json", runtime="any", description=CONFIG_FILES["config.json"]))
-    for name in TOKENIZER_FILES:
-        if (config_dir / name).is_file():
-            shutil.copyfile(config_dir / name, package_dir / name)
-            files.append(PackageFile(path=name, runtime="any", description="Tokenizer file (transformers/tokenizers)."))
+    # config.json (and generation_config.json) come from save_pretrained: they describe these weights.
+    files += _copy_companions(config_dir, package_dir, ())
     if (package_dir / "generation_config.json").is_file():
         files.append(PackageFile(
             path="generation_config.json", runtime="any", description=CONFIG_FILES["generation_config.json"]
@@ -168,9 +173,5 @@ def build_executorch_package(
         description="The compressed model as an ExecuTorch program (XNNPACK kernels): "
         f"executorch.runtime's load_method('forward').execute([{', '.join(input_names)}]) as int64 tensors.",
     )]
-    for name in ("config.json", *TOKENIZER_FILES):
-        if (config_dir / name).is_file():
-            shutil.copyfile(config_dir / name, package_dir / name)
-            description = CONFIG_FILES["config.json"] if name == "config.json" else "Tokenizer file (transformers/tokenizers)."
-            files.append(PackageFile(path=name, runtime="any", description=description))
+    files += _copy_companions(config_dir, package_dir, ("config.json",))
     return sorted([*files, *_document_files()], key=lambda item: item.path)

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from workers.engine.architectures.task_io import FORWARD_KWARGS_BY_TASK, OUTPUT_BY_TASK
 from workers.engine.architectures.tasks import Task
+from workers.engine.devices import synchronize
 from workers.engine.evaluation.data import EvalDataset
 
 Batch = dict[str, np.ndarray]
@@ -49,8 +50,7 @@ class TorchRunner:
         return output.float().cpu().numpy()
 
     def synchronize(self) -> None:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(self.device)
 
 
 def cuda_provider_available() -> bool:

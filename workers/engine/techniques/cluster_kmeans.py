@@ -146,6 +146,7 @@ def collect_input_hessians(
 
         return record
 
+    device = module_device(model)
     handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
     try:
         with torch.no_grad():
@@ -154,7 +155,7 @@ def collect_input_hessians(
                     texts[start : start + _CALIBRATION_BATCH], padding=True, truncation=True,
                     max_length=sequence_length, return_tensors="pt",
                 )
-                batch = to_device(batch, module_device(model))
+                batch = to_device(batch, device)
                 current_mask[:] = [batch["attention_mask"].bool()]
                 model(**{name: batch[name] for name in input_names if name in batch})
     finally:
