@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# boaviztapi (embodied impact) lives in its own venv: its pins fight ours (requirements-boavizta.txt).
+BOAVIZTA_VENV ?= .venv-boavizta
 
 .PHONY: run test install install-dev migrate benchmark screenshots openapi
 
@@ -11,14 +13,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(BOAVIZTA_VENV)/.installed: requirements-boavizta.txt
+	test -x $(BOAVIZTA_VENV)/bin/python || $(PYTHON) -m venv $(BOAVIZTA_VENV)
+	$(BOAVIZTA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BOAVIZTA_VENV)/bin/python -m pip install --quiet -r requirements-boavizta.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed
 	$(VENV)/bin/compresso serve
 
 test: $(VENV)/.installed-dev

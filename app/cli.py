@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from app.admin_cli import add_admin_commands, run_admin_command
-from app.config import get_settings
+from app.config import Settings, get_settings
 from compresso.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +82,21 @@ def run_api(host: str, port: int) -> None:
     )
 
 
+def load_settings() -> Settings:
+    """The settings, or an exit that names each bad variable and says what it must be."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = [
+            f"COMPRESSO_{'__'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            + (f" (got {error['input']!r})" if not isinstance(error.get("input"), dict) else "")
+            for error in exc.errors()
+        ]
+        raise SystemExit("compresso: invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
 def check_worker_settings() -> None:
     """Fails at start, not on the first job, when the grid country is not in the bundled table."""
     from workers.engine.energy.intensity import carbon_intensity
@@ -96,6 +111,8 @@ def check_worker_settings() -> None:
 def run_worker(queues: str, concurrency: int) -> None:
     from workers.celery_app import celery_app
 
+    from workers import hardware
+
     check_worker_settings()
     os.environ["COMPRESSO_WORKER_QUEUES"] = queues  # for its heartbeat row (workers.node_heartbeat)
     options = []
@@ -105,6 +122,9 @@ def run_worker(queues: str, concurrency: int) -> None:
             return  # this process supervised one worker per GPU until they stopped
         concurrency = 1
         options = ["--hostname", f"gpu{device}@%h"]
+    os.environ[hardware.JOBS_AT_ONCE] = str(concurrency)
+    # Boavizta takes a second or two: it runs while Celery starts, and the first job waits for it if need be.
+    hardware.start_probe(get_settings())
     # Threads, not processes: each job runs the engine in a child process of its own, so the
     # worker only supervises, and a shutdown signal reaches the supervising threads directly.
     celery_app.worker_main(
@@ -113,17 +133,15 @@ def run_worker(queues: str, concurrency: int) -> None:
     )
 
 
-# Set in the worker processes a multi-GPU worker starts, one per GPU.
-_GPU_CHILD = "COMPRESSO_WORKER_GPU"
 
 
 def _pin_gpu_workers(queues: str) -> str | None:
     """A gpu worker runs one job per GPU. With several GPUs, this process starts one pinned worker
     per GPU and supervises them (returns None once they stop); with one, it pins itself to it, reads
     its idle power, and returns the device."""
-    from workers import gpus
+    from workers import gpus, hardware
 
-    device = os.environ.get(_GPU_CHILD)
+    device = os.environ.get(gpus.PINNED_GPU)
     if device is None:
         plan = gpus.worker_plan(gpus.gpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
         if not plan:
@@ -133,12 +151,14 @@ def _pin_gpu_workers(queues: str) -> str | None:
             )
         if len(plan) > 1:
             _supervise(
-                [EmbeddedWorker(queues, env={**gpus.DEVICE_ORDER, "CUDA_VISIBLE_DEVICES": gpu, _GPU_CHILD: gpu})
-                 for gpu in plan]
+                [EmbeddedWorker(queues, env={
+                    **gpus.DEVICE_ORDER, "CUDA_VISIBLE_DEVICES": gpu, gpus.PINNED_GPU: gpu,
+                    hardware.GPU_WORKERS_ON_HOST: str(len(plan)),
+                }) for gpu in plan]
             )
             return None
         device = plan[0]
-    os.environ.update({**gpus.DEVICE_ORDER, "CUDA_VISIBLE_DEVICES": device, _GPU_CHILD: device})
+    os.environ.update({**gpus.DEVICE_ORDER, "CUDA_VISIBLE_DEVICES": device, gpus.PINNED_GPU: device})
     if get_settings().gpu_idle_watts is None:
         measured = gpus.idle_watts(device)
         if measured is not None:
@@ -269,7 +289,7 @@ def unpack(source: Path, out_dir: Path, force: bool) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
+    settings = load_settings()
     parser = argparse.ArgumentParser(prog="compresso", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (

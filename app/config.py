@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.engine.footprint.settings import DEFAULT_WUE_L_PER_KWH
+
 GiB = 1024**3
 
 
@@ -158,6 +160,21 @@ class Settings(BaseSettings):
         "Empty: the worker reads it through NVML at start.",
     )
     gpu_idle_source: str | None = Field(None, description="How gpu_idle_watts was obtained (set with it).")
+    wue_l_per_kwh: float = Field(
+        DEFAULT_WUE_L_PER_KWH, ge=0, le=100,
+        description="On-site water of the workers' data centre per kWh of IT energy (Water Usage Effectiveness); 0 "
+        "where cooling uses no water. Default: the US data-centre average of Shehabi et al. (2016), LBNL-1005775.",
+    )
+    hardware_lifetime_years: float | None = Field(
+        None, gt=0, le=30,
+        description="Years the workers' hardware serves, over which its manufacture is amortised. Empty: Boavizta's "
+        "default server lifetime (4 years).",
+    )
+    boavizta_python: Path | None = Field(
+        None,
+        description="Python of the isolated environment that has boaviztapi (it pins older fastapi and pandas). "
+        "Empty: .venv-boavizta beside the running venv, which `make install` builds.",
+    )
 
     @field_validator("metrics_token", mode="before")
     @classmethod

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 # CUDA numbers devices fastest first unless told otherwise; NVML numbers them by PCI bus. Workers
 # set this, so that index i means the same GPU to both.
 DEVICE_ORDER = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+# Set in the worker processes a multi-GPU worker starts, one per GPU: the device it is pinned to.
+PINNED_GPU = "COMPRESSO_WORKER_GPU"
 IDLE_SAMPLE_SECONDS = 3.0
 IDLE_SAMPLE_INTERVAL = 0.1
 
@@ -76,3 +78,15 @@ def idle_watts(device: str, seconds: float = IDLE_SAMPLE_SECONDS) -> tuple[float
     watts = statistics.median(readings)
     source = f"NVML power of {name} (GPU {device}), median of {len(readings)} readings over {seconds:.0f} s at worker start"
     return watts, source
+
+
+def gpu_names(devices: list[str]) -> list[str]:
+    """NVML's name of each device (index or UUID); empty where NVML cannot be read."""
+    with _nvml() as nvml:
+        if nvml is None:
+            return []
+        try:
+            return [str(nvml.nvmlDeviceGetName(_handle(nvml, device))) for device in devices]
+        except Exception as exc:  # noqa: BLE001 - names only feed the embodied estimate, which then says so
+            logger.warning("could not read GPU names through NVML: %s", exc)
+            return []

@@ -16,7 +16,7 @@ EXAMPLE_RECIPE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8
 
 
 class Deployment(BaseModel):
-    """Where the compressed model will serve: sets the grid and rate of the carbon payback figures."""
+    """Where the compressed model will serve: sets the grid, WUE and rate of the payback figures."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -26,6 +26,11 @@ class Deployment(BaseModel):
         description="ISO 3166 alpha-3 code of the serving grid (e.g. DEU). Empty: the workers' COMPRESSO_CARBON_COUNTRY.",
     )
     requests_per_day: float | None = Field(None, gt=0, description="Expected inferences per day, for break-even days.")
+    wue_l_per_kwh: float | None = Field(
+        None, ge=0, le=100,
+        description="On-site water of the serving data centre per kWh of IT energy (its WUE), for the water per "
+        "inference. Empty: the workers' COMPRESSO_WUE_L_PER_KWH.",
+    )
 
 
 class MlflowOptions(BaseModel):

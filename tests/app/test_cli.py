@@ -17,6 +17,16 @@ def test_worker_refuses_an_unknown_grid_country():
     assert "COMPRESSO_CARBON_COUNTRY" in result.stderr and "XYZ" in result.stderr
 
 
+def test_worker_refuses_a_negative_wue_and_a_zero_hardware_lifetime():
+    result = run_cli("worker", COMPRESSO_WUE_L_PER_KWH="-1")
+    assert result.returncode != 0
+    assert "COMPRESSO_WUE_L_PER_KWH" in result.stderr and "greater than or equal to 0" in result.stderr
+    result = run_cli("worker", COMPRESSO_HARDWARE_LIFETIME_YEARS="0")
+    assert result.returncode != 0
+    assert "COMPRESSO_HARDWARE_LIFETIME_YEARS" in result.stderr and "greater than 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_worker_refuses_an_unknown_queue():
     result = run_cli("worker", "--queues", "tpu")
     assert result.returncode == 2

@@ -49,7 +49,16 @@ class PipelineRun:
 
 
 @pytest.fixture(scope="session")
-def pipeline_runs(tiny_models, labelled_dataset, tmp_path_factory) -> dict[str, PipelineRun]:
+def hardware_footprint():
+    """Boavizta's footprint of a fixed machine, from the real probe in its isolated interpreter."""
+    from workers.engine.footprint.hardware import HardwareSpec, default_python, probe_hardware
+
+    spec = HardwareSpec(cpu_name="AMD EPYC 7763", visible_threads=2, ram_gb=8, jobs_sharing_host=1)
+    return probe_hardware(spec, None, default_python())
+
+
+@pytest.fixture(scope="session")
+def pipeline_runs(tiny_models, labelled_dataset, hardware_footprint, tmp_path_factory) -> dict[str, PipelineRun]:
     """The quantize recipe on each tiny model; the classifier is evaluated on a labelled dataset."""
     from workers.engine.pipeline import PipelineRequest, run_pipeline
     from workers.engine.recipe import Recipe
@@ -64,6 +73,7 @@ def pipeline_runs(tiny_models, labelled_dataset, tmp_path_factory) -> dict[str, 
             work_dir=root / "work",
             output_dir=root / "out",
             eval=FAST_EVAL,
+            footprint={"hardware": hardware_footprint.model_dump()},
         )
         progress: list[tuple[str, float]] = []
         result = run_pipeline(request, lambda stage, fraction: progress.append((stage, fraction)))

@@ -122,6 +122,22 @@ def test_unavailable_energy_leaves_the_co2_block_out(pipeline_runs):
     assert "co2_eq_emissions" not in metadata and "## Energy and payback" not in body
 
 
+def test_water_and_embodied_figures_are_in_the_body_not_the_front_matter(pipeline_runs):
+    report = pipeline_runs["encoder"].result.report
+    metadata, body = _split(build_model_card(report, None))
+    assert set(metadata["co2_eq_emissions"]) == HUB_CO2_KEYS  # no invented keys beside the Hub's own
+    assert not any("water" in key or "embodied" in key for key in metadata)
+    section = body.split("## Water and embodied impact", 1)[1]
+    water, embodied = report["water"], report["embodied"]
+    assert f"consumed {water['total']['water_l']:.4g} L of water" in section
+    assert f"WUE {water['worker']['wue_l_per_kwh']:.4g} L/kWh" in section and "Shehabi" in section
+    assert f"embodies {embodied['total']['gwp_g']:.4g} g CO2e" in section and "boaviztapi" in section
+    assert "| Compressed |" in section and "Payback in L of water:" in section
+    assert "Payback in g CO2e embodied:" in section
+    bare = {key: value for key, value in report.items() if key not in ("water", "embodied")}
+    assert "## Water and embodied impact" not in build_model_card(bare, None)  # a report from before them
+
+
 def test_slice_table_highlights_the_flagged_slices(pipeline_runs):
     report = copy.deepcopy(pipeline_runs["classifier"].result.report)
     section = report["slices"]

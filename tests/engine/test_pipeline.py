@@ -82,6 +82,24 @@ def test_report_is_complete_and_sensible(pipeline_runs, kind):
     assert report["job"]["device"] == "cpu" and report["job"]["wall_time_s"] > 0
     assert set(report["environment"]) >= {"python", "torch", "transformers", "onnx", "onnxruntime", "numpy"}
     assert report["evaluation"]["dataset_source"] == ("uploaded" if kind == "classifier" else "builtin")
+    _check_footprint(report)
+
+
+def _check_footprint(report: dict) -> None:
+    """Water and embodied impact cover the same stages as the energy, and sum to their totals."""
+    energy, water, embodied = report["energy"], report["water"], report["embodied"]
+    stages = [stage["stage"] for stage in energy["stages"]]
+    assert [stage["stage"] for stage in water["stages"]] == stages == [stage["stage"] for stage in embodied["stages"]]
+    assert water["method"] == energy["method"] and embodied["method"] == "estimated"
+    assert water["total"]["water_l"] == pytest.approx(sum(stage["water_l"] for stage in water["stages"]))
+    assert water["total"]["water_l"] > 0 and water["worker"]["wue_l_per_kwh"] == 1.8
+    assert embodied["total"]["gwp_g"] == pytest.approx(sum(stage["gwp_g"] for stage in embodied["stages"]))
+    assert embodied["total"]["duration_s"] == pytest.approx(energy["total"]["duration_s"])
+    assert {c["component"] for c in embodied["inputs"]["components"]} == {"cpu", "ram"}
+    assert embodied["inference"]["components"] == ["cpu", "ram"]
+    for side in ("original", "result"):
+        assert water["inference"][side]["water_l"] > 0 and embodied["inference"][side]["gwp_g"] > 0
+    assert water["payback"]["unit"] == "L of water" and embodied["payback"]["unit"] == "g CO2e embodied"
 
 
 def test_encoder_and_lm_have_no_quality_and_lm_counts_tokens(pipeline_runs):

@@ -7,6 +7,11 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from workers.engine.footprint.card import footprint_section
+from workers.engine.markdown import cell as _cell
+from workers.engine.markdown import number as _number
+from workers.engine.markdown import table as _table
+
 # Hub tags per technique, so a search for "quantized" finds the model.
 _TECHNIQUE_TAGS = {"quantize": ["quantized"]}
 # Energy section methods (workers.engine.energy.schema) that carry no figures.
@@ -85,25 +90,8 @@ def card_metadata(report: dict[str, Any]) -> dict[str, Any]:
 
 # --- Markdown pieces ---
 
-def _cell(value: Any) -> str:
-    """A table cell: user text (slice names) must not break the table."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _size(num_bytes: int) -> str:
     return f"{num_bytes / 1e6:.2f} MB ({num_bytes:,} bytes)"
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
-    return str(value)
 
 
 class _Usage(NamedTuple):
@@ -357,6 +345,6 @@ def build_model_card(report: dict[str, Any], dataset_sha256: str | None) -> str:
     )
     sections = [
         intro, _recipe(report), _usage(report), _evaluation_data(report, dataset_sha256), _results(report),
-        _slices(report), _sustainability(report), provenance, files,
+        _slices(report), _sustainability(report), footprint_section(report), provenance, files,
     ]
     return f"---\n{front_matter}---\n\n" + "\n\n".join(section for section in sections if section) + "\n"

@@ -22,6 +22,8 @@ from workers.engine.energy.meter import EnergyMeter, open_meter
 from workers.engine.energy.payback import payback_section
 from workers.engine.energy.settings import EnergySettings
 from workers.engine.errors import EngineUserError
+from workers.engine.footprint.sections import footprint_sections
+from workers.engine.footprint.settings import FootprintSettings
 from workers.engine.evaluation.data import EvalDataset, load_eval_dataset
 from workers.engine.evaluation.evaluate import PreparedInputs, evaluate_model, prepare_inputs
 from workers.engine.evaluation.latency import latency_batch
@@ -92,6 +94,7 @@ class PipelineRequest(BaseModel):
     output_dir: Path = Field(description="Receives model.zip and report.json.")
     eval: EvalSettings = Field(default_factory=EvalSettings)
     energy: EnergySettings = Field(default_factory=EnergySettings)
+    footprint: FootprintSettings = Field(default_factory=FootprintSettings)
     model_paths: dict[str, Path] = Field(
         default_factory=dict, description="Other uploaded model folders by id, for steps that name one."
     )
@@ -371,6 +374,11 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     del result_runner
     inference = probe.finish()
     energy = meter.report()
+    payback = payback_section(energy, inference, request.energy)
+    water, embodied = footprint_sections(
+        energy, inference, payback, request.energy, request.footprint, request.target.device,
+        time.perf_counter() - started,
+    )
 
     progress("report", _FINISH, 0.0)
     report = Report(
@@ -401,7 +409,9 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         ),
         energy=energy,
         inference=inference,
-        payback=payback_section(energy, inference, request.energy),
+        payback=payback,
+        water=water,
+        embodied=embodied,
         slices=slices,
     )
     pipeline_result = _write_outputs(request, report, package_dir)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.engine.energy.schema import EnergyReport, InferenceEnergyReport, PaybackReport
+from workers.engine.footprint.schema import EmbodiedReport, WaterReport
 
 SCHEMA_VERSION = 1
 _BATCH_KEY = re.compile(r"^batch_\d+$")
@@ -218,6 +219,9 @@ class Report(_Strict):
     energy: EnergyReport
     inference: InferenceEnergyReport
     payback: PaybackReport
+    # Beyond CO2 (workers.engine.footprint.schema); optional, as reports stored before them have none.
+    water: WaterReport | None = None
+    embodied: EmbodiedReport | None = None
 
 
 def compute_ratios(original: ModelSideReport, result: ModelSideReport) -> RatiosReport:

@@ -37,6 +37,7 @@ from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, 
 from app.models import repository as models_repository
 from app.webhooks.destinations import destination_problem
 from app.webhooks.events import record_job_event
+from workers.hardware import hardware_footprint
 from workers.celery_app import RUN_JOB_TASK, celery_app
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.stages import STEP_STAGE
@@ -142,6 +143,20 @@ def energy_settings(settings: Settings, deployment: dict) -> dict:
         if settings.gpu_idle_watts is not None else None,
         "deployment_country": deployment.get("country"),
         "requests_per_day": deployment.get("requests_per_day"),
+    }
+
+
+def footprint_settings(settings: Settings, deployment: dict) -> dict:
+    """The WUE of the worker's data centre and of the deployment, and the worker's hardware footprint."""
+    footprint, error = hardware_footprint(settings)
+    wue_set = "wue_l_per_kwh" in settings.model_fields_set
+    return {
+        "wue_l_per_kwh": settings.wue_l_per_kwh,
+        **({"wue_source": "COMPRESSO_WUE_L_PER_KWH"} if wue_set else {}),
+        "deployment_wue_l_per_kwh": deployment.get("wue_l_per_kwh"),
+        "deployment_wue_source": "the job's deployment.wue_l_per_kwh" if deployment.get("wue_l_per_kwh") is not None else None,
+        "hardware": footprint.model_dump() if footprint else None,
+        "hardware_error": error,
     }
 
 
@@ -327,6 +342,7 @@ def execute_job(job_id: str) -> str:
         "target": claim["target"],
         "eval": claim["evaluation"],
         "energy": energy_settings(settings, claim["deployment"]),
+        "footprint": footprint_settings(settings, claim["deployment"]),
         "dataset_sha256": claim["dataset_sha256"],
         "work_dir": str(work_dir / "scratch"),
         "output_dir": str(work_dir / "output"),

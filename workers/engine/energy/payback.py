@@ -35,6 +35,13 @@ class PerThousand:
         return cls(side.kwh_per_1000_mean, side.kwh_per_1000_std, len(side.runs))
 
 
+def noise_band(before: PerThousand, after: PerThousand) -> float:
+    """NOISE_FACTOR standard errors of the difference of the two means; inf with one run a side."""
+    if before.runs < 2 or after.runs < 2:
+        return math.inf  # one run says nothing about the spread
+    return NOISE_FACTOR * math.sqrt(before.std**2 / before.runs + after.std**2 / after.runs)
+
+
 def resolve_deployment(settings: EnergySettings) -> DeploymentReport:
     """The deployment's grid and PUE default to the worker's own."""
     country = settings.deployment_country or settings.country
@@ -77,10 +84,7 @@ def compute_payback(
             explanation="Inference energy was not measured, so no saving can be computed.", **empty, **common,
         )
     difference = before.mean - after.mean
-    if before.runs < 2 or after.runs < 2:
-        band = math.inf  # one run says nothing about the spread
-    else:
-        band = NOISE_FACTOR * math.sqrt(before.std**2 / before.runs + after.std**2 / after.runs)
+    band = noise_band(before, after)
     measured = {"difference_kwh_per_1000": difference, "noise_band_kwh_per_1000": band if math.isfinite(band) else None}
     if abs(difference) <= band:
         why = f"within the noise band of ±{band:.3g}" if math.isfinite(band) else "but one run per model gives no noise estimate"
