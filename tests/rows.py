@@ -37,5 +37,7 @@ def add_energy_row(job_id: str, stage: str, cpu_kwh: float, ram_kwh: float, co2e
             EnergyRecord(
                 job_id=job_id, stage=stage, duration_s=1.0, cpu_kwh=cpu_kwh, gpu_kwh=0.0, ram_kwh=ram_kwh,
                 energy_kwh=cpu_kwh + ram_kwh, co2e_g=co2e_g, method=values.get("method", "estimated"),
+                water_onsite_l=values.get("water_onsite_l"), water_offsite_l=values.get("water_offsite_l"),
+                embodied_gco2e=values.get("embodied_gco2e"),
             )
         )

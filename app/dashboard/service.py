@@ -113,6 +113,9 @@ class Totals:
     energy_spent_kwh: float
     co2e_spent_g: float
     energy_saved_kwh_per_day: float
+    water_spent_l: float
+    embodied_spent_gco2e: float
+    water_saved_l_per_day: float
 
 
 def _bytes_saved(job: Job) -> int:
@@ -137,6 +140,9 @@ def overview(session: Session, tenant_id: str) -> dict[str, Any]:
             energy_spent_kwh=summary.energy.energy_kwh,
             co2e_spent_g=summary.energy.co2e_g,
             energy_saved_kwh_per_day=summary.projected_savings.kwh_per_day,
+            water_spent_l=summary.energy.water_l,
+            embodied_spent_gco2e=summary.energy.embodied_gco2e,
+            water_saved_l_per_day=summary.projected_savings.water_l_per_day,
         ),
     }
 

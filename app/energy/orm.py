@@ -1,4 +1,4 @@
-"""Energy used by each stage of a job, one row per stage, so totals are a SUM in SQL."""
+"""Energy, water and embodied impact of each stage of a job, one row per stage, so totals are a SUM in SQL."""
 
 from sqlalchemy import Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -23,3 +23,8 @@ class EnergyRecord(IdMixin, CreatedAtMixin, Base):
     energy_kwh: Mapped[float] = mapped_column(Float, nullable=False)
     co2e_g: Mapped[float] = mapped_column(Float, nullable=False)
     method: Mapped[str] = mapped_column(String(20), nullable=False)
+    # The stage's water (on site: cooling; off site: generating its electricity) and the embodied impact
+    # of the hardware it held; NULL for stages recorded before these figures existed.
+    water_onsite_l: Mapped[float | None] = mapped_column(Float)
+    water_offsite_l: Mapped[float | None] = mapped_column(Float)
+    embodied_gco2e: Mapped[float | None] = mapped_column(Float)

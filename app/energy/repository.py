@@ -1,6 +1,7 @@
 """Every query on the energy records table."""
 
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,27 +22,46 @@ def add_all(session: Session, records: list[EnergyRecord]) -> None:
 def totals(
     session: Session, tenant_id: str, since: datetime | None = None, until: datetime | None = None
 ) -> dict[str, float]:
-    """Energy and CO2 summed over the tenant's jobs created in the window."""
+    """Energy, CO2, water and embodied impact summed over the tenant's jobs created in the window."""
     query = select(
         func.coalesce(func.sum(EnergyRecord.cpu_kwh), 0.0),
         func.coalesce(func.sum(EnergyRecord.gpu_kwh), 0.0),
         func.coalesce(func.sum(EnergyRecord.ram_kwh), 0.0),
         func.coalesce(func.sum(EnergyRecord.energy_kwh), 0.0),
         func.coalesce(func.sum(EnergyRecord.co2e_g), 0.0),
+        func.coalesce(func.sum(EnergyRecord.water_onsite_l), 0.0),
+        func.coalesce(func.sum(EnergyRecord.water_offsite_l), 0.0),
+        func.coalesce(func.sum(EnergyRecord.embodied_gco2e), 0.0),
     ).join(Job, Job.id == EnergyRecord.job_id).where(Job.tenant_id == tenant_id)
     if since is not None:
         query = query.where(Job.created_at >= since)
     if until is not None:
         query = query.where(Job.created_at < until)
-    cpu, gpu, ram, energy, co2 = session.execute(query).one()
-    return {"cpu_kwh": cpu, "gpu_kwh": gpu, "ram_kwh": ram, "energy_kwh": energy, "co2e_g": co2}
+    cpu, gpu, ram, energy, co2, onsite, offsite, embodied = session.execute(query).one()
+    return {
+        "cpu_kwh": cpu, "gpu_kwh": gpu, "ram_kwh": ram, "energy_kwh": energy, "co2e_g": co2,
+        "water_onsite_l": onsite, "water_offsite_l": offsite, "water_l": onsite + offsite, "embodied_gco2e": embodied,
+    }
 
 
-def per_job(session: Session, job_ids: list[str]) -> dict[str, tuple[float, float]]:
-    """(energy_kwh, co2e_g) of each job that has energy records."""
+class JobFootprint(NamedTuple):
+    energy_kwh: float
+    co2e_g: float
+    water_l: float | None
+    embodied_gco2e: float | None
+
+
+def per_job(session: Session, job_ids: list[str]) -> dict[str, JobFootprint]:
+    """What each job that has energy records used; water and embodied are None for older records."""
     query = (
-        select(EnergyRecord.job_id, func.sum(EnergyRecord.energy_kwh), func.sum(EnergyRecord.co2e_g))
+        select(
+            EnergyRecord.job_id,
+            func.sum(EnergyRecord.energy_kwh),
+            func.sum(EnergyRecord.co2e_g),
+            func.sum(EnergyRecord.water_onsite_l + EnergyRecord.water_offsite_l),
+            func.sum(EnergyRecord.embodied_gco2e),
+        )
         .where(EnergyRecord.job_id.in_(job_ids))
         .group_by(EnergyRecord.job_id)
     )
-    return {job_id: (energy, co2) for job_id, energy, co2 in session.execute(query)}
+    return {job_id: JobFootprint(*figures) for job_id, *figures in session.execute(query)}

@@ -38,6 +38,13 @@ class DatabaseCollector(Collector):
                     func.sum(EnergyRecord.co2e_g),
                 ).group_by(EnergyRecord.method)
             ).all()
+            water_onsite, water_offsite, embodied = session.execute(
+                select(
+                    func.coalesce(func.sum(EnergyRecord.water_onsite_l), 0.0),
+                    func.coalesce(func.sum(EnergyRecord.water_offsite_l), 0.0),
+                    func.coalesce(func.sum(EnergyRecord.embodied_gco2e), 0.0),
+                )
+            ).one()
 
         jobs = GaugeMetricFamily("compresso_jobs", "Jobs by status.", labels=["status"])
         for status in JOB_STATUSES:
@@ -63,6 +70,20 @@ class DatabaseCollector(Collector):
             co2.add_metric([method], grams or 0.0)
         yield energy_kwh
         yield co2
+
+        water = CounterMetricFamily(
+            "compresso_job_water_litres",
+            "Water of compression jobs: on site (cooling, energy x WUE) and off site (generating their electricity).",
+            labels=["site"],
+        )
+        water.add_metric(["onsite"], water_onsite)
+        water.add_metric(["offsite"], water_offsite)
+        yield water
+        yield CounterMetricFamily(
+            "compresso_job_embodied_gco2e",
+            "Embodied CO2e (hardware manufacture, amortised over its lifetime) of the time compression jobs held it.",
+            value=embodied,
+        )
 
 
 registry.register(DatabaseCollector())

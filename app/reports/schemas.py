@@ -11,6 +11,10 @@ class EnergyTotals(BaseModel):
     ram_kwh: float
     energy_kwh: float
     co2e_g: float
+    water_onsite_l: float = Field(description="Cooling water at the workers' data centre (energy x WUE).")
+    water_offsite_l: float = Field(description="Water consumed generating the jobs' electricity.")
+    water_l: float
+    embodied_gco2e: float = Field(description="Manufacture of the hardware the jobs held, amortised (Boavizta).")
 
 
 class JobPayback(BaseModel):
@@ -27,6 +31,14 @@ class JobPayback(BaseModel):
     break_even_inferences: float | None
     break_even_days: float | None
     requests_per_day: float | None
+    water_l: float | None = Field(description="The job's own water, on and off site; null before it was recorded.")
+    embodied_gco2e: float | None
+    water_verdict: str | None
+    water_saving_l_per_million: float | None
+    water_break_even_inferences: float | None
+    embodied_verdict: str | None
+    embodied_saving_gco2e_per_million: float | None
+    embodied_break_even_inferences: float | None
 
 
 class ProjectedSavings(BaseModel):
@@ -35,6 +47,11 @@ class ProjectedSavings(BaseModel):
     co2e_g_per_day: float
     kwh_per_year: float
     co2e_kg_per_year: float
+    water_jobs_counted: int = Field(description="Succeeded jobs with a measurable water saving and a stated rate.")
+    water_l_per_day: float
+    water_l_per_year: float
+    embodied_jobs_counted: int
+    embodied_gco2e_per_day: float
 
 
 class Summary(BaseModel):

@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from app.db.base import as_utc
 from app.energy import repository as energy_repository
+from app.energy.repository import JobFootprint
 from app.jobs import repository as jobs_repository
 from app.jobs.orm import JOB_STATUSES, SUCCEEDED
 from app.reports.schemas import EnergyTotals, JobPayback, ProjectedSavings, Summary
@@ -13,16 +14,19 @@ from app.reports.schemas import EnergyTotals, JobPayback, ProjectedSavings, Summ
 DAYS_PER_YEAR = 365
 
 
-def _job_payback(job, energy: tuple[float, float] | None) -> JobPayback:  # noqa: ANN001
-    payback = (job.report or {}).get("payback") or {}
+def _job_payback(job, used: JobFootprint | None) -> JobPayback:  # noqa: ANN001
+    report = job.report or {}
+    payback = report.get("payback") or {}
     deployment = payback.get("deployment") or {}
+    water = (report.get("water") or {}).get("payback") or {}
+    embodied = (report.get("embodied") or {}).get("payback") or {}
     return JobPayback(
         id=job.id,
         name=job.name,
         status=job.status,
         created_at=job.created_at,
-        energy_kwh=energy[0] if energy else None,
-        co2e_g=energy[1] if energy else None,
+        energy_kwh=used.energy_kwh if used else None,
+        co2e_g=used.co2e_g if used else None,
         measurable=payback.get("measurable"),
         verdict=payback.get("verdict"),
         saving_kwh_per_million=payback.get("saving_kwh_per_million"),
@@ -30,15 +34,34 @@ def _job_payback(job, energy: tuple[float, float] | None) -> JobPayback:  # noqa
         break_even_inferences=payback.get("break_even_inferences"),
         break_even_days=payback.get("break_even_days"),
         requests_per_day=deployment.get("requests_per_day"),
+        water_l=used.water_l if used else None,
+        embodied_gco2e=used.embodied_gco2e if used else None,
+        water_verdict=water.get("verdict"),
+        water_saving_l_per_million=water.get("saving_per_million"),
+        water_break_even_inferences=water.get("break_even_inferences"),
+        embodied_verdict=embodied.get("verdict"),
+        embodied_saving_gco2e_per_million=embodied.get("saving_per_million"),
+        embodied_break_even_inferences=embodied.get("break_even_inferences"),
     )
+
+
+def _per_day(rows: list[JobPayback], saving: str, verdict: str) -> tuple[int, float]:
+    """(jobs counted, saving per day) over succeeded jobs whose saving in this unit is measurable ("saves")
+    and whose deployment states a request rate."""
+    counted = [
+        row for row in rows
+        if row.status == SUCCEEDED and getattr(row, verdict) == "saves" and row.requests_per_day
+        and getattr(row, saving) is not None
+    ]
+    return len(counted), sum(getattr(row, saving) * row.requests_per_day / 1e6 for row in counted)
 
 
 def summary(session: Session, tenant_id: str, since: datetime | None, until: datetime | None) -> Summary:
     """For one tenant's jobs."""
     since, until = as_utc(since), as_utc(until)
     jobs = jobs_repository.created_between(session, tenant_id, since, until)
-    energy = energy_repository.per_job(session, [job.id for job in jobs])
-    rows = [_job_payback(job, energy.get(job.id)) for job in jobs]
+    used = energy_repository.per_job(session, [job.id for job in jobs])
+    rows = [_job_payback(job, used.get(job.id)) for job in jobs]
     counted = [
         row
         for row in rows
@@ -46,6 +69,8 @@ def summary(session: Session, tenant_id: str, since: datetime | None, until: dat
     ]
     kwh_per_day = sum(row.saving_kwh_per_million * row.requests_per_day / 1e6 for row in counted)
     co2_per_day = sum((row.saving_co2e_g_per_million or 0.0) * row.requests_per_day / 1e6 for row in counted)
+    water_jobs, water_per_day = _per_day(rows, "water_saving_l_per_million", "water_verdict")
+    embodied_jobs, embodied_per_day = _per_day(rows, "embodied_saving_gco2e_per_million", "embodied_verdict")
     by_status = dict.fromkeys(JOB_STATUSES, 0)
     for job in jobs:
         by_status[job.status] += 1
@@ -60,6 +85,11 @@ def summary(session: Session, tenant_id: str, since: datetime | None, until: dat
             co2e_g_per_day=co2_per_day,
             kwh_per_year=kwh_per_day * DAYS_PER_YEAR,
             co2e_kg_per_year=co2_per_day * DAYS_PER_YEAR / 1000,
+            water_jobs_counted=water_jobs,
+            water_l_per_day=water_per_day,
+            water_l_per_year=water_per_day * DAYS_PER_YEAR,
+            embodied_jobs_counted=embodied_jobs,
+            embodied_gco2e_per_day=embodied_per_day,
         ),
         jobs=rows,
     )

@@ -10,8 +10,14 @@ from tests.rows import add_energy_row, add_job_row, add_model_row
 NOW = datetime.now(UTC)
 
 
+def unit_payback(verdict: str, saving: float | None) -> dict:
+    return {"payback": {"verdict": verdict, "saving_per_million": saving, "break_even_inferences": 500.0}}
+
+
 def payback(measurable: bool, saving_kwh: float | None, saving_g: float | None, rate: float | None) -> dict:
     return {
+        "water": unit_payback("saves" if measurable else "no measurable saving", 3.0 if measurable else None),
+        "embodied": unit_payback("saves" if measurable else "no measurable saving", 0.2 if measurable else None),
         "payback": {
             "measurable": measurable,
             "verdict": "saves energy" if measurable else "no measurable saving",
@@ -35,8 +41,10 @@ def jobs(client):
                         report=payback(False, None, None, 5_000))
     failed = add_job_row(model_id, status="failed", created_at=NOW - timedelta(hours=3))
     add_energy_row(old, "load", cpu_kwh=0.001, ram_kwh=0.0005, co2e_g=0.6)
-    add_energy_row(recent, "load", cpu_kwh=0.002, ram_kwh=0.001, co2e_g=1.2)
-    add_energy_row(recent, "step_1.quantize", cpu_kwh=0.004, ram_kwh=0.001, co2e_g=2.0)
+    add_energy_row(recent, "load", cpu_kwh=0.002, ram_kwh=0.001, co2e_g=1.2,
+                   water_onsite_l=0.01, water_offsite_l=0.02, embodied_gco2e=0.5)
+    add_energy_row(recent, "step_1.quantize", cpu_kwh=0.004, ram_kwh=0.001, co2e_g=2.0,
+                   water_onsite_l=0.03, water_offsite_l=0.04, embodied_gco2e=1.5)
     add_energy_row(noisy, "load", cpu_kwh=0.0001, ram_kwh=0.0001, co2e_g=0.1)
     return {"old": old, "recent": recent, "noisy": noisy, "failed": failed}
 
@@ -58,6 +66,18 @@ def test_summary_of_all_jobs(client, jobs):
     assert by_id[jobs["noisy"]]["verdict"] == "no measurable saving"
     assert by_id[jobs["recent"]]["energy_kwh"] == pytest.approx(0.008)
     assert by_id[jobs["failed"]]["energy_kwh"] is None
+    # Water and embodied impact: summed from the stage rows; rows from before them count as nothing.
+    assert body["energy"]["water_onsite_l"] == pytest.approx(0.04)
+    assert body["energy"]["water_l"] == pytest.approx(0.1)
+    assert body["energy"]["embodied_gco2e"] == pytest.approx(2.0)
+    assert by_id[jobs["recent"]]["water_l"] == pytest.approx(0.1)
+    assert by_id[jobs["recent"]]["embodied_gco2e"] == pytest.approx(2.0)
+    assert by_id[jobs["old"]]["water_l"] is None
+    assert by_id[jobs["recent"]]["water_verdict"] == "saves"
+    # 3 L/M at 1M/day + 3 L/M at 2M/day; 0.2 g/M likewise.
+    assert savings["water_jobs_counted"] == 2 and savings["water_l_per_day"] == pytest.approx(9.0)
+    assert savings["water_l_per_year"] == pytest.approx(9.0 * 365)
+    assert savings["embodied_gco2e_per_day"] == pytest.approx(0.6)
 
 
 def test_summary_time_window(client, jobs):
@@ -86,6 +106,9 @@ def test_metrics_report_jobs_energy_and_uploads(client, jobs, tiny_encoder_zip):
     assert "compresso_job_duration_seconds_count" in text
     cpu = metric_value(text, 'compresso_job_energy_kwh_total{component="cpu",method="estimated"}')
     assert cpu == pytest.approx(0.001 + 0.002 + 0.004 + 0.0001)
+    assert metric_value(text, 'compresso_job_water_litres_total{site="onsite"}') == pytest.approx(0.04)
+    assert metric_value(text, 'compresso_job_water_litres_total{site="offsite"}') == pytest.approx(0.06)
+    assert metric_value(text, "compresso_job_embodied_gco2e_total") == pytest.approx(2.0)
     assert upload_bytes_total(text) - before >= tiny_encoder_zip.stat().st_size
 
 

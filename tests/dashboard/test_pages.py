@@ -61,6 +61,50 @@ def test_job_page_shows_the_report_tables_and_charts(client, finished_job):  # n
     assert 'id="cancel"' not in html  # finished jobs cannot be cancelled
 
 
+def _with_footprint(report: dict) -> dict:
+    """The report with water and embodied sections computed by the engine from its own energy sections."""
+    from workers.engine.energy.schema import EnergyReport, InferenceEnergyReport, PaybackReport
+    from workers.engine.energy.settings import EnergySettings
+    from workers.engine.footprint.hardware import HardwareFootprint, HardwareSpec, ProbedComponent
+    from workers.engine.footprint.sections import footprint_sections
+    from workers.engine.footprint.settings import FootprintSettings
+
+    hourly = {"gwp": {"value": 0.01, "min": 0.01, "max": 0.01}}
+    hardware = HardwareFootprint(
+        spec=HardwareSpec(cpu_name="test", visible_threads=2, ram_gb=8), tool="boaviztapi", tool_version="test",
+        lifetime_hours=35040, lifetime_source="test",
+        components=[ProbedComponent(component="ram", description="8 GB of RAM", per_hour=hourly, assumptions={},
+                                    warnings=[])],
+    )
+    water, embodied = footprint_sections(
+        EnergyReport.model_validate(report["energy"]), InferenceEnergyReport.model_validate(report["inference"]),
+        PaybackReport.model_validate(report["payback"]), EnergySettings(country="DEU"),
+        FootprintSettings(hardware=hardware), "cpu", 10.0,
+    )
+    return report | {"water": water.model_dump(), "embodied": embodied.model_dump()}
+
+
+def test_job_page_shows_water_and_embodied_impact(client):  # noqa: F811
+    report = _with_footprint(copy.deepcopy(REPORT))
+    job_id = add_job_row(add_model_row(), status="succeeded", progress=1.0, stage="done", report=report)
+    html = client.get(f"/jobs/{job_id}").text
+    section = html.split('id="footprint-heading"', 1)[1].split("</section>", 1)[0]
+    assert f"{report['water']['total']['water_l']:.3g} L" in section
+    assert f"{report['embodied']['total']['gwp_g']:.3g} g CO2e" in section
+    assert report["water"]["payback"]["verdict"] in section and "8 GB of RAM" in section
+    assert "grid DEU" in section
+    bare = client.get(f"/jobs/{add_job_row(add_model_row(), status='succeeded', report=REPORT)}").text
+    assert 'id="footprint-heading"' not in bare  # a report from before these sections
+
+
+def test_overview_shows_water_and_embodied_totals(client):  # noqa: F811
+    job_id = add_job_row(add_model_row(), status="succeeded", report=REPORT)
+    add_energy_row(job_id, "load", cpu_kwh=0.001, ram_kwh=0.0, co2e_g=0.4, water_onsite_l=0.25, water_offsite_l=0.5,
+                   embodied_gco2e=1.5)
+    html = client.get("/").text
+    assert 'id="total-water">0.75 L<' in html and 'id="total-embodied">1.5 g CO2e<' in html
+
+
 def test_running_job_page_watches_the_job(client):  # noqa: F811
     job_id = add_job_row(add_model_row(), status="running", progress=0.4, stage="evaluate_original")
     html = client.get(f"/jobs/{job_id}").text

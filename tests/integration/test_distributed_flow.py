@@ -218,13 +218,14 @@ def test_sustainability_report_end_to_end(service, eval_dataset, tmp_path):
     dataset = harness.upload(client, "/v1/datasets", eval_dataset, "eval")
     body = {
         "model_id": model["id"], "dataset_id": dataset["id"], "recipe": QUANTIZE, "device": "cpu",
-        "deployment": {"country": "DEU", "requests_per_day": 1_000_000},
+        "deployment": {"country": "DEU", "requests_per_day": 1_000_000, "wue_l_per_kwh": 0.2},
     }
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     job = harness.wait_for_status(client, response.json()["id"], harness.FINISHED)
     assert job["status"] == "succeeded", job
     report = client.get(f"/v1/jobs/{job['id']}/report").json()
+    water, embodied = report["water"], report["embodied"]
 
     energy = report["energy"]
     assert energy["method"] == "estimated"
@@ -235,11 +236,31 @@ def test_sustainability_report_end_to_end(service, eval_dataset, tmp_path):
     assert report["slices"]["source"] == "slice"
     assert {s["name"] for s in report["slices"]["slices"]} == {"weather", "sports", "finance", "travel"}
 
+    # Water and embodied impact, with their methods, stage by stage like the energy.
+    assert [s["stage"] for s in water["stages"]] == [s["stage"] for s in stages] == [s["stage"] for s in embodied["stages"]]
+    assert water["total"]["water_l"] == pytest.approx(sum(s["water_l"] for s in water["stages"])) and water["total"]["water_l"] > 0
+    assert water["worker"]["wue_l_per_kwh"] == 1.8 and "Shehabi" in water["worker"]["wue_source"]
+    assert water["inference"]["deployment"]["wue_l_per_kwh"] == 0.2
+    assert water["inference"]["deployment"]["country"] == "DEU" and "Li et al." in water["formula"]
+    assert embodied["method"] == "estimated", embodied["error"]
+    assert embodied["total"]["gwp_g"] == pytest.approx(sum(s["gwp_g"] for s in embodied["stages"]))
+    assert embodied["total"]["gwp_g"] > 0
+    assert embodied["inputs"]["tool"] == "boaviztapi" and {"cpu", "ram"} <= {
+        c["component"] for c in embodied["inputs"]["components"]
+    }
+    for unit in (water, embodied):
+        assert unit["payback"]["verdict"] in ("saves", "costs more", "no measurable saving")
+
     summary = client.get("/v1/reports/summary").json()
     mine = next(row for row in summary["jobs"] if row["id"] == job["id"])
     assert mine["energy_kwh"] == pytest.approx(energy["total"]["energy_kwh"])
     assert mine["co2e_g"] == pytest.approx(energy["total"]["co2e_g"])
-    assert 'compresso_jobs{status="succeeded"}' in client.get("/metrics").text
+    assert mine["water_l"] == pytest.approx(water["total"]["water_l"])
+    assert mine["embodied_gco2e"] == pytest.approx(embodied["total"]["gwp_g"])
+    assert mine["water_verdict"] == water["payback"]["verdict"]
+    metrics = client.get("/metrics").text
+    assert 'compresso_jobs{status="succeeded"}' in metrics
+    assert 'compresso_job_water_litres_total{site="onsite"}' in metrics and "compresso_job_embodied_gco2e_total" in metrics
 
     artifact = next(a for a in job["artifacts"] if a["kind"] == "model")
     with zipfile.ZipFile(harness.download(client, artifact, tmp_path / "model.zip")) as zipped:
@@ -249,6 +270,7 @@ def test_sustainability_report_end_to_end(service, eval_dataset, tmp_path):
     assert set(emissions) >= {"emissions", "source", "training_type", "geographical_location", "hardware_used"}
     assert emissions["emissions"] == pytest.approx(energy["total"]["co2e_g"])
     assert dataset["sha256"] in card
+    assert "## Water and embodied impact" in card and "boaviztapi" in card
 
 
 def test_unknown_deployment_country_is_422(service, tmp_path):

@@ -160,10 +160,16 @@ def footprint_settings(settings: Settings, deployment: dict) -> dict:
     }
 
 
+def _by_stage(section: dict | None) -> dict[str, dict]:
+    return {stage["stage"]: stage for stage in (section or {}).get("stages", [])}
+
+
 def _energy_records(job_id: str, report: dict) -> list[EnergyRecord]:
+    water, embodied = _by_stage(report.get("water")), _by_stage(report.get("embodied"))
     records = []
     for stage in report.get("energy", {}).get("stages", []):
         step = STEP_STAGE.fullmatch(stage["stage"])
+        stage_water, stage_embodied = water.get(stage["stage"], {}), embodied.get(stage["stage"], {})
         records.append(
             EnergyRecord(
                 job_id=job_id,
@@ -172,6 +178,9 @@ def _energy_records(job_id: str, report: dict) -> list[EnergyRecord]:
                 technique=step["technique"] if step else None,
                 **{field: stage[field] for field in ENERGY_FIELDS},
                 method=stage["method"],
+                water_onsite_l=stage_water.get("onsite_l"),
+                water_offsite_l=stage_water.get("offsite_l"),
+                embodied_gco2e=stage_embodied.get("gwp_g"),
             )
         )
     return records
