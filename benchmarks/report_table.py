@@ -52,3 +52,32 @@ def print_energy_report(report: dict) -> None:
     print(f"Payback: {payback['verdict']} (difference {payback['difference_kwh_per_1000']:.3e}, "
           f"noise band {payback['noise_band_kwh_per_1000']:.1e} kWh/1000); N* = {payback['break_even_inferences']}")
     print(f"  {payback['explanation']}")
+
+
+def print_footprint_report(report: dict) -> None:
+    """The job's water and embodied impact, per 1,000 inferences before and after, and their paybacks."""
+    water, embodied = report["water"], report["embodied"]
+    worker = water["worker"]
+    print(f"\nWater (WUE {worker['wue_l_per_kwh']} L/kWh on site; grid {worker['country'] or 'world'} "
+          f"{worker['water_intensity_l_per_kwh']:.3g} L/kWh off site): job {water['total']['water_l']:.3e} L "
+          f"({water['total']['onsite_l']:.3e} on site, {water['total']['offsite_l']:.3e} off site)")
+    for side in ("original", "result"):
+        figures = water["inference"][side]
+        if figures:
+            print(f"  {side:<8} {figures['water_l']:.3e} L per 1000 inferences")
+    print(f"  payback: {water['payback']['explanation']}")
+    if embodied["method"] != "estimated":
+        print(f"Embodied: {embodied['method']} ({embodied['error']})")
+        return
+    inputs = embodied["inputs"]
+    print(f"Embodied ({inputs['tool']} {inputs['tool_version']}, lifetime {inputs['lifetime_hours']:,.0f} h): "
+          f"job {embodied['total']['gwp_g']:.3e} g CO2e over {embodied['total']['duration_s']:.1f} s; "
+          f"{inputs['per_hour']['gwp_g']:.3g} g CO2e per job-hour")
+    for component in inputs["components"]:
+        print(f"  {component['description']:<28} share {component['share']:.3g} ({component['share_reason']}): "
+              f"{component['per_hour_whole']['gwp_g']:.3g} g CO2e/h whole")
+    for side in ("original", "result"):
+        figures = embodied["inference"][side]
+        if figures:
+            print(f"  {side:<8} {figures['gwp_g']:.3e} g CO2e per 1000 inferences ({figures['seconds']:.2f} s)")
+    print(f"  payback: {embodied['payback']['explanation']}")

@@ -81,6 +81,9 @@ class _Probe:
         except (BoaviztaError, OSError, ValueError) as exc:
             self.error = f"the worker could not compute its hardware footprint: {exc}"
             logger.warning("%s", self.error)
+        except Exception as exc:  # noqa: BLE001 - the footprint is informative: jobs run without it and say why
+            self.error = f"the worker could not describe its hardware: {exc!r}"
+            logger.warning("%s", self.error)
         finally:
             self.done.set()
 
