@@ -109,9 +109,8 @@ def check_worker_settings() -> None:
 
 
 def run_worker(queues: str, concurrency: int) -> None:
-    from workers.celery_app import celery_app
-
     from workers import hardware
+    from workers.celery_app import WEBHOOK_QUEUE, celery_app
 
     check_worker_settings()
     os.environ["COMPRESSO_WORKER_QUEUES"] = queues  # for its heartbeat row (workers.node_heartbeat)
@@ -123,16 +122,15 @@ def run_worker(queues: str, concurrency: int) -> None:
         concurrency = 1
         options = ["--hostname", f"gpu{device}@%h"]
     os.environ[hardware.JOBS_AT_ONCE] = str(concurrency)
-    # Boavizta takes a second or two: it runs while Celery starts, and the first job waits for it if need be.
-    hardware.start_probe(get_settings())
+    if set(queues.split(",")) - {WEBHOOK_QUEUE}:
+        # Boavizta takes a second or two: it runs while Celery starts; the first job waits for it if need be.
+        hardware.start_probe(get_settings())
     # Threads, not processes: each job runs the engine in a child process of its own, so the
     # worker only supervises, and a shutdown signal reaches the supervising threads directly.
     celery_app.worker_main(
         ["worker", "--queues", queues, "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO",
          *options]
     )
-
-
 
 
 def _pin_gpu_workers(queues: str) -> str | None:

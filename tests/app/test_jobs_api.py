@@ -158,6 +158,16 @@ def test_nan_and_infinity_in_a_job_are_refused(client, tiny_encoder_zip):
         assert response.json()["errors"][0]["loc"] == value
 
 
+def test_a_negative_deployment_wue_is_refused(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    response = client.post("/v1/jobs", json={
+        "model_id": model_id, "recipe": QUANTIZE, "deployment": {"wue_l_per_kwh": -0.5},
+    })
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["body", "deployment", "wue_l_per_kwh"] and "greater than or equal to 0" in error["msg"]
+
+
 def test_huge_epochs_or_steps_are_refused(client, tiny_encoder_zip):
     model_id = upload(client, tiny_encoder_zip).json()["id"]
     for params, field in (({"student_depth": 0.5, "epochs": 10**9}, "epochs"),

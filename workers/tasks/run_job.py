@@ -37,10 +37,10 @@ from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, 
 from app.models import repository as models_repository
 from app.webhooks.destinations import destination_problem
 from app.webhooks.events import record_job_event
-from workers.hardware import hardware_footprint
 from workers.celery_app import RUN_JOB_TASK, celery_app
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.stages import STEP_STAGE
+from workers.hardware import hardware_footprint
 from workers.tasks.engine_process import EngineOutcome, run_engine
 from workers.tasks.log_shipper import LogShipper
 from workers.tasks.mlflow_run import log_job_run
@@ -149,12 +149,13 @@ def energy_settings(settings: Settings, deployment: dict) -> dict:
 def footprint_settings(settings: Settings, deployment: dict) -> dict:
     """The WUE of the worker's data centre and of the deployment, and the worker's hardware footprint."""
     footprint, error = hardware_footprint(settings)
-    wue_set = "wue_l_per_kwh" in settings.model_fields_set
+    deployment_wue = deployment.get("wue_l_per_kwh")
     return {
         "wue_l_per_kwh": settings.wue_l_per_kwh,
-        **({"wue_source": "COMPRESSO_WUE_L_PER_KWH"} if wue_set else {}),
-        "deployment_wue_l_per_kwh": deployment.get("wue_l_per_kwh"),
-        "deployment_wue_source": "the job's deployment.wue_l_per_kwh" if deployment.get("wue_l_per_kwh") is not None else None,
+        # The default's own source (FootprintSettings) stands unless the operator set the figure.
+        **({"wue_source": "COMPRESSO_WUE_L_PER_KWH"} if "wue_l_per_kwh" in settings.model_fields_set else {}),
+        "deployment_wue_l_per_kwh": deployment_wue,
+        "deployment_wue_source": None if deployment_wue is None else "the job's deployment.wue_l_per_kwh",
         "hardware": footprint.model_dump() if footprint else None,
         "hardware_error": error,
     }
