@@ -61,6 +61,8 @@ def test_the_run_and_the_registered_model_read_back_with_mlflow(service, trackin
     assert run.data.metrics["result.size_bytes"] == report["result"]["size_bytes"]
     assert run.data.metrics["original.size_bytes"] == report["original"]["size_bytes"]
     assert run.data.metrics["fidelity.cosine_mean"] == pytest.approx(report["fidelity"]["metrics"]["cosine_mean"])
+    assert run.data.metrics["job.water_l"] == pytest.approx(report["water"]["total"]["water_l"])
+    assert run.data.metrics["job.embodied_gco2e"] == pytest.approx(report["embodied"]["total"]["gwp_g"])
     assert {"model.zip", "report.json"} <= {artifact.path for artifact in reader.list_artifacts(run.info.run_id)}
     # Next to the database, not in ./mlruns of whatever directory the worker runs in.
     store_dir = tracking_uri.removeprefix("sqlite:///").rsplit("/", 1)[0]

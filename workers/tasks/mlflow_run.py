@@ -74,6 +74,12 @@ def report_metrics(report: dict[str, Any]) -> dict[str, float]:
     for side in ("original", "result"):
         add(f"{side}.inference_kwh_per_1000", ((report.get("inference") or {}).get(side) or {}).get("kwh_per_1000_mean"))
     add("payback.break_even_inferences", (report.get("payback") or {}).get("break_even_inferences"))
+    water, embodied = report.get("water") or {}, report.get("embodied") or {}
+    add("job.water_l", (water.get("total") or {}).get("water_l"))
+    add("job.embodied_gco2e", (embodied.get("total") or {}).get("gwp_g"))
+    for side in ("original", "result"):
+        add(f"{side}.water_l_per_1000", ((water.get("inference") or {}).get(side) or {}).get("water_l"))
+        add(f"{side}.embodied_gco2e_per_1000", ((embodied.get("inference") or {}).get(side) or {}).get("gwp_g"))
     return metrics
 
 
