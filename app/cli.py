@@ -111,7 +111,11 @@ def check_worker_settings() -> None:
 def run_worker(queues: str, concurrency: int) -> None:
     from workers import hardware
     from workers.celery_app import WEBHOOK_QUEUE, celery_app
+    from workers.parent_death import die_with_parent
 
+    # Started by `serve` or a gpu supervisor: a warm shutdown (the job goes back on the queue) when
+    # that parent dies, however it dies. A worker started on its own names no parent and is left be.
+    die_with_parent(signal.SIGTERM)
     check_worker_settings()
     os.environ["COMPRESSO_WORKER_QUEUES"] = queues  # for its heartbeat row (workers.node_heartbeat)
     options = []
@@ -169,7 +173,7 @@ def _pin_gpu_workers(queues: str) -> str | None:
 def _supervise(workers: list["EmbeddedWorker"]) -> None:
     """Runs the workers until SIGTERM or SIGINT, then stops them all (each puts its job back)."""
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     for worker in workers:
         worker.start()
@@ -199,10 +203,13 @@ class EmbeddedWorker:
     """The worker process that `serve` runs beside the API, restarted if it dies on its own."""
 
     def __init__(self, queues: str, concurrency: int = 1, env: dict[str, str] | None = None):
+        from workers.parent_death import PARENT_PID
+
         self.command = [
             sys.executable, "-m", "app.cli", "worker", "--queues", queues, "--concurrency", str(concurrency)
         ]
-        self.env = {**os.environ, **env} if env else None
+        # The worker dies with this process (workers.parent_death), even when this one is SIGKILLed.
+        self.env = {**os.environ, **(env or {}), PARENT_PID: str(os.getpid())}
         self.process: subprocess.Popen | None = None
         self.stopping = threading.Event()
 
@@ -264,11 +271,27 @@ def serve(host: str, port: int) -> None:
     for worker in workers:
         worker.start()
     logger.info("compresso is serving on http://%s:%d (data in %s)", host, port, settings.data_dir)
+    _stop_like_ctrl_c()
     try:
         run_api(host, port)
     finally:
         for worker in workers:
             worker.stop()
+
+
+def _stop_like_ctrl_c() -> None:
+    """SIGTERM (systemd, `docker stop`, a CI runner) and SIGHUP (a closed terminal) stop `serve` as
+    Ctrl-C does: the API shuts down, then the `finally` above stops the workers.
+
+    uvicorn handles SIGTERM during its run, then restores the handler it found and raises the signal
+    again: with the default handler the process would die there, before stopping its workers. This
+    handler turns it into SystemExit, which unwinds through that `finally`. SIGHUP, which uvicorn does
+    not handle, is passed on as SIGTERM so that the API shuts down gracefully first."""
+    def exit_now(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_now)
+    signal.signal(signal.SIGHUP, lambda *_: signal.raise_signal(signal.SIGTERM))
 
 
 def unpack(source: Path, out_dir: Path, force: bool) -> int:

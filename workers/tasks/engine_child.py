@@ -1,27 +1,14 @@
-"""Entry point of the engine child process: dies with its worker, then runs `python -m workers.engine`.
-
-Linux's PR_SET_PDEATHSIG is used because no library offers "kill the child if the parent dies";
-without it a SIGKILLed worker would leave an orphan engine burning CPU on a job that is redelivered.
+"""Entry point of the engine child process: dies with its worker (workers.parent_death), then runs
+`python -m workers.engine`.
 """
 
-import ctypes
 import os
 import runpy
 import signal
 import sys
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    parent = int(os.environ.get("COMPRESSO_PARENT_PID", "0"))
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    # The parent may have died before prctl ran; then nobody is waiting for this job.
-    if parent and os.getppid() != parent:
-        sys.exit(3)
+from workers.parent_death import die_with_parent
 
 
 AUTOGROUP = Path("/proc/self/autogroup")
@@ -45,7 +32,7 @@ def lower_priority() -> None:
 
 
 if __name__ == "__main__":
-    die_with_parent()
+    die_with_parent(signal.SIGKILL)
     lower_priority()
     sys.argv[0] = "workers.engine"
     runpy.run_module("workers.engine", run_name="__main__", alter_sys=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.tasks.time_limits import Deadlines
+from workers.parent_death import PARENT_PID
 
 STDERR_TAIL_CHARS = 4000
 
@@ -71,7 +72,7 @@ def run_engine(
     """
     command = [sys.executable, "-m", "workers.tasks.engine_child", "run", "--spec", str(spec_path)]
     env = {
-        **os.environ, "COMPRESSO_PARENT_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1",
+        **os.environ, PARENT_PID: str(os.getpid()), "PYTHONUNBUFFERED": "1",
         "COMPRESSO_ENGINE_NICE": str(nice),
     }
     with log_path.open("wb") as stderr:
