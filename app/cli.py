@@ -98,7 +98,8 @@ def load_settings() -> Settings:
 
 
 def check_worker_settings() -> None:
-    """Fails at start, not on the first job, when the grid country is not in the bundled table."""
+    """Fails at start, not on the first job, when the grid country is not in the bundled table or the
+    storage bucket cannot be reached."""
     from workers.engine.energy.intensity import carbon_intensity
     from workers.engine.errors import EngineUserError
 
@@ -106,6 +107,13 @@ def check_worker_settings() -> None:
         carbon_intensity(get_settings().carbon_country)
     except EngineUserError as exc:
         raise SystemExit(f"COMPRESSO_CARBON_COUNTRY: {exc}") from exc
+    from app.core.object_storage import StorageConfigError
+    from app.core.storage import check_storage
+
+    try:
+        check_storage(get_settings())
+    except StorageConfigError as exc:
+        raise SystemExit(f"COMPRESSO_STORAGE_URL: {exc}") from exc
 
 
 def run_worker(queues: str, concurrency: int) -> None:

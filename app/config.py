@@ -69,6 +69,23 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL. Empty: a SQLite file under data_dir.")
     broker_url: str = Field("", description="Celery broker URL. Empty: kombu's SQLAlchemy transport on SQLite.")
     storage_dir: Path | None = Field(None, description="Artifact directory. Empty: data_dir/storage.")
+    storage_url: str | None = Field(
+        None, pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+        description="s3://bucket/prefix: keep models, datasets and artifacts in an S3-compatible bucket instead of "
+        "storage_dir (credentials and region from the usual AWS_* variables). Empty: the local directory.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="The S3 API's address for MinIO, Ceph RGW, R2 or another S3-compatible store. Empty: AWS."
+    )
+    storage_presign: bool = Field(
+        False, description="Downloads answer 307 to a presigned bucket URL instead of streaming through the API."
+    )
+    storage_presign_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600, description="How long a presigned URL works.")
+    storage_cache_bytes: int = Field(
+        20 * GiB, gt=0,
+        description="With a bucket: how much of it each host keeps in its local cache (data_dir/object-storage), "
+        "least recently used out first. Hold the models of the jobs that run at once.",
+    )
     auto_device: Literal["cpu", "cuda"] = Field(
         "cpu", description='Where a job asking for device "auto" runs; set "cuda" where GPU workers exist.'
     )

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.artifacts.router import router as artifacts_router
 from app.config import get_settings
 from app.core.errors import AppError
-from app.core.storage import get_storage
+from app.core.storage import check_storage, storage_for
 from app.db.session import session_scope
 from app.maintenance.sweep import sweep_orphans
 from app.core.problems import app_error_response, problem_response, problem_responses, use_problem_media_type
@@ -105,7 +105,7 @@ def startup_sweep() -> None:
     settings = get_settings()
     try:
         with session_scope() as session:
-            sweep_orphans(session, get_storage(settings.storage_dir), settings.orphan_idle_seconds)
+            sweep_orphans(session, storage_for(settings), settings.orphan_idle_seconds)
     except Exception:  # noqa: BLE001 - e.g. the database is down: the next start sweeps
         logger.warning("the startup sweep failed", exc_info=True)
 
@@ -120,6 +120,7 @@ def keep_startup_objects_out_of_collections() -> None:
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    await run_in_threadpool(check_storage, get_settings())
     await run_in_threadpool(startup_sweep)
     # The technique configs that validate recipes: loaded now, not inside the first submit.
     await run_in_threadpool(technique_names)

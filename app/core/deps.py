@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings, get_settings
-from app.core.storage import Storage, get_storage
+from app.core.storage import Storage, storage_for
 from app.db.session import AFTER_COMMIT, AFTER_ROLLBACK, commit, get_sessionmaker, rollback
 
 
@@ -41,7 +41,7 @@ async def settings_dependency() -> Settings:
 
 
 def storage_dependency() -> Storage:  # makes its folders: a worker thread
-    return get_storage(get_settings().storage_dir)
+    return storage_for(get_settings())
 
 
 # scope="function": the commit happens before the response is sent, so a failed commit is an error answer.

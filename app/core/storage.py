@@ -19,13 +19,25 @@ CHUNK_BYTES = 1024 * 1024
 
 
 class Storage(Protocol):
-    """What the API and the workers need from artifact storage; object stores implement it later."""
+    """What the API and the workers need from artifact storage: LocalStorage (a directory, the embedded
+    default) or app.core.object_storage.S3Storage (a bucket, when scaled out)."""
 
     def scratch(self) -> AbstractContextManager[Path]: ...
 
     def put(self, source: Path, key: str) -> None: ...
 
-    def local_path(self, key: str) -> Path: ...
+    def local_path(self, key: str) -> Path:
+        """A local folder for work at `key` (a job's attempt). On a shared directory it is the stored
+        place itself; with an object store it is local and never uploaded by itself."""
+        ...
+
+    def local_copy(self, key: str) -> Path:
+        """A local path holding a stored file or folder, to read (a worker's copy of a model)."""
+        ...
+
+    def presigned_url(self, key: str, filename: str) -> str | None:
+        """A URL a client may download `key` from directly, or None to stream it through the API."""
+        ...
 
     def exists(self, key: str) -> bool: ...
 
@@ -91,6 +103,12 @@ class LocalStorage:
     def local_path(self, key: str) -> Path:
         return self._resolve(key)
 
+    def local_copy(self, key: str) -> Path:
+        return self._resolve(key)
+
+    def presigned_url(self, key: str, filename: str) -> str | None:
+        return None
+
     def exists(self, key: str) -> bool:
         return self._resolve(key).exists()
 
@@ -139,3 +157,29 @@ class LocalStorage:
 @lru_cache
 def get_storage(root: Path) -> Storage:
     return LocalStorage(root)
+
+
+@lru_cache
+def _object_storage(url: str, local_root: Path, cache_bytes: int, endpoint_url: str | None,
+                    presign_seconds: int | None) -> Storage:
+    from app.core.object_storage import S3Storage
+
+    return S3Storage(url, local_root, cache_bytes, endpoint_url, presign_seconds)
+
+
+def storage_for(settings) -> Storage:  # noqa: ANN001 - app.config.Settings (it imports this module's users)
+    """The configured backend: a bucket when COMPRESSO_STORAGE_URL is set, else the storage directory."""
+    if not settings.storage_url:
+        return get_storage(settings.storage_dir)
+    return _object_storage(
+        settings.storage_url, settings.data_dir / "object-storage", settings.storage_cache_bytes,
+        settings.s3_endpoint_url, settings.storage_presign_seconds if settings.storage_presign else None,
+    )
+
+
+def check_storage(settings) -> None:  # noqa: ANN001 - app.config.Settings
+    """At API and worker start: a bucket that cannot be reached stops them with what to fix."""
+    storage = storage_for(settings)
+    check = getattr(storage, "check_bucket", None)
+    if check is not None:
+        check()

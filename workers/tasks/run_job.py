@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from app.artifacts import repository as artifacts_repository
 from app.artifacts.orm import Artifact
 from app.config import Settings, get_settings
-from app.core.storage import Storage, get_storage, sha256_of
+from app.core.storage import Storage, sha256_of, storage_for
 from app.datasets import repository as datasets_repository
 from app.db.base import utcnow
 from app.db.session import run_after_rollback, session_scope
@@ -326,7 +326,7 @@ def _stop_reason(job_id: str) -> str | None:
 def execute_job(job_id: str) -> str:
     """Runs one job to an end state and returns that state (or "skipped")."""
     settings = get_settings()
-    storage = get_storage(settings.storage_dir)
+    storage = storage_for(settings)
     claim = _claim(job_id)
     if claim is None:
         return "skipped"
@@ -340,14 +340,15 @@ def execute_job(job_id: str) -> str:
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     spec = {
-        "model_dir": str(storage.local_path(claim["model_key"])),
+        # Local copies: the stored folders themselves on a shared directory, a cached download from a bucket.
+        "model_dir": str(storage.local_copy(claim["model_key"])),
         "model_paths": {
-            model_id: str(storage.local_path(key))
+            model_id: str(storage.local_copy(key))
             for model_id, key in claim["referenced_model_keys"].items()
             if storage.exists(key)
         },
         "recipe": claim["recipe"],
-        "dataset_path": str(storage.local_path(claim["dataset_key"])) if claim["dataset_key"] else None,
+        "dataset_path": str(storage.local_copy(claim["dataset_key"])) if claim["dataset_key"] else None,
         "device": claim["device"],
         "target": claim["target"],
         "eval": claim["evaluation"],
