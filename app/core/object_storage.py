@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = ".compresso-folder.json"
 CHUNK_BYTES = 1024 * 1024
+# Multipart transfers: parts of at least 8 MiB, four at a time, so a transfer holds about 32 MiB of
+# buffers whatever the file's size (boto3's default, 10 at a time, would hold 80 MiB); parts grow for
+# files so large that 9,000 parts would not hold them (S3 allows 10,000).
+PART_BYTES = 8 * 1024 * 1024
+MAX_PARTS = 9000
+TRANSFER_THREADS = 4
 _URL = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
 
@@ -38,6 +44,13 @@ def parse_url(url: str) -> tuple[str, str]:
     if match is None:
         raise StorageConfigError(f"COMPRESSO_STORAGE_URL must look like s3://bucket or s3://bucket/prefix, not {url!r}")
     return match["bucket"], (match["prefix"] or "").strip("/")
+
+
+def transfer_config(size_bytes: int):  # noqa: ANN201 - boto3.s3.transfer.TransferConfig
+    from boto3.s3.transfer import TransferConfig
+
+    part = max(PART_BYTES, -(-size_bytes // MAX_PARTS))
+    return TransferConfig(multipart_threshold=PART_BYTES, multipart_chunksize=part, max_concurrency=TRANSFER_THREADS)
 
 
 def _check_key(key: str) -> str:
@@ -118,12 +131,13 @@ class S3Storage:
                 manifest = []
                 for path in files:
                     relative = path.relative_to(source).as_posix()
-                    self.client.upload_file(str(path), self.bucket, f"{name}/{relative}")
+                    self.client.upload_file(str(path), self.bucket, f"{name}/{relative}",
+                                            Config=transfer_config(path.stat().st_size))
                     manifest.append({"path": relative, "size": path.stat().st_size})
                 self.client.put_object(Bucket=self.bucket, Key=f"{name}/{MANIFEST}",
                                        Body=json.dumps({"files": manifest}).encode())
             else:
-                self.client.upload_file(str(source), self.bucket, name)
+                self.client.upload_file(str(source), self.bucket, name, Config=transfer_config(source.stat().st_size))
         except BaseException:
             self.delete(key)  # a folder's parts already sent; a failed multipart upload was aborted by boto3
             raise
@@ -154,14 +168,16 @@ class S3Storage:
 
     def _download(self, name: str, folder: bool, target: Path) -> None:
         if not folder:
-            self.client.download_file(self.bucket, name, str(target))
+            size = self._head(name)["ContentLength"]
+            self.client.download_file(self.bucket, name, str(target), Config=transfer_config(size))
             return
         body = self.client.get_object(Bucket=self.bucket, Key=f"{name}/{MANIFEST}")["Body"].read()
         target.mkdir(parents=True)
         for entry in json.loads(body)["files"]:
             path = target / _check_key(entry["path"])
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(self.bucket, f"{name}/{entry['path']}", str(path))
+            self.client.download_file(self.bucket, f"{name}/{entry['path']}", str(path),
+                                      Config=transfer_config(entry["size"]))
 
     def open_chunks(self, key: str) -> Iterator[bytes]:
         body = self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"]

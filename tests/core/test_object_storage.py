@@ -138,3 +138,12 @@ def test_the_cache_keeps_the_most_recently_used_within_its_limit(tmp_path):
     assert fetched == [100, 100]  # the second get of "first" downloaded nothing
     cache.get("third", fetch(100))  # 300 bytes > 250: the least recently used ("second") goes
     assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == ["first", "third"]
+
+
+def test_multipart_parts_stay_small_and_few_enough():
+    from app.core.object_storage import MAX_PARTS, PART_BYTES, transfer_config
+
+    small = transfer_config(16 * 1024**3)  # 16 GiB: 2,048 parts of 8 MiB, four in flight
+    assert small.multipart_chunksize == PART_BYTES and small.max_concurrency * PART_BYTES <= 64 * 1024**2
+    huge = transfer_config(200 * 1024**3)  # parts grow so that the object fits S3's 10,000-part limit
+    assert huge.multipart_chunksize * MAX_PARTS >= 200 * 1024**3 > PART_BYTES * MAX_PARTS
