@@ -1,7 +1,11 @@
 """Uploads model archives of growing size to a `compresso serve` it starts, and prints the API
 process's peak memory after each: streaming keeps it flat whatever the upload size.
 
-    .venv/bin/python benchmarks/upload_memory.py [--sizes-mb 64 512 2048]
+    .venv/bin/python benchmarks/upload_memory.py [--sizes-mb 64 512 2048] [--s3]
+
+With --s3 the server stores into an S3-compatible bucket (a moto server process it starts), so each
+upload also goes out as a multipart upload; results go to upload_memory_s3.json. moto keeps objects in
+its own memory, which is not counted: the figure is the API process's.
 
 Each archive is a stored (uncompressed) zip of a config.json and one safetensors file of random
 bytes, so the server streams, hashes, extracts and inspects the full size. Writes
@@ -16,6 +20,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -44,14 +50,29 @@ def write_archive(path: Path, size_bytes: int) -> None:
                 left -= min(CHUNK, left)
 
 
+@contextmanager
+def storage_env(scratch: Path, s3: bool) -> Iterator[dict[str, str]]:
+    """The server's storage settings: its data dir (default), or a bucket on a moto server."""
+    if not s3:
+        yield {}
+        return
+    from tests.s3_server import AWS_ENV, s3_server
+
+    with s3_server(harness.free_port(), scratch / "moto.log") as server:
+        server.client().create_bucket(Bucket="bench")
+        yield {**AWS_ENV, "COMPRESSO_STORAGE_URL": "s3://bench/compresso", "COMPRESSO_S3_ENDPOINT_URL": server.endpoint_url}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mb", type=int, nargs="+", default=[64, 512, 2048])
+    parser.add_argument("--s3", action="store_true", help="store into an S3-compatible bucket (moto)")
     args = parser.parse_args()
     rows = []
+    results_path = RESULTS_PATH.with_name("upload_memory_s3.json") if args.s3 else RESULTS_PATH
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as scratch_name:
         scratch = Path(scratch_name)
-        with harness.embedded_server(scratch) as server:
+        with storage_env(scratch, args.s3) as env, harness.embedded_server(scratch, env=env) as server:
             with httpx.Client(base_url=server.base_url, timeout=600) as client:
                 client.get("/v1/models")
                 rows.append({"upload_mb": 0, "status": "-", "seconds": 0.0, "api_peak_rss_mb": round(memory_mb(server.process.pid, "VmHWM"), 1)})
@@ -67,14 +88,14 @@ def main() -> int:
                     })
                     client.delete(f"/v1/models/{model['id']}")
                     archive.unlink()
-    print("API process (compresso serve) peak RSS after each upload")
+    print(f"API process (compresso serve) peak RSS after each upload ({'S3 bucket' if args.s3 else 'local directory'})")
     print(f"{'upload MB':>10} | {'status':>6} | {'seconds':>7} | {'MB/s':>6} | {'peak RSS MB':>11}")
     for row in rows:
         rate = row["upload_mb"] / row["seconds"] if row["seconds"] else 0
         print(f"{row['upload_mb']:>10} | {row['status']:>6} | {row['seconds']:>7} | {rate:>6.0f} | {row['api_peak_rss_mb']:>11}")
-    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    print(f"wrote {RESULTS_PATH.relative_to(REPO_ROOT)}")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps({"storage": "s3" if args.s3 else "local", "rows": rows}, indent=2) + "\n")
+    print(f"wrote {results_path.relative_to(REPO_ROOT)}")
     return 0
 
 

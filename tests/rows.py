@@ -3,6 +3,7 @@
 from app.db.session import session_scope
 from app.energy.orm import EnergyRecord
 from app.jobs.orm import Job
+from app.jobs.report_figures import report_figures
 from app.models.orm import Model
 from app.tenants.orm import DEFAULT_TENANT_ID
 
@@ -24,6 +25,8 @@ def add_job_row(model_id: str, **values) -> str:
         model_id=model_id, device="cpu", queue="cpu", recipe={"steps": []}, evaluation={}, deployment={},
         status="queued", progress=0.0, attempts=0, cancel_requested=False, tenant_id=DEFAULT_TENANT_ID,
     )
+    if values.get("report"):  # as the worker stores them with the report
+        defaults |= report_figures(values["report"])
     with session_scope() as session:
         job = Job(**{**defaults, **values})
         session.add(job)

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.artifacts.orm import Artifact
@@ -18,6 +18,8 @@ DEFAULT_TARGET = {"runtime": "onnxruntime", "device": "cpu"}
 
 class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     __tablename__ = "jobs"
+    # A tenant's jobs newest first (every list and page) without sorting them all.
+    __table_args__ = (Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),)
 
     name: Mapped[str | None] = mapped_column(String(200))
     # Jobs outlive the uploads they used: deleting a finished job's model keeps the job and its report.
@@ -52,6 +54,13 @@ class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     # Refreshed by the worker while the job runs; a stale one means the worker was lost.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Figures of the report that totals over many jobs sum in SQL (app.jobs.report_figures), set with it.
+    original_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    result_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    saving_kwh_per_day: Mapped[float | None] = mapped_column(Float)
+    saving_co2e_g_per_day: Mapped[float | None] = mapped_column(Float)
+    saving_water_l_per_day: Mapped[float | None] = mapped_column(Float)
+    saving_embodied_gco2e_per_day: Mapped[float | None] = mapped_column(Float)
 
     artifacts: Mapped[list[Artifact]] = relationship(
         order_by=Artifact.created_at, cascade="all, delete-orphan", lazy="selectin"

@@ -2,11 +2,11 @@
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app.core.pagination import PageRequest, paginate
-from app.jobs.orm import QUEUED, RUNNING, Job
+from app.jobs.orm import QUEUED, RUNNING, SUCCEEDED, Job
 
 
 def get(session: Session, job_id: str) -> Job | None:
@@ -37,11 +37,48 @@ def list_all(session: Session, tenant_id: str, status: str | None = None) -> lis
 
 def created_between(session: Session, tenant_id: str, since: datetime | None, until: datetime | None) -> list[Job]:
     query = select(Job).where(Job.tenant_id == tenant_id).order_by(Job.created_at.desc())
+    return list(session.scalars(_window(query, since, until)))
+
+
+def recent(session: Session, tenant_id: str, limit: int) -> list[Job]:
+    query = select(Job).where(Job.tenant_id == tenant_id).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def _window(query, since: datetime | None, until: datetime | None):  # noqa: ANN001, ANN202
     if since is not None:
         query = query.where(Job.created_at >= since)
     if until is not None:
         query = query.where(Job.created_at < until)
-    return list(session.scalars(query))
+    return query
+
+
+def savings_totals(
+    session: Session, tenant_id: str, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, float | int]:
+    """Per-day savings summed over the tenant's succeeded jobs in the window, with how many jobs count
+    in each unit (a job counts where its figure is set: app.jobs.report_figures)."""
+    figures = (Job.saving_kwh_per_day, Job.saving_co2e_g_per_day, Job.saving_water_l_per_day,
+               Job.saving_embodied_gco2e_per_day)
+    query = select(
+        *(func.coalesce(func.sum(column), 0.0) for column in figures),
+        func.count(Job.saving_kwh_per_day), func.count(Job.saving_water_l_per_day),
+        func.count(Job.saving_embodied_gco2e_per_day),
+    ).where(Job.tenant_id == tenant_id, Job.status == SUCCEEDED)
+    kwh, co2, water, embodied, kwh_jobs, water_jobs, embodied_jobs = session.execute(_window(query, since, until)).one()
+    return {"kwh_per_day": kwh, "co2e_g_per_day": co2, "water_l_per_day": water, "embodied_gco2e_per_day": embodied,
+            "jobs_counted": kwh_jobs, "water_jobs_counted": water_jobs, "embodied_jobs_counted": embodied_jobs}
+
+
+def compressed_totals(session: Session, tenant_id: str) -> tuple[int, int]:
+    """(succeeded jobs, bytes their results saved on disk: original minus result, never negative)."""
+    saved = case((Job.original_size_bytes > Job.result_size_bytes, Job.original_size_bytes - Job.result_size_bytes),
+                 else_=0)
+    query = select(func.count(), func.coalesce(func.sum(saved), 0)).where(
+        Job.tenant_id == tenant_id, Job.status == SUCCEEDED
+    )
+    count, saved_bytes = session.execute(query).one()
+    return count, int(saved_bytes)
 
 
 def add(session: Session, job: Job) -> Job:

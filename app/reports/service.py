@@ -8,7 +8,7 @@ from app.db.base import as_utc
 from app.energy import repository as energy_repository
 from app.energy.repository import JobFootprint
 from app.jobs import repository as jobs_repository
-from app.jobs.orm import JOB_STATUSES, SUCCEEDED
+from app.jobs.orm import JOB_STATUSES
 from app.reports.schemas import EnergyTotals, JobPayback, ProjectedSavings, Summary
 
 DAYS_PER_YEAR = 365
@@ -45,15 +45,21 @@ def _job_payback(job, used: JobFootprint | None) -> JobPayback:  # noqa: ANN001
     )
 
 
-def _per_day(rows: list[JobPayback], saving: str, verdict: str) -> tuple[int, float]:
-    """(jobs counted, saving per day) over succeeded jobs whose saving in this unit is measurable ("saves")
-    and whose deployment states a request rate."""
-    counted = [
-        row for row in rows
-        if row.status == SUCCEEDED and getattr(row, verdict) == "saves" and row.requests_per_day
-        and getattr(row, saving) is not None
-    ]
-    return len(counted), sum(getattr(row, saving) * row.requests_per_day / 1e6 for row in counted)
+def totals(session: Session, tenant_id: str, since: datetime | None, until: datetime | None) -> tuple[
+    EnergyTotals, ProjectedSavings
+]:
+    """What the tenant's jobs of the window used, and what their models save a day: SQL sums only, so
+    the cost does not grow with the reports stored."""
+    savings = jobs_repository.savings_totals(session, tenant_id, since, until)
+    return (
+        EnergyTotals(**energy_repository.totals(session, tenant_id, since, until)),
+        ProjectedSavings(
+            **savings,
+            kwh_per_year=savings["kwh_per_day"] * DAYS_PER_YEAR,
+            co2e_kg_per_year=savings["co2e_g_per_day"] * DAYS_PER_YEAR / 1000,
+            water_l_per_year=savings["water_l_per_day"] * DAYS_PER_YEAR,
+        ),
+    )
 
 
 def summary(session: Session, tenant_id: str, since: datetime | None, until: datetime | None) -> Summary:
@@ -62,34 +68,10 @@ def summary(session: Session, tenant_id: str, since: datetime | None, until: dat
     jobs = jobs_repository.created_between(session, tenant_id, since, until)
     used = energy_repository.per_job(session, [job.id for job in jobs])
     rows = [_job_payback(job, used.get(job.id)) for job in jobs]
-    counted = [
-        row
-        for row in rows
-        if row.status == SUCCEEDED and row.measurable and row.requests_per_day and row.saving_kwh_per_million
-    ]
-    kwh_per_day = sum(row.saving_kwh_per_million * row.requests_per_day / 1e6 for row in counted)
-    co2_per_day = sum((row.saving_co2e_g_per_million or 0.0) * row.requests_per_day / 1e6 for row in counted)
-    water_jobs, water_per_day = _per_day(rows, "water_saving_l_per_million", "water_verdict")
-    embodied_jobs, embodied_per_day = _per_day(rows, "embodied_saving_gco2e_per_million", "embodied_verdict")
     by_status = dict.fromkeys(JOB_STATUSES, 0)
     for job in jobs:
         by_status[job.status] += 1
+    energy, projected = totals(session, tenant_id, since, until)
     return Summary(
-        since=since,
-        until=until,
-        jobs_by_status=by_status,
-        energy=EnergyTotals(**energy_repository.totals(session, tenant_id, since, until)),
-        projected_savings=ProjectedSavings(
-            jobs_counted=len(counted),
-            kwh_per_day=kwh_per_day,
-            co2e_g_per_day=co2_per_day,
-            kwh_per_year=kwh_per_day * DAYS_PER_YEAR,
-            co2e_kg_per_year=co2_per_day * DAYS_PER_YEAR / 1000,
-            water_jobs_counted=water_jobs,
-            water_l_per_day=water_per_day,
-            water_l_per_year=water_per_day * DAYS_PER_YEAR,
-            embodied_jobs_counted=embodied_jobs,
-            embodied_gco2e_per_day=embodied_per_day,
-        ),
-        jobs=rows,
+        since=since, until=until, jobs_by_status=by_status, energy=energy, projected_savings=projected, jobs=rows,
     )

@@ -31,3 +31,39 @@ def test_upgrade_head_matches_the_orm_and_downgrades():
     finally:
         engine.dispose()
         drop_database(name)
+
+
+def test_0012_fills_the_report_figures_of_existing_jobs():
+    import json
+
+    from sqlalchemy import text
+
+    name = f"compresso_migrations_{uuid.uuid4().hex[:8]}"
+    create_database(name)
+    engine = create_engine(postgres_url(name))
+    try:
+        config = alembic_config()
+        config.attributes["database_url"] = postgres_url(name)
+        config.attributes["configure_logging"] = False
+        command.upgrade(config, "0011")
+        report = {
+            "original": {"size_bytes": 1000}, "result": {"size_bytes": 250},
+            "payback": {"measurable": True, "saving_kwh_per_million": 2.0, "saving_co2e_g_per_million": 50.0,
+                        "deployment": {"requests_per_day": 500_000}},
+            "water": {"payback": {"verdict": "saves", "saving_per_million": 4.0}},
+            "embodied": {"payback": {"verdict": "no measurable saving", "saving_per_million": 0.1}},
+        }
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO jobs (id, created_at, tenant_id, device, queue, recipe, evaluation, deployment, status,"
+                " progress, attempts, cancel_requested, report) VALUES ('j1', now(), 'default', 'cpu', 'cpu', '{}',"
+                " '{}', '{}', 'succeeded', 1.0, 1, false, :report)"), {"report": json.dumps(report)})
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            row = connection.execute(text(
+                "SELECT original_size_bytes, result_size_bytes, saving_kwh_per_day, saving_co2e_g_per_day,"
+                " saving_water_l_per_day, saving_embodied_gco2e_per_day FROM jobs WHERE id = 'j1'")).one()
+        assert tuple(row) == (1000, 250, 1.0, 25.0, 2.0, None)
+    finally:
+        engine.dispose()
+        drop_database(name)

@@ -34,6 +34,7 @@ from app.job_logs.orm import WORKER
 from app.jobs import repository as jobs_repository
 from app.jobs.dispatch import dispatch_job
 from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Job
+from app.jobs.report_figures import report_figures
 from app.models import repository as models_repository
 from app.webhooks.destinations import destination_problem
 from app.webhooks.events import record_job_event
@@ -277,6 +278,7 @@ def _store_results(
             (RUNNING,),
             status=SUCCEEDED,
             report=report,
+            **report_figures(report),
             mlflow=mlflow_state,
             progress=1.0,
             stage="done",
