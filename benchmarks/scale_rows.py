@@ -46,8 +46,8 @@ def seed(database_url: str, total_jobs: int) -> None:
         if count <= 0:
             return
         db.execute("INSERT INTO models (id, created_at, tenant_id, name, architecture, model_type, task,"
-                   " num_parameters, size_bytes, sha256, storage_key) VALUES ('scale-model', now(), 'default', 'm',"
-                   " 'BertModel', 'bert', 'feature-extraction', 1, 1, repeat('0', 64), 'models/none')"
+                   " num_parameters, size_bytes, sha256, storage_key, status) VALUES ('scale-model', now(), 'default', 'm',"
+                   " 'BertModel', 'bert', 'feature-extraction', 1, 1, repeat('0', 64), 'models/none', 'ready')"
                    " ON CONFLICT DO NOTHING")
         # Spread over the last year, newest last: lists are newest first, so pages read the new end.
         db.execute(
@@ -76,6 +76,14 @@ def seed(database_url: str, total_jobs: int) -> None:
             " WHERE l.id IS NULL",
             {"lines": LOG_LINES_PER_JOB},
         )
+        # The running totals the worker keeps as each job succeeds, recounted for the copied jobs.
+        db.execute("DELETE FROM tenant_totals")
+        db.execute(
+            "INSERT INTO tenant_totals SELECT j.tenant_id, count(*), sum(greatest(j.original_size_bytes"
+            " - j.result_size_bytes, 0)), sum(e.kwh), sum(e.co2), 0, 0, coalesce(sum(j.saving_kwh_per_day), 0), 0"
+            " FROM jobs j JOIN (SELECT job_id, sum(energy_kwh) AS kwh, sum(co2e_g) AS co2 FROM energy_records"
+            " GROUP BY job_id) e ON e.job_id = j.id WHERE j.status = 'succeeded' GROUP BY j.tenant_id"
+        )
         db.execute("ANALYZE")
 
 
@@ -84,6 +92,12 @@ def job_ids(database_url: str, sample: int) -> list[str]:
 
     with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as db:
         return [row[0] for row in db.execute("SELECT id FROM jobs ORDER BY random() LIMIT %s", (sample,))]
+
+
+def overview_total(client: httpx.Client) -> str:
+    """The overview's count of compressed models, to show the page read the seeded totals."""
+    html = client.get("/").text
+    return html.split('id="total-compressed">', 1)[1].split("<", 1)[0]
 
 
 def measure(client: httpx.Client, ids: list[str], requests: int) -> dict[str, dict[str, float]]:
@@ -134,7 +148,8 @@ def main() -> int:
                     seconds = time.perf_counter() - started
                     print(f"seeded {total:,} jobs in {seconds:.1f} s", file=sys.stderr)
                     rows.append({"jobs": total, "log_lines": total * LOG_LINES_PER_JOB, "energy_rows": total * 6,
-                                 "seed_s": round(seconds, 1), **measure(client, job_ids(url, 200), args.requests)})
+                                 "seed_s": round(seconds, 1), "overview_models_compressed": overview_total(client),
+                                 **measure(client, job_ids(url, 200), args.requests)})
         finally:
             harness.stop(api)
     finally:

@@ -5,6 +5,7 @@ from app.energy.orm import EnergyRecord
 from app.jobs.orm import Job
 from app.jobs.report_figures import report_figures
 from app.models.orm import Model
+from app.reports.service import record_success
 from app.tenants.orm import DEFAULT_TENANT_ID
 
 
@@ -31,6 +32,8 @@ def add_job_row(model_id: str, **values) -> str:
         job = Job(**{**defaults, **values})
         session.add(job)
         session.flush()
+        if job.status == "succeeded" and job.report:  # as the worker counts it in its tenant's totals
+            record_success(session, job.tenant_id, job.report)
         return job.id
 
 

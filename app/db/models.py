@@ -7,6 +7,7 @@ from app.idempotency.orm import IdempotencyRecord  # noqa: F401
 from app.job_logs.orm import JobLogLine  # noqa: F401
 from app.jobs.orm import Job  # noqa: F401
 from app.models.orm import Model  # noqa: F401
+from app.reports.orm import TenantTotals  # noqa: F401
 from app.tenants.orm import ApiKey, Tenant  # noqa: F401
 from app.webhooks.orm import WebhookDelivery  # noqa: F401
 from app.worker_nodes.orm import WorkerNode  # noqa: F401

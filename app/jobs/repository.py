@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app.core.pagination import PageRequest, paginate
@@ -68,17 +68,6 @@ def savings_totals(
     kwh, co2, water, embodied, kwh_jobs, water_jobs, embodied_jobs = session.execute(_window(query, since, until)).one()
     return {"kwh_per_day": kwh, "co2e_g_per_day": co2, "water_l_per_day": water, "embodied_gco2e_per_day": embodied,
             "jobs_counted": kwh_jobs, "water_jobs_counted": water_jobs, "embodied_jobs_counted": embodied_jobs}
-
-
-def compressed_totals(session: Session, tenant_id: str) -> tuple[int, int]:
-    """(succeeded jobs, bytes their results saved on disk: original minus result, never negative)."""
-    saved = case((Job.original_size_bytes > Job.result_size_bytes, Job.original_size_bytes - Job.result_size_bytes),
-                 else_=0)
-    query = select(func.count(), func.coalesce(func.sum(saved), 0)).where(
-        Job.tenant_id == tenant_id, Job.status == SUCCEEDED
-    )
-    count, saved_bytes = session.execute(query).one()
-    return count, int(saved_bytes)
 
 
 def add(session: Session, job: Job) -> Job:

@@ -9,6 +9,8 @@ from app.energy import repository as energy_repository
 from app.energy.repository import JobFootprint
 from app.jobs import repository as jobs_repository
 from app.jobs.orm import JOB_STATUSES
+from app.jobs.report_figures import report_figures
+from app.reports import repository as tenant_totals
 from app.reports.schemas import EnergyTotals, JobPayback, ProjectedSavings, Summary
 
 DAYS_PER_YEAR = 365
@@ -60,6 +62,29 @@ def totals(session: Session, tenant_id: str, since: datetime | None, until: date
             water_l_per_year=savings["water_l_per_day"] * DAYS_PER_YEAR,
         ),
     )
+
+
+def _total(section: dict | None, field: str) -> float:
+    """A section's total figure, or 0 when the section carries none (tracking off or failed)."""
+    if not section or section.get("method") in ("unavailable", "disabled"):
+        return 0.0
+    return float((section.get("total") or {}).get(field) or 0.0)
+
+
+def record_success(session: Session, tenant_id: str, report: dict) -> None:
+    """Adds a job that just succeeded to its tenant's running totals (in the transaction storing it)."""
+    figures = report_figures(report)
+    original, result = figures["original_size_bytes"], figures["result_size_bytes"]
+    tenant_totals.add(session, tenant_id, {
+        "jobs_succeeded": 1,
+        "bytes_saved": max(0, original - result) if original is not None and result is not None else 0,
+        "energy_kwh": _total(report.get("energy"), "energy_kwh"),
+        "co2e_g": _total(report.get("energy"), "co2e_g"),
+        "water_l": _total(report.get("water"), "water_l"),
+        "embodied_gco2e": _total(report.get("embodied"), "gwp_g"),
+        "saving_kwh_per_day": figures["saving_kwh_per_day"] or 0.0,
+        "saving_water_l_per_day": figures["saving_water_l_per_day"] or 0.0,
+    })
 
 
 def summary(session: Session, tenant_id: str, since: datetime | None, until: datetime | None) -> Summary:

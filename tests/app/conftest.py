@@ -19,7 +19,7 @@ def client(database):
 
     def empty() -> None:
         with get_engine().begin() as connection:
-            connection.execute(text("TRUNCATE artifacts, jobs, models, datasets, worker_nodes CASCADE"))
+            connection.execute(text("TRUNCATE artifacts, jobs, models, datasets, worker_nodes, tenant_totals CASCADE"))
         shutil.rmtree(get_settings().storage_dir, ignore_errors=True)
 
     empty()

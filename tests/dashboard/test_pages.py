@@ -97,12 +97,15 @@ def test_job_page_shows_water_and_embodied_impact(client):  # noqa: F811
     assert 'id="footprint-heading"' not in bare  # a report from before these sections
 
 
-def test_overview_shows_water_and_embodied_totals(client):  # noqa: F811
-    job_id = add_job_row(add_model_row(), status="succeeded", report=REPORT)
-    add_energy_row(job_id, "load", cpu_kwh=0.001, ram_kwh=0.0, co2e_g=0.4, water_onsite_l=0.25, water_offsite_l=0.5,
-                   embodied_gco2e=1.5)
+def test_overview_shows_the_running_totals_of_succeeded_jobs(client):  # noqa: F811
+    report = _with_footprint(copy.deepcopy(REPORT))
+    for _ in range(2):
+        add_job_row(add_model_row(), status="succeeded", report=report)
+    add_job_row(add_model_row(), status="failed", report=report)  # a failed job counts nothing
     html = client.get("/").text
-    assert 'id="total-water">0.75 L<' in html and 'id="total-embodied">1.5 g CO2e<' in html
+    assert 'id="total-compressed">2<' in html
+    assert f'id="total-water">{2 * report["water"]["total"]["water_l"]:.3g} L<' in html
+    assert f'id="total-embodied">{2 * report["embodied"]["total"]["gwp_g"]:.3g} g CO2e<' in html
 
 
 def test_running_job_page_watches_the_job(client):  # noqa: F811

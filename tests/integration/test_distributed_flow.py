@@ -258,6 +258,9 @@ def test_sustainability_report_end_to_end(service, eval_dataset, tmp_path):
     assert mine["water_l"] == pytest.approx(water["total"]["water_l"])
     assert mine["embodied_gco2e"] == pytest.approx(embodied["total"]["gwp_g"])
     assert mine["water_verdict"] == water["payback"]["verdict"]
+    # The worker added the job to its tenant's running totals, which the dashboard overview reads.
+    overview = client.get("/").text
+    assert int(overview.split('id="total-compressed">', 1)[1].split("<", 1)[0]) >= 1
     metrics = client.get("/metrics").text
     assert 'compresso_jobs{status="succeeded"}' in metrics
     assert 'compresso_job_water_litres_total{site="onsite"}' in metrics and "compresso_job_embodied_gco2e_total" in metrics

@@ -33,7 +33,7 @@ def test_upgrade_head_matches_the_orm_and_downgrades():
         drop_database(name)
 
 
-def test_0012_fills_the_report_figures_of_existing_jobs():
+def test_0012_and_0013_fill_the_figures_and_totals_of_existing_jobs():
     import json
 
     from sqlalchemy import text
@@ -63,7 +63,11 @@ def test_0012_fills_the_report_figures_of_existing_jobs():
             row = connection.execute(text(
                 "SELECT original_size_bytes, result_size_bytes, saving_kwh_per_day, saving_co2e_g_per_day,"
                 " saving_water_l_per_day, saving_embodied_gco2e_per_day FROM jobs WHERE id = 'j1'")).one()
+            totals = connection.execute(text(
+                "SELECT jobs_succeeded, bytes_saved, saving_kwh_per_day, saving_water_l_per_day FROM tenant_totals"
+                " WHERE tenant_id = 'default'")).one()
         assert tuple(row) == (1000, 250, 1.0, 25.0, 2.0, None)
+        assert tuple(totals) == (1, 750, 1.0, 2.0)  # 0013 counts the jobs that succeeded before it
     finally:
         engine.dispose()
         drop_database(name)

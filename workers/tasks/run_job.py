@@ -36,6 +36,7 @@ from app.jobs.dispatch import dispatch_job
 from app.jobs.orm import CANCELLED, FAILED, FINISHED_STATUSES, QUEUED, RUNNING, SUCCEEDED, TIMED_OUT, Job
 from app.jobs.report_figures import report_figures
 from app.models import repository as models_repository
+from app.reports import service as reports_service
 from app.webhooks.destinations import destination_problem
 from app.webhooks.events import record_job_event
 from workers.celery_app import RUN_JOB_TASK, celery_app
@@ -286,6 +287,7 @@ def _store_results(
         )
         if not finished:
             raise RuntimeError(f"job {job_id} left the running state before its results were stored")
+        reports_service.record_success(session, jobs_repository.get(session, job_id).tenant_id, report)
         job_logs_repository.append(session, job_id, attempt, [(WORKER, "succeeded: the model and report are stored")])
         record_job_event(session, job_id, "succeeded")
 
