@@ -16,11 +16,12 @@ import logging
 import os
 import re
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
+
+from app.core.storage import last_write, scratch_folder, sweep_folder
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +59,6 @@ def _check_key(key: str) -> str:
     if not key.strip("/") or any(part in ("", ".", "..") for part in parts):
         raise ValueError(f"storage key escapes the storage root: {key!r}")
     return "/".join(parts)
-
-
-def _idle_seconds(path: Path, now: float) -> float:
-    times = [path.stat().st_mtime]
-    if path.is_dir():
-        times += [child.stat().st_mtime for child in path.rglob("*")]
-    return now - max(times)
 
 
 class S3Storage:
@@ -111,14 +105,8 @@ class S3Storage:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=name.rstrip("/") + "/"):
             yield from page.get("Contents", [])
 
-    @contextmanager
-    def scratch(self) -> Iterator[Path]:
-        path = self.local_root / ".scratch" / uuid.uuid4().hex
-        path.mkdir(parents=True)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
+    def scratch(self) -> AbstractContextManager[Path]:
+        return scratch_folder(self.local_root / ".scratch")
 
     def put(self, source: Path, key: str) -> None:
         """Uploads a file, or a folder then its manifest, and removes the local source (a move)."""
@@ -216,25 +204,15 @@ class S3Storage:
             newest[child] = max(newest.get(child, 0.0), stamp)
         local = self.local_path(prefix)
         if local.is_dir():  # job attempt folders live on the worker's disk
-            now = time.time()
             for entry in local.iterdir():
                 try:
-                    newest[entry.name] = max(newest.get(entry.name, 0.0), now - _idle_seconds(entry, now))
+                    newest[entry.name] = max(newest.get(entry.name, 0.0), last_write(entry))
                 except FileNotFoundError:
                     continue
         return [(f"{prefix}/{child}", stamp) for child, stamp in sorted(newest.items())]
 
     def sweep_scratch(self, idle_seconds: float) -> list[str]:
-        removed, now = [], time.time()
-        for entry in (self.local_root / ".scratch").iterdir():
-            try:
-                if _idle_seconds(entry, now) < idle_seconds:
-                    continue
-            except FileNotFoundError:
-                continue
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-            removed.append(entry.name)
-        return removed
+        return sweep_folder(self.local_root / ".scratch", idle_seconds)
 
 
 class LocalCache:

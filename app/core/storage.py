@@ -54,7 +54,7 @@ class Storage(Protocol):
         ...
 
 
-def _last_write(path: Path) -> float:
+def last_write(path: Path) -> float:
     """The newest modification time of a file, or of anything inside a folder."""
     times = [path.stat().st_mtime]
     if path.is_dir():
@@ -70,6 +70,36 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextmanager
+def scratch_folder(parent: Path) -> Iterator[Path]:
+    """A private scratch directory under `parent`, removed on exit whatever happens."""
+    path = parent / uuid.uuid4().hex
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_folder(parent: Path, idle_seconds: float) -> list[str]:
+    """Removes the entries of `parent` nothing has written to for `idle_seconds`; returns their names."""
+    removed = []
+    now = time.time()
+    for entry in parent.iterdir():
+        try:
+            idle = now - last_write(entry)
+        except FileNotFoundError:
+            continue
+        if idle < idle_seconds:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry.name)
+    return removed
+
+
 class LocalStorage:
     def __init__(self, root: Path):
         self.root = root.resolve()
@@ -82,15 +112,8 @@ class LocalStorage:
             raise ValueError(f"storage key escapes the storage root: {key!r}")
         return path
 
-    @contextmanager
-    def scratch(self) -> Iterator[Path]:
-        """A private scratch directory, removed on exit whatever happens."""
-        path = self.root / ".scratch" / uuid.uuid4().hex
-        path.mkdir(parents=True)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
+    def scratch(self) -> AbstractContextManager[Path]:
+        return scratch_folder(self.root / ".scratch")
 
     def put(self, source: Path, key: str) -> None:
         """Moves a file or folder into place atomically (same filesystem: a rename)."""
@@ -131,27 +154,13 @@ class LocalStorage:
         found = []
         for child in folder.iterdir():
             try:
-                found.append((f"{prefix.rstrip('/')}/{child.name}", _last_write(child)))
+                found.append((f"{prefix.rstrip('/')}/{child.name}", last_write(child)))
             except FileNotFoundError:
                 continue  # removed while listing
         return found
 
     def sweep_scratch(self, idle_seconds: float) -> list[str]:
-        removed = []
-        now = time.time()
-        for entry in (self.root / ".scratch").iterdir():
-            try:
-                idle = now - _last_write(entry)
-            except FileNotFoundError:
-                continue
-            if idle < idle_seconds:
-                continue
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry.name)
-        return removed
+        return sweep_folder(self.root / ".scratch", idle_seconds)
 
 
 @lru_cache

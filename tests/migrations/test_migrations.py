@@ -1,18 +1,23 @@
 """`alembic upgrade head` on an empty Postgres gives exactly the ORM's schema, and downgrades cleanly."""
 
+import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from app.cli import alembic_config
 from app.db.models import metadata
 from tests.conftest import create_database, drop_database, postgres_url
 
 
-def test_upgrade_head_matches_the_orm_and_downgrades():
+@contextmanager
+def empty_database() -> Iterator[tuple[object, Engine]]:
+    """An empty Postgres database and the Alembic config aimed at it; dropped afterwards."""
     name = f"compresso_migrations_{uuid.uuid4().hex[:8]}"
     create_database(name)
     engine = create_engine(postgres_url(name))
@@ -20,6 +25,14 @@ def test_upgrade_head_matches_the_orm_and_downgrades():
         config = alembic_config()
         config.attributes["database_url"] = postgres_url(name)
         config.attributes["configure_logging"] = False
+        yield config, engine
+    finally:
+        engine.dispose()
+        drop_database(name)
+
+
+def test_upgrade_head_matches_the_orm_and_downgrades():
+    with empty_database() as (config, engine):
         command.upgrade(config, "head")
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -28,23 +41,10 @@ def test_upgrade_head_matches_the_orm_and_downgrades():
 
         command.downgrade(config, "base")
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
-    finally:
-        engine.dispose()
-        drop_database(name)
 
 
 def test_0012_and_0013_fill_the_figures_and_totals_of_existing_jobs():
-    import json
-
-    from sqlalchemy import text
-
-    name = f"compresso_migrations_{uuid.uuid4().hex[:8]}"
-    create_database(name)
-    engine = create_engine(postgres_url(name))
-    try:
-        config = alembic_config()
-        config.attributes["database_url"] = postgres_url(name)
-        config.attributes["configure_logging"] = False
+    with empty_database() as (config, engine):
         command.upgrade(config, "0011")
         report = {
             "original": {"size_bytes": 1000}, "result": {"size_bytes": 250},
@@ -68,6 +68,3 @@ def test_0012_and_0013_fill_the_figures_and_totals_of_existing_jobs():
                 " WHERE tenant_id = 'default'")).one()
         assert tuple(row) == (1000, 250, 1.0, 25.0, 2.0, None)
         assert tuple(totals) == (1, 750, 1.0, 2.0)  # 0013 counts the jobs that succeeded before it
-    finally:
-        engine.dispose()
-        drop_database(name)
