@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from app.core.storage import last_write, scratch_folder, sweep_folder
+from app.core.storage import scratch_folder, sweep_folder
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class S3Storage:
         shutil.rmtree(self.local_path(key), ignore_errors=True)
 
     def children(self, prefix: str) -> list[tuple[str, float]]:
-        """Keys directly under `prefix` with the newest write time of anything under each."""
+        """Keys directly under `prefix` in the bucket, with the newest write time of anything under each."""
         prefix = _check_key(prefix)
         newest: dict[str, float] = {}
         base = self._object(prefix)
@@ -202,13 +202,6 @@ class S3Storage:
             child = item["Key"][len(base) + 1:].split("/", 1)[0]
             stamp = item["LastModified"].timestamp()
             newest[child] = max(newest.get(child, 0.0), stamp)
-        local = self.local_path(prefix)
-        if local.is_dir():  # job attempt folders live on the worker's disk
-            for entry in local.iterdir():
-                try:
-                    newest[entry.name] = max(newest.get(entry.name, 0.0), last_write(entry))
-                except FileNotFoundError:
-                    continue
         return [(f"{prefix}/{child}", stamp) for child, stamp in sorted(newest.items())]
 
     def sweep_scratch(self, idle_seconds: float) -> list[str]:

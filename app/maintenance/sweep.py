@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.storage import Storage
+from app.core.storage import Storage, last_write
 from app.datasets.orm import Dataset
 from app.jobs.orm import RUNNING, Job
 from app.models.orm import Model
@@ -38,20 +38,26 @@ def sweep_orphans(session: Session, storage: Storage, idle_seconds: float) -> Sw
     cutoff = time.time() - idle_seconds
     known = set(session.scalars(select(Model.storage_key))) | set(session.scalars(select(Dataset.storage_key)))
     for prefix in ("models", "datasets"):
-        for key, last_write in storage.children(prefix):
-            if key not in known and last_write <= cutoff:
+        for key, written in storage.children(prefix):
+            if key not in known and written <= cutoff:
                 storage.delete(key)
                 result.keys.append(key)
     running = {job_id: attempts for job_id, attempts in session.execute(
         select(Job.id, Job.attempts).where(Job.status == RUNNING))}
-    for job_key, _ in storage.children("jobs"):
-        job_id = job_key.rsplit("/", 1)[1]
-        for key, last_write in storage.children(job_key):
-            name = key.rsplit("/", 1)[1]
-            live = f"attempt-{running[job_id]}" if job_id in running else None
-            if name.startswith("attempt-") and name != live and last_write <= cutoff:
-                storage.delete(key)
-                result.keys.append(key)
+    # Attempt folders are working folders (Storage.local_path): on a shared directory they sit beside the
+    # artifacts; with a bucket they are on this host's disk only, so listing the bucket would find none.
+    jobs_folder = storage.local_path("jobs")
+    for attempt in sorted(jobs_folder.glob("*/attempt-*")) if jobs_folder.is_dir() else []:
+        job_id, name = attempt.parent.name, attempt.name
+        live = f"attempt-{running[job_id]}" if job_id in running else None
+        try:
+            idle = last_write(attempt) <= cutoff
+        except FileNotFoundError:
+            continue  # removed while listing
+        if name != live and idle:
+            key = f"jobs/{job_id}/{name}"
+            storage.delete(key)
+            result.keys.append(key)
     if result.count:
         logger.warning("startup sweep removed %d orphans: %s", result.count, result.scratch + result.keys)
     return result

@@ -147,3 +147,28 @@ def test_multipart_parts_stay_small_and_few_enough():
     assert small.multipart_chunksize == PART_BYTES and small.max_concurrency * PART_BYTES <= 64 * 1024**2
     huge = transfer_config(200 * 1024**3)  # parts grow so that the object fits S3's 10,000-part limit
     assert huge.multipart_chunksize * MAX_PARTS >= 200 * 1024**3 > PART_BYTES * MAX_PARTS
+
+
+def test_the_startup_sweep_removes_orphans_from_the_bucket_and_keeps_rows(storage, server, tmp_path, database):
+    from sqlalchemy import text
+
+    from app.db.session import session_scope
+    from app.maintenance.sweep import sweep_orphans
+    from tests.rows import add_model_row
+
+    for name in ("kept", "orphan"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        storage.put(folder, f"models/{name}")
+    model_id = add_model_row(storage_key="models/kept")
+    attempt = storage.local_path("jobs/gone-job/attempt-1")  # a worker's folder for a job that is not running
+    attempt.mkdir(parents=True)
+    try:
+        with session_scope() as session:
+            result = sweep_orphans(session, storage, idle_seconds=0)
+    finally:
+        with session_scope() as session:
+            session.execute(text("DELETE FROM models WHERE id = :id"), {"id": model_id})
+    assert sorted(result.keys) == ["jobs/gone-job/attempt-1", "models/orphan"]
+    assert storage.exists("models/kept") and not storage.exists("models/orphan") and not attempt.exists()
