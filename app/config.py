@@ -187,6 +187,11 @@ class Settings(BaseSettings):
         description="Years the workers' hardware serves, over which its manufacture is amortised. Empty: Boavizta's "
         "default server lifetime (4 years).",
     )
+    cpu_model: str | None = Field(
+        None, max_length=200,
+        description="The workers' CPU model for the embodied impact (e.g. 'AMD EPYC 7763'), where CodeCarbon's "
+        "detection is vague. Empty: CodeCarbon's detection, which Boavizta fuzzy-matches.",
+    )
     boavizta_python: Path | None = Field(
         None,
         description="Python of the isolated environment that has boaviztapi (it pins older fastapi and pandas). "

@@ -48,12 +48,15 @@ def _gpus() -> list[GpuSpec]:
     return [GpuSpec(name=name, units=count) for name, count in Counter(gpus.gpu_names([pinned])).items()]
 
 
-def machine_spec() -> HardwareSpec:
-    from codecarbon.core.util import detect_cpu_model
-
+def machine_spec(cpu_model: str | None = None) -> HardwareSpec:
+    """This process's hardware; `cpu_model` (COMPRESSO_CPU_MODEL) names the CPU where detection is vague."""
     sharing = int(os.environ.get(GPU_WORKERS_ON_HOST) or os.environ.get(JOBS_AT_ONCE) or 1)
+    if cpu_model is None:
+        from codecarbon.core.util import detect_cpu_model
+
+        cpu_model = detect_cpu_model() or None
     return HardwareSpec(
-        cpu_name=detect_cpu_model() or None,
+        cpu_name=cpu_model,
         visible_threads=len(os.sched_getaffinity(0)),
         ram_gb=_memory_gb(),
         gpus=_gpus(),
@@ -72,7 +75,8 @@ class _Probe:
     def run(self, settings: Settings) -> None:
         try:
             python = settings.boavizta_python or default_python()
-            self.footprint = probe_hardware(machine_spec(), settings.hardware_lifetime_years, python)
+            spec = machine_spec(settings.cpu_model)
+            self.footprint = probe_hardware(spec, settings.hardware_lifetime_years, python)
             logger.info(
                 "hardware footprint: %s",
                 ", ".join(f"{c.description}: {c.per_hour.get('gwp', {}).get('value', 0) * 1000:.3g} g CO2e/h"

@@ -30,8 +30,11 @@ def test_a_probe_that_cannot_run_leaves_the_reason_for_every_job(tmp_path):
 
 def test_the_probe_runs_the_isolated_interpreter(tmp_path):
     probe = hardware._Probe()
-    probe.run(Settings(hardware_lifetime_years=5))
+    probe.run(Settings(hardware_lifetime_years=5, cpu_model="Intel Xeon Platinum 8480+"))
     assert probe.error is None, probe.error
     assert probe.footprint.lifetime_hours == pytest.approx(5 * 8760)
     assert probe.footprint.lifetime_source == "COMPRESSO_HARDWARE_LIFETIME_YEARS"
     assert {component.component for component in probe.footprint.components} >= {"cpu", "ram"}
+    # The operator's CPU model, not CodeCarbon's detection, is what Boavizta matched.
+    [cpu] = [component for component in probe.footprint.components if component.component == "cpu"]
+    assert probe.footprint.spec.cpu_name == "Intel Xeon Platinum 8480+" and "8480" in cpu.assumptions["name"]
