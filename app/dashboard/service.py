@@ -15,6 +15,7 @@ from app.jobs.orm import FINISHED_STATUSES, Job
 from app.jobs.step_progress import step_progress
 from app.models import repository as models_repository
 from app.reports import repository as tenant_totals
+from app.reports.orm import TOTAL_FIELDS, TenantTotals
 
 RECENT_JOBS = 20
 # Lines of the job log rendered with the page; the rest is a link to the API away.
@@ -120,20 +121,20 @@ class Totals:
 
 def overview(session: Session, tenant_id: str) -> dict[str, Any]:
     # The tenant's running totals: one row, however many jobs (app.reports.orm.TenantTotals).
-    totals = tenant_totals.get(session, tenant_id)
+    totals = tenant_totals.get(session, tenant_id) or TenantTotals(**dict.fromkeys(TOTAL_FIELDS, 0))
     return {
         "jobs": jobs_repository.recent(session, tenant_id, RECENT_JOBS),
         "models": models_repository.list_all(session, tenant_id),
         "datasets": datasets_repository.list_all(session, tenant_id),
         "totals": Totals(
-            models_compressed=totals.jobs_succeeded if totals else 0,
-            bytes_saved=totals.bytes_saved if totals else 0,
-            energy_spent_kwh=totals.energy_kwh if totals else 0.0,
-            co2e_spent_g=totals.co2e_g if totals else 0.0,
-            energy_saved_kwh_per_day=totals.saving_kwh_per_day if totals else 0.0,
-            water_spent_l=totals.water_l if totals else 0.0,
-            embodied_spent_gco2e=totals.embodied_gco2e if totals else 0.0,
-            water_saved_l_per_day=totals.saving_water_l_per_day if totals else 0.0,
+            models_compressed=totals.jobs_succeeded,
+            bytes_saved=totals.bytes_saved,
+            energy_spent_kwh=totals.energy_kwh,
+            co2e_spent_g=totals.co2e_g,
+            energy_saved_kwh_per_day=totals.saving_kwh_per_day,
+            water_spent_l=totals.water_l,
+            embodied_spent_gco2e=totals.embodied_gco2e,
+            water_saved_l_per_day=totals.saving_water_l_per_day,
         ),
     }
 

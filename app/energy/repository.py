@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.energy.orm import EnergyRecord
 from app.jobs.orm import Job
+from app.jobs.repository import created_in
 
 
 def for_job(session: Session, job_id: str) -> list[EnergyRecord]:
@@ -33,11 +34,7 @@ def totals(
         func.coalesce(func.sum(EnergyRecord.water_offsite_l), 0.0),
         func.coalesce(func.sum(EnergyRecord.embodied_gco2e), 0.0),
     ).join(Job, Job.id == EnergyRecord.job_id).where(Job.tenant_id == tenant_id)
-    if since is not None:
-        query = query.where(Job.created_at >= since)
-    if until is not None:
-        query = query.where(Job.created_at < until)
-    cpu, gpu, ram, energy, co2, onsite, offsite, embodied = session.execute(query).one()
+    cpu, gpu, ram, energy, co2, onsite, offsite, embodied = session.execute(created_in(query, since, until)).one()
     return {
         "cpu_kwh": cpu, "gpu_kwh": gpu, "ram_kwh": ram, "energy_kwh": energy, "co2e_g": co2,
         "water_onsite_l": onsite, "water_offsite_l": offsite, "water_l": onsite + offsite, "embodied_gco2e": embodied,

@@ -28,16 +28,9 @@ def list_page(
     return paginate(session, query, Job, page)
 
 
-def list_all(session: Session, tenant_id: str, status: str | None = None) -> list[Job]:
-    query = select(Job).where(Job.tenant_id == tenant_id).order_by(Job.created_at.desc())
-    if status is not None:
-        query = query.where(Job.status == status)
-    return list(session.scalars(query))
-
-
 def created_between(session: Session, tenant_id: str, since: datetime | None, until: datetime | None) -> list[Job]:
     query = select(Job).where(Job.tenant_id == tenant_id).order_by(Job.created_at.desc())
-    return list(session.scalars(_window(query, since, until)))
+    return list(session.scalars(created_in(query, since, until)))
 
 
 def recent(session: Session, tenant_id: str, limit: int) -> list[Job]:
@@ -45,7 +38,8 @@ def recent(session: Session, tenant_id: str, limit: int) -> list[Job]:
     return list(session.scalars(query))
 
 
-def _window(query, since: datetime | None, until: datetime | None):  # noqa: ANN001, ANN202
+def created_in(query, since: datetime | None, until: datetime | None):  # noqa: ANN001, ANN202
+    """`query` limited to jobs created in [since, until); either end may be open."""
     if since is not None:
         query = query.where(Job.created_at >= since)
     if until is not None:
@@ -65,7 +59,7 @@ def savings_totals(
         func.count(Job.saving_kwh_per_day), func.count(Job.saving_water_l_per_day),
         func.count(Job.saving_embodied_gco2e_per_day),
     ).where(Job.tenant_id == tenant_id, Job.status == SUCCEEDED)
-    kwh, co2, water, embodied, kwh_jobs, water_jobs, embodied_jobs = session.execute(_window(query, since, until)).one()
+    kwh, co2, water, embodied, kwh_jobs, water_jobs, embodied_jobs = session.execute(created_in(query, since, until)).one()
     return {"kwh_per_day": kwh, "co2e_g_per_day": co2, "water_l_per_day": water, "embodied_gco2e_per_day": embodied,
             "jobs_counted": kwh_jobs, "water_jobs_counted": water_jobs, "embodied_jobs_counted": embodied_jobs}
 
