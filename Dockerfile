@@ -20,6 +20,11 @@ WORKDIR /srv/compresso
 COPY requirements-boavizta.txt ./
 RUN python -m venv /opt/boavizta && /opt/boavizta/bin/pip install -r requirements-boavizta.txt
 ENV COMPRESSO_BOAVIZTA_PYTHON=/opt/boavizta/bin/python
+# llm-compressor (llm_quantize) pins older transformers and compressed-tensors: its own venv too.
+COPY requirements-llm.txt ./
+RUN python -m venv /opt/llm && /opt/llm/bin/pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
+    && /opt/llm/bin/pip install -r requirements-llm.txt
+ENV COMPRESSO_LLM_PYTHON=/opt/llm/bin/python
 # torch first, in its own layer: it is by far the largest dependency and changes least often.
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 

@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # boaviztapi (embodied impact) lives in its own venv: its pins fight ours (requirements-boavizta.txt).
 BOAVIZTA_VENV ?= .venv-boavizta
+# So does llm-compressor (the llm_quantize step): it pins older transformers (requirements-llm.txt).
+LLM_VENV ?= .venv-llm
 
 .PHONY: run test install install-dev migrate benchmark screenshots openapi
 
@@ -19,14 +21,20 @@ $(BOAVIZTA_VENV)/.installed: requirements-boavizta.txt
 	$(BOAVIZTA_VENV)/bin/python -m pip install --quiet -r requirements-boavizta.txt
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed
+$(LLM_VENV)/.installed: requirements-llm.txt
+	test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
+	$(LLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LLM_VENV)/bin/python -m pip install --quiet -r requirements-llm.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed
+install: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-run: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed
+run: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed
 	$(VENV)/bin/compresso serve
 
 test: $(VENV)/.installed-dev

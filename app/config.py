@@ -197,6 +197,12 @@ class Settings(BaseSettings):
         description="Python of the isolated environment that has boaviztapi (it pins older fastapi and pandas). "
         "Empty: .venv-boavizta beside the running venv, which `make install` builds.",
     )
+    llm_python: Path | None = Field(
+        None,
+        description="Python of the isolated environment that has llm-compressor, for llm_quantize steps (it pins "
+        "older transformers and compressed-tensors). Empty: .venv-llm beside the running venv, which `make install` "
+        "builds.",
+    )
 
     @field_validator("metrics_token", mode="before")
     @classmethod

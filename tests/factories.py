@@ -3,6 +3,8 @@
 `build_tiny_model(kind, dest)` writes a folder that passes `inspect_model_folder` and loads with
 plain `from_pretrained`: kinds "encoder" (BertModel), "classifier" (BertForSequenceClassification,
 labels negative/positive) and "causal-lm" (GPT2LMHeadModel with a byte-level BPE tokenizer).
+`build_tiny_causal_lm(architecture, dest)` writes the other causal LM families users bring (Llama,
+Qwen2, Qwen3, Mistral, Gemma, Phi-3), with widths llm-compressor's 4-bit groups divide.
 """
 
 from pathlib import Path
@@ -17,7 +19,15 @@ from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
     GPT2TokenizerFast,
+    Gemma2Config,
+    GemmaConfig,
+    LlamaConfig,
+    MistralConfig,
+    Phi3Config,
+    Qwen2Config,
+    Qwen3Config,
 )
+from transformers import AutoModelForCausalLM
 
 TINY_KINDS = ("encoder", "classifier", "causal-lm")
 CLASSIFIER_LABELS = ("negative", "positive")
@@ -110,6 +120,37 @@ def build_tiny_model(kind: str, dest: Path, hidden_size: int = 32) -> Path:
                 len(tokenizer), hidden_size, num_labels=2, id2label=labels, label2id={name: i for i, name in labels.items()}
             )
             model = BertForSequenceClassification(config)
+    model.eval().save_pretrained(dest, safe_serialization=True)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+# Hidden 128 and FFN 256: multiples of the 32-weight groups the 4-bit tests use.
+_CAUSAL_LM_CONFIGS = {
+    "llama": LlamaConfig,
+    "qwen2": Qwen2Config,
+    "qwen3": Qwen3Config,
+    "mistral": MistralConfig,
+    "gemma": GemmaConfig,
+    "gemma2": Gemma2Config,
+    "phi3": Phi3Config,
+}
+CAUSAL_LM_ARCHITECTURES = tuple(_CAUSAL_LM_CONFIGS)
+
+
+def build_tiny_causal_lm(architecture: str, dest: Path) -> Path:
+    """A tiny random causal LM of `architecture` (see CAUSAL_LM_ARCHITECTURES), with the GPT-2-style tokenizer."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    tokenizer = _gpt2_tokenizer()
+    eos = tokenizer.eos_token_id
+    config = _CAUSAL_LM_CONFIGS[architecture](
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=256, initializer_range=INIT_RANGE,
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+    )
+    model = AutoModelForCausalLM.from_config(config)
     model.eval().save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
     return dest

@@ -25,7 +25,7 @@ from workers.engine.energy.intensity import carbon_intensity
 from workers.engine.errors import EngineUserError
 from workers.engine.presets import get_preset, preset_names, preset_recipe
 from workers.engine.recipe import Recipe, RecipeError
-from workers.engine.target import Target, target_problems, task_problem
+from workers.engine.target import Target, step_task_problems, target_problems, task_problem
 
 QUEUE_BY_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
 
@@ -157,6 +157,10 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
     if problem is not None:
         raise Invalid(f"This {model.task} model cannot go to {body.target.describe()}: {problem}.",
                       errors=[{"loc": ["body", "target", "runtime"], "msg": problem}])
+    step_problems = step_task_problems(recipe.to_dict()["steps"], model.task)
+    if step_problems:
+        errors = [{**problem, "loc": ["body", *problem["loc"]]} for problem in step_problems]
+        raise Invalid(f"The recipe does not fit this {model.task} model: {RecipeError(step_problems)}.", errors=errors)
     limits.ensure_job_slot(session, settings, tenant)
     job = repository.add(
         session,

@@ -160,6 +160,34 @@ def build_torch_package(model, config_dir: Path, package_dir: Path) -> list[Pack
     return sorted([*files, *_document_files()], key=lambda item: item.path)
 
 
+def build_compressed_package(compressed_dir: Path, package_dir: Path) -> list[PackageFile]:
+    """A causal LM's compressed-tensors checkpoint as llm-compressor wrote it: safetensors shards, the
+    config.json whose quantization_config vLLM and transformers read, the tokenizer, and recipe.yaml."""
+    shutil.rmtree(package_dir, ignore_errors=True)
+    package_dir.mkdir(parents=True)
+    weights = sorted(
+        path.name for path in compressed_dir.iterdir()
+        if path.suffix == ".safetensors" or path.name.endswith(".safetensors.index.json")
+    )
+    if not weights:
+        raise RuntimeError("The compressed-tensors folder holds no safetensors file; refusing to ship it.")
+    files = []
+    for name in weights:
+        shutil.copyfile(compressed_dir / name, package_dir / name)
+        files.append(PackageFile(
+            path=name, runtime="transformers",
+            description="Compressed-tensors weights: vLLM loads the folder natively; AutoModelForCausalLM."
+            "from_pretrained(folder) reloads it with compressed-tensors installed.",
+        ))
+    if (compressed_dir / "recipe.yaml").is_file():
+        shutil.copyfile(compressed_dir / "recipe.yaml", package_dir / "recipe.yaml")
+        files.append(PackageFile(
+            path="recipe.yaml", runtime="any", description="llm-compressor's recipe that produced these weights."
+        ))
+    files += _copy_companions(compressed_dir, package_dir, ("config.json", "generation_config.json"))
+    return sorted([*files, *_document_files()], key=lambda item: item.path)
+
+
 def build_executorch_package(
     pte_path: Path, config_dir: Path, package_dir: Path, input_names: list[str]
 ) -> list[PackageFile]:

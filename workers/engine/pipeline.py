@@ -29,6 +29,7 @@ from workers.engine.evaluation.evaluate import PreparedInputs, evaluate_model, p
 from workers.engine.evaluation.latency import latency_batch
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.evaluation.fidelity import item_fidelity, summarise_fidelity
+from workers.engine.evaluation.perplexity import PerplexityProbe
 from workers.engine.evaluation.slices import slices_report
 from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.evaluation.quality import encode_labels
@@ -62,7 +63,7 @@ from workers.engine.report import (
 from workers.engine.stages import step_stage
 from workers.engine.shipping import package_result, result_parameters, result_runner_for
 from workers.engine.state import ModelState, StepContext
-from workers.engine.target import Target, target_problems, task_problem
+from workers.engine.target import Target, step_task_problems, target_problems, task_problem
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -97,6 +98,9 @@ class PipelineRequest(BaseModel):
     footprint: FootprintSettings = Field(default_factory=FootprintSettings)
     model_paths: dict[str, Path] = Field(
         default_factory=dict, description="Other uploaded model folders by id, for steps that name one."
+    )
+    llm_python: Path | None = Field(
+        None, description="The interpreter that has llm-compressor; empty: .venv-llm beside the running venv."
     )
 
 
@@ -167,6 +171,9 @@ def _load(request: PipelineRequest) -> _Loaded:
     problem = task_problem(request.target, info.task)
     if problem is not None:
         raise EngineUserError(f"This {info.task} model cannot go to {request.target.describe()}: {problem}.")
+    step_problems = step_task_problems(request.recipe.to_dict()["steps"], info.task)
+    if step_problems:
+        raise RecipeError(step_problems)
     dataset = load_eval_dataset(request.dataset_path, settings.max_samples)
     config = load_config(request.model_dir)
     limit = max_positions(config)
@@ -217,6 +224,7 @@ def _apply_steps(
             calibration_labels=loaded.label_ids,
             on_progress=lambda fraction, stage=stage, span=span: progress(stage, span, fraction * 0.9),
             model_paths=dict(request.model_paths),
+            llm_python=request.llm_python,
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)
         logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())
@@ -305,6 +313,13 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
             info.task, inputs, settings, request.work_dir / "outputs" / "original",
             progress.phases("evaluate_original", _EVAL_ORIGINAL),
         )
+        perplexity = None
+        if info.task == "text-generation":
+            perplexity = PerplexityProbe(
+                loaded.tokenizer, loaded.dataset.texts, settings.perplexity_window, settings.perplexity_max_tokens,
+                max_positions(loaded.model.config),
+            )
+            perplexity.measure("original", original_runner)
     logger.info("original measured: %s", _latency_summary(original_eval.latency))
     original = ModelSideReport(
         format="safetensors",
@@ -349,6 +364,8 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
             info.task, inputs, settings, request.work_dir / "outputs" / "result",
             progress.phases("evaluate_result", _EVAL_RESULT),
         )
+        if perplexity is not None:
+            perplexity.measure("result", result_runner)
     items = item_fidelity(info.task, original_eval.outputs, result_eval.outputs)
     fidelity = summarise_fidelity(info.task, items, inputs.num_samples)
     logger.info(
@@ -413,6 +430,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         water=water,
         embodied=embodied,
         slices=slices,
+        perplexity=None if perplexity is None else perplexity.report(),
     )
     pipeline_result = _write_outputs(request, report, package_dir)
     logger.info(

@@ -19,6 +19,8 @@ from workers.engine.registry import ModelFormat, TechniqueConfig, get_technique,
 RECIPE_KEYS = ["steps"]
 STEP_KEYS = ["technique", "params", "version"]
 ROOT = "recipe"
+# Outputs no technique takes as input, so their step ends the recipe.
+_FINAL_FORMATS = {"onnx": "an ONNX runtime file", "compressed-tensors": "a compressed-tensors checkpoint"}
 
 
 class RecipeError(EngineUserError):
@@ -118,9 +120,9 @@ def _format_errors(steps: list[TechniqueConfig]) -> list[dict[str, Any]]:
     producer: tuple[int, str] | None = None
     for index, step in enumerate(steps):
         if step.input_format != current:
-            if current == "onnx" and producer is not None:
+            if current in _FINAL_FORMATS and producer is not None:
                 msg = (
-                    f"step {producer[0]} ({producer[1]!r}) outputs an ONNX runtime file, so it must be the last "
+                    f"step {producer[0]} ({producer[1]!r}) outputs {_FINAL_FORMATS[current]}, so it must be the last "
                     f"step; {step.technique!r} works on a {step.input_format} model and cannot run after it"
                 )
             else:

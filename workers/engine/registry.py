@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from workers.engine.state import ModelState, StepContext
 
 # "torch": an in-memory transformers model; "onnx": an ONNX file for onnxruntime; "packed": an
-# entropy-coded .cpz container that `compresso unpack` turns back into the runnable ONNX folder.
-ModelFormat = Literal["torch", "onnx", "packed", "executorch"]
+# entropy-coded .cpz container that `compresso unpack` turns back into the runnable ONNX folder;
+# "compressed-tensors": a causal LM's quantized checkpoint folder (vLLM's format).
+ModelFormat = Literal["torch", "onnx", "packed", "executorch", "compressed-tensors"]
 
 
 class TechniqueConfig(BaseModel):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.engine.energy.schema import EnergyReport, InferenceEnergyReport, PaybackReport
 from workers.engine.footprint.schema import EmbodiedReport, WaterReport
+from workers.engine.registry import ModelFormat
 
 SCHEMA_VERSION = 1
 _BATCH_KEY = re.compile(r"^batch_\d+$")
@@ -98,7 +99,7 @@ class StepReport(_Strict):
     version: int
     params: dict[str, Any]
     wall_time_s: float
-    format_after: Literal["torch", "onnx", "packed", "executorch"] | None = None
+    format_after: ModelFormat | None = None
     size_bytes_before: int | None = Field(None, description="The model before this step (see size_bytes_after).")
     size_bytes_after: int = Field(
         description="The model after this step: torch tensor bytes, or the ONNX or .cpz file; the final figure is "
@@ -200,6 +201,23 @@ class SlicesReport(_Strict):
     flagged: list[str]
 
 
+class PerplexityPair(_Strict):
+    source: str = Field(description="dataset: the job's texts; builtin: compresso's general English sample.")
+    tokens: int = Field(description="Tokens scored (each predicted once).")
+    window: int = Field(description="Tokens of context per window (the model's limit, or fewer for short texts).")
+    stride: int = Field(description="Tokens the window moves by; each window scores only the tokens not yet scored.")
+    original: float
+    result: float
+    relative_increase: float = Field(description="result / original - 1.")
+
+
+class PerplexityReport(_Strict):
+    """Causal LMs only: strided-window perplexity, before and after, on the same tokens."""
+
+    dataset: PerplexityPair
+    general: PerplexityPair
+
+
 class Report(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     created_at: str
@@ -214,6 +232,7 @@ class Report(_Strict):
     evaluation: EvaluationReport
     files: list[PackageFile]
     slices: SlicesReport | None = None
+    perplexity: PerplexityReport | None = None
     storage: StorageReport | None = None
     # The sustainability sections (models in workers.engine.energy.schema).
     energy: EnergyReport

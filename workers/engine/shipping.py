@@ -20,6 +20,7 @@ from workers.engine.package import (
     MODEL_FILE,
     add_transformers_weights,
     build_package,
+    build_compressed_package,
     build_executorch_package,
     build_packed_package,
     build_torch_package,
@@ -57,6 +58,10 @@ def package_result(
         )
         files = build_executorch_package(pte, state.config_dir, package_dir, input_names)
         return Packaged(package_dir, files, [package_dir / PTE_FILE], package_dir / PTE_FILE, None, "pte", input_names)
+    if target.runtime == "torch" and state.compressed_dir is not None:
+        files = build_compressed_package(state.compressed_dir, package_dir)
+        weights = [package_dir / item.path for item in files if item.path.endswith(".safetensors")]
+        return Packaged(package_dir, files, weights, package_dir, None, "safetensors")
     if target.runtime == "torch":
         files = build_torch_package(state.torch_model, state.config_dir, package_dir)
         weights = [package_dir / item.path for item in files if item.path.endswith(".safetensors")]

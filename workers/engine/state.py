@@ -31,6 +31,8 @@ class ModelState:
     packed_path: Path | None = None
     # An ExecuTorch program built from torch_model (which stays: it holds the parameter count).
     pte_path: Path | None = None
+    # A causal LM's compressed-tensors folder (llm_quantize); torch_model is that folder reloaded.
+    compressed_dir: Path | None = None
 
     @property
     def format(self) -> ModelFormat:
@@ -38,6 +40,8 @@ class ModelState:
             return "packed"
         if self.pte_path is not None:
             return "executorch"
+        if self.compressed_dir is not None:
+            return "compressed-tensors"
         return "onnx" if self.onnx_path is not None else "torch"
 
     def size_bytes(self) -> int:
@@ -46,6 +50,8 @@ class ModelState:
             return self.packed_path.stat().st_size
         if self.pte_path is not None:
             return self.pte_path.stat().st_size
+        if self.compressed_dir is not None:
+            return sum(path.stat().st_size for path in self.compressed_dir.glob("*.safetensors"))
         if self.onnx_path is not None:
             return self.onnx_path.stat().st_size
         if self.torch_model is None:
@@ -95,6 +101,8 @@ class StepContext:
     # The step's own figures for its report entry (e.g. bits per weight, nonzero parameters,
     # examples used); JSON-serialisable values only.
     details: dict[str, Any] = field(default_factory=dict)
+    # The interpreter that has llm-compressor (llm_quantize); None: .venv-llm beside the running venv.
+    llm_python: Path | None = None
     # Where each part of the step ran (e.g. {"training": "cuda", "kmeans": "cpu"}), so a cuda job's
     # report says what it left on the CPU.
     placement: dict[str, str] = field(default_factory=dict)

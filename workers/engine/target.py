@@ -93,6 +93,12 @@ def target_problems(steps: list[dict[str, Any]], target: Target, job_device: str
                 "transformers cannot rebuild from config.json; for a torch target prune neurons with scope "
                 "'per_layer', or use target runtime onnxruntime or executorch",
             ))
+        if technique == "llm_quantize" and target.runtime != "torch":
+            problems.append(_error(
+                [*loc, "technique"],
+                "llm_quantize ships a compressed-tensors checkpoint, which transformers and vLLM run: use target "
+                '{"runtime": "torch"}',
+            ))
         if technique != "quantize":
             continue
         scheme = params.get("scheme")
@@ -123,6 +129,18 @@ def _per_layer_widths(prune_params: dict[str, Any]) -> bool:
     """Whether a prune step leaves layers whose shapes config.json cannot express."""
     structure = prune_params.get("structure")
     return structure == "heads" or (structure == "neurons" and prune_params.get("scope", "global") == "global")
+
+
+def step_task_problems(steps: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    """The recipe's steps (as dicts) that cannot take a model of `task`, as RecipeError-style problems."""
+    return [
+        _error(
+            ["recipe", "steps", index, "technique"],
+            f"llm_quantize compresses causal language models, and this model's task is {task}: use quantize",
+        )
+        for index, step in enumerate(steps)
+        if step.get("technique") == "llm_quantize" and task != "text-generation"
+    ]
 
 
 def task_problem(target: Target, task: str) -> str | None:

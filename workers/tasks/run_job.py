@@ -358,6 +358,7 @@ def execute_job(job_id: str) -> str:
         "eval": claim["evaluation"],
         "energy": energy_settings(settings, claim["deployment"]),
         "footprint": footprint_settings(settings, claim["deployment"]),
+        "llm_python": str(settings.llm_python) if settings.llm_python else None,
         "dataset_sha256": claim["dataset_sha256"],
         "work_dir": str(work_dir / "scratch"),
         "output_dir": str(work_dir / "output"),

@@ -26,6 +26,13 @@ class EvalSettings(BaseModel):
     energy_inferences_per_run: int = Field(
         128, ge=1, le=1_000_000, description="Inferences per run, rounded up to whole batches."
     )
+    perplexity_window: int = Field(
+        2048, ge=16, le=131072,
+        description="Causal LMs: tokens of context per perplexity window (the model's own limit applies too).",
+    )
+    perplexity_max_tokens: int = Field(
+        65536, ge=64, le=10_000_000, description="Causal LMs: tokens scored at most per text set for perplexity."
+    )
     slice_margin: float = Field(
         0.02, ge=0.0, le=1.0, description="A slice is flagged when its drop exceeds the overall drop by more than this."
     )

@@ -7,6 +7,7 @@ from workers.engine.registry import register_technique
 from workers.engine.techniques.cluster_config import ClusterConfig
 from workers.engine.techniques.distill_config import DistillConfig
 from workers.engine.techniques.huffman_config import HuffmanConfig
+from workers.engine.techniques.llm import LlmQuantizeConfig
 from workers.engine.techniques.low_rank_config import LowRankConfig
 from workers.engine.techniques.prune import PruneConfig
 from workers.engine.techniques.quantize import QuantizeConfig
@@ -17,3 +18,4 @@ register_technique(HuffmanConfig, "workers.engine.techniques.huffman:apply_huffm
 register_technique(ClusterConfig, "workers.engine.techniques.cluster:apply_cluster")
 register_technique(PruneConfig, "workers.engine.techniques.prune.handler:apply_prune")
 register_technique(DistillConfig, "workers.engine.techniques.distill:apply_distill")
+register_technique(LlmQuantizeConfig, "workers.engine.techniques.llm.handler:apply_llm_quantize")

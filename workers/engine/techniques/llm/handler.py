@@ -1,0 +1,172 @@
+"""The `llm_quantize` step: hands the causal LM to llm-compressor, in its own interpreter (see
+oneshot_script.py), and takes back a compressed-tensors folder, which is what ships.
+
+The model in memory is written out and dropped before the subprocess loads it, so the job never holds
+two copies. The compressed folder is then reloaded here with plain `from_pretrained` (compressed-tensors
+installed), as its user would load it, for the step's own fidelity probe.
+"""
+
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from workers.engine.errors import EngineUserError
+from workers.engine.loading import max_positions
+from workers.engine.state import ModelState, StepContext
+from workers.engine.techniques.llm.config import LlmQuantizeConfig
+
+__all__ = ["apply_llm_quantize", "default_llm_python"]
+
+logger = logging.getLogger(__name__)
+
+SCRIPT = Path(__file__).with_name("oneshot_script.py")
+_STDERR_TAIL_LINES = 8
+
+
+def default_llm_python() -> Path:
+    """The interpreter of .venv-llm beside the running venv, which `make install` builds."""
+    return Path(sys.prefix).parent / ".venv-llm" / "bin" / "python"
+
+
+def _calibration_passes(config: LlmQuantizeConfig) -> int:
+    """How many times llm-compressor walks the layers with calibration data (one per data-driven modifier)."""
+    passes = int(config.sparsity != "none") + int(config.resolved_smoothing() > 0)
+    passes += int(config.resolved_algorithm() != "rtn" or config.kv_cache != "none")
+    return max(passes, 1)
+
+
+class _LayerProgress:
+    """Turns the script's "layer k of n" events into the step's progress, an ETA in the log, and per-layer times."""
+
+    def __init__(self, context: StepContext, passes: int):
+        self.context, self.passes = context, passes
+        self.pass_index, self.last_index, self.last_elapsed = 0, 0, None
+        self.fraction = 0.0
+        self.layer_seconds: list[float] = []
+
+    def __call__(self, event: dict) -> None:
+        index, total, elapsed = event["index"], event["total"], event["elapsed_s"]
+        if index <= self.last_index:
+            self.pass_index += 1
+        elif self.last_elapsed is not None:
+            self.layer_seconds.append(round(elapsed - self.last_elapsed, 3))
+        self.last_index, self.last_elapsed = index, elapsed
+        done = (min(self.pass_index, self.passes - 1) * total + index - 1) / (self.passes * total)
+        self.fraction = max(self.fraction, done)
+        self.context.on_progress(self.fraction)
+        eta = elapsed / self.fraction * (1 - self.fraction) if self.fraction > 0 else None
+        logger.info(
+            "llm_quantize: layer %d of %d (pass %d of %d)%s", index, total, self.pass_index + 1, self.passes,
+            "" if eta is None else f", about {eta:.0f} s left",
+        )
+
+
+def _write_input(state: ModelState, context: StepContext) -> Path:
+    """The model as a transformers folder for the subprocess; the in-memory copy is dropped after."""
+    folder = context.work_dir / "input"
+    state.torch_model.save_pretrained(folder, safe_serialization=True)
+    context.tokenizer.save_pretrained(folder)
+    state.torch_model = None
+    gc.collect()
+    return folder
+
+
+def _run_script(python: Path, spec_path: Path, device: str, progress: _LayerProgress) -> dict:
+    env = dict(os.environ)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job stays on the CPU even on a GPU host
+    stderr_path = spec_path.with_name("oneshot.stderr")
+    with stderr_path.open("w", encoding="utf-8") as stderr:
+        process = subprocess.Popen(
+            [str(python), str(SCRIPT), str(spec_path)], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+        )
+        done = None
+        try:
+            for line in process.stdout:
+                event = json.loads(line)
+                if event["event"] == "layer":
+                    progress(event)
+                elif event["event"] == "done":
+                    done = event
+        finally:
+            # A SIGTERM to the engine (a time limit) must not leave llm-compressor running.
+            if process.poll() is None and done is None:
+                process.kill()
+            code = process.wait()
+    if code != 0 or done is None:
+        lines = [line for line in stderr_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        tail = " | ".join(lines[-_STDERR_TAIL_LINES:]) or "no output"
+        raise RuntimeError(f"llm-compressor failed (exit {code}): {tail}")
+    return done
+
+
+def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: StepContext) -> ModelState:
+    if state.task != "text-generation":
+        raise EngineUserError(f"llm_quantize compresses causal language models; this model's task is {state.task}.")
+    python = context.llm_python or default_llm_python()
+    if not python.exists():
+        raise EngineUserError(
+            f"llm_quantize needs llm-compressor's interpreter {python}, which does not exist: run `make install` "
+            "(it builds .venv-llm), or set COMPRESSO_LLM_PYTHON to a Python that has llmcompressor installed."
+        )
+    limit = max_positions(state.torch_model.config)
+    sequence_length = min(config.max_sequence_length, limit) if limit else config.max_sequence_length
+    texts = context.calibration_texts[: config.calibration_samples]
+    if not texts:
+        raise EngineUserError("llm_quantize needs calibration texts; give the job a dataset.")
+    calibration_file = context.work_dir / "calibration.jsonl"
+    calibration_file.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+    input_dir = _write_input(state, context)
+    output_dir = context.work_dir / "compressed"
+    spec = {
+        "model_dir": str(input_dir),
+        "output_dir": str(output_dir),
+        "calibration_file": str(calibration_file),
+        "scheme": config.scheme,
+        "algorithm": config.resolved_algorithm(),
+        "group_size": config.group_size,
+        "activation_order": config.activation_order,
+        "smoothing_strength": config.resolved_smoothing(),
+        "sparsity": config.sparsity,
+        "kv_cache": config.kv_cache,
+        "keep": config.keep,
+        "max_sequence_length": sequence_length,
+    }
+    spec_path = context.work_dir / "oneshot.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    progress = _LayerProgress(context, _calibration_passes(config))
+    started = time.perf_counter()
+    done = _run_script(python, spec_path, context.device, progress)
+    logger.info("llm_quantize: llm-compressor finished in %.1f s", time.perf_counter() - started)
+    # The input copy is no longer needed; the compressed folder is the state from here on.
+    for path in input_dir.iterdir():
+        path.unlink()
+    input_dir.rmdir()
+    model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
+    context.placement["quantize"] = done["device"]
+    context.details.update(
+        scheme=config.scheme,
+        algorithm=config.resolved_algorithm(),
+        smoothing_strength=config.resolved_smoothing() or None,
+        sparsity=config.sparsity,
+        kv_cache=config.kv_cache,
+        kept_layers=done["kept_layers"],
+        calibration_samples=done["calibration_samples"],
+        calibration_sequence_length=sequence_length,
+        layer_seconds=progress.layer_seconds,
+        quantize_s=done["quantize_s"],
+        peak_rss_mb=done["peak_rss_mb"],
+        peak_gpu_memory_mb=done["peak_gpu_memory_mb"],
+        library_versions=done["versions"],
+    )
+    return ModelState(
+        task=state.task, config_dir=output_dir, torch_model=model.to(context.device), compressed_dir=output_dir
+    )
