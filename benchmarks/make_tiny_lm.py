@@ -141,10 +141,13 @@ def train(out: Path, minutes: float, device: str, seed: int) -> dict:
         tokens_seen += BATCH * SEQUENCE
         if step % 100 == 0:
             print(f"step {step}: loss {loss.item():.3f}, lr {lr:.2e}, {elapsed / 60:.1f} min", flush=True)
+    # Stored in bf16, as LLM checkpoints are published, so a compressed artifact compares with the bytes
+    # users start from; the held-out figure is that of the bf16 weights.
+    model = model.to(torch.bfloat16).float()
     heldout_ppl = _perplexity(model, heldout_stream, device)
     unigram_ppl = _unigram_perplexity(train_stream, heldout_stream, len(tokenizer))
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "heldout.txt").write_text("\n".join(heldout_texts) + "\n", encoding="utf-8")
     rng = random.Random(seed)

@@ -155,6 +155,8 @@ def test_a_job_ships_the_checkpoint_and_reports_perplexity(causal_lms, tmp_path)
         names = set(archive.namelist())
     assert {"model.safetensors", "config.json", "recipe.yaml", "tokenizer.json", "report.json"} <= names
     assert "quantization_config" in json.loads((tmp_path / "work" / "package" / "config.json").read_text())
+    card = (tmp_path / "work" / "package" / "README.md").read_text()
+    assert "vllm serve ." in card and "Perplexity, the job's texts" in card
 
 
 def test_recipes_and_targets_that_cannot_take_llm_quantize_are_refused():

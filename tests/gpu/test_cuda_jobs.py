@@ -5,7 +5,7 @@ the same job on the CPU within noise."""
 import pytest
 
 from tests.engine.conftest import FAST_EVAL, LABELLED_ROWS
-from tests.factories import TINY_KINDS, build_tiny_model
+from tests.factories import TINY_KINDS, build_tiny_causal_lm, build_tiny_model
 from workers.engine.pipeline import PipelineRequest, run_pipeline
 from workers.engine.presets import PRESETS
 from workers.engine.recipe import Recipe
@@ -32,7 +32,8 @@ TORCH_TARGET_SCHEMES = ("bf16", "fp16", "int8_weight_only", "int8_dynamic", "int
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu-models")
-    return {kind: build_tiny_model(kind, root / kind, hidden_size=64) for kind in TINY_KINDS}
+    models = {kind: build_tiny_model(kind, root / kind, hidden_size=64) for kind in TINY_KINDS}
+    return models | {"llama": build_tiny_causal_lm("llama", root / "llama")}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def test_every_technique_runs_on_cuda_and_matches_the_cpu(models, dataset, tmp_p
 
 @pytest.mark.parametrize("preset", [preset.name for preset in PRESETS])
 def test_every_preset_runs_on_cuda(models, dataset, tmp_path, preset):
+    """The llm-* presets on a tiny Llama (llm-compressor onloads each layer to the GPU); the rest on the encoder."""
     chosen = next(p for p in PRESETS if p.name == preset)
     steps = Recipe.from_dict(chosen.recipe).to_dict()["steps"]
     for step in steps:  # the tiny run keeps the recipe's shape, with a short training
@@ -84,8 +86,9 @@ def test_every_preset_runs_on_cuda(models, dataset, tmp_path, preset):
             step["params"] |= {"augment_copies": 2, "epochs": 1}
         if "recover" in step["params"]:
             step["params"]["recover"] |= {"augment_copies": 2, "epochs": 1}
-    report = _run(models["encoder"], dataset, tmp_path, steps, "cuda", chosen.target.model_dump())
-    assert report["job"]["device"] == "cuda" and _fidelity(report) > 0.5
+    model = models["llama" if chosen.task == "text-generation" else "encoder"]
+    report = _run(model, dataset, tmp_path, steps, "cuda", chosen.target.model_dump())
+    assert report["job"]["device"] == "cuda" and _fidelity(report) > 0.3
     assert report["job"]["target"] == chosen.target.model_dump()
 
 

@@ -161,6 +161,36 @@ encoded = {{key: value.cpu().numpy() for key, value in encoded.items()}}
     return f"## How to use\n\n```python\n{code.rstrip()}\n```"
 
 
+def _compressed_tensors_usage(report: dict[str, Any]) -> str:
+    """A causal LM's compressed-tensors checkpoint: vLLM serves it as it is; transformers reloads it."""
+    device = report["result"]["latency"]["device"]
+    return f"""## How to use
+
+With vLLM, which reads `quantization_config` from config.json and picks its kernels (run from the unzipped folder):
+
+```bash
+vllm serve .
+```
+
+```python
+from vllm import LLM, SamplingParams
+
+llm = LLM(model=".")
+print(llm.generate(["An example sentence"], SamplingParams(max_tokens=32))[0].outputs[0].text)
+```
+
+With transformers (`pip install compressed-tensors`):
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained(".")
+model = AutoModelForCausalLM.from_pretrained(".", dtype="auto", device_map="{device}")
+encoded = tokenizer(["An example sentence"], return_tensors="pt").to(model.device)
+print(tokenizer.decode(model.generate(**encoded, max_new_tokens=32)[0]))
+```"""
+
+
 def _executorch_usage(report: dict[str, Any]) -> str:
     usage = _USAGE.get(report["model"]["task"], _Usage((), "", ""))
     [program] = [item for item in report["files"] if item["path"].endswith(".pte")]
@@ -183,6 +213,8 @@ output = method.execute([torch.from_numpy(encoded[name].astype(np.int64)) for na
 
 def _usage(report: dict[str, Any]) -> str:
     library = _library(report)
+    if any(item["path"] == "recipe.yaml" for item in report["files"]):
+        return _compressed_tensors_usage(report)
     if library == "transformers":
         return _torch_usage(report)
     if library == "executorch":
@@ -223,6 +255,9 @@ def _evaluation_data(report: dict[str, Any], dataset_sha256: str | None) -> str:
     )
 
 
+_PERPLEXITY_LABELS = {"dataset": "Perplexity, the job's texts", "general": "Perplexity, builtin English sample"}
+
+
 def _results(report: dict[str, Any]) -> str:
     original, result = report["original"], report["result"]
     rows = [
@@ -240,6 +275,10 @@ def _results(report: dict[str, Any]) -> str:
     if original["quality"] and result["quality"]:
         for metric in ("accuracy", "macro_f1"):
             rows.append([metric, f"{original['quality'][metric]:.4f}", f"{result['quality'][metric]:.4f}"])
+    for name, pair in (report.get("perplexity") or {}).items():
+        label = _PERPLEXITY_LABELS[name]
+        rows.append([f"{label} ({pair['tokens']:,} tokens, window {pair['window']})", f"{pair['original']:.3f}",
+                     f"{pair['result']:.3f} ({pair['relative_increase']:+.2%})"])
     fidelity = report["fidelity"]
     for name, value in fidelity["metrics"].items():
         marker = " (primary)" if name == fidelity["primary_metric"] else ""

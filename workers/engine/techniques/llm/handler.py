@@ -69,10 +69,18 @@ class _LayerProgress:
         )
 
 
+def _stored_dtype(config_dir: Path) -> torch.dtype:
+    """The dtype the uploaded checkpoint was stored in (the engine computes in float32 whatever it is)."""
+    config = json.loads((config_dir / "config.json").read_text(encoding="utf-8"))
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name, torch.float32)
+
+
 def _write_input(state: ModelState, context: StepContext) -> Path:
-    """The model as a transformers folder for the subprocess; the in-memory copy is dropped after."""
+    """The model as a transformers folder for the subprocess, in the dtype it was uploaded in (so what the
+    scheme leaves unquantized, like the lm_head, ships in those bytes); the in-memory copy is dropped after."""
     folder = context.work_dir / "input"
-    state.torch_model.save_pretrained(folder, safe_serialization=True)
+    state.torch_model.to(_stored_dtype(state.config_dir)).save_pretrained(folder, safe_serialization=True)
     context.tokenizer.save_pretrained(folder)
     state.torch_model = None
     gc.collect()
