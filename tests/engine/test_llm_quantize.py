@@ -149,6 +149,10 @@ def test_a_job_ships_the_checkpoint_and_reports_perplexity(causal_lms, tmp_path)
     for pair in report["perplexity"].values():
         assert pair["tokens"] > 100 and pair["original"] > 1 and abs(pair["relative_increase"]) < 0.5
     assert report["perplexity"]["general"]["source"] == "builtin"
+    for side in ("original", "result"):  # generation measured on the target, with the KV cache
+        generation = report[side]["generation"]
+        assert set(generation["batches"]) == {"batch_1", "batch_32"} and generation["device"] == "cpu"
+        assert all(stats["decode_tokens_per_s"] > 0 for stats in generation["batches"].values())
     stages = [fraction for stage, fraction in progress if stage.startswith("step")]
     assert stages == sorted(stages) and len(stages) > 3
     with zipfile.ZipFile(tmp_path / "out" / "model.zip") as archive:
@@ -156,7 +160,7 @@ def test_a_job_ships_the_checkpoint_and_reports_perplexity(causal_lms, tmp_path)
     assert {"model.safetensors", "config.json", "recipe.yaml", "tokenizer.json", "report.json"} <= names
     assert "quantization_config" in json.loads((tmp_path / "work" / "package" / "config.json").read_text())
     card = (tmp_path / "work" / "package" / "README.md").read_text()
-    assert "vllm serve ." in card and "Perplexity, the job's texts" in card
+    assert "vllm serve ." in card and "Perplexity, the job's texts" in card and "Decode tokens/s, batch 32" in card
 
 
 def test_recipes_and_targets_that_cannot_take_llm_quantize_are_refused():

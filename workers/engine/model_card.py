@@ -272,6 +272,16 @@ def _results(report: dict[str, Any]) -> str:
             label = f"Latency {key.replace('_', ' ')} (p50 / p95)"
             rows.append([label, f"{before['p50_ms']:.2f} / {before['p95_ms']:.2f} ms",
                          f"{after['p50_ms']:.2f} / {after['p95_ms']:.2f} ms"])
+    if original.get("generation") and result.get("generation"):
+        for key, after in result["generation"]["batches"].items():
+            before = original["generation"]["batches"].get(key)
+            if before is None:
+                continue
+            label = key.replace("_", " ")
+            rows.append([f"Time to first token, {label}", f"{before['time_to_first_token_ms']:.1f} ms",
+                         f"{after['time_to_first_token_ms']:.1f} ms"])
+            rows.append([f"Decode tokens/s, {label}", f"{before['decode_tokens_per_s']:,.0f}",
+                         f"{after['decode_tokens_per_s']:,.0f}"])
     if original["quality"] and result["quality"]:
         for metric in ("accuracy", "macro_f1"):
             rows.append([metric, f"{original['quality'][metric]:.4f}", f"{result['quality'][metric]:.4f}"])

@@ -29,6 +29,7 @@ from workers.engine.evaluation.evaluate import PreparedInputs, evaluate_model, p
 from workers.engine.evaluation.latency import latency_batch
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.evaluation.fidelity import item_fidelity, summarise_fidelity
+from workers.engine.evaluation.generation import measure_generation
 from workers.engine.evaluation.perplexity import PerplexityProbe
 from workers.engine.evaluation.slices import slices_report
 from workers.engine.evaluation.step_probe import StepProbe
@@ -313,13 +314,17 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
             info.task, inputs, settings, request.work_dir / "outputs" / "original",
             progress.phases("evaluate_original", _EVAL_ORIGINAL),
         )
-        perplexity = None
+        perplexity = original_generation = result_generation = None
         if info.task == "text-generation":
             perplexity = PerplexityProbe(
                 loaded.tokenizer, loaded.dataset.texts, settings.perplexity_window, settings.perplexity_max_tokens,
                 max_positions(loaded.model.config),
             )
             perplexity.measure("original", original_runner)
+            original_generation = measure_generation(
+                original_runner.model, perplexity.streams["dataset"].ids, request.target.device,
+                settings.latency_batch_sizes, max_positions(loaded.model.config),
+            )
     logger.info("original measured: %s", _latency_summary(original_eval.latency))
     original = ModelSideReport(
         format="safetensors",
@@ -329,6 +334,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         num_parameters=info.num_parameters,
         latency=original_eval.latency,
         quality=original_eval.quality,
+        generation=original_generation,
     )
 
     # Energy per inference of the original while it is loaded; the result's follows its evaluation.
@@ -366,6 +372,12 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         )
         if perplexity is not None:
             perplexity.measure("result", result_runner)
+        # An ONNX or ExecuTorch language model has no KV cache here: generation is measured on torch only.
+        if perplexity is not None and isinstance(result_runner, TorchRunner):
+            result_generation = measure_generation(
+                result_runner.model, perplexity.streams["dataset"].ids, request.target.device,
+                settings.latency_batch_sizes, max_positions(result_runner.model.config),
+            )
     items = item_fidelity(info.task, original_eval.outputs, result_eval.outputs)
     fidelity = summarise_fidelity(info.task, items, inputs.num_samples)
     logger.info(
@@ -384,6 +396,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         num_parameters=result_parameters(result_runner, packaged, state_parameters),
         latency=result_eval.latency,
         quality=result_eval.quality,
+        generation=result_generation,
     )
 
     progress("inference_energy.result", _EVAL_RESULT, 1.0)

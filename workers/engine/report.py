@@ -60,6 +60,23 @@ class QualityReport(_Strict):
     num_labelled: int
 
 
+class GenerationStats(_Strict):
+    time_to_first_token_ms: float = Field(description="The prompts' forward pass, which yields the first token.")
+    prefill_tokens_per_s: float = Field(description="Prompt tokens processed per second, all rows together.")
+    decode_tokens_per_s: float = Field(description="New tokens per second after the first, all rows together.")
+    generate_s: float = Field(description="One greedy generate of new_tokens tokens, whole.")
+
+
+class GenerationReport(_Strict):
+    """Causal LMs on a torch runtime: transformers' KV-cache generation, medians of `repeats` runs."""
+
+    prompt_tokens: int
+    new_tokens: int
+    device: str
+    repeats: int
+    batches: dict[str, GenerationStats] = Field(description="Per batch size, as batch_<n>.")
+
+
 class ModelSideReport(_Strict):
     format: Literal["safetensors", "onnx", "cpz", "pte"]
     runtime: Literal["pytorch", "onnxruntime", "executorch"]
@@ -73,6 +90,7 @@ class ModelSideReport(_Strict):
     num_parameters: int
     latency: LatencyReport
     quality: QualityReport | None
+    generation: GenerationReport | None = None
 
 
 class FidelityReport(_Strict):
