@@ -167,3 +167,19 @@ def test_new_job_page_has_the_form_and_presets(client):  # noqa: F811
     # The YAML parser is served by the app itself: the page works offline.
     assert "/static/vendor/js-yaml.min.js" in html
     assert "js-yaml" in client.get("/static/vendor/js-yaml.min.js").text[:2000]
+
+
+def test_job_page_shows_a_language_models_perplexity_and_generation_speed(client):  # noqa: F811
+    report = copy.deepcopy(REPORT)
+    pair = {"source": "dataset", "tokens": 7441, "window": 1024, "stride": 512, "original": 120.5, "result": 124.1,
+            "relative_increase": 124.1 / 120.5 - 1}
+    report["perplexity"] = {"dataset": pair, "general": {**pair, "source": "builtin", "tokens": 9000}}
+    stats = {"time_to_first_token_ms": 12.5, "prefill_tokens_per_s": 9000.0, "decode_tokens_per_s": 350.0, "generate_s": 0.1}
+    for side, speed in (("original", 350.0), ("result", 410.0)):
+        report[side]["generation"] = {"prompt_tokens": 128, "new_tokens": 32, "device": "cpu", "repeats": 3,
+                                      "batches": {"batch_1": {**stats, "decode_tokens_per_s": speed}}}
+    job_id = add_job_row(add_model_row(), status="succeeded", progress=1.0, stage="done", report=report)
+    table = client.get(f"/jobs/{job_id}").text.split('id="before-after"', 1)[1].split("</table>", 1)[0]
+    assert "Perplexity, the job&#39;s texts (7,441 tokens)" in table and "124.100 (+2.99%)" in table
+    assert "Perplexity, builtin sample (9,000 tokens)" in table
+    assert "12.5 ms / 350" in table and "12.5 ms / 410" in table
