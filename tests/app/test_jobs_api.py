@@ -208,6 +208,17 @@ def test_a_recipe_that_cannot_build_the_target_is_a_422_naming_the_step(client, 
     assert response.status_code == 422 and response.json()["errors"][0]["loc"] == ["body", "target", "runtime"]
 
 
+def test_llm_quantize_on_a_model_that_is_not_a_causal_lm_is_a_422(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    recipe = {"steps": [{"technique": "llm_quantize", "params": {"scheme": "w4a16"}}]}
+    response = submit(client, model_id, recipe=recipe, target={"runtime": "torch", "device": "cpu"})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["loc"] == ["body", "recipe", "steps", 0, "technique"] and "feature-extraction" in error["msg"]
+    response = submit(client, model_id, recipe=recipe)  # and the default onnxruntime target cannot take it
+    assert response.status_code == 422 and "compressed-tensors" in response.json()["detail"]
+
+
 def test_a_cuda_target_sends_an_auto_job_to_a_gpu_worker(client, tiny_encoder_zip):
     model_id = upload(client, tiny_encoder_zip).json()["id"]
     target = {"runtime": "torch", "device": "cuda"}
