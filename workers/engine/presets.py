@@ -122,44 +122,36 @@ PRESETS: tuple[Preset, ...] = (
 
 
 
-def _llm(scheme: str, **params: Any) -> dict[str, Any]:
-    return {"steps": [{"technique": "llm_quantize", "params": {"scheme": scheme, **params}}]}
+def _llm_preset(name: str, summary: str, scheme: str, **params: Any) -> Preset:
+    steps = [{"technique": "llm_quantize", "params": {"scheme": scheme, **params}}]
+    return Preset(name=name, summary=summary, recipe={"steps": steps}, target=_TORCH_CUDA, task="text-generation")
 
 
 # For causal LMs served by vLLM or transformers on a GPU; the figures are in benchmarks/results/llm_bench.md.
 LLM_PRESETS: tuple[Preset, ...] = (
-    Preset(
-        name="llm-w4a16",
-        summary="Causal LMs: 4-bit weights in groups of 128 by GPTQ with activation order, 16-bit activations; "
-        "a compressed-tensors checkpoint for vLLM (Marlin kernels) about 0.3x the bf16 bytes. The lm_head stays "
-        "16-bit.",
-        recipe=_llm("w4a16"),
-        target=_TORCH_CUDA,
-        task="text-generation",
+    _llm_preset(
+        "llm-w4a16",
+        "Causal LMs: 4-bit weights in groups of 128 by GPTQ with activation order, 16-bit activations; a "
+        "compressed-tensors checkpoint for vLLM (Marlin kernels) about 0.3x the bf16 bytes. The lm_head stays 16-bit.",
+        "w4a16",
     ),
-    Preset(
-        name="llm-w8a8",
-        summary="Causal LMs: SmoothQuant, then GPTQ to int8 per-channel weights with int8 activations quantized "
-        "per token: half the bf16 bytes, on int8 tensor cores, near-lossless.",
-        recipe=_llm("w8a8"),
-        target=_TORCH_CUDA,
-        task="text-generation",
+    _llm_preset(
+        "llm-w8a8",
+        "Causal LMs: SmoothQuant, then GPTQ to int8 per-channel weights with int8 activations quantized per "
+        "token: half the bf16 bytes, on int8 tensor cores, near-lossless.",
+        "w8a8",
     ),
-    Preset(
-        name="llm-fp8",
-        summary="Causal LMs on Hopper or Ada GPUs: fp8 per-channel weights and per-token dynamic fp8 activations, "
-        "with no calibration data needed; half the bf16 bytes.",
-        recipe=_llm("fp8"),
-        target=_TORCH_CUDA,
-        task="text-generation",
+    _llm_preset(
+        "llm-fp8",
+        "Causal LMs on Hopper or Ada GPUs: fp8 per-channel weights and per-token dynamic fp8 activations, with "
+        "no calibration data needed; half the bf16 bytes.",
+        "fp8",
     ),
-    Preset(
-        name="llm-2of4-fp8",
-        summary="Causal LMs: SparseGPT removes two weights in every four, then fp8 as llm-fp8; for sparse tensor "
-        "cores. Loses more quality than the others: follow it with distillation to recover.",
-        recipe=_llm("fp8", sparsity="2:4"),
-        target=_TORCH_CUDA,
-        task="text-generation",
+    _llm_preset(
+        "llm-2of4-fp8",
+        "Causal LMs: SparseGPT removes two weights in every four, then fp8 as llm-fp8; for sparse tensor cores. "
+        "Loses more quality than the others: follow it with distillation to recover.",
+        "fp8", sparsity="2:4",
     ),
 )
 PRESETS = PRESETS + LLM_PRESETS
