@@ -44,15 +44,28 @@ JOB_EVALUATION = {
     "latency_batch_sizes": [1], "energy_repeats": 2, "energy_inferences_per_run": 16,
     "perplexity_window": WINDOW, "perplexity_max_tokens": 8192,
 }
+def _llm(**params) -> list[dict]:
+    return [{"technique": "llm_quantize", "params": params}]
+
+
+def _wanda_2of4(recover: dict | None) -> list[dict]:
+    prune = {"structure": "2:4", "importance": "activation"} | ({"recover": recover} if recover else {})
+    return [{"technique": "prune", "params": prune}, *_llm(scheme="fp8")]
+
+
 ROWS = {
-    "w4a16-rtn": {"scheme": "w4a16", "algorithm": "rtn"},
-    "w4a16-gptq": {"scheme": "w4a16", "algorithm": "gptq"},
-    "w4a16-awq": {"scheme": "w4a16", "algorithm": "awq"},
-    "w8a16-gptq": {"scheme": "w8a16"},
-    "w8a8-smoothquant-gptq": {"scheme": "w8a8"},
-    "w8a8-rtn": {"scheme": "w8a8", "algorithm": "rtn"},
-    "fp8": {"scheme": "fp8"},
-    "2:4-fp8": {"scheme": "fp8", "sparsity": "2:4"},
+    "w4a16-rtn": _llm(scheme="w4a16", algorithm="rtn"),
+    "w4a16-gptq": _llm(scheme="w4a16", algorithm="gptq"),
+    "w4a16-awq": _llm(scheme="w4a16", algorithm="awq"),
+    "w8a16-gptq": _llm(scheme="w8a16"),
+    "w8a8-smoothquant-gptq": _llm(scheme="w8a8"),
+    "w8a8-rtn": _llm(scheme="w8a8", algorithm="rtn"),
+    "fp8": _llm(scheme="fp8"),
+    "2:4-sparsegpt-fp8": _llm(scheme="fp8", sparsity="2:4"),
+    # The same 2:4 structure from compresso's prune step (Wanda importance), without and with a token-level
+    # KL distillation from the original on the calibration texts, then fp8: what recovery brings back.
+    "2:4-wanda-fp8": _wanda_2of4(None),
+    "2:4-wanda-distilled-fp8": _wanda_2of4({"epochs": 3, "augment": "splice", "augment_copies": 4}),
 }
 
 
@@ -92,10 +105,33 @@ def heldout_metrics(original, result, ids: np.ndarray) -> dict[str, float]:
     }
 
 
-def run_row(name: str, params: dict, model_dir: Path, dataset: Path, work: Path) -> dict:
+_DTYPE_BYTES = {"I64": 8, "I32": 4, "F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "F8_E4M3": 1, "BOOL": 1}
+
+
+def quantized_layer_ratio(package: Path, original) -> float | None:
+    """Bytes of the quantized Linear layers (every tensor of a layer that has a weight_scale: packed or
+    8-bit weights, scales, zero points, sparsity masks) against the same layers' weights in bf16: what the
+    scheme does where it applies, apart from the 16-bit embeddings and lm_head it leaves."""
+    from safetensors import safe_open
+
+    sizes: dict[str, dict[str, int]] = {}
+    for path in package.glob("*.safetensors"):
+        with safe_open(path, "pt") as tensors:
+            for name in tensors.keys():
+                layer, _, tensor = name.rpartition(".")
+                info = tensors.get_slice(name)
+                sizes.setdefault(layer, {})[tensor] = math.prod(info.get_shape()) * _DTYPE_BYTES[info.get_dtype()]
+    quantized = {layer: parts for layer, parts in sizes.items() if "weight_scale" in parts}
+    if not quantized:
+        return None
+    modules = dict(original.named_modules())
+    stored = sum(size for parts in quantized.values() for tensor, size in parts.items() if tensor != "bias")
+    return stored / sum(modules[layer].weight.numel() * 2 for layer in quantized)
+
+
+def run_row(name: str, steps: list[dict], model_dir: Path, dataset: Path, work: Path) -> dict:
     spec = {
-        "model_dir": str(model_dir), "dataset_path": str(dataset),
-        "recipe": {"steps": [{"technique": "llm_quantize", "params": params}]},
+        "model_dir": str(model_dir), "dataset_path": str(dataset), "recipe": {"steps": steps},
         "target": {"runtime": "torch", "device": "cpu"}, "eval": JOB_EVALUATION,
         "work_dir": str(work / name / "work"), "output_dir": str(work / name / "out"),
     }
@@ -125,15 +161,17 @@ def main() -> None:
             run = run_row(name, ROWS[name], model_dir, dataset, Path(scratch))
             result = AutoModelForCausalLM.from_pretrained(run["package"], dtype=torch.float32).eval()
             metrics = heldout_metrics(original, result, ids)
-            step = run["report"]["steps"][0]
+            step = run["report"]["steps"][-1]
             results[name] = {
-                **metrics, "params": ROWS[name],
+                **metrics, "steps": ROWS[name],
                 "size_bytes": run["report"]["result"]["size_bytes"],
                 "size_vs_bf16": run["report"]["result"]["size_bytes"] / bf16_bytes,
+                "quantized_layers_vs_bf16": quantized_layer_ratio(run["package"], original),
                 "kept_layers": step["details"]["kept_layers"], "quantize_s": step["details"]["quantize_s"],
+                "steps_s": [entry["wall_time_s"] for entry in run["report"]["steps"]],
                 "job_wall_s": run["wall_s"], "job_peak_rss_mb": run["peak_rss_mb"],
             }
-            print(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'params'})}", flush=True)
+            print(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'steps'})}", flush=True)
             del result
     lines = [
         f"# llm_bench: the tiny LM ({training['parameters'] / 1e6:.1f}M parameters, held-out perplexity "
@@ -142,14 +180,16 @@ def main() -> None:
         f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads. Held-out: {len(ids):,} "
         f"tokens, windows of {WINDOW} moving by {WINDOW // 2}. Calibration: {CALIBRATION_ROWS} training texts.",
         "",
-        "| row | perplexity before | after | increase | KL mean | top-1 agreement | size vs bf16 | quantize s | job s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | perplexity before | after | increase | KL mean | top-1 agreement | size vs bf16 | quantized layers vs bf16 "
+        "| quantize s | job s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results.items():
         lines.append(
             f"| {name} | {row['perplexity_original']:.3f} | {row['perplexity_result']:.3f} | "
             f"{row['perplexity_increase']:+.2%} | {row['kl_mean']:.4f} | {row['top1_agreement']:.4f} | "
-            f"{row['size_vs_bf16']:.3f}x | {row['quantize_s']:.1f} | {row['job_wall_s']:.0f} |"
+            f"{row['size_vs_bf16']:.3f}x | {row['quantized_layers_vs_bf16'] or 0:.3f}x | {row['quantize_s']:.1f} | "
+            f"{row['job_wall_s']:.0f} |"
         )
     table = "\n".join(lines) + "\n"
     print(table)

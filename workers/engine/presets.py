@@ -149,8 +149,9 @@ LLM_PRESETS: tuple[Preset, ...] = (
     ),
     _llm_preset(
         "llm-2of4-fp8",
-        "Causal LMs: SparseGPT removes two weights in every four, then fp8 as llm-fp8; for sparse tensor cores. "
-        "Loses more quality than the others: follow it with distillation to recover.",
+        "Causal LMs: SparseGPT removes two weights in every four, then fp8 as llm-fp8; for runtimes with 2:4 "
+        "sparse kernels. The zeros are stored as they are (compressed-tensors no longer packs 2:4), so the bytes "
+        "are llm-fp8's. Loses more quality than the others: follow it with distillation to recover.",
         "fp8", sparsity="2:4",
     ),
 )

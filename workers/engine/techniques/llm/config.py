@@ -33,7 +33,8 @@ class LlmQuantizeConfig(TechniqueConfig):
         "w8a16: 8-bit per-channel weights; "
         "w8a8: int8 per-channel weights and per-token dynamic int8 activations, after SmoothQuant; "
         "fp8: fp8 per-channel weights and per-token dynamic fp8 activations (Hopper and Ada GPUs). "
-        "sparsity 2:4 prunes half the weights of each group of four with SparseGPT first. "
+        "sparsity 2:4 prunes half the weights of each group of four with SparseGPT first (stored as zeros: "
+        "compressed-tensors no longer packs 2:4, so it saves no bytes on disk). "
         "Layers matched by keep (the lm_head by default) stay in 16 bits. Needs the target runtime torch. "
         "Must be the last step."
     )

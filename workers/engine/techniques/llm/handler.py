@@ -165,6 +165,8 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
         algorithm=config.resolved_algorithm(),
         smoothing_strength=config.resolved_smoothing() or None,
         sparsity=config.sparsity,
+        # compressed-tensors 0.19 dropped its sparse (bitmask) compressors: the 2:4 zeros are stored as they are.
+        sparsity_storage=None if config.sparsity == "none" else "dense zeros: no bytes saved on disk",
         kv_cache=config.kv_cache,
         kept_layers=done["kept_layers"],
         calibration_samples=done["calibration_samples"],
