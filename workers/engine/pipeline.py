@@ -321,6 +321,9 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
                 max_positions(loaded.model.config),
             )
             perplexity.measure("original", original_runner)
+        # Generation is measured with transformers' KV cache, so only where the result runs on torch too
+        # (an ONNX or ExecuTorch language model here has no KV cache).
+        if perplexity is not None and request.target.runtime == "torch":
             original_generation = measure_generation(
                 original_runner.model, perplexity.streams["dataset"].ids, request.target.device,
                 settings.latency_batch_sizes, max_positions(loaded.model.config),
@@ -372,8 +375,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         )
         if perplexity is not None:
             perplexity.measure("result", result_runner)
-        # An ONNX or ExecuTorch language model has no KV cache here: generation is measured on torch only.
-        if perplexity is not None and isinstance(result_runner, TorchRunner):
+        if original_generation is not None:
             result_generation = measure_generation(
                 result_runner.model, perplexity.streams["dataset"].ids, request.target.device,
                 settings.latency_batch_sizes, max_positions(result_runner.model.config),
