@@ -4,7 +4,8 @@ and payback compare like with like.
 
 - onnxruntime on cpu (the default) or cuda: an ONNX file (or a .cpz that unpacks to one);
 - torch on cpu or cuda: a transformers folder (safetensors in fp32, fp16 or bf16, or int8, int4 and
-  fp8 weights through torchao's kernels, recorded in config.json so plain from_pretrained reloads it);
+  fp8 weights through torchao's kernels, recorded in config.json so plain from_pretrained reloads it;
+  for a causal LM after llm_quantize, a compressed-tensors checkpoint, which vLLM serves as it is);
 - executorch on cpu: a `.pte` program for phones and edge CPUs, on XNNPACK's kernels (fp32, or int8
   weights with int8 activations), measured with ExecuTorch's own runtime.
 """
