@@ -178,8 +178,17 @@ def test_job_page_shows_a_language_models_perplexity_and_generation_speed(client
     for side, speed in (("original", 350.0), ("result", 410.0)):
         report[side]["generation"] = {"prompt_tokens": 128, "new_tokens": 32, "device": "cpu", "repeats": 3,
                                       "batches": {"batch_1": {**stats, "decode_tokens_per_s": speed}}}
+    side = {"runtime": "pytorch", "device": "cpu", "kwh_per_1000_std": 0.0, "kwh_per_1000_min": 0.0,
+            "kwh_per_1000_max": 0.0, "runs": [], "run_seconds": []}
+    report["generation_energy"] = {
+        "original": {**side, "kwh_per_1000_mean": 2.5e-6}, "result": {**side, "kwh_per_1000_mean": 1.25e-6},
+        "payback": {"explanation": "Saves 0.00125 kWh per million generated tokens."},
+    }
     job_id = add_job_row(add_model_row(), status="succeeded", progress=1.0, stage="done", report=report)
-    table = client.get(f"/jobs/{job_id}").text.split('id="before-after"', 1)[1].split("</table>", 1)[0]
+    html = client.get(f"/jobs/{job_id}").text
+    energy = html.split('id="generation-energy"', 1)[1].split("</p>", 1)[0]
+    assert "2.5e-06 kWh per 1,000" in energy and "1.25e-06 after" in energy and "generated tokens." in energy
+    table = html.split('id="before-after"', 1)[1].split("</table>", 1)[0]
     assert "Perplexity, the job&#39;s texts (7,441 tokens)" in table and "124.100 (+2.99%)" in table
     assert "Perplexity, builtin sample (9,000 tokens)" in table
     assert "12.5 ms / 350" in table and "12.5 ms / 410" in table

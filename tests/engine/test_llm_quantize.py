@@ -153,6 +153,10 @@ def test_a_job_ships_the_checkpoint_and_reports_perplexity(causal_lms, tmp_path)
         generation = report[side]["generation"]
         assert set(generation["batches"]) == {"batch_1", "batch_32"} and generation["device"] == "cpu"
         assert all(stats["decode_tokens_per_s"] > 0 for stats in generation["batches"].values())
+        side = report["generation_energy"][side]  # energy per 1,000 generated tokens, several runs each
+        assert side["kwh_per_1000_mean"] > 0 and len(side["runs"]) == FAST_EVAL["energy_repeats"]
+    assert "generation_energy" in [stage["stage"] for stage in report["energy"]["stages"]]
+    assert "generated tokens" in report["generation_energy"]["payback"]["explanation"]
     stages = [fraction for stage, fraction in progress if stage.startswith("step")]
     assert stages == sorted(stages) and len(stages) > 3
     with zipfile.ZipFile(tmp_path / "out" / "model.zip") as archive:
@@ -161,6 +165,7 @@ def test_a_job_ships_the_checkpoint_and_reports_perplexity(causal_lms, tmp_path)
     assert "quantization_config" in json.loads((tmp_path / "work" / "package" / "config.json").read_text())
     card = (tmp_path / "work" / "package" / "README.md").read_text()
     assert "vllm serve ." in card and "Perplexity, the job's texts" in card and "Decode tokens/s, batch 32" in card
+    assert "kWh per 1,000 generated tokens before" in card
 
 
 def test_recipes_and_targets_that_cannot_take_llm_quantize_are_refused():

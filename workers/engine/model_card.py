@@ -364,6 +364,14 @@ def _sustainability(report: dict[str, Any]) -> str | None:
         parts.append(_inference_energy(report["inference"]))
     if isinstance(report.get("payback"), dict):
         parts.append(_payback(report["payback"]))
+    generation = report.get("generation_energy")
+    if isinstance(generation, dict) and generation["original"] and generation["result"]:
+        parts.append(
+            f"Generating ({generation['batch_size']} prompts of {generation['prompt_tokens']} tokens, "
+            f"{generation['new_tokens']} new tokens each, on {generation['device']}): "
+            f"{generation['original']['kwh_per_1000_mean']:.3g} kWh per 1,000 generated tokens before, "
+            f"{generation['result']['kwh_per_1000_mean']:.3g} after. {generation['payback']['explanation']}"
+        )
     return "\n\n".join(["## Energy and payback", *parts]) if parts else None
 
 

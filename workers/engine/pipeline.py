@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.devices import GpuMemoryPeak
+from workers.engine.energy.generation import GenerationEnergyProbe
 from workers.engine.energy.inference import InferenceProbe
 from workers.engine.energy.meter import EnergyMeter, open_meter
 from workers.engine.energy.payback import payback_section
@@ -345,6 +346,13 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     probe = InferenceProbe(meter, settings, energy_batch, request.target.device)
     progress("inference_energy.original", _EVAL_ORIGINAL, 1.0)
     probe.measure("original", original_runner)
+    generation_energy = None
+    if original_generation is not None:
+        generation_energy = GenerationEnergyProbe(
+            meter, perplexity.streams["dataset"].ids, settings.energy_batch_size, settings.energy_repeats,
+            request.target.device, max_positions(loaded.model.config),
+        )
+        generation_energy.measure("original", original_runner.model, original_runner.runtime)
     del original_runner
 
     # Back to where the steps run (they differ when, say, a GPU job targets the CPU).
@@ -403,6 +411,9 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
 
     progress("inference_energy.result", _EVAL_RESULT, 1.0)
     probe.measure("result", result_runner)
+    if generation_energy is not None:
+        generation_energy.measure("result", result_runner.model, result_runner.runtime)
+        generation_energy.book()
     del result_runner
     inference = probe.finish()
     energy = meter.report()
@@ -446,6 +457,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         embodied=embodied,
         slices=slices,
         perplexity=None if perplexity is None else perplexity.report(),
+        generation_energy=None if generation_energy is None else generation_energy.report(energy, request.energy),
     )
     pipeline_result = _write_outputs(request, report, package_dir)
     logger.info(

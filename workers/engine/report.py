@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from workers.engine.energy.schema import EnergyReport, InferenceEnergyReport, PaybackReport
+from workers.engine.energy.schema import EnergyReport, GenerationEnergyReport, InferenceEnergyReport, PaybackReport
 from workers.engine.footprint.schema import EmbodiedReport, WaterReport
 from workers.engine.registry import ModelFormat
 
@@ -256,6 +256,8 @@ class Report(_Strict):
     energy: EnergyReport
     inference: InferenceEnergyReport
     payback: PaybackReport
+    # Causal LMs on a torch target: energy per 1,000 generated tokens and the payback in tokens.
+    generation_energy: GenerationEnergyReport | None = None
     # Beyond CO2 (workers.engine.footprint.schema); optional, as reports stored before them have none.
     water: WaterReport | None = None
     embodied: EmbodiedReport | None = None

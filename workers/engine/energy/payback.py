@@ -70,7 +70,9 @@ def compute_payback(
     before: PerThousand | None,
     after: PerThousand | None,
     deployment: DeploymentReport,
+    unit: str = "inferences",
 ) -> PaybackReport:
+    """`unit`: what before and after count per 1,000 (inferences, or a causal LM's generated tokens)."""
     common = {"job_energy_kwh": job_energy_kwh, "job_co2e_g": job_co2e_g, "deployment": deployment}
     empty = dict.fromkeys(
         (
@@ -91,7 +93,7 @@ def compute_payback(
         return PaybackReport(
             measurable=False, verdict="no measurable saving", **measured, **empty, **common,
             explanation=(
-                f"The result's energy per inference differs from the original's by {difference:.3g} kWh per 1,000, "
+                f"The result's energy per 1,000 {unit} differs from the original's by {difference:.3g} kWh, "
                 f"{why}: no measurable saving."
             ),
         )
@@ -110,15 +112,15 @@ def compute_payback(
             carbon_break_even_days=None,
             explanation=(
                 f"The compressed model uses {-savings['saving_kwh_per_million']:.3g} kWh more per million "
-                "inferences than the original: the job's energy is never paid back."
+                f"{unit} than the original: the job's energy is never paid back."
             ),
         )
     break_even = _ratio(job_energy_kwh, saving_per_inference_kwh)
     carbon_break_even = _ratio(job_co2e_g, saving_co2e_per_inference_g)
     days = _days(break_even, deployment.requests_per_day)
-    explanation = f"Saves {savings['saving_kwh_per_million']:.3g} kWh per million inferences"
+    explanation = f"Saves {savings['saving_kwh_per_million']:.3g} kWh per million {unit}"
     if break_even is not None:
-        explanation += f"; the job's {job_energy_kwh:.3g} kWh is paid back after {break_even:,.0f} inferences"
+        explanation += f"; the job's {job_energy_kwh:.3g} kWh is paid back after {break_even:,.0f} {unit}"
         if days is not None:
             explanation += f" ({days:.3g} days at {deployment.requests_per_day:,.0f} a day)"
     return PaybackReport(

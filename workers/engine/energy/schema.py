@@ -147,3 +147,20 @@ class PaybackReport(_Strict):
         None, description="The part of job_energy_kwh the GPU drew while idle; counted in the payback all the same."
     )
     deployment: DeploymentReport
+
+
+class GenerationEnergyReport(_Strict):
+    """Causal LMs on a torch target: device energy (no PUE) per 1,000 generated tokens of the same greedy
+    generate for both models, and the job's payback counted in generated tokens (its
+    break_even_inferences are tokens; days are not given, as the deployment's rate is in requests)."""
+
+    device: str
+    batch_size: int
+    prompt_tokens: int
+    new_tokens: int
+    tokens_per_run: int
+    repeats: int
+    wall_time_s: float = Field(description="Both models, warm-ups included.")
+    original: InferenceSide | None = Field(description="kwh_per_1000_* are per 1,000 generated tokens.")
+    result: InferenceSide | None
+    payback: PaybackReport

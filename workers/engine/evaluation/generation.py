@@ -8,6 +8,7 @@ the time generate takes beyond that forward pass.
 """
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,12 +21,37 @@ NEW_TOKENS = 32
 REPEATS = 3
 
 
-def _prompts(ids: np.ndarray, batch: int, length: int) -> torch.Tensor:
+def prompt_length(max_positions: int | None) -> int:
+    """PROMPT_TOKENS, or fewer where the model's context must also hold the new tokens."""
+    if max_positions:
+        return max(min(PROMPT_TOKENS, max_positions - NEW_TOKENS), 1)
+    return PROMPT_TOKENS
+
+
+def make_prompts(ids: np.ndarray, batch: int, length: int) -> torch.Tensor:
     """`batch` rows of `length` tokens cut from the stream (repeated when it is short): no padding, so
     every row does the same work."""
     needed = batch * length
     repeated = np.resize(ids, needed) if len(ids) < needed else ids[:needed]
     return torch.from_numpy(np.ascontiguousarray(repeated).reshape(batch, length))
+
+
+def greedy_generate(model: torch.nn.Module, prompts: torch.Tensor) -> Callable[[], None]:
+    """A call that generates exactly NEW_TOKENS tokens greedily after every prompt row."""
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = model.generation_config.eos_token_id
+    pad = pad[0] if isinstance(pad, list) else pad
+    mask = torch.ones_like(prompts)
+
+    def generate() -> None:
+        with torch.inference_mode():
+            model.generate(
+                input_ids=prompts, attention_mask=mask, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                do_sample=False, pad_token_id=pad,
+            )
+
+    return generate
 
 
 def _timed(device: str, call) -> float:  # noqa: ANN001
@@ -41,27 +67,17 @@ def measure_generation(
     model: torch.nn.Module, ids: np.ndarray, device: str, batch_sizes: list[int], max_positions: int | None,
     repeats: int = REPEATS,
 ) -> GenerationReport:
-    prompt_tokens = PROMPT_TOKENS
-    if max_positions:
-        prompt_tokens = max(min(prompt_tokens, max_positions - NEW_TOKENS), 1)
+    prompt_tokens = prompt_length(max_positions)
     model = model.eval()
-    pad = model.generation_config.pad_token_id
-    if pad is None:
-        pad = model.generation_config.eos_token_id
-    pad = pad[0] if isinstance(pad, list) else pad
     stats = {}
     for batch in batch_sizes:
-        prompts = _prompts(ids, batch, prompt_tokens).to(device)
+        prompts = make_prompts(ids, batch, prompt_tokens).to(device)
         mask = torch.ones_like(prompts)
 
         def prefill() -> None:
             model(input_ids=prompts, attention_mask=mask, use_cache=True)
 
-        def generate() -> None:
-            model.generate(
-                input_ids=prompts, attention_mask=mask, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                do_sample=False, pad_token_id=pad,
-            )
+        generate = greedy_generate(model, prompts)
 
         prefill()  # warm-up: the first call pays for allocations and kernel selection
         generate()
