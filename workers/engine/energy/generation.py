@@ -7,13 +7,13 @@ per-inference probe, it runs outside every stage (CodeCarbon tracks one task at 
 runs, warm-ups included, as the job's generation_energy stage.
 """
 
-import statistics
 import time
 
 import numpy as np
 import torch
 
 from workers.engine.devices import synchronize
+from workers.engine.energy.inference import side_per_1000
 from workers.engine.energy.meter import EnergyMeter, Reading
 from workers.engine.energy.payback import PerThousand, compute_payback, resolve_deployment
 from workers.engine.energy.schema import EnergyReport, GenerationEnergyReport, InferenceSide
@@ -59,12 +59,7 @@ class GenerationEnergyProbe:
         runtime, readings = self._sides[side]
         if not readings or any(reading is None for reading in readings):
             return None
-        runs = [reading.device_kwh / self.tokens_per_run * 1000.0 for reading in readings]
-        return InferenceSide(
-            runtime=runtime, device=self.device, kwh_per_1000_mean=statistics.fmean(runs),
-            kwh_per_1000_std=statistics.stdev(runs) if len(runs) > 1 else 0.0, kwh_per_1000_min=min(runs),
-            kwh_per_1000_max=max(runs), runs=runs, run_seconds=[reading.duration_s for reading in readings],
-        )
+        return side_per_1000(runtime, self.device, readings, self.tokens_per_run)
 
     def book(self) -> None:
         """Adds the runs to the job's energy; call before the meter's report."""

@@ -17,9 +17,10 @@ WARMUP_BATCHES = 1
 Side = Literal["original", "result"]
 
 
-def _side(runtime: str, device: str, readings: list[Reading], inferences_per_run: int) -> InferenceSide:
+def side_per_1000(runtime: str, device: str, readings: list[Reading], units_per_run: int) -> InferenceSide:
+    """Device kWh per 1,000 units (inferences, or generated tokens) of each run, and their spread."""
     # Device energy: no PUE here, since payback applies the deployment's own.
-    runs = [reading.device_kwh / inferences_per_run * 1000.0 for reading in readings]
+    runs = [reading.device_kwh / units_per_run * 1000.0 for reading in readings]
     return InferenceSide(
         runtime=runtime,
         device=device,
@@ -76,7 +77,8 @@ class InferenceProbe:
         if method not in ("unavailable", "disabled"):
             for side, (runner, runs) in self._sides.items():
                 # A run without a reading means tracking failed, and then the meter says unavailable.
-                sides[side] = _side(runner.runtime, runner.device, [run for run in runs if run], self.inferences_per_run)
+                readings = [run for run in runs if run]
+                sides[side] = side_per_1000(runner.runtime, runner.device, readings, self.inferences_per_run)
         return InferenceEnergyReport(
             device=self.device,
             batch_size=self.batch_size,
