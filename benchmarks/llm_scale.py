@@ -25,7 +25,10 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "workers" / "engine" / "techniques" / "llm" / "oneshot_script.py"
+sys.path.insert(0, str(REPO_ROOT))
+
+from workers.engine.techniques.llm.config import LlmQuantizeConfig  # noqa: E402
+from workers.engine.techniques.llm.handler import SCRIPT, script_spec  # noqa: E402
 
 # Llama 3.2 1B and 3B, Llama 3.1 8B (hidden, layers, FFN, heads, KV heads); tiny rehearses the script.
 SHAPES = {
@@ -72,12 +75,8 @@ def run_size(size: str, args: argparse.Namespace, scratch: Path) -> dict:
     parameters = write_model(size, model_dir)
     write_calibration(scratch / "calibration.jsonl", args.samples, args.sequence, SHAPES[size][5])
     prepare_s = time.perf_counter() - started
-    spec = {
-        "model_dir": str(model_dir), "output_dir": str(output_dir), "calibration_file": str(scratch / "calibration.jsonl"),
-        "scheme": args.scheme, "algorithm": args.algorithm, "group_size": 128, "activation_order": True,
-        "smoothing_strength": 0.0, "sparsity": "none", "kv_cache": "none", "keep": ["lm_head"],
-        "max_sequence_length": args.sequence,
-    }
+    config = LlmQuantizeConfig(scheme=args.scheme, algorithm=args.algorithm)
+    spec = script_spec(config, model_dir, output_dir, scratch / "calibration.jsonl", args.sequence)
     (scratch / "spec.json").write_text(json.dumps(spec))
     env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if args.device == "cpu" else {}))
     started = time.perf_counter()

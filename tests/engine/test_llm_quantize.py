@@ -18,7 +18,7 @@ from workers.engine.pipeline import PipelineRequest, run_pipeline
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.target import Target, step_task_problems, target_problems
 from workers.engine.techniques.llm.config import LlmQuantizeConfig
-from workers.engine.techniques.llm.handler import SCRIPT, default_llm_python
+from workers.engine.techniques.llm.handler import SCRIPT, default_llm_python, script_spec
 
 TORCH_CPU = {"runtime": "torch", "device": "cpu"}
 PROBE_IDS = [[5, 17, 42, 99, 7, 3, 250, 12, 64, 31, 8, 150]]
@@ -39,11 +39,7 @@ def _oneshot(model_dir, tmp_path, **params):
     config = LlmQuantizeConfig(**{"group_size": 32, **params})
     calibration = tmp_path / "calibration.jsonl"
     calibration.write_text("".join(json.dumps({"text": text}) + "\n" for text in SAMPLE_TEXTS * 4), encoding="utf-8")
-    spec = {
-        "model_dir": str(model_dir), "output_dir": str(tmp_path / "out"), "calibration_file": str(calibration),
-        "scheme": config.scheme, "algorithm": config.resolved_algorithm(), "group_size": config.group_size,
-        "activation_order": config.activation_order, "smoothing_strength": config.resolved_smoothing(),
-        "sparsity": config.sparsity, "kv_cache": config.kv_cache, "keep": config.keep, "max_sequence_length": 64,
+    spec = script_spec(config, model_dir, tmp_path / "out", calibration, sequence_length=64) | {
         "probe_ids": PROBE_IDS, "probe_output": str(tmp_path / "fake_quantized.npy"),
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))

@@ -53,6 +53,14 @@ def _copy_companions(config_dir: Path, package_dir: Path, config_names) -> list[
     return files
 
 
+def _weight_files(folder: Path) -> list[str]:
+    """The safetensors files of a transformers folder, shards and their index included, by name."""
+    return sorted(
+        path.name for path in folder.iterdir()
+        if path.suffix == ".safetensors" or path.name.endswith(".safetensors.index.json")
+    )
+
+
 def _document_files() -> list[PackageFile]:
     return [
         PackageFile(path=REPORT_FILE, runtime="any", description="This report: measurements and provenance."),
@@ -136,8 +144,7 @@ def build_torch_package(model, config_dir: Path, package_dir: Path) -> list[Pack
     that describes them, quantization_config included) plus the tokenizer files."""
     shutil.rmtree(package_dir, ignore_errors=True)
     model.save_pretrained(package_dir, safe_serialization=True)
-    weights = sorted(path.name for path in package_dir.iterdir() if path.suffix == ".safetensors" or path.name.endswith(
-        ".safetensors.index.json"))
+    weights = _weight_files(package_dir)
     if not weights:
         raise RuntimeError("save_pretrained wrote no safetensors file; refusing to ship an empty folder.")
     quantized = getattr(model.config, "quantization_config", None) is not None
@@ -165,10 +172,7 @@ def build_compressed_package(compressed_dir: Path, package_dir: Path) -> list[Pa
     config.json whose quantization_config vLLM and transformers read, the tokenizer, and recipe.yaml."""
     shutil.rmtree(package_dir, ignore_errors=True)
     package_dir.mkdir(parents=True)
-    weights = sorted(
-        path.name for path in compressed_dir.iterdir()
-        if path.suffix == ".safetensors" or path.name.endswith(".safetensors.index.json")
-    )
+    weights = _weight_files(compressed_dir)
     if not weights:
         raise RuntimeError("The compressed-tensors folder holds no safetensors file; refusing to ship it.")
     files = []

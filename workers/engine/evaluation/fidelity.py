@@ -72,7 +72,7 @@ class Fidelity:
     num_tokens: int | None
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -82,7 +82,7 @@ def _agreement_and_kl(reference: np.ndarray, result: np.ndarray) -> tuple[np.nda
     for start in range(0, len(reference), _CHUNK_ROWS):
         ref = np.asarray(reference[start : start + _CHUNK_ROWS])
         res = np.asarray(result[start : start + _CHUNK_ROWS])
-        log_p, log_q = _log_softmax(ref), _log_softmax(res)
+        log_p, log_q = log_softmax(ref), log_softmax(res)
         agree.append(ref.argmax(axis=-1) == res.argmax(axis=-1))
         kl.append((np.exp(log_p) * (log_p - log_q)).sum(axis=-1))
     return np.concatenate(agree), np.concatenate(kl)

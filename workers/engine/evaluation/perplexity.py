@@ -9,18 +9,14 @@ by the same code on the same tokens.
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from workers.engine.evaluation.data import BUILTIN_SAMPLE_PATH
+from workers.engine.evaluation.data import load_eval_dataset
+from workers.engine.evaluation.fidelity import log_softmax
 from workers.engine.evaluation.runners import Runner
 from workers.engine.report import PerplexityPair, PerplexityReport
-
-DEFAULT_WINDOW = 2048
-# Tokens scored at most per text set: bounds the job's time on long datasets (about 32 windows of 2048).
-DEFAULT_MAX_TOKENS = 65536
 
 
 @dataclass(frozen=True)
@@ -45,10 +41,10 @@ def token_stream(tokenizer: PreTrainedTokenizerBase, texts: list[str], source: s
     return TokenStream(np.asarray(ids[:max_tokens], dtype=np.int64), source)
 
 
-def general_sample(tokenizer: PreTrainedTokenizerBase, max_tokens: int = DEFAULT_MAX_TOKENS) -> TokenStream:
+def general_sample(tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> TokenStream:
     """compresso's builtin English sample: the same text for every job, so two jobs' figures compare."""
-    lines = [line.strip() for line in Path(BUILTIN_SAMPLE_PATH).read_text(encoding="utf-8").splitlines()]
-    return token_stream(tokenizer, [line for line in lines if line], "builtin", max_tokens)
+    builtin = load_eval_dataset(None, max_samples=100_000)  # every line of it
+    return token_stream(tokenizer, builtin.texts, "builtin", max_tokens)
 
 
 @dataclass(frozen=True)
@@ -59,11 +55,6 @@ class Perplexity:
     window: int
     stride: int
     source: str
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def strided_perplexity(runner: Runner, stream: TokenStream, window: int, stride: int | None = None) -> Perplexity:
@@ -83,7 +74,7 @@ def strided_perplexity(runner: Runner, stream: TokenStream, window: int, stride:
         # Position p predicts token p + 1; only the targets past the previous window's end are new.
         first_target = max(previous_end, start + 1)
         targets = ids[first_target:end]
-        log_probs = _log_softmax(logits[first_target - start - 1 : end - start - 1])
+        log_probs = log_softmax(logits[first_target - start - 1 : end - start - 1])
         total_nll -= float(log_probs[np.arange(len(targets)), targets].sum())
         scored += len(targets)
         previous_end = end

@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from workers.engine.loading import max_positions
 from workers.engine.state import ModelState, StepContext
 from workers.engine.techniques.llm.config import LlmQuantizeConfig
 
-__all__ = ["apply_llm_quantize", "default_llm_python"]
+__all__ = ["apply_llm_quantize", "default_llm_python", "script_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,26 @@ def _run_script(python: Path, spec_path: Path, device: str, progress: _LayerProg
     return done
 
 
+def script_spec(
+    config: LlmQuantizeConfig, model_dir: Path, output_dir: Path, calibration_file: Path, sequence_length: int
+) -> dict:
+    """What oneshot_script.py reads: the step's params, resolved, and where its files are."""
+    return {
+        "model_dir": str(model_dir),
+        "output_dir": str(output_dir),
+        "calibration_file": str(calibration_file),
+        "scheme": config.scheme,
+        "algorithm": config.resolved_algorithm(),
+        "group_size": config.group_size,
+        "activation_order": config.activation_order,
+        "smoothing_strength": config.resolved_smoothing(),
+        "sparsity": config.sparsity,
+        "kv_cache": config.kv_cache,
+        "keep": config.keep,
+        "max_sequence_length": sequence_length,
+    }
+
+
 def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: StepContext) -> ModelState:
     if state.task != "text-generation":
         raise EngineUserError(f"llm_quantize compresses causal language models; this model's task is {state.task}.")
@@ -134,20 +155,7 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
     calibration_file.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
     input_dir = _write_input(state, context)
     output_dir = context.work_dir / "compressed"
-    spec = {
-        "model_dir": str(input_dir),
-        "output_dir": str(output_dir),
-        "calibration_file": str(calibration_file),
-        "scheme": config.scheme,
-        "algorithm": config.resolved_algorithm(),
-        "group_size": config.group_size,
-        "activation_order": config.activation_order,
-        "smoothing_strength": config.resolved_smoothing(),
-        "sparsity": config.sparsity,
-        "kv_cache": config.kv_cache,
-        "keep": config.keep,
-        "max_sequence_length": sequence_length,
-    }
+    spec = script_spec(config, input_dir, output_dir, calibration_file, sequence_length)
     spec_path = context.work_dir / "oneshot.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     progress = _LayerProgress(context, _calibration_passes(config))
@@ -155,9 +163,7 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
     done = _run_script(python, spec_path, context.device, progress)
     logger.info("llm_quantize: llm-compressor finished in %.1f s", time.perf_counter() - started)
     # The input copy is no longer needed; the compressed folder is the state from here on.
-    for path in input_dir.iterdir():
-        path.unlink()
-    input_dir.rmdir()
+    shutil.rmtree(input_dir)
     model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
     context.placement["quantize"] = done["device"]
     context.details.update(
