@@ -29,7 +29,11 @@ class Job(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     queue: Mapped[str] = mapped_column(String(20), nullable=False)
     # Where the result runs and is measured ({runtime, device}); older jobs: onnxruntime on the cpu.
     target: Mapped[dict] = mapped_column(JSON, nullable=False, default=lambda: dict(DEFAULT_TARGET))
+    # A goal job's recipe has no steps until its search has chosen one; then it is the chosen recipe.
     recipe: Mapped[dict] = mapped_column(JSON, nullable=False)
+    # The goal a job searches for instead of a recipe, and the API's pre-flight estimate for it.
+    goal: Mapped[dict | None] = mapped_column(JSON)
+    preflight: Mapped[dict | None] = mapped_column(JSON)
     # The preset the recipe came from, when the job named one instead of a recipe.
     preset: Mapped[str | None] = mapped_column(String(100))
     evaluation: Mapped[dict] = mapped_column(JSON, nullable=False)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from app.artifacts.schemas import ArtifactOut
 from app.jobs.step_progress import StepProgress, step_progress
 from workers.engine.evaluation.settings import EvalSettings
+from workers.engine.search.goal import Goal
 from workers.engine.target import Target
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -85,10 +86,16 @@ class JobCreate(BaseModel):
         "for it, and the original and the result are both measured on it.",
     )
     recipe: dict[str, Any] | None = Field(
-        None, description="An ordered list of technique steps; see GET /v1/techniques. Give this or preset."
+        None, description="An ordered list of technique steps; see GET /v1/techniques. Give this, preset or goal."
     )
     preset: str | None = Field(
-        None, max_length=100, description="A named recipe from GET /v1/recipes/presets. Give this or recipe."
+        None, max_length=100, description="A named recipe from GET /v1/recipes/presets. Give this, recipe or goal."
+    )
+    goal: Goal | None = Field(
+        None,
+        description="Constraints, an objective and a budget instead of a recipe: the job searches the technique "
+        "families for the Pareto front and ships the candidate that best meets the goal (or, when none does, the "
+        "closest, with the constraint that binds). Give this, recipe or preset.",
     )
     evaluation: EvalSettings = Field(
         default_factory=EvalSettings, description="How the original and the result are measured."
@@ -141,6 +148,12 @@ class JobOut(BaseModel):
     queue: str
     recipe: dict[str, Any]
     preset: str | None = Field(None, description="The preset the recipe came from, if the job named one.")
+    goal: dict[str, Any] | None = Field(
+        None, description="A goal job's goal; its recipe has no steps until the search has chosen one."
+    )
+    preflight: dict[str, Any] | None = Field(
+        None, description="A goal job's estimate before any compute: expected seconds, peak memory, families dropped."
+    )
     evaluation: dict[str, Any]
     deployment: dict[str, Any]
     webhook_url: str | None = None
@@ -170,6 +183,8 @@ class JobOut(BaseModel):
             queue=job.queue,
             recipe=job.recipe,
             preset=job.preset,
+            goal=job.goal,
+            preflight=job.preflight,
             evaluation=job.evaluation,
             deployment=job.deployment,
             webhook_url=job.webhook_url,

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db.session import run_after_commit
 from app.jobs.dispatch import dispatch_job
+from app.jobs.goal import check_goal
 from app.core.errors import Conflict, Invalid, NotFound
 from app.datasets import repository as datasets_repository
 from app.db.base import utcnow
@@ -38,11 +39,14 @@ def validate_recipe(recipe: dict) -> Recipe:
         raise Invalid(f"Invalid recipe: {exc}", errors=errors) from exc
 
 
-def resolve_recipe(body: JobCreate) -> Recipe:
-    """The job's own recipe, or the one its preset names; exactly one of the two."""
-    if (body.recipe is None) == (body.preset is None):
-        msg = "give exactly one of recipe (your own steps) or preset (a name from GET /v1/recipes/presets)"
+def resolve_recipe(body: JobCreate) -> Recipe | None:
+    """The job's own recipe, or the one its preset names, or None for a goal; exactly one of the three."""
+    if sum(value is not None for value in (body.recipe, body.preset, body.goal)) != 1:
+        msg = ("give exactly one of recipe (your own steps), preset (a name from GET /v1/recipes/presets) or goal "
+               "(constraints and an objective to search for)")
         raise Invalid(f"{msg[0].upper()}{msg[1:]}.", errors=[{"loc": ["body", "recipe"], "msg": msg}])
+    if body.goal is not None:
+        return None
     if body.preset is None:
         return validate_recipe(body.recipe)
     try:
@@ -136,7 +140,8 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             f"Model {body.model_id} not found: upload it first with POST /v1/models.",
             errors=[{"loc": ["body", "model_id"], "msg": "not found"}],
         )
-    if body.dataset_id is not None and datasets_repository.get_owned(session, tenant.id, body.dataset_id) is None:
+    dataset = None if body.dataset_id is None else datasets_repository.get_owned(session, tenant.id, body.dataset_id)
+    if body.dataset_id is not None and dataset is None:
         raise Invalid(
             f"Dataset {body.dataset_id} not found: upload it first with POST /v1/datasets.",
             errors=[{"loc": ["body", "dataset_id"], "msg": "not found"}],
@@ -144,7 +149,8 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
     recipe = resolve_recipe(body)
     if body.preset is not None and "target" not in body.model_fields_set:
         body = body.model_copy(update={"target": get_preset(body.preset).target})
-    validate_model_references(session, tenant, recipe)
+    if recipe is not None:
+        validate_model_references(session, tenant, recipe)
     validate_deployment_country(body.deployment.country)
     validate_webhook_url(body.webhook_url, settings)
     validate_mlflow(body, settings)
@@ -152,15 +158,20 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
         session, QUEUE_BY_DEVICE["cuda"], utcnow() - timedelta(seconds=settings.heartbeat_stale_seconds)
     )
     device = resolve_device(body.device, settings, body.target, gpu_alive)
-    validate_target(recipe, body.target, device)
     problem = task_problem(body.target, model.task)
     if problem is not None:
         raise Invalid(f"This {model.task} model cannot go to {body.target.describe()}: {problem}.",
                       errors=[{"loc": ["body", "target", "runtime"], "msg": problem}])
-    step_problems = step_task_problems(recipe.to_dict()["steps"], model.task)
-    if step_problems:
-        errors = [{**problem, "loc": ["body", *problem["loc"]]} for problem in step_problems]
-        raise Invalid(f"The recipe does not fit this {model.task} model: {RecipeError(step_problems)}.", errors=errors)
+    preflight = None
+    if recipe is None:
+        preflight = check_goal(body.goal, model, dataset, body.evaluation, body.target)
+    else:
+        validate_target(recipe, body.target, device)
+        step_problems = step_task_problems(recipe.to_dict()["steps"], model.task)
+        if step_problems:
+            errors = [{**problem, "loc": ["body", *problem["loc"]]} for problem in step_problems]
+            raise Invalid(f"The recipe does not fit this {model.task} model: {RecipeError(step_problems)}.",
+                          errors=errors)
     limits.ensure_job_slot(session, settings, tenant)
     job = repository.add(
         session,
@@ -172,8 +183,10 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             device=device,
             target=body.target.model_dump(),
             queue=QUEUE_BY_DEVICE[device],
-            recipe=recipe.to_dict(),
+            recipe=recipe.to_dict() if recipe is not None else {"steps": []},
             preset=body.preset,
+            goal=body.goal.model_dump(mode="json") if body.goal is not None else None,
+            preflight=preflight,
             evaluation=body.evaluation.model_dump(),
             deployment=body.deployment.model_dump(),
             webhook_url=body.webhook_url,

@@ -89,11 +89,12 @@ def _run(spec_path: Path, events: TextIO) -> int:
         spec = json.loads(spec_path.read_text(encoding="utf-8"))
         if not isinstance(spec, dict):
             raise EngineUserError("The spec must be a JSON object.")
-        recipe = Recipe.from_dict(spec.pop("recipe", None))
+        goal = spec.pop("goal", None)
+        recipe = Recipe.from_dict(spec.pop("recipe", None)) if goal is None else None
         for optional in ("eval", "energy"):
             if spec.get(optional) is None:
                 spec.pop(optional, None)  # absent or null: the defaults
-        request = PipelineRequest(**spec, recipe=recipe)
+        request = PipelineRequest(**spec, recipe=recipe, goal=goal)
     except RecipeError as exc:
         _emit(events, {"event": "error", "message": f"Invalid recipe: {exc}", "errors": exc.errors})
         return EXIT_USER_ERROR
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--spec", type=Path, required=True,
         help=(
-            "JSON file: model_dir, recipe, dataset_path, device, work_dir, output_dir, "
+            "JSON file: model_dir, recipe (or goal), dataset_path, device, work_dir, output_dir, "
             "eval, energy and dataset_sha256 (optional)."
         ),
     )

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.devices import GpuMemoryPeak
@@ -26,7 +27,7 @@ from workers.engine.errors import EngineUserError
 from workers.engine.footprint.sections import footprint_sections
 from workers.engine.footprint.settings import FootprintSettings
 from workers.engine.evaluation.data import EvalDataset, load_eval_dataset
-from workers.engine.evaluation.evaluate import PreparedInputs, evaluate_model, prepare_inputs
+from workers.engine.evaluation.evaluate import ModelEvaluation, PreparedInputs, evaluate_model, prepare_inputs
 from workers.engine.evaluation.latency import latency_batch
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.evaluation.fidelity import item_fidelity, summarise_fidelity
@@ -47,7 +48,10 @@ from workers.engine.model_folder import ModelFolderError, ModelFolderInfo, inspe
 from workers.engine.model_card import build_model_card
 from workers.engine.package import MODEL_CARD_FILE, REPORT_FILE, package_size_bytes, write_zip
 from workers.engine.recipe import Recipe, RecipeError
-from workers.engine.registry import get_technique
+from workers.engine.search.goal import Goal, goal_task_problem
+from workers.engine.search.rows import split_rows
+from workers.engine.search.plan import JobFigures, plan_search, search_settings
+from workers.engine.search.runner import SearchOutcome, SearchSetup, run_search
 from workers.engine.report import (
     EvaluationReport,
     FidelityReport,
@@ -56,15 +60,14 @@ from workers.engine.report import (
     ModelInfoReport,
     ModelSideReport,
     Report,
-    StepFidelityReport,
     StepReport,
     StorageReport,
     collect_environment,
     compute_ratios,
 )
-from workers.engine.stages import step_stage
+from workers.engine.steps import StepEnvironment, apply_steps
 from workers.engine.shipping import package_result, result_parameters, result_runner_for
-from workers.engine.state import ModelState, StepContext
+from workers.engine.state import ModelState
 from workers.engine.target import Target, step_task_problems, target_problems, task_problem
 
 ProgressCallback = Callable[[str, float], None]
@@ -84,7 +87,8 @@ class PipelineRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
 
     model_dir: Path
-    recipe: Recipe
+    recipe: Recipe | None = Field(None, description="The steps to apply; give this or goal.")
+    goal: Goal | None = Field(None, description="Search for the recipe that best meets this goal; give this or recipe.")
     dataset_path: Path | None = None
     dataset_sha256: str | None = Field(
         None, pattern="^[0-9a-f]{64}$", description="Of the uploaded dataset file, for the model card."
@@ -104,6 +108,13 @@ class PipelineRequest(BaseModel):
     llm_python: Path | None = Field(
         None, description="The interpreter that has llm-compressor; empty: .venv-llm beside the running venv."
     )
+
+
+    @model_validator(mode="after")
+    def _recipe_or_goal(self) -> "PipelineRequest":
+        if (self.recipe is None) == (self.goal is None):
+            raise ValueError("give exactly one of recipe or goal")
+        return self
 
 
 @dataclass(frozen=True)
@@ -138,7 +149,9 @@ def _max_batch(settings: EvalSettings) -> int:
 def _check_request(request: PipelineRequest) -> None:
     if request.device == "cuda" and not torch.cuda.is_available():
         raise EngineUserError("The job asks for cuda, but this worker has no usable GPU; run it on cpu.")
-    problems = target_problems(request.recipe.to_dict()["steps"], request.target, request.device)
+    problems = [] if request.recipe is None else target_problems(
+        request.recipe.to_dict()["steps"], request.target, request.device
+    )
     if problems:
         raise RecipeError(problems)
     if request.target == Target(runtime="onnxruntime", device="cuda") and not cuda_provider_available():
@@ -155,11 +168,21 @@ def _check_request(request: PipelineRequest) -> None:
 @dataclass
 class _Loaded:
     info: ModelFolderInfo
-    dataset: EvalDataset
+    dataset: EvalDataset  # the rows the original and the result are measured on
     tokenizer: PreTrainedTokenizerBase
     model: torch.nn.Module | None  # handed to the first step's state, then dropped here
     inputs: PreparedInputs
-    label_ids: list[int] | None  # classifiers with a labelled dataset: class id per row, UNLABELLED if none
+    # The texts steps calibrate and train on: the dataset itself, or a goal's search rows (held apart).
+    calibration: EvalDataset
+    calibration_label_ids: list[int] | None  # classifiers with labels: class id per row, UNLABELLED if none
+    search_inputs: PreparedInputs | None = None  # a goal's search rows, tokenized
+
+
+def _labels(dataset: EvalDataset, task: str, config) -> np.ndarray | None:  # noqa: ANN001
+    # Labels only mean something to a classifier; for other tasks they are ignored.
+    if dataset.labels is None or task != "text-classification":
+        return None
+    return encode_labels(dataset.labels, config.label2id, config.num_labels)
 
 
 def _load(request: PipelineRequest) -> _Loaded:
@@ -173,99 +196,66 @@ def _load(request: PipelineRequest) -> _Loaded:
     problem = task_problem(request.target, info.task)
     if problem is not None:
         raise EngineUserError(f"This {info.task} model cannot go to {request.target.describe()}: {problem}.")
-    step_problems = step_task_problems(request.recipe.to_dict()["steps"], info.task)
-    if step_problems:
-        raise RecipeError(step_problems)
-    dataset = load_eval_dataset(request.dataset_path, settings.max_samples)
+    if request.goal is not None:
+        problem = goal_task_problem(info.task)
+        if problem is not None:
+            raise EngineUserError(problem)
+    else:
+        step_problems = step_task_problems(request.recipe.to_dict()["steps"], info.task)
+        if step_problems:
+            raise RecipeError(step_problems)
+    search_rows = request.goal.search_rows if request.goal is not None else 0
+    dataset = load_eval_dataset(request.dataset_path, settings.max_samples + search_rows)
+    calibration = dataset
+    if request.goal is not None:
+        calibration, dataset = split_rows(dataset, settings.max_samples, search_rows, request.goal.seed)
     config = load_config(request.model_dir)
     limit = max_positions(config)
     if limit is not None and settings.sequence_length > limit:
         raise EngineUserError(
             f"sequence_length {settings.sequence_length} exceeds the model's limit of {limit} positions."
         )
-    labels = None
-    # Labels only mean something to a classifier; for other tasks they are ignored.
-    if dataset.labels is not None and info.task == "text-classification":
-        labels = encode_labels(dataset.labels, config.label2id, config.num_labels)
+    labels, calibration_labels = _labels(dataset, info.task, config), _labels(calibration, info.task, config)
     tokenizer = load_tokenizer(request.model_dir)
     model = load_model(request.model_dir, info.task, request.device)
     inputs = prepare_inputs(tokenizer, dataset, settings, labels)
+    search_inputs = None
+    if request.goal is not None:
+        search_inputs = prepare_inputs(tokenizer, calibration, search_settings(settings, request.goal), calibration_labels)
     logger.info(
-        "loaded %s (%s, task %s): %s parameters, %.2f MB of weights; evaluating on %d texts from %s",
+        "loaded %s (%s, task %s): %s parameters, %.2f MB of weights; evaluating on %d texts from %s%s",
         info.architecture, info.model_type, info.task, f"{info.num_parameters:,}", info.size_bytes / 1e6,
         len(dataset), dataset.source,
+        f", searching on {len(calibration)} others" if request.goal is not None else "",
     )
     return _Loaded(
-        info=info, dataset=dataset, tokenizer=tokenizer, model=model, inputs=inputs,
-        label_ids=None if labels is None else [int(label) for label in labels],
+        info=info, dataset=dataset, tokenizer=tokenizer, model=model, inputs=inputs, calibration=calibration,
+        calibration_label_ids=None if calibration_labels is None else [int(label) for label in calibration_labels],
+        search_inputs=search_inputs,
     )
 
 
-def _apply_steps(
+def _apply_recipe(
     request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress, meter: EnergyMeter,
     step_probe: StepProbe, gpu_peak: GpuMemoryPeak,
 ) -> tuple[ModelState, list[StepReport]]:
     steps = request.recipe.steps
     width = (_STEPS[1] - _STEPS[0]) / len(steps)
-    reports = []
-    # Each step's "after" is the next one's "before": an ONNX state's count reads the whole file.
-    size_before, parameters_before = state.size_bytes(), state.num_parameters()
-    for index, step in enumerate(steps):
-        stage = step_stage(index, step.technique)
-        span = (_STEPS[0] + index * width, _STEPS[0] + (index + 1) * width)
-        progress(stage, span, 0.0)
-        context = StepContext(
-            work_dir=request.work_dir / "steps" / f"{index + 1:02d}-{step.technique}",
-            device=request.device,
-            target=request.target,
-            max_batch=_max_batch(request.eval),
-            tokenizer=loaded.tokenizer,
-            sequence_length=request.eval.sequence_length,
-            # Already in memory, so every step gets them; requires_data tells users which steps use them.
-            calibration_texts=loaded.dataset.texts,
-            calibration_labels=loaded.label_ids,
-            on_progress=lambda fraction, stage=stage, span=span: progress(stage, span, fraction * 0.9),
-            model_paths=dict(request.model_paths),
-            llm_python=request.llm_python,
-        )
-        context.work_dir.mkdir(parents=True, exist_ok=True)
-        logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())
-        started = time.perf_counter()
-        gpu_peak.start_segment()
-        with meter.stage(stage):
-            state = get_technique(step.technique).handler(step, state, context)
-        wall_time_s = time.perf_counter() - started
-        peak_gpu_memory_mb = gpu_peak.segment_mb()
-        # Measured outside the step's time: it is the report's cost, not the technique's.
-        fidelity = step_probe.measure(state, loaded.tokenizer, request.device)
-        size_after, parameters_after = state.size_bytes(), state.num_parameters()
-        reports.append(
-            StepReport(
-                technique=step.technique,
-                version=step.version,
-                params=step.model_dump(mode="json"),
-                wall_time_s=wall_time_s,
-                format_after=state.format,
-                size_bytes_before=size_before,
-                size_bytes_after=size_after,
-                parameters_before=parameters_before,
-                parameters_after=parameters_after,
-                fidelity_after=StepFidelityReport(
-                    metrics=fidelity.metrics, primary_metric=fidelity.primary_metric, num_samples=fidelity.num_samples
-                ),
-                details=context.details,
-                peak_gpu_memory_mb=peak_gpu_memory_mb,
-                placement=context.placement,
-            )
-        )
-        logger.info(
-            "step %d/%d done in %.1f s: %.2f MB (%s), %s %.4f on %d rows",
-            index + 1, len(steps), wall_time_s, reports[-1].size_bytes_after / 1e6, state.format,
-            fidelity.primary_metric, fidelity.metrics[fidelity.primary_metric], fidelity.num_samples,
-        )
-        progress(stage, span, 1.0)
-        size_before, parameters_before = size_after, parameters_after
-    return state, reports
+
+    def on_step_progress(index: int, stage: str, fraction: float) -> None:
+        progress(stage, (_STEPS[0] + index * width, _STEPS[0] + (index + 1) * width), fraction)
+
+    return apply_steps(steps, state, _step_environment(request, loaded), step_probe, gpu_peak, meter.stage,
+                       on_step_progress)
+
+
+def _step_environment(request: PipelineRequest, loaded: _Loaded) -> StepEnvironment:
+    return StepEnvironment(
+        work_dir=request.work_dir, device=request.device, target=request.target, max_batch=_max_batch(request.eval),
+        tokenizer=loaded.tokenizer, sequence_length=request.eval.sequence_length,
+        calibration_texts=loaded.calibration.texts, calibration_labels=loaded.calibration_label_ids,
+        model_paths=dict(request.model_paths), llm_python=request.llm_python,
+    )
 
 
 def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) -> PipelineResult:
@@ -284,6 +274,36 @@ def _write_outputs(request: PipelineRequest, report: Report, package_dir: Path) 
 
 def _latency_summary(latency: LatencyReport) -> str:
     return ", ".join(f"{key} p50 {stats.p50_ms:.1f} ms" for key, stats in latency.batches().items())
+
+
+def _search(
+    request: PipelineRequest, loaded: _Loaded, original: ModelSideReport, original_search: ModelEvaluation,
+    probe: InferenceProbe, meter: EnergyMeter, gpu_peak: GpuMemoryPeak, progress: _Progress, started: float,
+) -> SearchOutcome:
+    """The goal's search replaces the recipe's steps and packaging: it returns the chosen candidate's package."""
+    goal, settings = request.goal, request.eval
+    figures = JobFigures(
+        started=started, num_parameters=loaded.info.num_parameters, original_size_bytes=original.size_bytes,
+        evaluation_rows=len(loaded.dataset), search_rows=len(loaded.calibration), settings=settings,
+        original_latency=original.latency,
+    )
+    search_eval = search_settings(settings, goal)
+    plan = plan_search(goal, figures, request.target, tuple(search_eval.latency_batch_sizes))
+    logger.info("search plan: %s; families %s", plan.preflight.as_dict(goal.max_candidates), ", ".join(plan.families))
+    setup = SearchSetup(
+        goal=goal, task=loaded.info.task, target=request.target, device=request.device,
+        original_model=loaded.model.to(request.device), config_dir=request.model_dir, tokenizer=loaded.tokenizer,
+        environment=_step_environment(request, loaded), inputs=loaded.search_inputs, settings=search_eval,
+        original=original_search, original_size_bytes=original.size_bytes,
+        original_kwh_per_1000=probe.kwh_per_1000("original"), requests_per_day=request.energy.requests_per_day,
+        threads=original.latency.threads, max_batch=_max_batch(settings), work=plan.work, preflight=plan.preflight,
+        deadline=plan.deadline, evaluation_rows=len(loaded.dataset),
+    )
+    outcome = run_search(
+        setup, plan.families, meter, gpu_peak, lambda stage, fraction: progress(stage, _STEPS, fraction)
+    )
+    loaded.model = None
+    return outcome
 
 
 def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> PipelineResult:
@@ -353,23 +373,37 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
             request.target.device, max_positions(loaded.model.config),
         )
         generation_energy.measure("original", original_runner.model, original_runner.runtime)
+    original_search = None
+    if request.goal is not None:
+        with meter.stage("search.original"):
+            original_search = evaluate_model(
+                original_runner, info.task, loaded.search_inputs, search_settings(settings, request.goal),
+                request.work_dir / "outputs" / "original-search", lambda *_: None,
+            )
     del original_runner
 
-    # Back to where the steps run (they differ when, say, a GPU job targets the CPU).
-    state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model.to(request.device))
-    loaded.model = None  # the state owns it now, so a step that drops it frees the memory
-    step_probe = StepProbe(info.task, inputs.batches, original_eval.outputs, threads=original.latency.threads)
-    state, step_reports = _apply_steps(request, state, loaded, progress, meter, step_probe, gpu_peak)
-
-    progress("package", _PACKAGE, 0.0)
-    with meter.stage("package"):
-        packaged = package_result(
-            state, request.target, request.work_dir, loaded.tokenizer, _max_batch(settings), settings.sequence_length
-        )
-    # A .pte does not list its weights to the runtime: the final state counts them.
-    state_parameters = state.num_parameters() if packaged.format == "pte" else 0
+    search_report = None
+    if request.goal is None:
+        # Back to where the steps run (they differ when, say, a GPU job targets the CPU).
+        state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model.to(request.device))
+        loaded.model = None  # the state owns it now, so a step that drops it frees the memory
+        step_probe = StepProbe(info.task, inputs.batches, original_eval.outputs, threads=original.latency.threads)
+        state, step_reports = _apply_recipe(request, state, loaded, progress, meter, step_probe, gpu_peak)
+        progress("package", _PACKAGE, 0.0)
+        with meter.stage("package"):
+            packaged = package_result(
+                state, request.target, request.work_dir, loaded.tokenizer, _max_batch(settings), settings.sequence_length
+            )
+        # A .pte does not list its weights to the runtime: the final state counts them.
+        state_parameters = state.num_parameters() if packaged.format == "pte" else 0
+        state = None
+        recipe = request.recipe.to_dict()
+    else:
+        outcome = _search(request, loaded, original, original_search, probe, meter, gpu_peak, progress, started)
+        packaged, step_reports, state_parameters = outcome.packaged, outcome.steps, outcome.state_parameters
+        recipe, search_report = Recipe.from_dict(outcome.recipe).to_dict(), outcome.report
+        original_search.outputs.remove()
     package_dir, files = packaged.package_dir, packaged.files
-    state = None
     gc.collect()
     progress("package", _PACKAGE, 1.0)
 
@@ -434,7 +468,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         steps=step_reports,
         # Wall time up to the report; zipping, which follows, takes seconds at most.
         job=JobReport(
-            recipe=request.recipe.to_dict(), device=request.device, target=request.target.model_dump(),
+            recipe=recipe, device=request.device, target=request.target.model_dump(),
             wall_time_s=time.perf_counter() - started, peak_gpu_memory_mb=gpu_peak.job_mb(),
         ),
         environment=collect_environment(),
@@ -458,6 +492,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
         slices=slices,
         perplexity=None if perplexity is None else perplexity.report(),
         generation_energy=None if generation_energy is None else generation_energy.report(energy, request.energy),
+        search=search_report,
     )
     pipeline_result = _write_outputs(request, report, package_dir)
     logger.info(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from workers.engine.energy.schema import EnergyReport, GenerationEnergyReport, InferenceEnergyReport, PaybackReport
 from workers.engine.footprint.schema import EmbodiedReport, WaterReport
 from workers.engine.registry import ModelFormat
+from workers.engine.search.report import SearchReport
 
 SCHEMA_VERSION = 1
 _BATCH_KEY = re.compile(r"^batch_\d+$")
@@ -261,6 +262,9 @@ class Report(_Strict):
     # Beyond CO2 (workers.engine.footprint.schema); optional, as reports stored before them have none.
     water: WaterReport | None = None
     embodied: EmbodiedReport | None = None
+    search: SearchReport | None = Field(
+        None, description="A goal job's search: every candidate, the Pareto front, and why the result was chosen."
+    )
 
 
 def compute_ratios(original: ModelSideReport, result: ModelSideReport) -> RatiosReport:

@@ -118,6 +118,7 @@ def _claim(job_id: str) -> dict | None:
         return {
             "attempt": attempt,
             "recipe": job.recipe,
+            "goal": job.goal,
             "evaluation": job.evaluation,
             "deployment": job.deployment,
             "dataset_sha256": dataset.sha256 if dataset else None,
@@ -236,12 +237,14 @@ def _log_to_mlflow(claim: dict, settings: Settings, outcome: EngineOutcome, log:
             problem = destination_problem(tracking_uri, settings.webhooks_allow_private)
             if problem is not None:
                 raise ValueError(problem)
+        report = json.loads(outcome.report_path.read_text())
         run = log_job_run(
             tracking_uri,
             options.get("experiment_name") or settings.mlflow_experiment,
             options.get("registered_model_name"),
-            claim["job"],
-            json.loads(outcome.report_path.read_text()),
+            # The recipe that ran: a goal job's is the one its search chose.
+            {**claim["job"], "recipe": report["job"]["recipe"]},
+            report,
             outcome.model_zip,
             outcome.report_path,
         )
@@ -279,6 +282,8 @@ def _store_results(
             (RUNNING,),
             status=SUCCEEDED,
             report=report,
+            # A goal job's recipe is the one its search chose.
+            recipe=report["job"]["recipe"],
             **report_figures(report),
             mlflow=mlflow_state,
             progress=1.0,
@@ -351,7 +356,8 @@ def execute_job(job_id: str) -> str:
             for model_id, key in claim["referenced_model_keys"].items()
             if storage.exists(key)
         },
-        "recipe": claim["recipe"],
+        # A goal job searches for its recipe; the engine takes one or the other.
+        **({"goal": claim["goal"]} if claim["goal"] is not None else {"recipe": claim["recipe"]}),
         "dataset_path": str(storage.local_copy(claim["dataset_key"])) if claim["dataset_key"] else None,
         "device": claim["device"],
         "target": claim["target"],

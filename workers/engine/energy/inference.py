@@ -70,6 +70,16 @@ class InferenceProbe:
         self.threads = self.threads or runner.threads
         self.wall_time_s += time.perf_counter() - started
 
+    def kwh_per_1000(self, side: Side) -> float | None:
+        """The mean device kWh per 1,000 inferences measured so far for `side`, or None without readings."""
+        if side not in self._sides or self.meter.method() in ("unavailable", "disabled"):
+            return None
+        runner, runs = self._sides[side]
+        readings = [run for run in runs if run]
+        if not readings:
+            return None
+        return side_per_1000(runner.runtime, runner.device, readings, self.inferences_per_run).kwh_per_1000_mean
+
     def finish(self) -> InferenceEnergyReport:
         self.meter.record(STAGE, self._booked)
         method = self.meter.method()

@@ -222,6 +222,17 @@ class EnergyMeter:
             )
         )
 
+    def stage_kwh(self, stage: str) -> float | None:
+        """The energy booked under `stage` so far (its last entry), or None when nothing was booked."""
+        for entry in reversed(self._stages):
+            if entry.stage == stage:
+                return entry.energy_kwh
+        return None
+
+    def total_kwh(self) -> float:
+        """Everything booked so far: what a goal's energy budget is checked against."""
+        return math.fsum(entry.energy_kwh for entry in self._stages)
+
     def method(self) -> SectionMethod:
         if not self.settings.enabled:
             return "disabled"

@@ -38,6 +38,11 @@ def _column(values: list) -> list | None:
     return values if any(value is not None for value in values) else None
 
 
+def builtin_sample_rows() -> int:
+    """How many texts the builtin sample holds (a job with no dataset uses them)."""
+    return sum(1 for line in BUILTIN_SAMPLE_PATH.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
 def load_eval_dataset(path: Path | None, max_samples: int) -> EvalDataset:
     """The first `max_samples` rows (file order, so a job is reproducible)."""
     if path is None:

@@ -1,0 +1,52 @@
+"""Rules for goal jobs at submit time: the goal must fit the model, its dataset and its budget, judged
+before any compute by the engine's own pre-flight estimate (with a guessed forward speed)."""
+
+import os
+
+from app.core.errors import Invalid
+from app.datasets.orm import Dataset
+from app.models.orm import Model
+from workers.engine.errors import EngineUserError
+from workers.engine.evaluation.data import builtin_sample_rows
+from workers.engine.evaluation.settings import EvalSettings
+from workers.engine.search.estimate import preflight, static_seconds_per_row
+from workers.engine.search.goal import Goal, goal_task_problem
+from workers.engine.search.plan import job_workload, search_settings
+from workers.engine.search.rows import split_sizes
+from workers.engine.target import Target
+
+
+def _invalid(field: str, msg: str) -> Invalid:
+    return Invalid(f"goal: {msg}.", errors=[{"loc": ["body", "goal", field], "msg": msg}])
+
+
+def worker_threads() -> int:
+    """The CPUs a worker uses, taken as this host's: right for the embedded service, a guess when scaled out
+    (the engine re-estimates with the speed it measures)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def check_goal(goal: Goal, model: Model, dataset: Dataset | None, evaluation: EvalSettings, target: Target) -> dict:
+    """The pre-flight estimate of a goal job, or a 422 that says which part cannot fit."""
+    problem = goal_task_problem(model.task)
+    if problem is not None:
+        raise Invalid(problem, errors=[{"loc": ["body", "goal"], "msg": problem}])
+    if goal.max_accuracy_drop is not None:
+        if model.task != "text-classification":
+            raise _invalid("max_accuracy_drop", f"accuracy needs a classifier, and this model's task is {model.task}: "
+                                                "use min_fidelity")
+        if dataset is None or "label" not in dataset.columns:
+            raise _invalid("max_accuracy_drop", "accuracy needs a dataset with a label column: give dataset_id")
+    total = dataset.num_rows if dataset is not None else builtin_sample_rows()
+    try:
+        searched, evaluated = split_sizes(total, evaluation.max_samples, goal.search_rows)
+    except EngineUserError as exc:
+        raise _invalid("search_rows", str(exc)) from exc
+    speed = static_seconds_per_row(model.num_parameters, evaluation.sequence_length, worker_threads())
+    work = job_workload(evaluation, model.num_parameters, model.size_bytes, searched, evaluated, speed)
+    batches = tuple(search_settings(evaluation, goal).latency_batch_sizes)
+    plan = preflight(goal, work, target, batches)
+    if plan.problems:
+        raise _invalid("budget_minutes", "; ".join(plan.problems))
+    return {**plan.as_dict(goal.max_candidates), "search_rows": searched, "evaluation_rows": evaluated,
+            "seconds_per_row_guess": speed, "threads_assumed": worker_threads()}

@@ -1,0 +1,207 @@
+"""Pre-flight: how long a goal's job and each candidate will take, and its peak memory, from the model's
+size, the rows and the speed of one forward pass, before any compute. The API uses it to refuse a goal
+whose budget cannot fit (with a guessed forward speed); the search uses it, with the measured speed and
+each family's measured times, to start only the candidates that fit what is left of the budget.
+
+Hand-written: no library estimates compression jobs. The constants were fitted on all-MiniLM-L6-v2 and
+tiny models on a 2-core CPU (benchmarks/auto_bench.py measures the estimates against the real times).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.trial import FixedTrial
+
+from workers.engine.search.goal import Family, Goal
+from workers.engine.search.space import CandidateSpec, family_problem, is_training, quick_rung, suggest
+from workers.engine.target import Target
+
+# One fp32 forward row at batch 32, per parameter, token and thread: all-MiniLM-L6-v2 took 759 ms for 32
+# rows of 128 tokens on 2 threads (benchmarks/results/engine_bench.md).
+SECONDS_PER_PARAM_TOKEN_THREAD = 0.759 / 32 * 2 / (22.7e6 * 128)
+# Per parameter: loading, exporting to ONNX, packaging and the like, which do not depend on the rows.
+_SECONDS_PER_PARAM = {"load": 1.0e-7, "export": 1.5e-7, "quantize": 1.0e-7, "int4_rtn": 2.0e-7, "int4_hqq": 2.0e-6,
+                      "cluster_per_value": 1.2e-8}
+# Forward passes over the calibration rows that a step makes, in units of one pass over them.
+_ROW_PASSES = {"fallback": 15.0, "outliers": 2.0, "static": 2.0, "cluster": 2.0, "importance": 3.0,
+               "layer_choice": 6.0}
+# One training example (teacher forward, student forward and backward) against one padded forward row:
+# training batches are grouped by length, so most rows are far shorter than sequence_length.
+_TRAIN_ROW_FACTOR = 0.5
+# Seconds that do not scale with the model: the engine process starting (torch, transformers and
+# onnxruntime imports) and, per candidate, building and loading its runtime session.
+_JOB_OVERHEAD_S = 10.0
+_CANDIDATE_OVERHEAD_S = 0.5
+# Resident memory: the interpreter with torch, transformers and onnxruntime, then copies of the weights
+# (the original, the candidate, its ONNX export and the runtime's session); training adds gradients and
+# optimiser state.
+_BASE_RSS_MB = 700.0
+_WEIGHT_COPIES = 8.0
+_TRAINING_WEIGHT_COPIES = 12.0
+# Representative params of each family, for estimates before any trial has sampled them.
+_REPRESENTATIVE: dict[Family, dict[str, Any]] = {
+    "half": {},
+    "int8": {"int8_variant": "plain", "int8_huffman": False},
+    "int8_static": {"static_calibration": "percentile", "static_smooth": False},
+    "int4": {"int4_group": 32, "int4_algorithm": "rtn"},
+    "cluster": {"cluster_bits": 5, "cluster_embedding_drop": 1},
+    "prune_cluster": {"prune_sparsity": 0.35, "prune_bits": 5, "prune_embedding_drop": 1},
+    "distill_int8": {"distill_depth": 0.5},
+    "low_rank_int8": {"low_rank_energy": 0.95},
+}
+
+
+def static_seconds_per_row(num_parameters: int, sequence_length: int, threads: int) -> float:
+    """A guess at one forward row's seconds, for before anything has run on the worker."""
+    return SECONDS_PER_PARAM_TOKEN_THREAD * num_parameters * sequence_length / max(1, threads)
+
+
+@dataclass(frozen=True)
+class Workload:
+    num_parameters: int
+    weight_bytes: int
+    search_rows: int
+    eval_rows: int
+    seconds_per_row: float  # one fp32 forward row at batch 32 on this worker, measured or guessed
+    latency_batches: tuple[int, ...] = (1, 32)
+    latency_runs: int = 23  # warm-up plus timed runs per batch size
+    energy_inferences: int = 640  # the inference-energy probe's inferences per model
+
+    def forward_seconds(self, rows: float) -> float:
+        return rows * self.seconds_per_row
+
+    def latency_seconds(self, batches: tuple[int, ...], runs: int) -> float:
+        # A batch of 1 costs far more per row than a batch of 32: count it as 4 rows.
+        return sum(runs * max(batch, 4) * self.seconds_per_row for batch in batches)
+
+
+def representative(family: Family, goal: Goal, target: Target) -> CandidateSpec:
+    params = {"family": family, **_REPRESENTATIVE[family]}
+    if target.runtime != "onnxruntime":
+        params = {key: value for key, value in params.items() if not key.startswith(("int8_", "int4_algorithm"))}
+    return suggest(FixedTrial(params), family, goal, target)
+
+
+def _step_seconds(step: dict[str, Any], work: Workload) -> float:
+    technique, params = step["technique"], step["params"]
+    parameters, rows = work.num_parameters, work.search_rows
+    per_param = _SECONDS_PER_PARAM
+    if technique == "huffman":
+        return per_param["export"] * parameters
+    if technique == "quantize":
+        seconds = (per_param["export"] + per_param["quantize"]) * parameters
+        if params.get("scheme") == "int4_weight_only":
+            seconds += per_param["int4_hqq" if params.get("algorithm") == "hqq" else "int4_rtn"] * parameters
+        if params.get("target_fidelity") is not None:
+            seconds += work.forward_seconds(_ROW_PASSES["fallback"] * rows)
+        if params.get("outlier_channels") or params.get("fallback") == "outliers" or params.get("smooth_alpha"):
+            seconds += work.forward_seconds(_ROW_PASSES["outliers"] * rows)
+        if params.get("scheme") == "int8_static":
+            seconds += work.forward_seconds(_ROW_PASSES["static"] * rows)
+        return seconds
+    if technique == "cluster":
+        values = 2 ** max(params["bits"], params.get("embedding_bits") or params["bits"])
+        return (per_param["export"] + per_param["cluster_per_value"] * values) * parameters \
+            + work.forward_seconds(_ROW_PASSES["cluster"] * rows)
+    training = params.get("recover") or params
+    copies, epochs = training.get("augment_copies", 2), training.get("epochs") or 4
+    seconds = work.forward_seconds(rows * (1 + copies) * epochs * _TRAIN_ROW_FACTOR)
+    if technique == "prune":
+        seconds += work.forward_seconds(_ROW_PASSES["importance"] * rows)
+    if technique == "distill":
+        seconds += work.forward_seconds(_ROW_PASSES["layer_choice"] * rows)
+    return seconds
+
+
+def candidate_seconds(spec: CandidateSpec, work: Workload, search_latency_batches: tuple[int, ...]) -> float:
+    """Its steps, packaging, and its measurement on the search rows."""
+    steps = sum(_step_seconds(step, work) for step in spec.recipe["steps"])
+    package = _SECONDS_PER_PARAM["export"] * work.num_parameters
+    measure = work.forward_seconds(work.search_rows) + work.latency_seconds(search_latency_batches, 12)
+    return _CANDIDATE_OVERHEAD_S + steps + package + measure
+
+
+def result_measurement_seconds(work: Workload) -> float:
+    """One model's measurement on the evaluation rows: fidelity pass, latency and inference energy."""
+    return work.forward_seconds(work.eval_rows) + work.latency_seconds(work.latency_batches, work.latency_runs) \
+        + work.forward_seconds(work.energy_inferences)
+
+
+def fixed_seconds(work: Workload) -> float:
+    """Everything but the search: loading, the original's and the result's measurement on the evaluation
+    rows, and the original's on the search rows."""
+    load = _JOB_OVERHEAD_S + _SECONDS_PER_PARAM["load"] * work.num_parameters
+    return load + 2 * result_measurement_seconds(work) + work.forward_seconds(work.search_rows)
+
+
+def peak_rss_mb(work: Workload, training: bool) -> float:
+    copies = _TRAINING_WEIGHT_COPIES if training else _WEIGHT_COPIES
+    return _BASE_RSS_MB + copies * work.weight_bytes / 1e6
+
+
+@dataclass
+class Preflight:
+    fixed_seconds: float
+    family_seconds: dict[str, float]  # a representative candidate of each family that fits the target
+    peak_rss_mb: float
+    budget_seconds: float
+    dropped: dict[str, str] = field(default_factory=dict)  # family -> why the search leaves it out
+    problems: list[str] = field(default_factory=list)  # why the goal cannot fit at all
+
+    def expected_seconds(self, max_candidates: int) -> float:
+        """The job's likely length: its measurements, plus candidates of the families kept (at their mean
+        cost) until max_candidates or the budget ends the search."""
+        kept = [seconds for family, seconds in self.family_seconds.items() if family not in self.dropped]
+        if not kept:
+            return self.fixed_seconds
+        return min(self.budget_seconds, self.fixed_seconds + max_candidates * sum(kept) / len(kept))
+
+    def as_dict(self, max_candidates: int) -> dict[str, Any]:
+        return {
+            "expected_seconds": round(self.expected_seconds(max_candidates), 1),
+            "fixed_seconds": round(self.fixed_seconds, 1),
+            "family_seconds": {name: round(value, 1) for name, value in self.family_seconds.items()},
+            "peak_rss_mb": round(self.peak_rss_mb),
+            "budget_seconds": round(self.budget_seconds, 1),
+            "dropped": self.dropped,
+        }
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"
+
+
+def preflight(
+    goal: Goal, work: Workload, target: Target, search_latency_batches: tuple[int, ...], seconds_spent: float = 0.0,
+    fixed_seconds_left: float | None = None,
+) -> Preflight:
+    """Drops the families that cannot build the target or cannot fit the budget, and says why; a goal with
+    no family left gets `problems`. Before the job (the API), everything but the search is still ahead;
+    inside it, `seconds_spent` are gone and `fixed_seconds_left` remain besides the search."""
+    budget = goal.budget_minutes * 60
+    fixed = fixed_seconds(work)
+    ahead = fixed if fixed_seconds_left is None else seconds_spent + fixed_seconds_left
+    family_seconds: dict[str, float] = {}
+    dropped: dict[str, str] = {}
+    for family in goal.allowed_families():
+        problem = family_problem(family, target)
+        if problem is not None:
+            dropped[family] = problem
+            continue
+        spec = representative(family, goal, target)
+        # A training family runs its quick rung first: that is what must fit to try it at all.
+        first = quick_rung(spec, target) if is_training(family) else spec
+        family_seconds[family] = candidate_seconds(spec, work, search_latency_batches)
+        needed = ahead + candidate_seconds(first, work, search_latency_batches)
+        if needed > budget:
+            dropped[family] = (
+                f"needs about {_duration(needed)} with the job's measurements on this worker; the budget is "
+                f"{_duration(budget)}"
+            )
+    problems = []
+    kept = [family for family in family_seconds if family not in dropped]
+    if not kept:
+        reasons = "; ".join(f"{family}: {why}" for family, why in dropped.items())
+        problems.append(f"no candidate family fits ({reasons})")
+    training = any(is_training(family) for family in kept)
+    return Preflight(fixed, family_seconds, peak_rss_mb(work, training), budget, dropped, problems)

@@ -1,0 +1,164 @@
+"""What a candidate measured, how far it is from each constraint, the Pareto front, and the choice:
+the best candidate that meets every constraint, or, when none does, the closest one, with the binding
+constraint and what would meet it. A search never comes back empty-handed.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.engine.search.goal import Goal
+from workers.engine.search.space import CandidateSpec
+
+
+@dataclass
+class Measured:
+    """One evaluated candidate, on the search rows."""
+
+    number: int
+    spec: CandidateSpec
+    size_bytes: int
+    size_ratio: float
+    fidelity: float
+    fidelity_metric: str
+    latency_ms: float  # median at the goal's latency batch size
+    accuracy: float | None
+    accuracy_drop: float | None  # as the goal means it (absolute or relative)
+    kwh_per_1000: float | None  # estimated from latency against the measured original
+    job_kwh: float | None  # the candidate's own compression and measurement, as the meter booked it
+    wall_time_s: float
+    estimated_s: float
+    violations: dict[str, float] = field(default_factory=dict)  # constraint -> how far past it, > 0
+    pareto: bool = False
+
+    @property
+    def feasible(self) -> bool:
+        return not self.violations
+
+
+def violations(goal: Goal, measured: Measured) -> dict[str, float]:
+    """Each constraint the candidate breaks, with its shortfall relative to the limit (0.02 = 2% past it)."""
+    broken = {}
+    if goal.min_fidelity is not None and measured.fidelity < goal.min_fidelity:
+        broken["min_fidelity"] = (goal.min_fidelity - measured.fidelity) / goal.min_fidelity
+    if goal.max_accuracy_drop is not None and measured.accuracy_drop is not None \
+            and measured.accuracy_drop > goal.max_accuracy_drop:
+        broken["max_accuracy_drop"] = measured.accuracy_drop - goal.max_accuracy_drop
+    if goal.max_size_ratio is not None and measured.size_ratio > goal.max_size_ratio:
+        broken["max_size_ratio"] = measured.size_ratio / goal.max_size_ratio - 1
+    if goal.max_size_bytes is not None and measured.size_bytes > goal.max_size_bytes:
+        broken["max_size_bytes"] = measured.size_bytes / goal.max_size_bytes - 1
+    if goal.max_latency_ms is not None and measured.latency_ms > goal.max_latency_ms:
+        broken["max_latency_ms"] = measured.latency_ms / goal.max_latency_ms - 1
+    return broken
+
+
+def constraint_values(goal: Goal, measured: Measured) -> dict[str, float]:
+    """Optuna's constraint per constraint the goal sets (<= 0 means met)."""
+    values = {}
+    if goal.min_fidelity is not None:
+        values["min_fidelity"] = goal.min_fidelity - measured.fidelity
+    if goal.max_accuracy_drop is not None:
+        values["max_accuracy_drop"] = (measured.accuracy_drop or 0.0) - goal.max_accuracy_drop
+    if goal.max_size_ratio is not None:
+        values["max_size_ratio"] = measured.size_ratio - goal.max_size_ratio
+    if goal.max_size_bytes is not None:
+        values["max_size_bytes"] = measured.size_bytes / goal.max_size_bytes - 1
+    if goal.max_latency_ms is not None:
+        values["max_latency_ms"] = measured.latency_ms / goal.max_latency_ms - 1
+    return values
+
+
+def objective_score(goal: Goal, measured: Measured, requests_per_day: float | None) -> float:
+    """Lower is better. least_energy with a request rate weighs the candidate's own energy against a year
+    of serving (the payback); without one, the energy per inference alone."""
+    if goal.objective == "smallest":
+        return float(measured.size_bytes)
+    if goal.objective == "fastest":
+        return measured.latency_ms
+    if goal.objective == "most_faithful":
+        return -measured.fidelity
+    per_inference = (measured.kwh_per_1000 if measured.kwh_per_1000 is not None else measured.latency_ms) / 1000
+    if requests_per_day is None or measured.kwh_per_1000 is None:
+        return per_inference
+    return (measured.job_kwh or 0.0) + per_inference * requests_per_day * 365
+
+
+def mark_pareto(candidates: list[Measured]) -> None:
+    """Flags the candidates no other one beats on size, fidelity and latency together (infeasible ones
+    included: the front shows what each trade costs). Hand-written because Optuna's best_trials leaves
+    infeasible and pruned trials out, and the front here spans three report axes, not the study's two."""
+    def dominates(a: Measured, b: Measured) -> bool:
+        no_worse = a.size_bytes <= b.size_bytes and a.fidelity >= b.fidelity and a.latency_ms <= b.latency_ms
+        better = a.size_bytes < b.size_bytes or a.fidelity > b.fidelity or a.latency_ms < b.latency_ms
+        return no_worse and better
+
+    for candidate in candidates:
+        candidate.pareto = not any(dominates(other, candidate) for other in candidates if other is not candidate)
+
+
+def choose(goal: Goal, candidates: list[Measured], requests_per_day: float | None) -> Measured:
+    feasible = [candidate for candidate in candidates if candidate.feasible]
+    if feasible:
+        return min(feasible, key=lambda c: (objective_score(goal, c, requests_per_day), -c.fidelity))
+    # The least total shortfall across the broken constraints, then the objective.
+    return min(candidates, key=lambda c: (sum(c.violations.values()), objective_score(goal, c, requests_per_day)))
+
+
+_LIMITS = {
+    "min_fidelity": ("fidelity", "at least {:.4g}"),
+    "max_accuracy_drop": ("accuracy drop", "at most {:.4g}"),
+    "max_size_ratio": ("size ratio", "at most {:.4g}x"),
+    "max_size_bytes": ("size", "at most {:.0f} bytes"),
+    "max_latency_ms": ("latency", "at most {:.4g} ms"),
+}
+
+
+def _achieved(constraint: str, candidate: Measured) -> str:
+    return {
+        "min_fidelity": f"{candidate.fidelity:.4f}",
+        "max_accuracy_drop": f"{candidate.accuracy_drop}",
+        "max_size_ratio": f"{candidate.size_ratio:.4f}x",
+        "max_size_bytes": f"{candidate.size_bytes} bytes",
+        "max_latency_ms": f"{candidate.latency_ms:.2f} ms",
+    }[constraint]
+
+
+def shortfall(goal: Goal, chosen: Measured, candidates: list[Measured], dropped: dict[str, str],
+              skipped_for_budget: int, search_rows: int) -> dict[str, Any] | None:
+    """When no candidate met the goal: the binding constraint, by how much, and what would meet it."""
+    if chosen.feasible:
+        return None
+    binding = max(chosen.violations, key=chosen.violations.get)
+    name, limit = _LIMITS[binding]
+    limit_value = getattr(goal, binding)
+    advice = []
+    others = {key for key in chosen.violations if key != binding}
+    meeting_binding = [c for c in candidates if binding not in c.violations]
+    if meeting_binding:
+        best = min(meeting_binding, key=lambda c: sum(c.violations.values()))
+        advice.append(
+            f"candidate {best.number} ({best.spec.describe()}) meets {binding} but breaks "
+            + ", ".join(f"{key} ({_achieved(key, best)})" for key in best.violations)
+        )
+    if dropped or skipped_for_budget:
+        left_out = ", ".join(sorted(dropped)) or "none"
+        advice.append(
+            f"a bigger budget or a GPU worker: {skipped_for_budget} candidates were not tried for lack of time, "
+            f"and these families were left out: {left_out}"
+        )
+    if binding in ("min_fidelity", "max_accuracy_drop") and search_rows < 1000:
+        advice.append(f"more data: training candidates recover more with more than {search_rows} search rows")
+    if others:
+        advice.append("loosen " + " or ".join(sorted({binding, *others})))
+    else:
+        advice.append(f"loosen {binding}")
+    return {
+        "binding_constraint": binding,
+        "limit": limit.format(limit_value),
+        "achieved": _achieved(binding, chosen),
+        "shortfall_relative": round(chosen.violations[binding], 6),
+        "message": f"No candidate met every constraint. The closest, candidate {chosen.number} "
+        f"({chosen.spec.describe()}), has {name} {_achieved(binding, chosen)} where the goal asks "
+        f"{limit.format(limit_value)}.",
+        "would_need": advice,
+    }

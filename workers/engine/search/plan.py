@@ -1,0 +1,78 @@
+"""Plans a goal's search inside a job, once the original is measured: the speed measured on this worker
+turns the pre-flight into estimates for every family, and the budget left into a deadline."""
+
+import time
+from dataclasses import dataclass
+
+from workers.engine.errors import EngineUserError
+from workers.engine.evaluation.settings import EvalSettings
+from workers.engine.report import LatencyReport
+from workers.engine.search.estimate import Preflight, Workload, preflight, result_measurement_seconds
+from workers.engine.search.goal import Family, Goal
+from workers.engine.target import Target
+
+# Timed runs per latency batch size during the search (the final measurement uses the job's settings).
+SEARCH_LATENCY_RUNS = 10
+
+
+@dataclass(frozen=True)
+class JobFigures:
+    """What the job measured and settled before the search, which its estimates start from."""
+
+    started: float  # time.perf_counter() when the job began
+    num_parameters: int
+    original_size_bytes: int
+    evaluation_rows: int
+    search_rows: int
+    settings: EvalSettings  # the job's own evaluation settings
+    original_latency: LatencyReport  # on the evaluation rows, with the job's settings
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    work: Workload
+    preflight: Preflight
+    families: list[Family]
+    deadline: float  # time.perf_counter() by which the search must stop, to leave the result's measurement
+
+
+def search_settings(settings: EvalSettings, goal: Goal) -> EvalSettings:
+    batches = {goal.latency_batch_size}
+    if goal.objective == "least_energy":
+        batches.add(settings.energy_batch_size)
+    return settings.model_copy(update={
+        "latency_batch_sizes": sorted(batches), "latency_warmup": 2,
+        "latency_repeats": min(settings.latency_repeats, SEARCH_LATENCY_RUNS),
+    })
+
+
+def measured_seconds_per_row(latency: LatencyReport) -> float:
+    """One padded fp32 forward row, from the original's median at its largest timed batch."""
+    stats = latency.batches()
+    size = max(int(key.removeprefix("batch_")) for key in stats)
+    return stats[f"batch_{size}"].p50_ms / 1000 / size
+
+
+def job_workload(settings: EvalSettings, num_parameters: int, weight_bytes: int, search_rows: int,
+                 evaluation_rows: int, seconds_per_row: float) -> Workload:
+    return Workload(
+        num_parameters=num_parameters, weight_bytes=weight_bytes, search_rows=search_rows,
+        eval_rows=evaluation_rows, seconds_per_row=seconds_per_row,
+        latency_batches=tuple(sorted(set(settings.latency_batch_sizes))),
+        latency_runs=settings.latency_warmup + settings.latency_repeats,
+        energy_inferences=settings.energy_inferences_per_run * (settings.energy_repeats + 1),
+    )
+
+
+def plan_search(goal: Goal, figures: JobFigures, target: Target, search_latency_batches: tuple[int, ...]) -> SearchPlan:
+    work = job_workload(
+        figures.settings, figures.num_parameters, figures.original_size_bytes, figures.search_rows,
+        figures.evaluation_rows, measured_seconds_per_row(figures.original_latency),
+    )
+    spent = time.perf_counter() - figures.started
+    after = result_measurement_seconds(work)
+    plan = preflight(goal, work, target, search_latency_batches, seconds_spent=spent, fixed_seconds_left=after)
+    if plan.problems:
+        raise EngineUserError(f"The goal cannot be searched on this worker: {'; '.join(plan.problems)}.")
+    families = [family for family in plan.family_seconds if family not in plan.dropped]
+    return SearchPlan(work, plan, families, figures.started + goal.budget_minutes * 60 - after)

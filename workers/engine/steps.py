@@ -1,0 +1,111 @@
+"""Applies a recipe's steps to a model state, one after another, and describes each in a step report:
+its time, peak GPU memory, size and parameters before and after, and its fidelity on the probe rows.
+The pipeline runs the job's recipe through it, and a goal's search runs every candidate's recipe.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from transformers import PreTrainedTokenizerBase
+
+from workers.engine.devices import GpuMemoryPeak
+from workers.engine.evaluation.step_probe import StepProbe
+from workers.engine.registry import TechniqueConfig, get_technique
+from workers.engine.report import StepFidelityReport, StepReport
+from workers.engine.stages import step_stage
+from workers.engine.state import ModelState, StepContext
+from workers.engine.target import Target
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepEnvironment:
+    """What every step of one run gets besides its params: the StepContext fields that do not change."""
+
+    work_dir: Path  # each step gets its own folder below it
+    device: Literal["cpu", "cuda"]
+    target: Target
+    max_batch: int
+    tokenizer: PreTrainedTokenizerBase
+    sequence_length: int
+    calibration_texts: list[str]
+    calibration_labels: list[int] | None
+    model_paths: dict[str, Path] = field(default_factory=dict)
+    llm_python: Path | None = None
+
+
+def apply_steps(
+    steps: tuple[TechniqueConfig, ...] | list[TechniqueConfig],
+    state: ModelState,
+    environment: StepEnvironment,
+    step_probe: StepProbe,
+    gpu_peak: GpuMemoryPeak,
+    stage_scope: Callable[[str], AbstractContextManager],
+    on_progress: Callable[[int, str, float], None] = lambda index, stage, fraction: None,
+) -> tuple[ModelState, list[StepReport]]:
+    """`stage_scope(stage)` wraps each step (the energy meter's stage, or nothing when the caller books
+    the whole run as one); `on_progress(index, stage, fraction)` follows each step from 0 to 1."""
+    reports = []
+    # Each step's "after" is the next one's "before": an ONNX state's count reads the whole file.
+    size_before, parameters_before = state.size_bytes(), state.num_parameters()
+    for index, step in enumerate(steps):
+        stage = step_stage(index, step.technique)
+        on_progress(index, stage, 0.0)
+        context = StepContext(
+            work_dir=environment.work_dir / "steps" / f"{index + 1:02d}-{step.technique}",
+            device=environment.device,
+            target=environment.target,
+            max_batch=environment.max_batch,
+            tokenizer=environment.tokenizer,
+            sequence_length=environment.sequence_length,
+            # Already in memory, so every step gets them; requires_data tells users which steps use them.
+            calibration_texts=environment.calibration_texts,
+            calibration_labels=environment.calibration_labels,
+            on_progress=lambda fraction, index=index, stage=stage: on_progress(index, stage, fraction * 0.9),
+            model_paths=dict(environment.model_paths),
+            llm_python=environment.llm_python,
+        )
+        context.work_dir.mkdir(parents=True, exist_ok=True)
+        logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())
+        started = time.perf_counter()
+        gpu_peak.start_segment()
+        with stage_scope(stage):
+            state = get_technique(step.technique).handler(step, state, context)
+        wall_time_s = time.perf_counter() - started
+        peak_gpu_memory_mb = gpu_peak.segment_mb()
+        # Measured outside the step's time: it is the report's cost, not the technique's.
+        fidelity = step_probe.measure(state, environment.tokenizer, environment.device)
+        size_after, parameters_after = state.size_bytes(), state.num_parameters()
+        reports.append(
+            StepReport(
+                technique=step.technique,
+                version=step.version,
+                params=step.model_dump(mode="json"),
+                wall_time_s=wall_time_s,
+                format_after=state.format,
+                size_bytes_before=size_before,
+                size_bytes_after=size_after,
+                parameters_before=parameters_before,
+                parameters_after=parameters_after,
+                fidelity_after=StepFidelityReport(
+                    metrics=fidelity.metrics, primary_metric=fidelity.primary_metric, num_samples=fidelity.num_samples
+                ),
+                details=context.details,
+                peak_gpu_memory_mb=peak_gpu_memory_mb,
+                placement=context.placement,
+            )
+        )
+        logger.info(
+            "step %d/%d done in %.1f s: %.2f MB (%s), %s %.4f on %d rows",
+            index + 1, len(steps), wall_time_s, reports[-1].size_bytes_after / 1e6, state.format,
+            fidelity.primary_metric, fidelity.metrics[fidelity.primary_metric], fidelity.num_samples,
+        )
+        on_progress(index, stage, 1.0)
+        size_before, parameters_before = size_after, parameters_after
+    return state, reports
