@@ -5,6 +5,7 @@ Each chart is a pure `report -> str | None`, None when the report lacks what the
 
 from collections.abc import Callable
 
+from app.dashboard.front_chart import search_front_chart
 from app.dashboard.svg import (
     CHAR, PALETTE, SMALL, WIDTH, Bar, Scale, axis, axis_room, bar, bar_panel, clip, data, document, esc,
     fits, fmt, get, legend, line, num, text, tick_text, ticks,
@@ -312,6 +313,7 @@ def inference_energy_chart(report: dict) -> str | None:
 
 
 CHARTS: list[tuple[str, Callable[[dict], str | None]]] = [
+    ("Goal search: size against fidelity", search_front_chart),
     ("Size versus quality", size_quality_chart),
     ("Size through the steps", step_waterfall_chart),
     ("Latency", latency_chart),

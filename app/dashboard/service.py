@@ -1,7 +1,7 @@
 """What the dashboard pages show, gathered through the same repositories and services as the API."""
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,7 @@ from app.jobs.step_progress import step_progress
 from app.models import repository as models_repository
 from app.reports import repository as tenant_totals
 from app.reports.orm import TOTAL_FIELDS, TenantTotals
+from workers.engine.search.goal import Objective
 
 RECENT_JOBS = 20
 # Lines of the job log rendered with the page; the rest is a link to the API away.
@@ -78,24 +79,6 @@ DATASETS = UploadKind(
 )
 
 
-@dataclass(frozen=True)
-class Preset:
-    label: str
-    recipe: dict[str, Any]
-
-
-RECIPE_PRESETS = (
-    Preset("int8, near-lossless", {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}),
-    Preset(
-        "int8, FFN output kept in fp32",
-        {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic", "keep_fp32": ["ffn_output"]}}]},
-    ),
-    Preset(
-        "SVD (99% energy), then int8",
-        {"steps": [{"technique": "low_rank", "params": {"energy": 0.99}},
-                   {"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]},
-    ),
-)
 DEVICES = ("auto", "cpu", "cuda")
 # The job's target ("runtime/device" as the form sends it), the default first.
 TARGETS = (
@@ -180,5 +163,6 @@ def new_job_page(session: Session, tenant_id: str) -> dict[str, Any]:
         "datasets": datasets_repository.list_all(session, tenant_id),
         "devices": DEVICES,
         "targets": TARGETS,
-        "presets": RECIPE_PRESETS,
+        # The preset buttons come from GET /v1/recipes/presets (recipe.js): one source of truth.
+        "objectives": get_args(Objective),
     }

@@ -9,10 +9,8 @@ from app.models.orm import Model
 from workers.engine.errors import EngineUserError
 from workers.engine.evaluation.data import builtin_sample_rows
 from workers.engine.evaluation.settings import EvalSettings
-from workers.engine.search.estimate import preflight, static_seconds_per_row
 from workers.engine.search.goal import Goal, goal_task_problem
-from workers.engine.search.plan import job_workload, search_settings
-from workers.engine.search.rows import split_sizes
+from workers.engine.search.plan import submit_preflight
 from workers.engine.target import Target
 
 
@@ -39,14 +37,11 @@ def check_goal(goal: Goal, model: Model, dataset: Dataset | None, evaluation: Ev
             raise _invalid("max_accuracy_drop", "accuracy needs a dataset with a label column: give dataset_id")
     total = dataset.num_rows if dataset is not None else builtin_sample_rows()
     try:
-        searched, evaluated = split_sizes(total, evaluation.max_samples, goal.search_rows)
+        plan, figures = submit_preflight(
+            goal, model.num_parameters, model.size_bytes, total, evaluation, target, worker_threads()
+        )
     except EngineUserError as exc:
         raise _invalid("search_rows", str(exc)) from exc
-    speed = static_seconds_per_row(model.num_parameters, evaluation.sequence_length, worker_threads())
-    work = job_workload(evaluation, model.num_parameters, model.size_bytes, searched, evaluated, speed)
-    batches = tuple(search_settings(evaluation, goal).latency_batch_sizes)
-    plan = preflight(goal, work, target, batches)
     if plan.problems:
         raise _invalid("budget_minutes", "; ".join(plan.problems))
-    return {**plan.as_dict(goal.max_candidates), "search_rows": searched, "evaluation_rows": evaluated,
-            "seconds_per_row_guess": speed, "threads_assumed": worker_threads()}
+    return figures

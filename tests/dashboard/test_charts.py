@@ -13,6 +13,9 @@ from app.dashboard import charts
 from app.dashboard.svg import PALETTE, ticks
 
 REPORT = json.loads((Path(__file__).parents[2] / "benchmarks/results/api_quantize_minilm.json").read_text())["report"]
+# A real goal search on MiniLM (benchmarks/auto_bench.py), for the search's chart.
+SEARCH = json.loads((Path(__file__).parents[2] / "benchmarks/results/auto_bench_calibration.json").read_text())[
+    "goals"]["smallest"]["search"]
 NS = {"svg": "http://www.w3.org/2000/svg"}
 SCRIPT = "<script>alert(1)</script>"
 CHART_FUNCTIONS = [chart for _, chart in charts.CHARTS]
@@ -42,6 +45,8 @@ def with_slices() -> dict:
                 slice_row("legal", 1.0, 1.0)],
         flagged=[SCRIPT],
     )
+    report["search"] = copy.deepcopy(SEARCH)
+    report["search"]["candidates"][0]["description"] = SCRIPT
     return report
 
 
@@ -80,7 +85,7 @@ def test_each_chart_is_accessible_scalable_svg(chart, with_slices):
 
 def test_ids_are_unique_across_a_page_of_charts(with_slices):
     ids = [el.get("id") for _, svg in charts.all_charts(with_slices) for el in parse(svg).iter() if el.get("id")]
-    assert len(ids) == len(set(ids)) == 2 * 6
+    assert len(ids) == len(set(ids)) == 2 * 7
 
 
 def test_size_quality_places_the_original_and_the_result():
@@ -268,3 +273,20 @@ def contrast(colour: str) -> float:
 @pytest.mark.parametrize("name", sorted(PALETTE))
 def test_palette_meets_wcag_aa_against_white(name):
     assert contrast(PALETTE[name]) >= 4.5
+
+
+def test_the_search_front_marks_every_candidate_the_front_and_the_choice(with_slices):
+    svg = charts.search_front_chart(with_slices)
+    root = parse(svg)
+    candidates = with_slices["search"]["candidates"]
+    assert len(marks(root)) == len(candidates)
+    chosen = marks(root, "chosen")
+    assert len(chosen) == 1
+    picked = next(c for c in candidates if c["chosen"])
+    assert float(chosen[0].get("data-x")) == pytest.approx(picked["size_ratio"], rel=1e-5)
+    assert len(marks(root, "feasible")) == sum(1 for c in candidates if c["feasible"] and not c["chosen"])
+    # The floor is drawn, and user-facing text is escaped.
+    assert "min_fidelity 0.99" in svg and SCRIPT not in svg
+    front = sum(1 for c in candidates if c["pareto"])
+    assert f"{front} on the Pareto front" in svg
+    assert charts.search_front_chart(REPORT) is None

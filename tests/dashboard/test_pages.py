@@ -160,8 +160,13 @@ def test_new_job_page_has_the_form_and_presets(client):  # noqa: F811
     assert '<option value="onnxruntime/cpu">' in html and '<option value="executorch/cpu">' in html
     assert "pick-me" in html
     assert 'id="form-error" role="alert"' in html
-    assert "int8, near-lossless" in html and "int8, FFN output kept in fp32" in html
-    assert "ffn_output" in html
+    # Preset buttons come from GET /v1/recipes/presets, not from the page: one source of truth.
+    assert 'id="preset-buttons"' in html and "int8_dynamic" not in html
+    assert "/v1/recipes/presets" in client.get("/static/recipe.js").text
+    # The goal form beside the recipe builder.
+    for field in ("goal-min_fidelity", "goal-max_size_ratio", "goal-objective", "goal-budget_minutes"):
+        assert f'<label for="{field}">' in html
+    assert '<option value="least_energy">' in html
     assert "/static/recipe.js" in html
     assert client.get("/static/recipe.js").status_code == 200
     # The YAML parser is served by the app itself: the page works offline.

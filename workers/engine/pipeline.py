@@ -286,6 +286,8 @@ def _search(
         started=started, num_parameters=loaded.info.num_parameters, original_size_bytes=original.size_bytes,
         evaluation_rows=len(loaded.dataset), search_rows=len(loaded.calibration), settings=settings,
         original_latency=original.latency,
+        row_fill=sum(int(batch["attention_mask"].sum()) for batch in loaded.search_inputs.batches)
+        / (loaded.search_inputs.num_samples * settings.sequence_length),
     )
     search_eval = search_settings(settings, goal)
     plan = plan_search(goal, figures, request.target, tuple(search_eval.latency_batch_sizes))

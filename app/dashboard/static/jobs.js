@@ -96,3 +96,27 @@ async function appendLog(jobId, log) {
   log.dataset.after = page.next_after;
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
+
+// A goal job's candidates: any of them runs again as an ordinary job, on the same model, data and target.
+function enableReruns() {
+  const section = document.getElementById("search");
+  if (!section) return;
+  const job = JSON.parse(section.dataset.job);
+  const errorBox = document.getElementById("rerun-error");
+  section.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-rerun]");
+    if (!button) return;
+    button.disabled = true;
+    try {
+      const body = { ...job, recipe: JSON.parse(button.dataset.rerun) };
+      if (!body.dataset_id) delete body.dataset_id;
+      const created = await getJSON("/v1/jobs", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      location.assign(`/jobs/${created.id}`);
+    } catch (error) {
+      showError(errorBox, "Could not start the job: " + error.message);
+      button.disabled = false;
+    }
+  });
+}

@@ -224,11 +224,57 @@
     radio.addEventListener("change", writeText);
   }
 
-  for (const button of document.querySelectorAll("button.preset")) {
-    button.addEventListener("click", () => {
-      recipe = JSON.parse(button.dataset.recipe);
-      changed();
+  // Preset buttons from GET /v1/recipes/presets; a preset for one kind of model shows for that kind only.
+  const presetBox = document.getElementById("preset-buttons");
+  const modelSelect = document.getElementById("model_id");
+  const targetSelect = document.getElementById("target");
+
+  function showPresetsForModel() {
+    const task = modelSelect.selectedOptions[0] ? modelSelect.selectedOptions[0].dataset.task : undefined;
+    for (const button of presetBox.querySelectorAll("button.preset")) {
+      button.hidden = Boolean(task && button.dataset.task && button.dataset.task !== task);
+    }
+  }
+
+  function addPresets(presets) {
+    for (const preset of presets) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "preset";
+      button.textContent = preset.name;
+      button.title = preset.summary;
+      if (preset.task) button.dataset.task = preset.task;
+      button.addEventListener("click", () => {
+        recipe = structuredClone(preset.recipe);
+        targetSelect.value = `${preset.target.runtime}/${preset.target.device}`;
+        changed();
+      });
+      presetBox.append(button, " ");
+    }
+    showPresetsForModel();
+  }
+  modelSelect.addEventListener("change", showPresetsForModel);
+
+  // A recipe, or a goal the search works from: the form shows the one chosen.
+  function mode() {
+    return document.querySelector('input[name="mode"]:checked').value;
+  }
+  for (const radio of document.querySelectorAll('input[name="mode"]')) {
+    radio.addEventListener("change", () => {
+      document.getElementById("goal-form").hidden = mode() !== "goal";
+      document.getElementById("recipe-builder").hidden = mode() !== "recipe";
     });
+  }
+
+  const GOAL_NUMBERS = ["min_fidelity", "max_accuracy_drop", "max_size_ratio", "max_latency_ms", "latency_batch_size",
+    "budget_minutes"];
+  function goalFromForm() {
+    const goal = { objective: document.getElementById("goal-objective").value };
+    for (const key of GOAL_NUMBERS) {
+      const raw = document.getElementById(`goal-${key}`).value.trim();
+      if (raw !== "") goal[key] = Number(raw);
+    }
+    return goal;
   }
   document.getElementById("add-step").addEventListener("click", addStep);
 
@@ -239,9 +285,11 @@
     for (const element of document.querySelectorAll("[aria-invalid]")) element.removeAttribute("aria-invalid");
   }
 
-  // ["body","recipe","steps",0,"params","scheme"] -> step-0-scheme; ["body","model_id"] -> model_id.
+  // ["body","recipe","steps",0,"params","scheme"] -> step-0-scheme; ["body","model_id"] -> model_id;
+  // ["body","goal","min_fidelity"] -> goal-min_fidelity.
   function fieldIdFor(loc) {
     const path = loc[0] === "body" ? loc.slice(1) : loc;
+    if (path[0] === "goal") return path[1] !== undefined ? `goal-${path[1]}` : "goal";
     if (path[0] === "recipe") {
       const at = path.indexOf("steps");
       if (at >= 0 && Number.isInteger(path[at + 1])) {
@@ -258,6 +306,7 @@
     for (const error of errors || []) {
       const id = fieldIdFor(error.loc || []);
       let box = document.getElementById(`${id}-error`);
+      if (!box && id.startsWith("goal-")) box = document.getElementById("goal-error");
       if (!box && id.startsWith("step-")) box = document.getElementById(`${id.split("-").slice(0, 2).join("-")}-technique-error`);
       if (!box) box = document.getElementById("recipe-error");
       const allowed = error.allowed ? ` (allowed: ${[].concat(error.allowed).join(", ")})` : "";
@@ -275,8 +324,9 @@
       dataset_id: document.getElementById("dataset_id").value || null,
       device: document.getElementById("device").value,
       target: (([runtime, device]) => ({ runtime, device }))(document.getElementById("target").value.split("/")),
-      recipe,
     };
+    if (mode() === "goal") body.goal = goalFromForm();
+    else body.recipe = recipe;
     const name = document.getElementById("job-name").value.trim();
     if (name) body.name = name;
     if (!body.model_id) {
@@ -321,6 +371,15 @@
     } catch (error) {
       errorBox.textContent = "Could not load the techniques: " + error.message;
       errorBox.hidden = false;
+    }
+    try {
+      const response = await fetch("/v1/recipes/presets");
+      if (!response.ok) throw new Error(`GET /v1/recipes/presets answered ${response.status}`);
+      addPresets(await response.json());
+    } catch (error) {
+      const presetError = document.getElementById("presets-error");
+      presetError.textContent = "Could not load the presets: " + error.message;
+      presetError.hidden = false;
     }
     changed();
     form.dataset.ready = "true";

@@ -19,15 +19,17 @@ from workers.engine.target import Target
 # One fp32 forward row at batch 32, per parameter, token and thread: all-MiniLM-L6-v2 took 759 ms for 32
 # rows of 128 tokens on 2 threads (benchmarks/results/engine_bench.md).
 SECONDS_PER_PARAM_TOKEN_THREAD = 0.759 / 32 * 2 / (22.7e6 * 128)
-# Per parameter: loading, exporting to ONNX, packaging and the like, which do not depend on the rows.
-_SECONDS_PER_PARAM = {"load": 1.0e-7, "export": 1.5e-7, "quantize": 1.0e-7, "int4_rtn": 2.0e-7, "int4_hqq": 2.0e-6,
-                      "cluster_per_value": 1.2e-8}
+# Per parameter: loading, exporting to ONNX, packaging, and the work of each technique that does not
+# depend on the rows (k-means runs its iterations per tensor whatever the bits).
+_SECONDS_PER_PARAM = {"load": 1.0e-7, "export": 7.0e-8, "package": 2.0e-8, "quantize": 5.0e-8, "int4": 3.0e-8,
+                      "cluster": 8.0e-7}
 # Forward passes over the calibration rows that a step makes, in units of one pass over them.
-_ROW_PASSES = {"fallback": 15.0, "outliers": 2.0, "static": 2.0, "cluster": 2.0, "importance": 3.0,
+_ROW_PASSES = {"fallback": 6.0, "outliers": 1.0, "static": 2.0, "cluster": 2.0, "importance": 3.0,
                "layer_choice": 6.0}
-# One training example (teacher forward, student forward and backward) against one padded forward row:
-# training batches are grouped by length, so most rows are far shorter than sequence_length.
-_TRAIN_ROW_FACTOR = 0.5
+# One training example against one forward row: the teacher's forward plus the student's forward and
+# backward (about 3 forwards), the student at the depth it keeps.
+_TEACHER_AND_STUDENT_PASSES = 1.0
+_STUDENT_PASSES = 3.0
 # Seconds that do not scale with the model: the engine process starting (torch, transformers and
 # onnxruntime imports) and, per candidate, building and loading its runtime session.
 _JOB_OVERHEAD_S = 10.0
@@ -63,16 +65,24 @@ class Workload:
     search_rows: int
     eval_rows: int
     seconds_per_row: float  # one fp32 forward row at batch 32 on this worker, measured or guessed
+    # Real tokens per row over sequence_length: data rows are padded per batch only, so short texts cost
+    # less than the padded rows of the latency runs. Measured in a job; a guess before it.
+    row_fill: float = 0.35
     latency_batches: tuple[int, ...] = (1, 32)
     latency_runs: int = 23  # warm-up plus timed runs per batch size
     energy_inferences: int = 640  # the inference-energy probe's inferences per model
 
     def forward_seconds(self, rows: float) -> float:
+        """Rows of the dataset, padded per batch."""
+        return rows * self.seconds_per_row * self.row_fill
+
+    def padded_seconds(self, rows: float) -> float:
+        """Rows padded to sequence_length (latency and energy runs)."""
         return rows * self.seconds_per_row
 
     def latency_seconds(self, batches: tuple[int, ...], runs: int) -> float:
         # A batch of 1 costs far more per row than a batch of 32: count it as 4 rows.
-        return sum(runs * max(batch, 4) * self.seconds_per_row for batch in batches)
+        return sum(runs * self.padded_seconds(max(batch, 4)) for batch in batches)
 
 
 def representative(family: Family, goal: Goal, target: Target) -> CandidateSpec:
@@ -87,11 +97,11 @@ def _step_seconds(step: dict[str, Any], work: Workload) -> float:
     parameters, rows = work.num_parameters, work.search_rows
     per_param = _SECONDS_PER_PARAM
     if technique == "huffman":
-        return per_param["export"] * parameters
+        return per_param["package"] * parameters
     if technique == "quantize":
         seconds = (per_param["export"] + per_param["quantize"]) * parameters
         if params.get("scheme") == "int4_weight_only":
-            seconds += per_param["int4_hqq" if params.get("algorithm") == "hqq" else "int4_rtn"] * parameters
+            seconds += per_param["int4"] * parameters
         if params.get("target_fidelity") is not None:
             seconds += work.forward_seconds(_ROW_PASSES["fallback"] * rows)
         if params.get("outlier_channels") or params.get("fallback") == "outliers" or params.get("smooth_alpha"):
@@ -100,12 +110,13 @@ def _step_seconds(step: dict[str, Any], work: Workload) -> float:
             seconds += work.forward_seconds(_ROW_PASSES["static"] * rows)
         return seconds
     if technique == "cluster":
-        values = 2 ** max(params["bits"], params.get("embedding_bits") or params["bits"])
-        return (per_param["export"] + per_param["cluster_per_value"] * values) * parameters \
+        return (per_param["export"] + per_param["cluster"]) * parameters \
             + work.forward_seconds(_ROW_PASSES["cluster"] * rows)
     training = params.get("recover") or params
-    copies, epochs = training.get("augment_copies", 2), training.get("epochs") or 4
-    seconds = work.forward_seconds(rows * (1 + copies) * epochs * _TRAIN_ROW_FACTOR)
+    copies, epochs = max(training.get("augment_copies", 2), 1), training.get("epochs") or 4
+    depth = params.get("student_depth") or 1.0
+    passes = _TEACHER_AND_STUDENT_PASSES + _STUDENT_PASSES * depth
+    seconds = work.forward_seconds(rows * copies * epochs * passes)
     if technique == "prune":
         seconds += work.forward_seconds(_ROW_PASSES["importance"] * rows)
     if technique == "distill":
@@ -116,7 +127,7 @@ def _step_seconds(step: dict[str, Any], work: Workload) -> float:
 def candidate_seconds(spec: CandidateSpec, work: Workload, search_latency_batches: tuple[int, ...]) -> float:
     """Its steps, packaging, and its measurement on the search rows."""
     steps = sum(_step_seconds(step, work) for step in spec.recipe["steps"])
-    package = _SECONDS_PER_PARAM["export"] * work.num_parameters
+    package = _SECONDS_PER_PARAM["package"] * work.num_parameters
     measure = work.forward_seconds(work.search_rows) + work.latency_seconds(search_latency_batches, 12)
     return _CANDIDATE_OVERHEAD_S + steps + package + measure
 
@@ -124,7 +135,7 @@ def candidate_seconds(spec: CandidateSpec, work: Workload, search_latency_batche
 def result_measurement_seconds(work: Workload) -> float:
     """One model's measurement on the evaluation rows: fidelity pass, latency and inference energy."""
     return work.forward_seconds(work.eval_rows) + work.latency_seconds(work.latency_batches, work.latency_runs) \
-        + work.forward_seconds(work.energy_inferences)
+        + work.padded_seconds(work.energy_inferences)
 
 
 def fixed_seconds(work: Workload) -> float:

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from workers.engine.errors import EngineUserError
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.report import LatencyReport
-from workers.engine.search.estimate import Preflight, Workload, preflight, result_measurement_seconds
+from workers.engine.search.estimate import (
+    Preflight, Workload, preflight, result_measurement_seconds, static_seconds_per_row,
+)
+from workers.engine.search.rows import split_sizes
 from workers.engine.search.goal import Family, Goal
 from workers.engine.target import Target
 
@@ -26,6 +29,7 @@ class JobFigures:
     search_rows: int
     settings: EvalSettings  # the job's own evaluation settings
     original_latency: LatencyReport  # on the evaluation rows, with the job's settings
+    row_fill: float  # real tokens per search row over sequence_length
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,11 @@ def measured_seconds_per_row(latency: LatencyReport) -> float:
 
 
 def job_workload(settings: EvalSettings, num_parameters: int, weight_bytes: int, search_rows: int,
-                 evaluation_rows: int, seconds_per_row: float) -> Workload:
+                 evaluation_rows: int, seconds_per_row: float, row_fill: float | None = None) -> Workload:
     return Workload(
         num_parameters=num_parameters, weight_bytes=weight_bytes, search_rows=search_rows,
         eval_rows=evaluation_rows, seconds_per_row=seconds_per_row,
+        **({"row_fill": row_fill} if row_fill is not None else {}),
         latency_batches=tuple(sorted(set(settings.latency_batch_sizes))),
         latency_runs=settings.latency_warmup + settings.latency_repeats,
         energy_inferences=settings.energy_inferences_per_run * (settings.energy_repeats + 1),
@@ -67,7 +72,7 @@ def job_workload(settings: EvalSettings, num_parameters: int, weight_bytes: int,
 def plan_search(goal: Goal, figures: JobFigures, target: Target, search_latency_batches: tuple[int, ...]) -> SearchPlan:
     work = job_workload(
         figures.settings, figures.num_parameters, figures.original_size_bytes, figures.search_rows,
-        figures.evaluation_rows, measured_seconds_per_row(figures.original_latency),
+        figures.evaluation_rows, measured_seconds_per_row(figures.original_latency), figures.row_fill,
     )
     spent = time.perf_counter() - figures.started
     after = result_measurement_seconds(work)
@@ -76,3 +81,16 @@ def plan_search(goal: Goal, figures: JobFigures, target: Target, search_latency_
         raise EngineUserError(f"The goal cannot be searched on this worker: {'; '.join(plan.problems)}.")
     families = [family for family in plan.family_seconds if family not in plan.dropped]
     return SearchPlan(work, plan, families, figures.started + goal.budget_minutes * 60 - after)
+
+
+def submit_preflight(goal: Goal, num_parameters: int, weight_bytes: int, total_rows: int, settings: EvalSettings,
+                     target: Target, threads: int) -> tuple[Preflight, dict]:
+    """The estimate before any compute (the API's 422 or the job's `preflight`), with a forward speed guessed
+    from the model's size and `threads`; raises EngineUserError when the rows cannot be split."""
+    searched, evaluated = split_sizes(total_rows, settings.max_samples, goal.search_rows)
+    speed = static_seconds_per_row(num_parameters, settings.sequence_length, threads)
+    work = job_workload(settings, num_parameters, weight_bytes, searched, evaluated, speed)
+    plan = preflight(goal, work, target, tuple(search_settings(settings, goal).latency_batch_sizes))
+    figures = {**plan.as_dict(goal.max_candidates), "search_rows": searched, "evaluation_rows": evaluated,
+               "seconds_per_row_guess": speed, "threads_assumed": threads}
+    return plan, figures

@@ -310,7 +310,7 @@ class _Search:
         study = optuna.create_study(directions=self.directions(), sampler=sampler)
         for point in seeds:
             study.enqueue_trial(point)
-        repeats = 0
+        repeats, budget_skips = 0, self.skipped_for_budget
         while True:
             if len(self.measured) >= self.goal.max_candidates:
                 return f"max_candidates ({self.goal.max_candidates}) measured"
@@ -319,7 +319,10 @@ class _Search:
             if self.left() <= 0:
                 return "the time budget is spent"
             if repeats >= MAX_REPEATS:
-                return "the sampler kept proposing points already measured: the space is exhausted"
+                if self.skipped_for_budget > budget_skips:
+                    return f"none of the last {repeats} points the sampler proposed was new and fit the time left"
+                return (f"the sampler's last {repeats} proposals were all measured already or ruled out: the search "
+                        "has converged")
             trial = study.ask()
             family = trial.suggest_categorical("family", families)
             spec = suggest(trial, family, self.goal, self.setup.target)
@@ -328,7 +331,10 @@ class _Search:
                 measured = self.train(spec)
             else:
                 measured = self.try_evaluate(spec)
-            repeats = repeats + 1 if len(self.measured) == count else 0
+            if len(self.measured) == count:
+                repeats += 1
+            else:
+                repeats, budget_skips = 0, self.skipped_for_budget
             if measured is None:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 if not self.measured and self.left() < min(self.estimate(s) for s in self.cheapest(families)):
