@@ -189,7 +189,7 @@ def _wait(client: Client, job_id: str, timeout: float | None, out: Output) -> in
 
 def _jobs_submit(client: Client, args: argparse.Namespace, out: Output) -> int:
     job = client.submit(
-        args.model, args.recipe, preset=args.preset, dataset_id=args.dataset, name=args.name, device=args.device,
+        args.model, args.recipe, preset=args.preset, goal=_mapping(args.goal, "goal"), dataset_id=args.dataset, name=args.name, device=args.device,
         evaluation=_mapping(args.evaluation, "evaluation"), deployment=_mapping(args.deployment, "deployment"),
         webhook_url=args.webhook_url, mlflow=_mapping(args.mlflow, "mlflow"),
     )
@@ -286,6 +286,10 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     how = submit.add_mutually_exclusive_group(required=True)
     how.add_argument("--recipe", help="a .yaml/.yml/.json file: {steps: [{technique, params}]}")
     how.add_argument("--preset", help="a named recipe (GET /v1/recipes/presets), e.g. int8-lossless")
+    how.add_argument(
+        "--goal", help='search for the recipe: {"min_fidelity": 0.99, "objective": "smallest", "budget_minutes": 30}, '
+        "inline JSON or a .yaml/.json file (GET /v1/recipes/goal)",
+    )
     submit.add_argument("--dataset", help="an evaluation dataset's id")
     submit.add_argument("--name", help="a name for the job")
     submit.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

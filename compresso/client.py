@@ -127,6 +127,7 @@ class Client:
         recipe: dict[str, Any] | PathLike | None = None,
         *,
         preset: str | None = None,
+        goal: dict[str, Any] | PathLike | None = None,
         dataset_id: str | None = None,
         name: str | None = None,
         device: str = "auto",
@@ -138,7 +139,8 @@ class Client:
         idempotency_key: str | None = None,
     ) -> Job:
         """Queues a job. `recipe` is {"steps": [...]} or a .yaml/.yml/.json file holding it; or name a
-        `preset` (see `presets()`) instead. `webhook_url`
+        `preset` (see `presets()`), or give a `goal` ({min_fidelity, objective, budget_minutes, ...} or a
+        file holding it: the job searches for the recipe) instead. `webhook_url`
         gets a signed POST on each state change; `mlflow` ({tracking_uri?, experiment_name?,
         registered_model_name?}) logs the finished job as an MLflow run."""
         body: dict[str, Any] = {
@@ -148,6 +150,8 @@ class Client:
             body["recipe"] = load_document(recipe, "recipe")
         if preset is not None:
             body["preset"] = preset
+        if goal is not None:
+            body["goal"] = load_document(goal, "goal")
         if evaluation is not None:
             body["evaluation"] = evaluation
         if deployment is not None:

@@ -117,6 +117,8 @@ class Job:
     mlflow: dict[str, Any] | None = None  # the options and, once finished, the logged run or its error
     time_limits: dict[str, Any] | None = None
     preset: str | None = None  # the preset the recipe came from, if the job named one
+    goal: dict[str, Any] | None = None  # a goal job's goal; its recipe is the one the search chose
+    preflight: dict[str, Any] | None = None  # a goal job's estimate before any compute
 
     @property
     def finished(self) -> bool:

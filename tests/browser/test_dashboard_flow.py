@@ -231,3 +231,38 @@ def test_a_job_is_cancelled_from_the_list(page, server, model_zip):
     page.get_by_role("button", name="Cancel slow-two").click()
     page.locator(f'tr[data-job-id="{job_id}"] .status-cancelled').wait_for(timeout=60_000)
     assert page.get_by_role("button", name="Cancel slow-two").count() == 0
+
+
+def test_a_goal_from_the_form_searches_and_a_candidate_runs_again(page, model_zip, tmp_path):
+    dataset = tmp_path / "goal.jsonl"
+    dataset.write_text("".join(json.dumps({"text": f"sentence {i} about the {SLICES[i % 2]}"}) + "\n" for i in range(40)))
+    upload_through_the_page(page, "/models", model_zip, "goal-encoder")
+    upload_through_the_page(page, "/datasets", dataset, "goal-sentences")
+    page.goto("/jobs/new")
+    page.locator("#job-form[data-ready=true]").wait_for()
+    # The preset buttons come from the API; picking one fills the recipe and its target.
+    page.get_by_role("button", name="int8-packed").click()
+    steps = json.loads(page.get_by_label(re.compile("Recipe as text")).input_value())["steps"]
+    assert [step["technique"] for step in steps] == ["quantize", "huffman"]
+
+    choose(page, "Model (required)", "goal-encoder")
+    choose(page, "Evaluation dataset (optional)", "goal-sentences")
+    page.get_by_label("Device").select_option("cpu")
+    page.get_by_label(re.compile("^A goal")).check()
+    assert page.locator("#recipe-builder").is_hidden()
+    page.get_by_label("Fidelity at least").fill("0.99")
+    page.get_by_label("Candidates at most").fill("3")
+    page.get_by_label("Budget (minutes for the whole job)").fill("5")
+    page.get_by_role("button", name="Submit job").click()
+    page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]+$"))
+    assert "min_fidelity 0.99" in page.locator("#goal").inner_text()
+    assert "20 rows to search, 20 held out" in page.locator("#preflight").inner_text()
+
+    page.locator("#status", has_text="succeeded").wait_for(timeout=180_000)
+    page.locator("#search-heading").wait_for()
+    assert page.locator("#candidates tbody tr").count() == 3
+    assert page.locator("svg.chart-search-front [data-series=chosen]").count() == 1
+    page.get_by_role("button", name="Run candidate 1 as a job").click()
+    page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]+$"))
+    page.locator("#status", has_text="succeeded").wait_for(timeout=180_000)
+    assert page.locator("#goal").count() == 0

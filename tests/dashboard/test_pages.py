@@ -197,3 +197,29 @@ def test_job_page_shows_a_language_models_perplexity_and_generation_speed(client
     assert "Perplexity, the job&#39;s texts (7,441 tokens)" in table and "124.100 (+2.99%)" in table
     assert "Perplexity, builtin sample (9,000 tokens)" in table
     assert "12.5 ms / 350" in table and "12.5 ms / 410" in table
+
+
+def test_a_goal_jobs_page_shows_its_goal_estimate_front_and_candidates(client):  # noqa: F811
+    bench = json.loads((Path(__file__).parents[2] / "benchmarks/results/auto_bench_calibration.json").read_text())
+    search = bench["goals"]["smallest"]["search"]
+    report = copy.deepcopy(REPORT)
+    report["search"] = search
+    chosen = next(c for c in search["candidates"] if c["chosen"])
+    model_id = add_model_row(name="all-MiniLM-L6-v2")
+    goal = search["goal"]
+    preflight = {**bench["goals"]["smallest"]["preflight_at_submit"], "dropped": {"distill_int8": "needs about 40 minutes"}}
+    queued = add_job_row(model_id, name="goal-queued", goal=goal, preflight=preflight)
+    html = client.get(f"/jobs/{queued}").text
+    assert 'id="goal"' in html and "min_fidelity 0.99" in html and "chosen by the search" in html
+    assert 'id="preflight"' in html and "distill_int8 (needs about 40 minutes)" in html
+
+    done = add_job_row(model_id, name="goal-done", status="succeeded", progress=1.0, stage="done", report=report,
+                       goal=goal, preflight=preflight, recipe=chosen["recipe"])
+    html = client.get(f"/jobs/{done}").text
+    assert 'id="candidates"' in html and html.count("Run this recipe") == len(search["candidates"])
+    assert 'class="chosen"' in html and "chart-search-front" in html
+    assert "enableReruns()" in html and f"candidate {search['chosen']} was chosen" in html
+    # Each button carries its candidate's recipe, as POST /v1/jobs takes it.
+    recipes = [json.loads(value.replace("&#34;", '"').replace("&quot;", '"'))
+               for value in re.findall(r"data-rerun='([^']*)'", html)]
+    assert recipes == [c["recipe"] for c in search["candidates"]]

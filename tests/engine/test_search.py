@@ -61,6 +61,12 @@ def test_the_smallest_candidate_that_meets_the_floor_is_shipped(smallest_run):
     for candidate in candidates:
         assert Recipe.from_dict(candidate["recipe"]).to_dict() == candidate["recipe"]
     assert any(stage.startswith("search.") for stage in stages)
+    # The original's export is made once and taken by every later quantize candidate; the cluster
+    # candidates share one set of calibration statistics.
+    quantized = sum(1 for c in candidates if c["recipe"]["steps"][0]["technique"] == "quantize")
+    clustered = sum(1 for c in candidates if c["recipe"]["steps"][0]["technique"] == "cluster")
+    assert search["reused"].get("feature-extraction-fp32.onnx", 0) == quantized - 1
+    assert search["reused"].get("input_hessians", 0) == clustered - 1
 
 
 def test_the_front_holds_exactly_the_undominated_candidates(smallest_run):
@@ -183,3 +189,51 @@ def test_preflight_drops_what_cannot_fit_and_refuses_when_nothing_does():
     assert hopeless.problems and "no candidate family fits" in hopeless.problems[0]
     torch_target = preflight(Goal(min_fidelity=0.99), work, Target(runtime="torch"), (1,))
     assert "cluster" in torch_target.dropped and "ONNX" in torch_target.dropped["cluster"]
+
+
+def _measured(number, size, fidelity, latency, kwh=None, job_kwh=None, goal=None):
+    from workers.engine.search.front import Measured, violations
+    from workers.engine.search.space import CandidateSpec
+
+    measured = Measured(number=number, spec=CandidateSpec("int8", {"n": number}, {"steps": []}), size_bytes=size,
+                        size_ratio=size / 1000, fidelity=fidelity, fidelity_metric="cosine_mean", latency_ms=latency,
+                        accuracy=None, accuracy_drop=None, kwh_per_1000=kwh, job_kwh=job_kwh, wall_time_s=1.0,
+                        estimated_s=1.0)
+    if goal is not None:
+        measured.violations = violations(goal, measured)
+    return measured
+
+
+def test_each_objective_picks_its_winner_among_the_feasible():
+    from workers.engine.search.front import choose
+
+    goal = {"min_fidelity": 0.99}
+    small_slow = dict(size=100, fidelity=0.992, latency=30.0, kwh=3e-4, job_kwh=0.01)
+    big_fast = dict(size=400, fidelity=0.999, latency=10.0, kwh=1e-4, job_kwh=0.2)
+    crude = dict(size=50, fidelity=0.95, latency=5.0, kwh=5e-5, job_kwh=0.0)
+    for objective, winner in (("smallest", 1), ("fastest", 2), ("most_faithful", 2), ("least_energy", 2)):
+        parsed = Goal(**goal, objective=objective)
+        candidates = [_measured(n, **figures, goal=parsed) for n, figures in enumerate((small_slow, big_fast, crude), 1)]
+        assert not candidates[2].feasible
+        assert choose(parsed, candidates, None).number == winner, objective
+    # With a request rate, least_energy weighs each candidate's own energy against a year of serving:
+    # at 10 requests a day, the cheaper compression wins; at a million, the cheaper inference does.
+    parsed = Goal(**goal, objective="least_energy")
+    candidates = [_measured(n, **figures, goal=parsed) for n, figures in enumerate((small_slow, big_fast, crude), 1)]
+    assert choose(parsed, candidates, 10).number == 1
+    assert choose(parsed, candidates, 1_000_000).number == 2
+
+
+def test_with_nothing_feasible_the_least_shortfall_is_chosen_and_explained():
+    from workers.engine.search.front import choose, shortfall
+
+    goal = Goal(min_fidelity=0.99, max_size_ratio=0.05)
+    candidates = [_measured(1, 100, 0.995, 10.0, goal=goal), _measured(2, 60, 0.97, 10.0, goal=goal),
+                  _measured(3, 40, 0.90, 10.0, goal=goal)]
+    chosen = choose(goal, candidates, None)
+    assert chosen.number == 3  # within the size limit, 9% short of the floor: the least shortfall of the three
+    report = shortfall(goal, chosen, candidates, {"distill_int8": "needs about 40 minutes"}, 2, 256)
+    assert report["binding_constraint"] == "min_fidelity" and report["limit"] == "at least 0.99"
+    assert report["achieved"] == "0.9000" and "closest, candidate 3" in report["message"]
+    assert any("bigger budget" in item and "distill_int8" in item for item in report["would_need"])
+    assert any("candidate 1" in item for item in report["would_need"])

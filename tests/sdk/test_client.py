@@ -73,6 +73,12 @@ def test_refusals_are_typed_problem_details(server_url, model_id):
         assert job.preset == first["name"] and job.recipe == first["recipe"]
         client.cancel(job.id)
 
+        goal = {"min_fidelity": 0.99, "objective": "smallest", "budget_minutes": 20}
+        job = client.submit(model_id, goal=goal)
+        assert job.goal["min_fidelity"] == 0.99 and job.recipe == {"steps": []}
+        assert 0 < job.preflight["expected_seconds"] <= 1200
+        client.cancel(job.id)
+
 
 def test_a_reused_idempotency_key_returns_the_first_result(server_url, model_folder, dataset_file):
     key = str(uuid.uuid4())

@@ -10,11 +10,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.devices import GpuMemoryPeak
@@ -22,10 +20,8 @@ from workers.engine.energy.generation import GenerationEnergyProbe
 from workers.engine.energy.inference import InferenceProbe
 from workers.engine.energy.meter import EnergyMeter, open_meter
 from workers.engine.energy.payback import payback_section
-from workers.engine.energy.settings import EnergySettings
 from workers.engine.errors import EngineUserError
 from workers.engine.footprint.sections import footprint_sections
-from workers.engine.footprint.settings import FootprintSettings
 from workers.engine.evaluation.data import EvalDataset, load_eval_dataset
 from workers.engine.evaluation.evaluate import ModelEvaluation, PreparedInputs, evaluate_model, prepare_inputs
 from workers.engine.evaluation.latency import latency_batch
@@ -48,10 +44,11 @@ from workers.engine.model_folder import ModelFolderError, ModelFolderInfo, inspe
 from workers.engine.model_card import build_model_card
 from workers.engine.package import MODEL_CARD_FILE, REPORT_FILE, package_size_bytes, write_zip
 from workers.engine.recipe import Recipe, RecipeError
-from workers.engine.search.goal import Goal, goal_task_problem
+from workers.engine.search.goal import goal_task_problem
 from workers.engine.search.rows import split_rows
 from workers.engine.search.plan import JobFigures, plan_search, search_settings
 from workers.engine.search.runner import SearchOutcome, SearchSetup, run_search
+from workers.engine.request import PipelineRequest, PipelineResult
 from workers.engine.report import (
     EvaluationReport,
     FidelityReport,
@@ -81,47 +78,6 @@ _STEPS = (0.30, 0.65)
 _PACKAGE = (0.65, 0.70)
 _EVAL_RESULT = (0.70, 0.95)
 _FINISH = (0.95, 1.0)
-
-
-class PipelineRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
-
-    model_dir: Path
-    recipe: Recipe | None = Field(None, description="The steps to apply; give this or goal.")
-    goal: Goal | None = Field(None, description="Search for the recipe that best meets this goal; give this or recipe.")
-    dataset_path: Path | None = None
-    dataset_sha256: str | None = Field(
-        None, pattern="^[0-9a-f]{64}$", description="Of the uploaded dataset file, for the model card."
-    )
-    device: Literal["cpu", "cuda"] = Field("cpu", description="Where the compression itself runs.")
-    target: Target = Field(
-        default_factory=Target, description="Where the result will run: what it is built for and measured on."
-    )
-    work_dir: Path = Field(description="Scratch space for this job; the caller removes it afterwards.")
-    output_dir: Path = Field(description="Receives model.zip and report.json.")
-    eval: EvalSettings = Field(default_factory=EvalSettings)
-    energy: EnergySettings = Field(default_factory=EnergySettings)
-    footprint: FootprintSettings = Field(default_factory=FootprintSettings)
-    model_paths: dict[str, Path] = Field(
-        default_factory=dict, description="Other uploaded model folders by id, for steps that name one."
-    )
-    llm_python: Path | None = Field(
-        None, description="The interpreter that has llm-compressor; empty: .venv-llm beside the running venv."
-    )
-
-
-    @model_validator(mode="after")
-    def _recipe_or_goal(self) -> "PipelineRequest":
-        if (self.recipe is None) == (self.goal is None):
-            raise ValueError("give exactly one of recipe or goal")
-        return self
-
-
-@dataclass(frozen=True)
-class PipelineResult:
-    report: dict[str, Any]
-    model_zip: Path
-    report_path: Path
 
 
 class _Progress:

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from workers.engine.architectures.tasks import Task
 from workers.engine.export.onnx import count_onnx_parameters
 from workers.engine.registry import ModelFormat
+from workers.engine.reuse import ReuseCache
 from workers.engine.target import Target
 
 
@@ -103,6 +104,9 @@ class StepContext:
     details: dict[str, Any] = field(default_factory=dict)
     # The interpreter that has llm-compressor (llm_quantize); None: .venv-llm beside the running venv.
     llm_python: Path | None = None
+    # Set only for a goal search's candidate's first step, whose model is the untouched original: the
+    # export and calibration statistics every candidate would compute again (workers.engine.reuse).
+    reuse: ReuseCache | None = None
     # Where each part of the step ran (e.g. {"training": "cuda", "kmeans": "cpu"}), so a cuda job's
     # report says what it left on the CPU.
     placement: dict[str, str] = field(default_factory=dict)

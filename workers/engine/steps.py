@@ -17,6 +17,7 @@ from workers.engine.devices import GpuMemoryPeak
 from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.registry import TechniqueConfig, get_technique
 from workers.engine.report import StepFidelityReport, StepReport
+from workers.engine.reuse import ReuseCache
 from workers.engine.stages import step_stage
 from workers.engine.state import ModelState, StepContext
 from workers.engine.target import Target
@@ -38,6 +39,8 @@ class StepEnvironment:
     calibration_labels: list[int] | None
     model_paths: dict[str, Path] = field(default_factory=dict)
     llm_python: Path | None = None
+    # A goal search's cache of what the untouched original yields; only the first step sees that model.
+    first_step_reuse: ReuseCache | None = None
 
 
 def apply_steps(
@@ -70,6 +73,7 @@ def apply_steps(
             on_progress=lambda fraction, index=index, stage=stage: on_progress(index, stage, fraction * 0.9),
             model_paths=dict(environment.model_paths),
             llm_python=environment.llm_python,
+            reuse=environment.first_step_reuse if index == 0 else None,
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)
         logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())

@@ -267,7 +267,7 @@
   }
 
   const GOAL_NUMBERS = ["min_fidelity", "max_accuracy_drop", "max_size_ratio", "max_latency_ms", "latency_batch_size",
-    "budget_minutes"];
+    "budget_minutes", "max_candidates"];
   function goalFromForm() {
     const goal = { objective: document.getElementById("goal-objective").value };
     for (const key of GOAL_NUMBERS) {

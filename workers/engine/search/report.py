@@ -60,3 +60,7 @@ class SearchReport(_Strict):
     seconds_per_row: float = Field(description="One fp32 forward row of the original at batch 32, measured here.")
     wall_time_s: float
     energy_kwh: float | None = Field(None, description="The search's energy; it counts in the job's total and payback.")
+    reused: dict[str, int] = Field(
+        default_factory=dict,
+        description="How many times candidates took the original's export or calibration statistics computed once.",
+    )

@@ -28,6 +28,7 @@ from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.recipe import Recipe
 from workers.engine.report import StepReport
+from workers.engine.reuse import ReuseCache
 from workers.engine.search.estimate import Preflight, Workload, candidate_seconds
 from workers.engine.search.front import (
     Measured, choose, constraint_values, mark_pareto, objective_score, shortfall, violations,
@@ -113,6 +114,7 @@ class _Search:
         self.corrections: dict[str, float] = {}  # family -> measured / estimated time of its last candidate
         self.layer_share = _layer_share(setup.original_model)
         self.probe = StepProbe(setup.task, setup.inputs.batches, setup.original.outputs, threads=setup.threads)
+        self.reuse = ReuseCache(setup.environment.work_dir / "search" / "reuse")
         self.original_latency = setup.original.latency.batches()[f"batch_{self.goal.latency_batch_size}"].p50_ms
         self.original_accuracy = setup.original.quality.accuracy if setup.original.quality else None
 
@@ -166,7 +168,8 @@ class _Search:
                     task=setup.task, config_dir=setup.config_dir, torch_model=copy.deepcopy(setup.original_model)
                 )
                 state, steps = apply_steps(
-                    recipe.steps, state, replace(setup.environment, work_dir=directory), self.probe, self.gpu_peak,
+                    recipe.steps, state, replace(setup.environment, work_dir=directory, first_step_reuse=self.reuse),
+                    self.probe, self.gpu_peak,
                     lambda _stage: nullcontext(),
                 )
                 packaged = package_result(
@@ -395,6 +398,7 @@ def run_search(setup: SearchSetup, families: list[Family], meter: EnergyMeter, g
         seconds_per_row=setup.work.seconds_per_row,
         wall_time_s=time.perf_counter() - search.started,
         energy_kwh=None if any(value is None for value in stage_energy) else sum(stage_energy),
+        reused=dict(search.reuse.hits),
     )
     logger.info("search done (%s): %d candidates; chose %d, %s", stopped_because, len(search.measured),
                 chosen.number, report.reason)

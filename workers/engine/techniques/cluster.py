@@ -139,9 +139,15 @@ def apply_cluster(config: ClusterConfig, state: ModelState, context: StepContext
 
     hessians: dict[str, torch.Tensor] = {}
     if config.error_compensation and layers:
-        hessians = collect_input_hessians(
-            model, {name: targets[name] for name in layers}, context.tokenizer,
-            model_input_names(model, context.tokenizer), context.calibration_texts, context.sequence_length,
+        def collect() -> dict[str, torch.Tensor]:
+            return collect_input_hessians(
+                model, {name: targets[name] for name in layers}, context.tokenizer,
+                model_input_names(model, context.tokenizer), context.calibration_texts, context.sequence_length,
+            )
+
+        # On the untouched original (a goal search's first step) every candidate has the same statistics.
+        hessians = collect() if context.reuse is None else context.reuse.value(
+            "input_hessians", (tuple(sorted(layers)), context.sequence_length), collect
         )
     context.on_progress(0.1)
 

@@ -87,8 +87,13 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
         return quantize_for_executorch(config, state, context)
     model = state.torch_model
     input_names = model_input_names(model, context.tokenizer)
-    fp32_path = context.work_dir / "model_fp32.onnx"
-    export_onnx(model, state.task, input_names, fp32_path)
+    if context.reuse is not None:
+        # The untouched original: every candidate of a goal search shares one export, read only.
+        fp32_path = context.reuse.file(
+            f"{state.task}-fp32.onnx", lambda path: export_onnx(model, state.task, input_names, path)
+        )
+    else:
+        fp32_path = export_onnx(model, state.task, input_names, context.work_dir / "model_fp32.onnx")
     prepared = prepare_graph(fp32_path, context.work_dir / "model_prepared.onnx")
     context.on_progress(0.2)
 
@@ -100,8 +105,13 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
         if not context.calibration_texts:
             raise ValueError(f"quantize {config.scheme} with these params needs calibration texts; none were given.")
         max_texts = FALLBACK_MAX_TEXTS if config.target_fidelity is not None else DEFAULT_MAX_TEXTS
-        calibration = calibration_batches(
-            context.tokenizer, context.calibration_texts, context.sequence_length, input_names, max_texts
+        def make_batches() -> list[Batch]:
+            return calibration_batches(
+                context.tokenizer, context.calibration_texts, context.sequence_length, input_names, max_texts
+            )
+
+        calibration = make_batches() if context.reuse is None else context.reuse.value(
+            "calibration_batches", (tuple(input_names), max_texts, context.sequence_length), make_batches
         )
     if config.smooth_alpha is not None:
         prepared, selected = _smoothed_graph(config, state, context, selected, calibration, input_names)
