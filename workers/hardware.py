@@ -7,10 +7,10 @@ import logging
 import os
 import threading
 from collections import Counter
-from pathlib import Path
 
 from app.config import Settings
 from workers import gpus
+from workers.engine.memory import usable_memory_bytes
 from workers.engine.footprint.hardware import (
     BoaviztaError,
     GpuSpec,
@@ -21,7 +21,6 @@ from workers.engine.footprint.hardware import (
 )
 
 logger = logging.getLogger(__name__)
-_CGROUP_MEMORY_LIMIT = Path("/sys/fs/cgroup/memory.max")
 # Set by a gpu worker that supervises one pinned worker per GPU: they share the host's CPU and RAM.
 GPU_WORKERS_ON_HOST = "COMPRESSO_GPU_WORKERS_ON_HOST"
 # Set by `compresso worker` from --concurrency: the jobs that share this worker's CPU and RAM.
@@ -29,16 +28,7 @@ JOBS_AT_ONCE = "COMPRESSO_WORKER_CONCURRENCY"
 
 
 def _memory_gb() -> float:
-    import psutil
-
-    total = psutil.virtual_memory().total
-    try:
-        limit = _CGROUP_MEMORY_LIMIT.read_text().strip()
-        if limit.isdigit():
-            total = min(total, int(limit))
-    except OSError:
-        pass  # no cgroup v2 limit: the machine's memory is the worker's
-    return round(total / 1024**3, 1)
+    return round(usable_memory_bytes() / 1024**3, 1)
 
 
 def _gpus() -> list[GpuSpec]:

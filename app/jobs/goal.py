@@ -9,6 +9,7 @@ from app.models.orm import Model
 from workers.engine.errors import EngineUserError
 from workers.engine.evaluation.data import builtin_sample_rows
 from workers.engine.evaluation.settings import EvalSettings
+from workers.engine.memory import usable_memory_bytes
 from workers.engine.search.goal import Goal, goal_task_problem
 from workers.engine.search.plan import submit_preflight
 from workers.engine.target import Target
@@ -19,8 +20,8 @@ def _invalid(field: str, msg: str) -> Invalid:
 
 
 def worker_threads() -> int:
-    """The CPUs a worker uses, taken as this host's: right for the embedded service, a guess when scaled out
-    (the engine re-estimates with the speed it measures)."""
+    """The CPUs a worker uses, taken as this host's (as its memory is): right for the embedded service, a
+    guess when scaled out (the engine re-estimates with the speed it measures and its own memory)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -38,7 +39,8 @@ def check_goal(goal: Goal, model: Model, dataset: Dataset | None, evaluation: Ev
     total = dataset.num_rows if dataset is not None else builtin_sample_rows()
     try:
         plan, figures = submit_preflight(
-            goal, model.num_parameters, model.size_bytes, total, evaluation, target, worker_threads()
+            goal, model.num_parameters, model.size_bytes, total, evaluation, target, worker_threads(),
+            usable_memory_bytes() / 1e6,
         )
     except EngineUserError as exc:
         raise _invalid("search_rows", str(exc)) from exc

@@ -187,6 +187,10 @@ def test_preflight_drops_what_cannot_fit_and_refuses_when_nothing_does():
     assert "minutes" in tight.dropped["distill_int8"]
     hopeless = preflight(Goal(min_fidelity=0.99, budget_minutes=0.2), work, Target(), (1,))
     assert hopeless.problems and "no candidate family fits" in hopeless.problems[0]
+    # Memory: the training families need more than the others (gradients, optimiser state).
+    small_worker = preflight(Goal(min_fidelity=0.99), work, Target(), (1,), memory_mb=1700)
+    assert "MB of memory" in small_worker.dropped["distill_int8"] and "half" not in small_worker.dropped
+    assert preflight(Goal(min_fidelity=0.99), work, Target(), (1,), memory_mb=500).problems
     torch_target = preflight(Goal(min_fidelity=0.99), work, Target(runtime="torch"), (1,))
     assert "cluster" in torch_target.dropped and "ONNX" in torch_target.dropped["cluster"]
 

@@ -184,7 +184,7 @@ def _duration(seconds: float) -> str:
 
 def preflight(
     goal: Goal, work: Workload, target: Target, search_latency_batches: tuple[int, ...], seconds_spent: float = 0.0,
-    fixed_seconds_left: float | None = None,
+    fixed_seconds_left: float | None = None, memory_mb: float | None = None,
 ) -> Preflight:
     """Drops the families that cannot build the target or cannot fit the budget, and says why; a goal with
     no family left gets `problems`. Before the job (the API), everything but the search is still ahead;
@@ -209,6 +209,11 @@ def preflight(
                 f"needs about {_duration(needed)} with the job's measurements on this worker; the budget is "
                 f"{_duration(budget)}"
             )
+    if memory_mb is not None:
+        for family in family_seconds:
+            needed_mb = peak_rss_mb(work, is_training(family))
+            if family not in dropped and needed_mb > memory_mb:
+                dropped[family] = f"needs about {needed_mb:,.0f} MB of memory; the worker has {memory_mb:,.0f} MB"
     problems = []
     kept = [family for family in family_seconds if family not in dropped]
     if not kept:

@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 
 from workers.engine.errors import EngineUserError
+from workers.engine.memory import usable_memory_bytes
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.report import LatencyReport
 from workers.engine.search.estimate import (
@@ -76,7 +77,8 @@ def plan_search(goal: Goal, figures: JobFigures, target: Target, search_latency_
     )
     spent = time.perf_counter() - figures.started
     after = result_measurement_seconds(work)
-    plan = preflight(goal, work, target, search_latency_batches, seconds_spent=spent, fixed_seconds_left=after)
+    plan = preflight(goal, work, target, search_latency_batches, seconds_spent=spent, fixed_seconds_left=after,
+                     memory_mb=usable_memory_bytes() / 1e6)
     if plan.problems:
         raise EngineUserError(f"The goal cannot be searched on this worker: {'; '.join(plan.problems)}.")
     families = [family for family in plan.family_seconds if family not in plan.dropped]
@@ -84,13 +86,14 @@ def plan_search(goal: Goal, figures: JobFigures, target: Target, search_latency_
 
 
 def submit_preflight(goal: Goal, num_parameters: int, weight_bytes: int, total_rows: int, settings: EvalSettings,
-                     target: Target, threads: int) -> tuple[Preflight, dict]:
+                     target: Target, threads: int, memory_mb: float | None = None) -> tuple[Preflight, dict]:
     """The estimate before any compute (the API's 422 or the job's `preflight`), with a forward speed guessed
     from the model's size and `threads`; raises EngineUserError when the rows cannot be split."""
     searched, evaluated = split_sizes(total_rows, settings.max_samples, goal.search_rows)
     speed = static_seconds_per_row(num_parameters, settings.sequence_length, threads)
     work = job_workload(settings, num_parameters, weight_bytes, searched, evaluated, speed)
-    plan = preflight(goal, work, target, tuple(search_settings(settings, goal).latency_batch_sizes))
+    plan = preflight(goal, work, target, tuple(search_settings(settings, goal).latency_batch_sizes),
+                     memory_mb=memory_mb)
     figures = {**plan.as_dict(goal.max_candidates), "search_rows": searched, "evaluation_rows": evaluated,
                "seconds_per_row_guess": speed, "threads_assumed": threads}
     return plan, figures
