@@ -29,7 +29,7 @@ from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.recipe import Recipe
 from workers.engine.report import StepReport
 from workers.engine.reuse import ReuseCache
-from workers.engine.search.estimate import Preflight, Workload, candidate_seconds
+from workers.engine.search.estimate import Preflight, Workload, candidate_seconds, representative
 from workers.engine.search.front import (
     Measured, choose, constraint_values, mark_pareto, objective_score, shortfall, violations,
 )
@@ -115,7 +115,6 @@ class _Search:
         self.layer_share = _layer_share(setup.original_model)
         self.probe = StepProbe(setup.task, setup.inputs.batches, setup.original.outputs, threads=setup.threads)
         self.reuse = ReuseCache(setup.environment.work_dir / "search" / "reuse")
-        self.original_latency = setup.original.latency.batches()[f"batch_{self.goal.latency_batch_size}"].p50_ms
         self.original_accuracy = setup.original.quality.accuracy if setup.original.quality else None
 
     # -- time and energy --------------------------------------------------------------------------
@@ -276,16 +275,18 @@ class _Search:
         return None
 
     def train(self, spec: CandidateSpec) -> Measured | None:
+        """The training candidate's own measurement (its full rung, else its quick one), or None when the
+        search ruled it out first; its cheaper part, measured on the way, is a candidate of its own."""
         bound = self.try_evaluate(spec.bound) if spec.bound is not None else None
         if bound is None:
             return None
         why_not = self.can_win(spec, bound)
         if why_not is not None:
             self.skip(spec, why_not)
-            return bound
+            return None
         first = self.try_evaluate(quick_rung(spec, self.setup.target))
         if first is None:
-            return bound
+            return None
         if self.quality_shortfall(first) > PROMISE_MARGIN:
             self.skip(spec, f"its quick rung (candidate {first.number}) reached {first.fidelity:.4f}, too far "
                             "below the quality floor for full training to close the gap")
@@ -340,18 +341,14 @@ class _Search:
                 repeats, budget_skips = 0, self.skipped_for_budget
             if measured is None:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                if not self.measured and self.left() < min(self.estimate(s) for s in self.cheapest(families)):
+                if not self.measured and self.left() < min(
+                        self.estimate(representative(family, self.goal, self.setup.target)) for family in families):
                     return "the time budget is too small for any candidate"
                 continue
             for name, value in constraint_values(self.goal, measured).items():
                 trial.set_constraint(name, value)
             study.tell(trial, self.values(measured))
             self.on_progress("search", self.fraction())
-
-    def cheapest(self, families: list[Family]) -> list[CandidateSpec]:
-        return [suggest(optuna.trial.FixedTrial(point), point["family"], self.goal, self.setup.target)
-                for point in seed_points(self.goal, families, self.setup.target)] or [
-            suggest(optuna.trial.FixedTrial({"family": "half"}), "half", self.goal, self.setup.target)]
 
 
 def _reason(goal: Goal, chosen: Measured, feasible: int) -> str:
