@@ -25,8 +25,13 @@ def worker_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def check_goal(goal: Goal, model: Model, dataset: Dataset | None, evaluation: EvalSettings, target: Target) -> dict:
+def check_goal(goal: Goal, model: Model, dataset: Dataset | None, evaluation: EvalSettings, target: Target,
+               soft_limit_seconds: float) -> dict:
     """The pre-flight estimate of a goal job, or a 422 that says which part cannot fit."""
+    if goal.budget_minutes * 60 > soft_limit_seconds:
+        raise _invalid("budget_minutes", f"a budget of {goal.budget_minutes:g} minutes outlasts the job's soft time "
+                                         f"limit of {soft_limit_seconds / 60:g} minutes, which would stop the search: "
+                                         "lower the budget or raise time_limits.soft_seconds")
     problem = goal_task_problem(model.task)
     if problem is not None:
         raise Invalid(problem, errors=[{"loc": ["body", "goal"], "msg": problem}])

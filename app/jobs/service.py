@@ -164,7 +164,8 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
                       errors=[{"loc": ["body", "target", "runtime"], "msg": problem}])
     preflight = None
     if recipe is None:
-        preflight = check_goal(body.goal, model, dataset, body.evaluation, body.target)
+        soft_seconds = (body.time_limits and body.time_limits.soft_seconds) or settings.time_limits.soft_seconds
+        preflight = check_goal(body.goal, model, dataset, body.evaluation, body.target, soft_seconds)
     else:
         validate_target(recipe, body.target, device)
         step_problems = step_task_problems(recipe.to_dict()["steps"], model.task)

@@ -82,6 +82,13 @@ def test_a_short_budget_drops_the_training_families_and_says_so(client, tiny_enc
     assert "half" not in dropped
 
 
+def test_a_budget_past_the_jobs_time_limit_is_refused(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    response = submit_goal(client, model_id, {**GOAL, "budget_minutes": 90}, time_limits={"soft_seconds": 3600})
+    assert response.status_code == 422 and "soft time limit of 60 minutes" in response.json()["detail"]
+    assert submit_goal(client, model_id, {**GOAL, "budget_minutes": 50}, time_limits={"soft_seconds": 3600}).status_code == 202
+
+
 def test_an_accuracy_goal_needs_a_labelled_classifier(client, tiny_encoder_zip):
     model_id = upload(client, tiny_encoder_zip).json()["id"]
     response = submit_goal(client, model_id, {"max_accuracy_drop": 0.01})
