@@ -13,7 +13,9 @@ from typing import Any
 from optuna.trial import FixedTrial
 
 from workers.engine.search.goal import Family, Goal
-from workers.engine.search.space import CandidateSpec, family_problem, is_training, quick_rung, suggest
+from workers.engine.search.space import (
+    CandidateSpec, family_points, family_problem, is_training, quick_rung, suggest,
+)
 from workers.engine.target import Target
 
 # One fp32 forward row at batch 32, per parameter, token and thread: all-MiniLM-L6-v2 took 759 ms for 32
@@ -153,19 +155,23 @@ def peak_rss_mb(work: Workload, training: bool) -> float:
 @dataclass
 class Preflight:
     fixed_seconds: float
-    family_seconds: dict[str, float]  # a representative candidate of each family that fits the target
+    family_seconds: dict[str, float]  # a representative candidate of each family (a training one's quick rung)
     peak_rss_mb: float
     budget_seconds: float
     dropped: dict[str, str] = field(default_factory=dict)  # family -> why the search leaves it out
+    family_sizes: dict[str, int] = field(default_factory=dict)  # family -> distinct points it can give
     problems: list[str] = field(default_factory=list)  # why the goal cannot fit at all
 
     def expected_seconds(self, max_candidates: int) -> float:
-        """The job's likely length: its measurements, plus candidates of the families kept (at their mean
-        cost) until max_candidates or the budget ends the search."""
-        kept = [seconds for family, seconds in self.family_seconds.items() if family not in self.dropped]
+        """The job's likely length: its measurements, plus every point of the families kept (a training
+        family's quick rung once), until the budget or max_candidates ends the search."""
+        kept = [(seconds, self.family_sizes.get(family, 1)) for family, seconds in self.family_seconds.items()
+                if family not in self.dropped]
         if not kept:
             return self.fixed_seconds
-        return min(self.budget_seconds, self.fixed_seconds + max_candidates * sum(kept) / len(kept))
+        points = sum(count for _, count in kept)
+        everything = sum(seconds * count for seconds, count in kept) * min(1.0, max_candidates / points)
+        return min(self.budget_seconds, self.fixed_seconds + everything)
 
     def as_dict(self, max_candidates: int) -> dict[str, Any]:
         return {
@@ -193,6 +199,7 @@ def preflight(
     fixed = fixed_seconds(work)
     ahead = fixed if fixed_seconds_left is None else seconds_spent + fixed_seconds_left
     family_seconds: dict[str, float] = {}
+    family_sizes: dict[str, int] = {}
     dropped: dict[str, str] = {}
     for family in goal.allowed_families():
         problem = family_problem(family, target)
@@ -202,7 +209,8 @@ def preflight(
         spec = representative(family, goal, target)
         # A training family runs its quick rung first: that is what must fit to try it at all.
         first = quick_rung(spec, target) if is_training(family) else spec
-        family_seconds[family] = candidate_seconds(spec, work, search_latency_batches)
+        family_seconds[family] = candidate_seconds(first, work, search_latency_batches)
+        family_sizes[family] = family_points(family, target)
         needed = ahead + candidate_seconds(first, work, search_latency_batches)
         if needed > budget:
             dropped[family] = (
@@ -220,4 +228,7 @@ def preflight(
         reasons = "; ".join(f"{family}: {why}" for family, why in dropped.items())
         problems.append(f"no candidate family fits ({reasons})")
     training = any(is_training(family) for family in kept)
-    return Preflight(fixed, family_seconds, peak_rss_mb(work, training), budget, dropped, problems)
+    return Preflight(
+        fixed_seconds=fixed, family_seconds=family_seconds, peak_rss_mb=peak_rss_mb(work, training),
+        budget_seconds=budget, dropped=dropped, family_sizes=family_sizes, problems=problems,
+    )

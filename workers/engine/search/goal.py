@@ -82,7 +82,10 @@ class Goal(BaseModel):
         description="Rows the search calibrates and scores candidates on. They are taken apart from the evaluation "
         "rows (evaluation.max_samples), so the chosen model is measured on text the search never saw.",
     )
-    max_candidates: int = Field(24, ge=1, le=500, description="The most candidates the search evaluates.")
+    max_candidates: int = Field(
+        200, ge=1, le=1000,
+        description="The most candidates the search evaluates; the budget or convergence usually ends it first.",
+    )
     seed: int = Field(0, ge=0, description="Seeds the search's sampler and the split of the rows, for repeatable jobs.")
 
     @model_validator(mode="after")

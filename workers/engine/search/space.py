@@ -86,6 +86,31 @@ def _int8_step(goal: Goal, target: Target, variant: str, margin: float) -> dict[
 INT8_VARIANTS = ("plain", "fallback_outliers", "smooth_fallback_outliers", "fallback_weight_only", "outliers_all")
 
 
+_INT4_GROUPS = (32, 64, 128)
+_INT4_ALGORITHMS = ("rtn", "hqq")
+_STATIC_CALIBRATIONS = ("percentile", "entropy", "minmax")
+_CLUSTER_BITS = (3, 4, 5, 6)
+_EMBEDDING_DROPS = (0, 1, 2)
+
+
+def family_points(family: Family, target: Target) -> int:
+    """How many distinct candidates a family can give (a training family: its quick rungs, each tried at most
+    once before a full rung): what a search that tries everything measures at most."""
+    onnx = target.runtime == "onnxruntime"
+    if family == "half":
+        return 1
+    if family == "int8":
+        # plain and outliers_all: with or without Huffman; the three fallbacks: also two margins each.
+        return (2 + 3 * len(FALLBACK_MARGINS)) * 2 if onnx else 1
+    if family == "int8_static":
+        return len(_STATIC_CALIBRATIONS) * 2
+    if family == "int4":
+        return len(_INT4_GROUPS) * (len(_INT4_ALGORITHMS) if onnx else 1)
+    if family == "cluster":
+        return len(_CLUSTER_BITS) * len(_EMBEDDING_DROPS)
+    return 1
+
+
 def suggest(trial: optuna.Trial, family: Family, goal: Goal, target: Target) -> CandidateSpec:
     """The full-rung candidate of `family` with params sampled by `trial` (define-by-run: each family
     has its own params)."""
@@ -101,15 +126,15 @@ def suggest(trial: optuna.Trial, family: Family, goal: Goal, target: Target) -> 
         choices = {"variant": variant, **({"margin": margin} if margin else {}), **({"huffman": True} if huffman else {})}
         return CandidateSpec(family, choices, {"steps": steps})
     if family == "int8_static":
-        method = trial.suggest_categorical("static_calibration", ("percentile", "entropy", "minmax"))
+        method = trial.suggest_categorical("static_calibration", _STATIC_CALIBRATIONS)
         smooth = trial.suggest_categorical("static_smooth", (False, True))
         params = {"scheme": "int8_static", "calibration_method": method, **({"smooth_alpha": 0.5} if smooth else {})}
         return CandidateSpec(family, {"calibration": method, "smooth": smooth}, {"steps": [_step("quantize", **params)]})
     if family == "int4":
-        group = trial.suggest_categorical("int4_group", (32, 64, 128))
+        group = trial.suggest_categorical("int4_group", _INT4_GROUPS)
         if not onnx:
             return CandidateSpec(family, {"group": group}, {"steps": [_step("quantize", scheme="int4_weight_only", group_size=group)]})
-        algorithm = trial.suggest_categorical("int4_algorithm", ("rtn", "hqq"))
+        algorithm = trial.suggest_categorical("int4_algorithm", _INT4_ALGORITHMS)
         step = _step("quantize", scheme="int4_weight_only", group_size=group, algorithm=algorithm)
         return CandidateSpec(family, {"group": group, "algorithm": algorithm}, {"steps": [step]})
     if family == "cluster":
@@ -129,9 +154,9 @@ def suggest(trial: optuna.Trial, family: Family, goal: Goal, target: Target) -> 
 
 
 def _cluster_bits(trial: optuna.Trial, prefix: str) -> tuple[int, int]:
-    bits = trial.suggest_categorical(f"{prefix}_bits", (3, 4, 5, 6))
+    bits = trial.suggest_categorical(f"{prefix}_bits", _CLUSTER_BITS)
     # The embedding table tolerates fewer values than the layers; a drop of 0 keeps them alike.
-    drop = trial.suggest_categorical(f"{prefix}_embedding_drop", (0, 1, 2))
+    drop = trial.suggest_categorical(f"{prefix}_embedding_drop", _EMBEDDING_DROPS)
     return bits, max(2, bits - drop)
 
 
