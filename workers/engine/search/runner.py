@@ -108,6 +108,7 @@ class _Search:
         self.started = time.perf_counter()
         self.measured: list[Measured] = []
         self.by_key: dict[str, Measured] = {}
+        self.failed: set[str] = set()  # keys of candidates that raised: not run again
         self.kept: dict[int, _Kept] = {}
         self.skipped: list[SkippedReport] = []
         self.skipped_for_budget = 0
@@ -146,12 +147,14 @@ class _Search:
 
     def try_evaluate(self, spec: CandidateSpec) -> Measured | None:
         """Measures `spec` when it was measured before (for free) or fits the time left."""
+        if spec.key in self.failed:
+            return None
         return self.evaluate(spec) if spec.key in self.by_key or self.fits(spec) else None
 
     def evaluate(self, spec: CandidateSpec) -> Measured | None:
         """Measures `spec` (once: a point sampled again gets its first measurement), or None if it failed."""
-        if spec.key in self.by_key:
-            return self.by_key[spec.key]
+        if spec.key in self.by_key or spec.key in self.failed:
+            return self.by_key.get(spec.key)
         setup = self.setup
         number = len(self.measured) + 1
         directory = setup.environment.work_dir / "search" / f"{number:02d}"
@@ -184,10 +187,13 @@ class _Search:
         except Exception as exc:  # noqa: BLE001 - one candidate failing must not end the search
             logger.warning("search: candidate %d (%s) failed: %s: %s", number, spec.describe(), type(exc).__name__, exc)
             self.skip(spec, f"failed: {type(exc).__name__}: {exc}")
+            self.failed.add(spec.key)
             shutil.rmtree(directory, ignore_errors=True)
             return None
         wall = time.perf_counter() - started
-        self.corrections[spec.family] = max(0.25, min(4.0, wall / max(estimated / self.corrections.get(spec.family, 1.0), 1e-3)))
+        # The family's next estimates follow what this one really took (within 4x either way).
+        uncorrected = estimated / self.corrections.get(spec.family, 1.0)
+        self.corrections[spec.family] = min(4.0, max(0.25, wall / max(uncorrected, 1e-3)))
         fidelity = summarise_fidelity(
             setup.task, item_fidelity(setup.task, setup.original.outputs, evaluation.outputs), setup.inputs.num_samples
         )

@@ -49,7 +49,8 @@ def family_problem(family: Family, target: Target) -> str | None:
     """Why `family` cannot build a result for `target`, or None when it can."""
     if target.runtime == "onnxruntime":
         return None
-    if family in ("cluster", "prune_cluster", "int8_static") or (family == "low_rank_int8" and target.runtime == "torch"):
+    onnx_only = family in ("cluster", "prune_cluster", "int8_static")
+    if onnx_only or (family == "low_rank_int8" and target.runtime == "torch"):
         return f"it builds an ONNX file, and the target is {target.describe()}"
     if target.runtime == "executorch" and family not in ("int8", "distill_int8", "low_rank_int8"):
         return "ExecuTorch takes dynamic int8 only"
@@ -120,20 +121,25 @@ def suggest(trial: optuna.Trial, family: Family, goal: Goal, target: Target) -> 
         return CandidateSpec(family, {}, {"steps": [_step("quantize", scheme=scheme)]})
     if family == "int8":
         variant = trial.suggest_categorical("int8_variant", INT8_VARIANTS) if onnx else "plain"
-        margin = trial.suggest_categorical("int8_margin", FALLBACK_MARGINS) if variant.startswith(("fallback", "smooth")) else 0.0
+        falls_back = variant.startswith(("fallback", "smooth"))
+        margin = trial.suggest_categorical("int8_margin", FALLBACK_MARGINS) if falls_back else 0.0
         huffman = trial.suggest_categorical("int8_huffman", (False, True)) if onnx else False
         steps = [_int8_step(goal, target, variant, margin), *([_HUFFMAN] if huffman else [])]
-        choices = {"variant": variant, **({"margin": margin} if margin else {}), **({"huffman": True} if huffman else {})}
+        choices = {"variant": variant, **({"margin": margin} if margin else {})}
+        if huffman:
+            choices["huffman"] = True
         return CandidateSpec(family, choices, {"steps": steps})
     if family == "int8_static":
         method = trial.suggest_categorical("static_calibration", _STATIC_CALIBRATIONS)
         smooth = trial.suggest_categorical("static_smooth", (False, True))
         params = {"scheme": "int8_static", "calibration_method": method, **({"smooth_alpha": 0.5} if smooth else {})}
-        return CandidateSpec(family, {"calibration": method, "smooth": smooth}, {"steps": [_step("quantize", **params)]})
+        choices = {"calibration": method, "smooth": smooth}
+        return CandidateSpec(family, choices, {"steps": [_step("quantize", **params)]})
     if family == "int4":
         group = trial.suggest_categorical("int4_group", _INT4_GROUPS)
         if not onnx:
-            return CandidateSpec(family, {"group": group}, {"steps": [_step("quantize", scheme="int4_weight_only", group_size=group)]})
+            step = _step("quantize", scheme="int4_weight_only", group_size=group)
+            return CandidateSpec(family, {"group": group}, {"steps": [step]})
         algorithm = trial.suggest_categorical("int4_algorithm", _INT4_ALGORITHMS)
         step = _step("quantize", scheme="int4_weight_only", group_size=group, algorithm=algorithm)
         return CandidateSpec(family, {"group": group, "algorithm": algorithm}, {"steps": [step]})
@@ -166,7 +172,8 @@ def _cluster_spec(bits: int, embedding_bits: int) -> CandidateSpec:
 
 
 def _int8_plain(target: Target) -> CandidateSpec:
-    return CandidateSpec("int8", {"variant": "plain"}, {"steps": [_int8_step(Goal(objective="most_faithful"), target, "plain", 0.0)]})
+    step = _int8_step(Goal(objective="most_faithful"), target, "plain", 0.0)
+    return CandidateSpec("int8", {"variant": "plain"}, {"steps": [step]})
 
 
 def prune_cluster_spec(sparsity: float, bits: int, embedding_bits: int, rung: Rung) -> CandidateSpec:
