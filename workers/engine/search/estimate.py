@@ -26,7 +26,9 @@ SECONDS_PER_PARAM_TOKEN_THREAD = 0.759 / 32 * 2 / (22.7e6 * 128)
 _SECONDS_PER_PARAM = {"load": 1.0e-7, "export": 7.0e-8, "package": 2.0e-8, "quantize": 5.0e-8, "int4": 3.0e-8,
                       "cluster": 8.0e-7}
 # Forward passes over the calibration rows that a step makes, in units of one pass over them.
-_ROW_PASSES = {"fallback": 6.0, "outliers": 1.0, "static": 2.0, "cluster": 2.0, "importance": 3.0,
+# The fallback measures its fidelity once per layer it tries (dozens at a target of 0.998 or more on MiniLM:
+# 100 to 140 s on 2 cores, benchmarks/results/auto_bench.md).
+_ROW_PASSES = {"fallback": 50.0, "outliers": 1.0, "static": 2.0, "cluster": 2.0, "importance": 3.0,
                "layer_choice": 6.0}
 # One training example against one forward row: the teacher's forward plus the student's forward and
 # backward (about 3 forwards), the student at the depth it keeps.

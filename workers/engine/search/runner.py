@@ -90,6 +90,12 @@ class _Kept:
     directory: Path
 
 
+def _cost_class(spec: CandidateSpec) -> str:
+    """Candidates whose time scales alike: the family, its rung, and whether a fidelity fallback runs."""
+    falls_back = any(step["params"].get("target_fidelity") for step in spec.recipe["steps"])
+    return f"{spec.family}:{spec.rung}:{'fallback' if falls_back else 'direct'}"
+
+
 def _layer_share(model: torch.nn.Module) -> float:
     """The share of parameters outside the embeddings: what fewer or thinner layers can remove."""
     total = sum(parameter.numel() for parameter in model.parameters())
@@ -112,7 +118,7 @@ class _Search:
         self.kept: dict[int, _Kept] = {}
         self.skipped: list[SkippedReport] = []
         self.skipped_for_budget = 0
-        self.corrections: dict[str, float] = {}  # family -> measured / estimated time of its last candidate
+        self.corrections: dict[str, float] = {}  # cost class -> measured / estimated time of its last candidate
         self.layer_share = _layer_share(setup.original_model)
         self.probe = StepProbe(setup.task, setup.inputs.batches, setup.original.outputs, threads=setup.threads)
         self.reuse = ReuseCache(setup.environment.work_dir / "search" / "reuse")
@@ -122,7 +128,7 @@ class _Search:
 
     def estimate(self, spec: CandidateSpec) -> float:
         batches = tuple(self.setup.settings.latency_batch_sizes)
-        return candidate_seconds(spec, self.setup.work, batches) * self.corrections.get(spec.family, 1.0)
+        return candidate_seconds(spec, self.setup.work, batches) * self.corrections.get(_cost_class(spec), 1.0)
 
     def left(self) -> float:
         return self.setup.deadline - time.perf_counter()
@@ -191,9 +197,9 @@ class _Search:
             shutil.rmtree(directory, ignore_errors=True)
             return None
         wall = time.perf_counter() - started
-        # The family's next estimates follow what this one really took (within 4x either way).
-        uncorrected = estimated / self.corrections.get(spec.family, 1.0)
-        self.corrections[spec.family] = min(4.0, max(0.25, wall / max(uncorrected, 1e-3)))
+        # Like candidates' next estimates follow what this one really took (within 4x either way).
+        uncorrected = estimated / self.corrections.get(_cost_class(spec), 1.0)
+        self.corrections[_cost_class(spec)] = min(4.0, max(0.25, wall / max(uncorrected, 1e-3)))
         fidelity = summarise_fidelity(
             setup.task, item_fidelity(setup.task, setup.original.outputs, evaluation.outputs), setup.inputs.num_samples
         )
