@@ -248,7 +248,7 @@ def test_a_goal_from_the_form_searches_and_a_candidate_runs_again(page, model_zi
     choose(page, "Model (required)", "goal-encoder")
     choose(page, "Evaluation dataset (optional)", "goal-sentences")
     page.get_by_label("Device").select_option("cpu")
-    page.get_by_label(re.compile("^A goal")).check()
+    page.get_by_label("A goal: compresso searches").check()
     assert page.locator("#recipe-builder").is_hidden()
     page.get_by_label("Fidelity at least").fill("0.99")
     page.get_by_label("Candidates at most").fill("3")
@@ -262,7 +262,8 @@ def test_a_goal_from_the_form_searches_and_a_candidate_runs_again(page, model_zi
     page.locator("#search-heading").wait_for()
     assert page.locator("#candidates tbody tr").count() == 3
     assert page.locator("svg.chart-search-front [data-series=chosen]").count() == 1
+    goal_job_url = page.url
     page.get_by_role("button", name="Run candidate 1 as a job").click()
-    page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]+$"))
+    page.wait_for_url(lambda url: url != goal_job_url and re.search(r"/jobs/[0-9a-f-]+$", url) is not None)
     page.locator("#status", has_text="succeeded").wait_for(timeout=180_000)
     assert page.locator("#goal").count() == 0
