@@ -45,8 +45,9 @@ logger = logging.getLogger(__name__)
 
 # A quick rung within this much (relative) of the quality floor may still reach it with full training.
 PROMISE_MARGIN = 0.02
-# Consecutive samples of points already measured before the space counts as exhausted.
-MAX_REPEATS = 12
+# Consecutive samples of points already measured or ruled out before the search counts as converged.
+# They cost no compute, so the sampler gets many chances to find a new point while budget is left.
+MAX_REPEATS = 50
 
 
 @dataclass
