@@ -35,37 +35,26 @@ class Measured:
         return not self.violations
 
 
-def violations(goal: Goal, measured: Measured) -> dict[str, float]:
-    """Each constraint the candidate breaks, with its shortfall relative to the limit (0.02 = 2% past it)."""
-    broken = {}
-    if goal.min_fidelity is not None and measured.fidelity < goal.min_fidelity:
-        broken["min_fidelity"] = (goal.min_fidelity - measured.fidelity) / goal.min_fidelity
-    if goal.max_accuracy_drop is not None and measured.accuracy_drop is not None \
-            and measured.accuracy_drop > goal.max_accuracy_drop:
-        broken["max_accuracy_drop"] = measured.accuracy_drop - goal.max_accuracy_drop
-    if goal.max_size_ratio is not None and measured.size_ratio > goal.max_size_ratio:
-        broken["max_size_ratio"] = measured.size_ratio / goal.max_size_ratio - 1
-    if goal.max_size_bytes is not None and measured.size_bytes > goal.max_size_bytes:
-        broken["max_size_bytes"] = measured.size_bytes / goal.max_size_bytes - 1
-    if goal.max_latency_ms is not None and measured.latency_ms > goal.max_latency_ms:
-        broken["max_latency_ms"] = measured.latency_ms / goal.max_latency_ms - 1
-    return broken
-
-
 def constraint_values(goal: Goal, measured: Measured) -> dict[str, float]:
-    """Optuna's constraint per constraint the goal sets (<= 0 means met)."""
+    """How far past each limit the goal sets the candidate is, relative to the limit (0.02 = 2% past it;
+    <= 0 means met, as Optuna's constraints read it). An accuracy limit without a measured accuracy is absent."""
     values = {}
     if goal.min_fidelity is not None:
-        values["min_fidelity"] = goal.min_fidelity - measured.fidelity
-    if goal.max_accuracy_drop is not None:
-        values["max_accuracy_drop"] = (measured.accuracy_drop or 0.0) - goal.max_accuracy_drop
+        values["min_fidelity"] = (goal.min_fidelity - measured.fidelity) / goal.min_fidelity
+    if goal.max_accuracy_drop is not None and measured.accuracy_drop is not None:
+        values["max_accuracy_drop"] = measured.accuracy_drop - goal.max_accuracy_drop
     if goal.max_size_ratio is not None:
-        values["max_size_ratio"] = measured.size_ratio - goal.max_size_ratio
+        values["max_size_ratio"] = measured.size_ratio / goal.max_size_ratio - 1
     if goal.max_size_bytes is not None:
         values["max_size_bytes"] = measured.size_bytes / goal.max_size_bytes - 1
     if goal.max_latency_ms is not None:
         values["max_latency_ms"] = measured.latency_ms / goal.max_latency_ms - 1
     return values
+
+
+def violations(goal: Goal, measured: Measured) -> dict[str, float]:
+    """Each constraint the candidate breaks, with its shortfall relative to the limit."""
+    return {name: value for name, value in constraint_values(goal, measured).items() if value > 0}
 
 
 def objective_score(goal: Goal, measured: Measured, requests_per_day: float | None) -> float:
