@@ -71,6 +71,20 @@ TECHNIQUE_ROWS = {
         "scheme": "int8_static", "calibration_method": "entropy"}}],
     "quantize int8_static smoothed 0.5": [{"technique": "quantize", "params": {
         "scheme": "int8_static", "smooth_alpha": 0.5}}],
+    "quantize int8_static + qat": [{"technique": "quantize", "params": {"scheme": "int8_static", "qat": {}}}],
+    "quantize int4_weight_only g32 + qat": [{"technique": "quantize", "params": {
+        "scheme": "int4_weight_only", "qat": {}}}],
+    "quantize int4_weight_only g32 + qat (splice 8 copies for 3 epochs)": [{"technique": "quantize", "params": {
+        "scheme": "int4_weight_only", "qat": {"augment": "splice", "augment_copies": 8, "epochs": 3}}}],
+    "quantize int4_weight_only g32 + qat (lr 2e-4)": [{"technique": "quantize", "params": {
+        "scheme": "int4_weight_only", "qat": {"lr": 2e-4}}}],
+    "quantize int4_weight_only g32 + qat (lr 2e-5)": [{"technique": "quantize", "params": {
+        "scheme": "int4_weight_only", "qat": {"lr": 2e-5}}}],
+    "quantize int8_static + qat (lr 2e-4)": [{"technique": "quantize", "params": {
+        "scheme": "int8_static", "qat": {"lr": 2e-4}}}],
+    "quantize int8_static + qat (lr 2e-5)": [{"technique": "quantize", "params": {
+        "scheme": "int8_static", "qat": {"lr": 2e-5}}}],
+    "quantize int8_dynamic + qat": [{"technique": "quantize", "params": {"scheme": "int8_dynamic", "qat": {}}}],
     "quantize fp16": [{"technique": "quantize", "params": {"scheme": "fp16"}}],
     "quantize bf16": [{"technique": "quantize", "params": {"scheme": "bf16"}}],
     "low_rank energy 0.9 + recover": [{"technique": "low_rank", "params": {"energy": 0.9, "recover": {}}}],
@@ -229,7 +243,7 @@ def job_details(report: dict) -> dict:
     details = {}
     for step in report["steps"]:
         for key in ("bits_per_weight", "entropy_bits_per_weight", "overhead_vs_entropy", "examples_used",
-                    "target_met", "calibration_fidelity", "fallback_layers"):
+                    "target_met", "calibration_fidelity", "fallback_layers", "qat"):
             if key in step.get("details", {}):
                 details[f"{step['technique']}.{key}"] = step["details"][key]
     return details

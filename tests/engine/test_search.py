@@ -127,6 +127,24 @@ def test_training_candidates_go_through_a_quick_rung_first(tiny_models, tmp_path
     assert steps[0]["epochs"] == 1
 
 
+def test_qat_is_tried_only_where_its_post_training_form_falls_a_little_short(tiny_models, tmp_path):
+    # On the tiny encoder, 4-bit weights reach ~0.954 and int8_static ~0.9998 on the search rows: with a
+    # floor of 0.975, int4 misses by ~2% (within QAT's reach) and int8_static needs no training.
+    goal = {"min_fidelity": 0.975, "objective": "fastest", "max_candidates": 4, "search_rows": 48,
+            "families": ["qat"], "budget_minutes": 20}
+    report, _stages = run_goal(tiny_models["encoder"], tmp_path, goal)
+    search = report["search"]
+    candidates = search["candidates"]
+    untrained = {c["family"]: c for c in candidates if c["family"] in ("int4", "int8_static")}
+    assert untrained["int4"]["fidelity"] < 0.975 <= untrained["int8_static"]["fidelity"]
+    qat = [c for c in candidates if c["family"] == "qat"]
+    assert qat and qat[0]["rung"] == "quick" and qat[0]["number"] > untrained["int4"]["number"]
+    params = qat[0]["recipe"]["steps"][0]["params"]
+    assert params["scheme"] == "int4_weight_only" and params["qat"]["epochs"] == 1
+    reasons = {item["description"]: item["reason"] for item in search["skipped"]}
+    assert "already meets the quality floor" in reasons["qat: scheme int8_static (full training)"]
+
+
 def test_an_accuracy_goal_on_a_labelled_classifier(tiny_models, tmp_path):
     rows = [{"text": f"review {i} of the {word} product was {mood}", "label": mood}
             for i, (word, mood) in enumerate([("red", "positive"), ("blue", "negative"), ("green", "positive"), ("old", "negative")] * 30)]

@@ -38,7 +38,7 @@ TORCH_CUDA_ONLY_SCHEMES = {
 # Params of the ONNX quantizer that the torch path does not have.
 _ONNX_ONLY_PARAMS = (
     "target_fidelity", "smooth_alpha", "outlier_channels", "calibration_method", "algorithm", "keep_fp32",
-    "max_size_ratio", "modules",
+    "max_size_ratio", "modules", "qat",
 )
 
 

@@ -51,6 +51,7 @@ _REPRESENTATIVE: dict[Family, dict[str, Any]] = {
     "int8_static": {"static_calibration": "percentile", "static_smooth": False},
     "int4": {"int4_group": 32, "int4_algorithm": "rtn"},
     "cluster": {"cluster_bits": 5, "cluster_embedding_drop": 1},
+    "qat": {"qat_scheme": "int4"},
     "prune_cluster": {"prune_sparsity": 0.35, "prune_bits": 5, "prune_embedding_drop": 1},
     "distill_int8": {"distill_depth": 0.5},
     "low_rank_int8": {"low_rank_energy": 0.95},
@@ -96,6 +97,14 @@ def representative(family: Family, goal: Goal, target: Target) -> CandidateSpec:
     return suggest(FixedTrial(params), family, goal, target)
 
 
+def _training_seconds(training: dict[str, Any], work: Workload, depth: float = 1.0) -> float:
+    """The teacher's and the student's passes over the (augmented) rows, for every epoch."""
+    copies = 0 if training.get("augment") == "none" else training.get("augment_copies", 2)
+    copies, epochs = max(copies, 1), training.get("epochs") or 4
+    passes = _TEACHER_AND_STUDENT_PASSES + _STUDENT_PASSES * depth
+    return work.forward_seconds(work.search_rows * copies * epochs * passes)
+
+
 def _step_seconds(step: dict[str, Any], work: Workload) -> float:
     technique, params = step["technique"], step["params"]
     parameters, rows = work.num_parameters, work.search_rows
@@ -112,15 +121,13 @@ def _step_seconds(step: dict[str, Any], work: Workload) -> float:
             seconds += work.forward_seconds(_ROW_PASSES["outliers"] * rows)
         if params.get("scheme") == "int8_static":
             seconds += work.forward_seconds(_ROW_PASSES["static"] * rows)
+        if params.get("qat") is not None:
+            seconds += _training_seconds(params["qat"], work) + per_param["export"] * parameters
         return seconds
     if technique == "cluster":
         return (per_param["export"] + per_param["cluster"]) * parameters \
             + work.forward_seconds(_ROW_PASSES["cluster"] * rows)
-    training = params.get("recover") or params
-    copies, epochs = max(training.get("augment_copies", 2), 1), training.get("epochs") or 4
-    depth = params.get("student_depth") or 1.0
-    passes = _TEACHER_AND_STUDENT_PASSES + _STUDENT_PASSES * depth
-    seconds = work.forward_seconds(rows * copies * epochs * passes)
+    seconds = _training_seconds(params.get("recover") or params, work, params.get("student_depth") or 1.0)
     if technique == "prune":
         seconds += work.forward_seconds(_ROW_PASSES["importance"] * rows)
     if technique == "distill":

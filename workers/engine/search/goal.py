@@ -8,9 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Objective = Literal["smallest", "fastest", "most_faithful", "least_energy"]
 # The candidate families a search may try; `families` in a goal narrows them.
-Family = Literal["half", "int8", "int8_static", "int4", "cluster", "prune_cluster", "distill_int8", "low_rank_int8"]
+Family = Literal[
+    "half", "int8", "int8_static", "int4", "cluster", "qat", "prune_cluster", "distill_int8", "low_rank_int8",
+]
 FAMILIES: tuple[Family, ...] = (
-    "half", "int8", "int8_static", "int4", "cluster", "prune_cluster", "distill_int8", "low_rank_int8",
+    "half", "int8", "int8_static", "int4", "cluster", "qat", "prune_cluster", "distill_int8", "low_rank_int8",
 )
 FAMILY_DESCRIPTIONS: dict[Family, str] = {
     "half": "fp16 storage (bf16 for a torch target): half the bytes, outputs nearly unchanged",
@@ -19,11 +21,13 @@ FAMILY_DESCRIPTIONS: dict[Family, str] = {
     "int8_static": "int8 weights and activations calibrated on the search rows",
     "int4": "4-bit weights in groups (MatMulNBits; torchao's int4 on a cuda torch target)",
     "cluster": "weight sharing at 3 to 6 bits with error compensation, then Huffman coding",
+    "qat": "int8_static or 4-bit weights with quantization-aware training against the original, where their "
+    "post-training form falls a little short of the quality floor (trains)",
     "prune_cluster": "FFN neurons pruned and recovered by distillation, then weight sharing and Huffman (trains)",
     "distill_int8": "a student with fewer layers distilled from the original, then int8 (trains)",
     "low_rank_int8": "truncated SVD of every layer, recovered by distillation, then int8 (trains)",
 }
-TRAINING_FAMILIES: frozenset[Family] = frozenset({"prune_cluster", "distill_int8", "low_rank_int8"})
+TRAINING_FAMILIES: frozenset[Family] = frozenset({"qat", "prune_cluster", "distill_int8", "low_rank_int8"})
 CONSTRAINTS = ("min_fidelity", "max_accuracy_drop", "max_size_ratio", "max_size_bytes", "max_latency_ms")
 
 

@@ -23,6 +23,9 @@ _DISTILL_FULL = {"augment": "splice", "augment_copies": 40, "epochs": 3, "lr": 5
 _DISTILL_QUICK = {"augment": "splice", "augment_copies": 4, "epochs": 1, "lr": 5e-4}
 _RECOVER_FULL = {"augment": "splice", "augment_copies": 16, "epochs": 2}
 _RECOVER_QUICK = {"augment": "splice", "augment_copies": 2, "epochs": 1}
+_QAT_FULL: dict[str, Any] = {}  # the quantize step's own defaults (benchmarks/results/engine_bench_qat3.md)
+_QAT_QUICK = {"augment": "none", "epochs": 1}
+_QAT_SCHEMES = ("int8_static", "int4")
 _HUFFMAN = {"technique": "huffman", "params": {}}
 
 
@@ -32,8 +35,10 @@ class CandidateSpec:
     choices: dict[str, Any]  # the trial's params, as Optuna sampled them
     recipe: dict[str, Any]
     rung: Rung | None = None  # training families only
-    # The cheaper candidate whose fidelity this one cannot exceed (it adds loss on top of it).
+    # The cheaper candidate whose fidelity this one cannot exceed (it adds loss on top of it) or, with
+    # raises_bound, its untrained form, whose fidelity training raises at the same size and speed (QAT).
     bound: "CandidateSpec | None" = field(default=None, compare=False)
+    raises_bound: bool = False
 
     @property
     def key(self) -> str:
@@ -49,7 +54,7 @@ def family_problem(family: Family, target: Target) -> str | None:
     """Why `family` cannot build a result for `target`, or None when it can."""
     if target.runtime == "onnxruntime":
         return None
-    onnx_only = family in ("cluster", "prune_cluster", "int8_static")
+    onnx_only = family in ("cluster", "prune_cluster", "int8_static", "qat")
     if onnx_only or (family == "low_rank_int8" and target.runtime == "torch"):
         return f"it builds an ONNX file, and the target is {target.describe()}"
     if target.runtime == "executorch" and family not in ("int8", "distill_int8", "low_rank_int8"):
@@ -146,6 +151,8 @@ def suggest(trial: optuna.Trial, family: Family, goal: Goal, target: Target) -> 
     if family == "cluster":
         bits, embedding_bits = _cluster_bits(trial, "cluster")
         return _cluster_spec(bits, embedding_bits)
+    if family == "qat":
+        return qat_spec(trial.suggest_categorical("qat_scheme", _QAT_SCHEMES), "full")
     if family == "prune_cluster":
         sparsity = trial.suggest_categorical("prune_sparsity", (0.25, 0.35, 0.45))
         bits, embedding_bits = _cluster_bits(trial, "prune")
@@ -176,6 +183,23 @@ def _int8_plain(target: Target) -> CandidateSpec:
     return CandidateSpec("int8", {"variant": "plain"}, {"steps": [step]})
 
 
+def _post_training(scheme: str) -> CandidateSpec:
+    """The QAT family's untrained forms: the int8_static and int4 families' default points."""
+    if scheme == "int8_static":
+        choices = {"calibration": "percentile", "smooth": False}
+        step = _step("quantize", scheme="int8_static", calibration_method="percentile")
+        return CandidateSpec("int8_static", choices, {"steps": [step]})
+    step = _step("quantize", scheme="int4_weight_only", group_size=32, algorithm="rtn")
+    return CandidateSpec("int4", {"group": 32, "algorithm": "rtn"}, {"steps": [step]})
+
+
+def qat_spec(scheme: str, rung: Rung) -> CandidateSpec:
+    untrained = _post_training(scheme)
+    params = {**untrained.recipe["steps"][0]["params"], "qat": _QAT_FULL if rung == "full" else _QAT_QUICK}
+    return CandidateSpec("qat", {"scheme": scheme}, {"steps": [_step("quantize", **params)]}, rung,
+                         bound=untrained, raises_bound=True)
+
+
 def prune_cluster_spec(sparsity: float, bits: int, embedding_bits: int, rung: Rung) -> CandidateSpec:
     recover = _RECOVER_FULL if rung == "full" else _RECOVER_QUICK
     prune = _step(
@@ -204,6 +228,8 @@ def low_rank_spec(energy: float, target: Target, rung: Rung) -> CandidateSpec:
 def quick_rung(spec: CandidateSpec, target: Target) -> CandidateSpec:
     """The same candidate with a tenth of the training, tried before the full one."""
     choices = spec.choices
+    if spec.family == "qat":
+        return qat_spec(choices["scheme"], "quick")
     if spec.family == "prune_cluster":
         return prune_cluster_spec(choices["sparsity"], choices["bits"], choices["embedding_bits"], "quick")
     if spec.family == "distill_int8":

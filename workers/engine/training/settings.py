@@ -98,3 +98,22 @@ class RecoverySettings(TrainingParams):
     """What another technique's config embeds as `recover: RecoverySettings | None`."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+# Quantization-aware training starts from the original's own weights, so it needs small steps: on MiniLM
+# with 4-bit weights, lr 5e-5 reached 0.9932 held-out fidelity where 2e-4 reached 0.9887, and int8_static
+# fell from 0.9896 untrained to 0.9883 at 2e-4 but rose to 0.9911 at 5e-5
+# (benchmarks/results/engine_bench_qat2.md and engine_bench_qat3.md).
+QAT_LR = 5e-5
+
+
+class QatSettings(RecoverySettings):
+    """The quantize step's `qat`: recovery training with a smaller default learning rate."""
+
+    lr: float = Field(
+        QAT_LR,
+        gt=0,
+        le=1,
+        description="Peak learning rate of AdamW (linear warmup, then linear decay). Quantization-aware training "
+        "starts from the original's weights: higher rates fit the training texts and lose on others.",
+    )

@@ -20,6 +20,7 @@ from workers.engine.techniques.quantize.config import DEFAULT_GROUP_SIZE, DEFAUL
 from workers.engine.techniques.quantize.fallback import fall_back
 from workers.engine.techniques.quantize.layers import WeightLayer, prepare_graph, select_layers, weight_layers
 from workers.engine.techniques.quantize.outliers import input_peaks, write_split
+from workers.engine.techniques.quantize.qat import quantization_aware_training
 from workers.engine.techniques.quantize.schemes import BuildInputs, build
 from workers.engine.techniques.quantize.smoothing import smooth_model, smoothing_targets
 from workers.engine.techniques.quantize.executorch_target import quantize_for_executorch
@@ -46,7 +47,48 @@ def _needs_calibration(config: QuantizeConfig) -> bool:
         or config.target_fidelity is not None
         or config.smooth_alpha is not None
         or bool(config.outlier_channels)
+        or config.qat is not None
     )
+
+
+def _same_layers(prepared: Path, selected: list[WeightLayer], what: str) -> list[WeightLayer]:
+    """The selected layers as they are in another export of the same architecture (matched by node)."""
+    nodes = {layer.node for layer in selected}
+    graph = onnx.load(str(prepared), load_external_data=False)
+    layers = [layer for layer in weight_layers(graph) if layer.node in nodes]
+    if len(layers) != len(selected):
+        raise RuntimeError(f"The {what} export lost quantizable layers; its graph differs from the original's.")
+    return layers
+
+
+def _trained_graph(
+    config: QuantizeConfig,
+    state: ModelState,
+    context: StepContext,
+    selected: list[WeightLayer],
+    calibration: list[Batch],
+    input_names: list[str],
+) -> tuple[Path, list[WeightLayer], dict[str, tuple[float, int]]]:
+    """Quantization-aware training, then the trained copy's prepared export, its selected layers, and
+    int8_static's trained activation qparams keyed by the ONNX tensor each MatMul reads."""
+    trained = quantization_aware_training(config, state, context, selected, calibration)
+    exported = export_onnx(trained.model, state.task, input_names, context.work_dir / "model_qat.onnx")
+    prepared = prepare_graph(exported, context.work_dir / "model_qat_prepared.onnx")
+    exported.unlink()
+    layers = _same_layers(prepared, selected, "trained")
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    reads = {node.name: node.input[0] for node in graph.node if node.input}
+    overrides = {
+        reads[layer.node]: trained.activation_qparams[layer.module]
+        for layer in layers if layer.module in trained.activation_qparams
+    }
+    context.details["qat"] = {
+        **context.details.pop("recovery"),
+        "layers_trained": trained.layers_trained,
+        "activation_ranges_fixed": len(overrides),
+    }
+    context.placement["qat"] = context.placement.pop("recovery")
+    return prepared, layers, overrides
 
 
 def _smoothed_graph(
@@ -65,11 +107,7 @@ def _smoothed_graph(
     del smoothed
     prepared = prepare_graph(exported, context.work_dir / "model_smoothed_prepared.onnx")
     exported.unlink()
-    nodes = {layer.node for layer in selected}
-    graph = onnx.load(str(prepared), load_external_data=False)
-    layers = [layer for layer in weight_layers(graph) if layer.node in nodes]
-    if len(layers) != len(selected):
-        raise RuntimeError("The smoothed export lost quantizable layers; its graph differs from the original's.")
+    layers = _same_layers(prepared, selected, "smoothed")
     context.details.update(
         smooth_alpha=config.smooth_alpha,
         smoothed_layers=len(targets),
@@ -115,6 +153,11 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
         )
     if config.smooth_alpha is not None:
         prepared, selected = _smoothed_graph(config, state, context, selected, calibration, input_names)
+    activation_qparams: dict[str, tuple[float, int]] = {}
+    if config.qat is not None:
+        prepared, selected, activation_qparams = _trained_graph(
+            config, state, context, selected, calibration, input_names
+        )
     peaks = None
     if config.outlier_channels or config.fallback == "outliers":
         matmuls = [layer for layer in selected if not layer.is_embedding]
@@ -126,7 +169,10 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
             prepared = split
             context.details["outlier_split_layers"] = len(side_nodes)
     context.on_progress(0.3)
-    inputs = BuildInputs(prepared=prepared, layers=selected, config=config, calibration=calibration, peaks=peaks)
+    inputs = BuildInputs(
+        prepared=prepared, layers=selected, config=config, calibration=calibration, peaks=peaks,
+        activation_qparams=activation_qparams,
+    )
     output_path = context.work_dir / "model.onnx"
     details = context.details
     if config.target_fidelity is None:

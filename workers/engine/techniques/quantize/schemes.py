@@ -49,6 +49,9 @@ class BuildInputs:
     calibration: list[Batch]  # int8_static calibrates on these
     # Per MatMul node, the calibration peak of each input channel (for fallback "outliers")
     peaks: dict[str, np.ndarray] | None = None
+    # int8_static after quantization-aware training: per activation tensor, the (scale, zero point)
+    # it was trained with, which onnxruntime must use instead of calibrating its own.
+    activation_qparams: dict[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
 
 
 Builder = Callable[[BuildInputs, list[WeightLayer], list[WeightLayer], Path], None]
@@ -80,6 +83,10 @@ def _int8_dynamic(inputs: BuildInputs, matmuls: list[WeightLayer], embeddings: l
 def _int8_static(inputs: BuildInputs, matmuls: list[WeightLayer], embeddings: list[WeightLayer], output: Path) -> None:
     staged = output.with_name(f"{output.stem}.matmul.onnx")
     if matmuls:
+        overrides = {
+            tensor: [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero_point, np.uint8)}]
+            for tensor, (scale, zero_point) in inputs.activation_qparams.items()
+        }
         quantize_static(
             inputs.prepared, staged, BatchReader(inputs.calibration),
             quant_format=QuantFormat.QDQ,
@@ -94,7 +101,13 @@ def _int8_static(inputs: BuildInputs, matmuls: list[WeightLayer], embeddings: li
             # the histogram calibrators (percentile, entropy) stack all collected batches into one
             # array, which fails when batches are padded to different lengths, and holding one
             # batch's activations at a time also bounds memory.
-            extra_options={"WeightSymmetric": True, "CalibStridedMinMax": 1},
+            # MatMul outputs stay fp32 (MatMulIntegerToFloat): quantizing them too, onnxruntime's default,
+            # put the FFN output's pre-bias sum (range ~200 on MiniLM) on a uint8 grid, and held-out
+            # fidelity fell to 0.938 from 0.990 without, at the same speed (263 vs 280 ms at batch 32).
+            extra_options={
+                "WeightSymmetric": True, "CalibStridedMinMax": 1, "TensorQuantOverrides": overrides,
+                "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            },
         )
     else:
         shutil.copyfile(inputs.prepared, staged)
