@@ -212,6 +212,34 @@ def test_target_fidelity_falls_back_the_most_sensitive_layers(tiny_models, tmp_p
     assert len(float_matmuls_of(state.onnx_path)) == len(details["fallback_layers"])
 
 
+def test_a_search_measures_the_fallback_s_layer_sensitivities_once(tiny_models, tmp_path):
+    from workers.engine.reuse import ReuseCache
+
+    reuse = ReuseCache(tmp_path / "reuse")
+    params = {"scheme": "int4_weight_only", "group_size": 16, "max_size_ratio": 1.0}
+    # A search's candidates: the same quantization with different targets, each on the original.
+    runs = []
+    for number, target in enumerate((1.0, 0.999)):
+        model_dir = tiny_models["encoder"]
+        (tmp_path / str(number)).mkdir()
+        context = StepContext(
+            work_dir=tmp_path / str(number), device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=64,
+            calibration_texts=CALIBRATION_TEXTS, reuse=reuse,
+        )
+        state = ModelState(task="feature-extraction", config_dir=model_dir,
+                           torch_model=load_model(model_dir, "feature-extraction"))
+        apply_quantize(QuantizeConfig(**params, target_fidelity=target), state, context)
+        runs.append(context.details)
+    first, second = runs
+    assert reuse.hits["fallback_sensitivities"] == 1
+    # The second run builds the fully quantized model and its greedy steps, not one model per examined
+    # layer again: the tiny encoder's 12 Linear layers (2 layers of 6; embeddings never fall back).
+    examined = first["layers_quantized"] + len(first["fallback_layers"]) - 3
+    assert examined == 12 and first["fallback_trials"] - second["fallback_trials"] >= examined
+    # Same gains, same greedy order: the lower target stops earlier on the same path.
+    assert second["fallback_layers"] == first["fallback_layers"][: len(second["fallback_layers"])]
+
+
 def test_target_fidelity_that_already_holds_keeps_everything_quantized(tiny_models, tmp_path):
     state, context = run_scheme(tiny_models["encoder"], "encoder", tmp_path, scheme="int8_dynamic", target_fidelity=0.5)
     assert context.details["target_met"] is True and context.details["fallback_layers"] == []

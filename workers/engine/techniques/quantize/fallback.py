@@ -20,6 +20,18 @@ logger = logging.getLogger(__name__)
 MAX_EXAMINED_LAYERS = 64
 
 
+@dataclass(frozen=True)
+class Sensitivities:
+    """Each examined layer's fidelity gain when it alone falls back, and what that costs."""
+
+    gains: dict[str, float]  # node -> fidelity with it fallen back, minus the fully quantized fidelity
+    extra: dict[str, int]  # node -> cost: extra bytes (fp32), weights (weight_only) or activation values (outliers)
+
+
+def _measure_each(make: Callable[[], Sensitivities]) -> Sensitivities:
+    return make()
+
+
 @dataclass
 class FallbackResult:
     path: Path
@@ -38,6 +50,7 @@ def fall_back(
     work_dir: Path,
     on_progress: Callable[[float], None],
     mode: Literal["fp32", "weight_only", "outliers"] = "fp32",
+    sensitivities: Callable[[Callable[[], Sensitivities]], Sensitivities] = _measure_each,
 ) -> FallbackResult:
     """`build(fallback_nodes, path)` writes a model; `probe(path)` gives its fidelity. Embeddings never
     fall back: at int8 per row they cost ~1e-5 of cosine, and they are the largest tables.
@@ -46,7 +59,10 @@ def fall_back(
     "weight_only" and "outliers" (nearly) keep the size and have no budget: they stop when the target
     holds or no layer helps. weight_only ranks by gain per weight (a MatMul's multiply-adds per token
     moved off the int8 kernels), outliers by gain per activation value its split passes over per
-    token (input plus output features: the split's cost is those memory-bound passes)."""
+    token (input plus output features: the split's cost is those memory-bound passes).
+
+    `sensitivities(measure)` gives the per-layer gains: `measure()` by default; a goal search hands a
+    cache, so candidates that differ only in their target (or what follows the step) measure them once."""
     work_dir.mkdir(parents=True, exist_ok=True)
     best = build(frozenset(), work_dir / "all.onnx")
     result = FallbackResult(best, probe(best))
@@ -60,17 +76,29 @@ def fall_back(
         # The largest layers first: they carry most of the compute and of the quantization error.
         candidates = sorted(candidates, key=lambda layer: layer.numel, reverse=True)[:MAX_EXAMINED_LAYERS]
         logger.info("examining the %d largest of the quantized layers", MAX_EXAMINED_LAYERS)
-    gains: dict[str, float] = {}
-    extra: dict[str, int] = {}
     trial_path = work_dir / "trial.onnx"
-    for index, layer in enumerate(candidates, start=1):
-        build(frozenset({layer.node}), trial_path)
-        gains[layer.node] = probe(trial_path) - result.fidelity
-        extra[layer.node] = {
-            "fp32": max(trial_path.stat().st_size - base_size, 1), "weight_only": layer.numel, "outliers": layer.width,
-        }[mode]
-        on_progress(0.5 * index / len(candidates))
-    result.trials += len(candidates)
+    measured = []
+
+    def measure() -> Sensitivities:
+        gains: dict[str, float] = {}
+        extra: dict[str, int] = {}
+        for index, layer in enumerate(candidates, start=1):
+            build(frozenset({layer.node}), trial_path)
+            gains[layer.node] = probe(trial_path) - result.fidelity
+            extra[layer.node] = {
+                "fp32": max(trial_path.stat().st_size - base_size, 1), "weight_only": layer.numel,
+                "outliers": layer.width,
+            }[mode]
+            on_progress(0.5 * index / len(candidates))
+        measured.append(True)
+        return Sensitivities(gains, extra)
+
+    known = sensitivities(measure)
+    gains, extra = known.gains, known.extra
+    if measured:
+        result.trials += len(candidates)
+    else:
+        logger.info("layer sensitivities reused from an earlier candidate with the same quantization")
     order = sorted(
         (layer for layer in candidates if gains[layer.node] > 0),
         key=lambda layer: gains[layer.node] / extra[layer.node],

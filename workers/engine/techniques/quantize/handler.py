@@ -4,9 +4,11 @@ back layer by layer to reach a fidelity target. See config.py for the params and
 kernels each scheme uses.
 """
 
+import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -17,7 +19,7 @@ from workers.engine.export.onnx import export_onnx
 from workers.engine.loading import model_input_names
 from workers.engine.state import ModelState, StepContext
 from workers.engine.techniques.quantize.config import DEFAULT_GROUP_SIZE, DEFAULT_MAX_SIZE_RATIO, QuantizeConfig
-from workers.engine.techniques.quantize.fallback import fall_back
+from workers.engine.techniques.quantize.fallback import Sensitivities, fall_back
 from workers.engine.techniques.quantize.layers import WeightLayer, prepare_graph, select_layers, weight_layers
 from workers.engine.techniques.quantize.outliers import input_peaks, write_split
 from workers.engine.techniques.quantize.qat import quantization_aware_training
@@ -116,6 +118,18 @@ def _smoothed_graph(
     return prepared, layers
 
 
+def _shared_sensitivities(
+    config: QuantizeConfig, context: StepContext, batches: int
+) -> Callable[[Callable[[], Sensitivities]], Sensitivities]:
+    """In a goal search, the fallback's per-layer gains are measured once for every candidate that
+    quantizes the same way: only the target and the size bound may differ, and the gains depend on neither."""
+    if context.reuse is None:
+        return lambda measure: measure()
+    same_quantization = config.model_dump(mode="json", exclude={"target_fidelity", "max_size_ratio", "time_limit_seconds"})
+    key = (json.dumps(same_quantization, sort_keys=True), batches)
+    return lambda measure: context.reuse.value("fallback_sensitivities", key, measure)
+
+
 def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepContext) -> ModelState:
     if state.torch_model is None:
         raise ValueError("quantize needs a torch model to export.")
@@ -191,6 +205,7 @@ def apply_quantize(config: QuantizeConfig, state: ModelState, context: StepConte
             context.work_dir / "fallback",
             lambda fraction: context.on_progress(0.3 + 0.65 * fraction),
             mode=config.fallback,
+            sensitivities=_shared_sensitivities(config, context, len(calibration)),
         )
         probe.remove()
         shutil.move(outcome.path, output_path)
