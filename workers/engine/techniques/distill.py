@@ -193,6 +193,7 @@ def apply_distill(config: DistillConfig, state: ModelState, context: StepContext
             "final_loss": round(stats.final_loss, 6),
             "training_seconds": stats.seconds,
         }
+        | ({"selection": stats.selection} if stats.selection else {})
     )
     logger.info(
         "distill: %s student, %d -> %d parameters, %d examples (%d texts), loss %.4f -> %.4f",

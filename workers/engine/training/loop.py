@@ -14,6 +14,7 @@ from workers.engine.errors import EngineUserError
 from workers.engine.students import layer_count
 from workers.engine.training.data import Example, augment, batch_indices, collate, tokenise
 from workers.engine.training.losses import causal_lm_loss, classifier_loss, encoder_loss
+from workers.engine.training.selection import SelectionLog, active_choice, random_choice, score_pool
 from workers.engine.training.settings import TrainingParams
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class RecoveryStats:
     initial_loss: float  # on the original texts, before the first step
     final_loss: float  # on the same texts, after the last step
     seconds: float
+    selection: dict | None = None  # selection random or active: how the texts were chosen (SelectionLog)
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -196,8 +198,7 @@ def recover(
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    originals = tokenise(tokenizer, texts, labels if task == "text-classification" else None, sequence_length)
-    examples = augment(originals, tokenizer, settings.augment, settings.augment_copies, settings.seed)
+    pool = tokenise(tokenizer, texts, labels if task == "text-classification" else None, sequence_length)
     if task == "feature-extraction" and settings.hidden_state_weight > 0:
         if layer_map is None and student.config.hidden_size == teacher.config.hidden_size:
             layer_map = uniform_layer_map(layer_count(student), layer_count(teacher))
@@ -205,21 +206,50 @@ def recover(
         layer_map = None
 
     teacher.eval()
-    targets = _Targets(teacher, task, examples, pad_id, layer_map)
     bound_masks = _check_masks(student, masks or {})
     _apply_masks(bound_masks)
-    # augment() puts the originals first, so the probe is the first texts, unaltered.
-    probe = min(len(originals), LOSS_PROBE_EXAMPLES)
-    initial_loss = _mean_loss(student, task, examples, probe, targets, pad_id, settings, layer_map)
+    log = SelectionLog(settings.selection, len(pool), settings.max_examples)
+    embeddings_of_pool = None
+    chosen_counts: list[int] = []
+
+    def choose(round_number: int) -> list[Example]:
+        nonlocal embeddings_of_pool
+        if settings.selection == "all":
+            chosen = list(range(len(pool)))
+        elif settings.selection == "random":
+            chosen = random_choice(len(pool), settings.max_examples, settings.seed)
+        else:
+            scores, embeddings_of_pool = score_pool(
+                student, teacher, task, pool, pad_id, settings.temperature, embeddings_of_pool
+            )
+            chosen = active_choice(scores, embeddings_of_pool, settings.max_examples)
+            log.mean_score_chosen.append(float(scores[chosen].mean()))
+            log.mean_score_pool.append(float(scores.mean()))
+        log.rounds += 1
+        log.distinct_used.update(chosen)
+        chosen_counts.append(len(chosen))
+        return augment([pool[index] for index in chosen], tokenizer, settings.augment, settings.augment_copies,
+                       settings.seed + round_number)
+
+    examples = choose(0)
+    targets = _Targets(teacher, task, examples, pad_id, layer_map)
+    # augment() puts the originals first, so the probe is the first texts, unaltered; it stays the first
+    # round's, so the losses before and after are on the same texts.
+    originals = chosen_counts[0]
+    probe = min(originals, LOSS_PROBE_EXAMPLES)
+    probe_examples, probe_targets = examples, targets
+    initial_loss = _mean_loss(student, task, probe_examples, probe, probe_targets, pad_id, settings, layer_map)
 
     total_steps = settings.total_steps(len(examples))
-    embeddings = student.get_input_embeddings().weight
-    frozen = not train_embeddings and embeddings.requires_grad
+    # Active selection chooses again every rescore_steps; the other kinds train on one choice.
+    phase_steps = settings.rescore_steps if settings.selection == "active" else total_steps
+    input_embeddings = student.get_input_embeddings().weight
+    frozen = not train_embeddings and input_embeddings.requires_grad
     # The token embeddings stay the teacher's: they are half of a small encoder's parameters (a dense
     # AdamW update of all of them every step), a small transfer set touches few of their rows, and
     # weight decay would still drift the rest away from the teacher's.
     if frozen:
-        embeddings.requires_grad_(False)
+        input_embeddings.requires_grad_(False)
     try:
         trainable = [parameter for parameter in student.parameters() if parameter.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.01)
@@ -228,30 +258,39 @@ def recover(
         # Dropout stays off unless asked for: on MiniLM (6 -> 3 layers, 160 steps) it changed held-out
         # fidelity by 0.002 (0.625 vs 0.623), within noise, and off keeps the fit to the teacher exact.
         student.train(dropout)
-        lengths = [len(example.ids) for example in examples]
-        for step, indices in enumerate(batch_indices(lengths, settings.batch_size, total_steps, settings.seed)):
-            batch = _batch(examples, indices, pad_id, targets.device)
-            loss = _loss(student, task, batch, targets.for_batch(indices, batch), settings, layer_map)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            _apply_masks(bound_masks)
-            on_progress((step + 1) / total_steps)
+        step, round_number = 0, 0
+        while step < total_steps:
+            if round_number > 0:
+                examples = choose(round_number)
+                targets = _Targets(teacher, task, examples, pad_id, layer_map)
+            lengths = [len(example.ids) for example in examples]
+            steps = min(phase_steps, total_steps - step)
+            for indices in batch_indices(lengths, settings.batch_size, steps, settings.seed + round_number):
+                batch = _batch(examples, indices, pad_id, targets.device)
+                loss = _loss(student, task, batch, targets.for_batch(indices, batch), settings, layer_map)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(student.parameters(), MAX_GRAD_NORM)
+                optimizer.step()
+                scheduler.step()
+                _apply_masks(bound_masks)
+                step += 1
+                on_progress(step / total_steps)
+            round_number += 1
     finally:
         student.eval()
         if frozen:
-            embeddings.requires_grad_(True)
-    final_loss = _mean_loss(student, task, examples, probe, targets, pad_id, settings, layer_map)
+            input_embeddings.requires_grad_(True)
+    final_loss = _mean_loss(student, task, probe_examples, probe, probe_targets, pad_id, settings, layer_map)
     stats = RecoveryStats(
         examples_used=len(examples),
-        original_examples=len(originals),
+        original_examples=originals,
         steps=total_steps,
         epochs=round(total_steps / -(-len(examples) // settings.batch_size), 3),
         initial_loss=initial_loss,
         final_loss=final_loss,
         seconds=round(time.perf_counter() - started, 3),
+        selection=None if settings.selection == "all" else log.as_dict(),
     )
     logger.info(
         "trained %d steps (%.2f epochs) on %d examples (%d texts, augment %s): loss %.4f -> %.4f in %.1f s",

@@ -32,7 +32,8 @@ def recover_step(
             start + (end - start) * fraction), masks=masks,
     )
     damaged.eval()
-    context.details["recovery"] = dataclasses.asdict(stats)
+    context.details["recovery"] = {key: value for key, value in dataclasses.asdict(stats).items()
+                                   if key != "selection" or value is not None}
     context.placement["recovery"] = str(module_device(damaged))
     logger.info(
         "recovery: %d steps over %d examples (%d texts) in %.0f s, loss %.4g -> %.4g",

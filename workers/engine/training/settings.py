@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Kinds of transfer-set augmentation (workers.engine.training.data applies them to token ids).
 AugmentKind = Literal["none", "token_mask", "token_dropout", "span_deletion", "splice", "mixed"]
+# How the texts trained on are chosen (workers.engine.training.selection).
+SelectionKind = Literal["all", "random", "active"]
 
 # Used when a config gives neither epochs nor max_steps: with the default augmentation (3x the
 # texts) that is 12 passes over each text, where MiniLM's held-out fidelity had levelled off.
@@ -80,11 +82,28 @@ class TrainingParams(BaseModel):
         "layer it stands for, next to the cosine distance of the mean-pooled embeddings.",
     )
     seed: int = Field(0, ge=0, description="Seeds shuffling, augmentation and initialisation, for repeatable runs.")
+    selection: SelectionKind = Field(
+        "all",
+        description="Which texts of the dataset are trained on: all; random (max_examples of them); active "
+        "(the max_examples on which the student is farthest from the teacher, near-duplicates by the teacher's "
+        "embeddings passed over, chosen again every rescore_steps steps as the student learns). Augmented copies "
+        "are made of the chosen texts only.",
+    )
+    max_examples: int | None = Field(
+        None, ge=1, le=10_000_000, description="selection random or active: texts trained on at a time."
+    )
+    rescore_steps: int = Field(
+        200, ge=10, le=MAX_STEPS, description="selection active: optimizer steps between two choices of the texts."
+    )
 
     @model_validator(mode="after")
     def _at_most_one_length(self):
         if self.epochs is not None and self.max_steps is not None:
             raise ValueError("give epochs or max_steps, not both (leave the other empty)")
+        if self.selection == "all" and self.max_examples is not None:
+            raise ValueError("max_examples applies to selection random or active; set selection, or remove it")
+        if self.selection != "all" and self.max_examples is None:
+            raise ValueError(f"selection {self.selection!r} needs max_examples: how many texts to train on")
         return self
 
     def total_steps(self, num_examples: int) -> int:
