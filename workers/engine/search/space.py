@@ -256,4 +256,8 @@ def seed_points(goal: Goal, families: list[Family], target: Target) -> list[dict
     if onnx and (goal.min_fidelity or 0) >= 0.99:
         points.append({"family": "int8", "int8_variant": "smooth_fallback_outliers", "int8_margin": 0.0003,
                        "int8_huffman": False})
+    if onnx and goal.objective in ("fastest", "least_energy"):
+        # Static int8 with smoothing: 0.9959 held-out on MiniLM at 2.4x fp32's speed at batch 32, in a
+        # half-minute job (benchmarks/results/engine_bench_static.md).
+        points.append({"family": "int8_static", "static_calibration": "percentile", "static_smooth": True})
     return [point for point in points if point["family"] in families]

@@ -68,7 +68,8 @@ class QuantizeConfig(TechniqueConfig):
     calibration_method: CalibrationMethod | None = Field(
         None,
         description="int8_static: how activation ranges are chosen from the dataset (default percentile: "
-        "0.938 cosine on MiniLM against 0.931 for minmax and 0.938 for entropy).",
+        "0.9896 held-out cosine on MiniLM against 0.9895 for minmax and 0.9893 for entropy; with smooth_alpha "
+        "0.5, 0.9959 at 2.4x fp32's speed at batch 32).",
     )
     modules: list[str] | None = Field(
         None,
