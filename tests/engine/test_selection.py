@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tests.engine.test_low_rank import load_state
 from tests.engine.test_recovery import context
-from workers.engine.loading import load_tokenizer
+from workers.engine.loading import load_model, load_tokenizer
 from workers.engine.techniques.low_rank import LowRankConfig, apply_low_rank
 from workers.engine.training.data import tokenise
 from workers.engine.training.selection import active_choice, score_pool
@@ -38,18 +38,23 @@ def test_active_choice_takes_the_most_disagreeing_texts_but_not_a_duplicate_twic
     assert active_choice(scores[:3], embeddings[:3], 3) == [0, 2, 1]
 
 
-def test_scores_are_the_student_s_distance_from_the_teacher(tiny_models):
-    model_dir = tiny_models["encoder"]
-    teacher = load_state(model_dir).torch_model
+@pytest.mark.parametrize("kind, task", [
+    ("encoder", "feature-extraction"), ("classifier", "text-classification"), ("causal-lm", "text-generation"),
+])
+def test_scores_are_the_student_s_distance_from_the_teacher(tiny_models, kind, task):
+    model_dir = tiny_models[kind]
+    teacher = load_model(model_dir, task).eval()
     tokenizer = load_tokenizer(model_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     pool = tokenise(tokenizer, TEXTS, None, 64)
-    same, embeddings = score_pool(copy.deepcopy(teacher), teacher, "feature-extraction", pool, tokenizer.pad_token_id, 2.0)
+    same, embeddings = score_pool(copy.deepcopy(teacher), teacher, task, pool, pad_id, 2.0)
     assert same.abs().max() < 1e-5 and embeddings.shape == (len(TEXTS), teacher.config.hidden_size)
     damaged = copy.deepcopy(teacher)
     with torch.no_grad():
-        damaged.encoder.layer[0].output.dense.weight.mul_(0.2)
-    scores, again = score_pool(damaged, teacher, "feature-extraction", pool, tokenizer.pad_token_id, 2.0, embeddings)
-    assert again is embeddings and (scores > 1e-4).all()
+        for parameter in damaged.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    scores, again = score_pool(damaged, teacher, task, pool, pad_id, 2.0, embeddings)
+    assert again is embeddings and (scores > 1e-6).all()
 
 
 @pytest.mark.parametrize("selection", ["random", "active"])

@@ -25,6 +25,8 @@ from workers.engine.training.losses import mean_pool, soft_kl
 logger = logging.getLogger(__name__)
 
 _SCORE_BATCH = 64
+# A causal LM's scoring holds two (batch, tokens, vocab) logit tensors: far fewer rows at a time.
+_SCORE_BATCH_CAUSAL_LM = 4
 # Two texts whose teacher embeddings are this close count as one for the choice. Diversity stops there:
 # spreading the choice over the space (greedy k-center over the 2k most disagreeing texts) lost 0.005
 # held-out fidelity against the plain top-k on MiniLM (benchmarks/results/data_bench.md), as it favours
@@ -83,9 +85,10 @@ def score_pool(
     student.eval()
     device = next(student.parameters()).device
     scores, embeddings = [], []
+    rows = _SCORE_BATCH_CAUSAL_LM if task == "text-generation" else _SCORE_BATCH
     try:
-        for start in range(0, len(pool), _SCORE_BATCH):
-            batch = {key: value.to(device) for key, value in collate(pool[start:start + _SCORE_BATCH], pad_id).items()}
+        for start in range(0, len(pool), rows):
+            batch = {key: value.to(device) for key, value in collate(pool[start:start + rows], pad_id).items()}
             mask = batch["attention_mask"]
             teacher_out = _forward(teacher, task, batch)
             student_out = _forward(student, task, batch)
