@@ -34,6 +34,10 @@ _ROW_PASSES = {"fallback": 50.0, "outliers": 1.0, "static": 2.0, "cluster": 2.0,
 # backward (about 3 forwards), the student at the depth it keeps.
 _TEACHER_AND_STUDENT_PASSES = 1.0
 _STUDENT_PASSES = 3.0
+# A QAT step also rounds every weight (the embedding table included) to its grid, forward and back: its
+# candidates took 2.0x (quick rung) and 2.4x (full) the plain training estimate on MiniLM
+# (benchmarks/results/auto_bench_fastest_reuse.md).
+_QAT_STEP_COST = 2.2
 # Seconds that do not scale with the model: the engine process starting (torch, transformers and
 # onnxruntime imports) and, per candidate, building and loading its runtime session.
 _JOB_OVERHEAD_S = 10.0
@@ -122,7 +126,7 @@ def _step_seconds(step: dict[str, Any], work: Workload) -> float:
         if params.get("scheme") == "int8_static":
             seconds += work.forward_seconds(_ROW_PASSES["static"] * rows)
         if params.get("qat") is not None:
-            seconds += _training_seconds(params["qat"], work) + per_param["export"] * parameters
+            seconds += _QAT_STEP_COST * _training_seconds(params["qat"], work) + per_param["export"] * parameters
         return seconds
     if technique == "cluster":
         return (per_param["export"] + per_param["cluster"]) * parameters \
