@@ -28,10 +28,6 @@ class Sensitivities:
     extra: dict[str, int]  # node -> cost: extra bytes (fp32), weights (weight_only) or activation values (outliers)
 
 
-def _measure_each(make: Callable[[], Sensitivities]) -> Sensitivities:
-    return make()
-
-
 @dataclass
 class FallbackResult:
     path: Path
@@ -50,7 +46,7 @@ def fall_back(
     work_dir: Path,
     on_progress: Callable[[float], None],
     mode: Literal["fp32", "weight_only", "outliers"] = "fp32",
-    sensitivities: Callable[[Callable[[], Sensitivities]], Sensitivities] = _measure_each,
+    sensitivities: Callable[[Callable[[], Sensitivities]], Sensitivities] | None = None,
 ) -> FallbackResult:
     """`build(fallback_nodes, path)` writes a model; `probe(path)` gives its fidelity. Embeddings never
     fall back: at int8 per row they cost ~1e-5 of cosine, and they are the largest tables.
@@ -61,7 +57,7 @@ def fall_back(
     moved off the int8 kernels), outliers by gain per activation value its split passes over per
     token (input plus output features: the split's cost is those memory-bound passes).
 
-    `sensitivities(measure)` gives the per-layer gains: `measure()` by default; a goal search hands a
+    `sensitivities(measure)` gives the per-layer gains (without it, `measure()`); a goal search hands a
     cache, so candidates that differ only in their target (or what follows the step) measure them once."""
     work_dir.mkdir(parents=True, exist_ok=True)
     best = build(frozenset(), work_dir / "all.onnx")
@@ -93,7 +89,7 @@ def fall_back(
         measured.append(True)
         return Sensitivities(gains, extra)
 
-    known = sensitivities(measure)
+    known = measure() if sensitivities is None else sensitivities(measure)
     gains, extra = known.gains, known.extra
     if measured:
         result.trials += len(candidates)

@@ -120,11 +120,11 @@ def _smoothed_graph(
 
 def _shared_sensitivities(
     config: QuantizeConfig, context: StepContext, batches: int
-) -> Callable[[Callable[[], Sensitivities]], Sensitivities]:
+) -> Callable[[Callable[[], Sensitivities]], Sensitivities] | None:
     """In a goal search, the fallback's per-layer gains are measured once for every candidate that
     quantizes the same way: only the target and the size bound may differ, and the gains depend on neither."""
     if context.reuse is None:
-        return lambda measure: measure()
+        return None
     same_quantization = config.model_dump(mode="json", exclude={"target_fidelity", "max_size_ratio", "time_limit_seconds"})
     key = (json.dumps(same_quantization, sort_keys=True), batches)
     return lambda measure: context.reuse.value("fallback_sensitivities", key, measure)
