@@ -10,6 +10,7 @@ from app.jobs.dispatch import dispatch_job
 from app.jobs.goal import check_goal
 from app.core.errors import Conflict, Invalid, NotFound
 from app.datasets import repository as datasets_repository
+from app.datasets.orm import Dataset
 from app.db.base import utcnow
 from app.job_logs import repository as job_logs_repository
 from app.job_logs.orm import API
@@ -26,7 +27,7 @@ from workers.engine.energy.intensity import carbon_intensity
 from workers.engine.errors import EngineUserError
 from workers.engine.presets import get_preset, preset_names, preset_recipe
 from workers.engine.recipe import Recipe, RecipeError
-from workers.engine.target import Target, step_task_problems, target_problems, task_problem
+from workers.engine.target import Target, changes_task, step_task_problems, target_problems, task_problem
 
 QUEUE_BY_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
 
@@ -94,6 +95,18 @@ def validate_target(recipe: Recipe, target: Target, device: str) -> None:
     if problems:
         errors = [{**problem, "loc": ["body", *problem["loc"]]} for problem in problems]
         raise Invalid(f"The recipe cannot build a result for {target.describe()}: {RecipeError(problems)}.", errors=errors)
+
+
+def validate_labelled_dataset(recipe: Recipe, dataset: Dataset | None) -> None:
+    """A finetune step trains on labels: the job's dataset must have a label column."""
+    if not changes_task(recipe.steps) or (dataset is not None and "label" in dataset.columns):
+        return
+    msg = (
+        "finetune trains on labels, and this job has no dataset" if dataset is None
+        else f"finetune trains on labels, and dataset {dataset.id} has no label column"
+    )
+    raise Invalid(f"{msg}: give dataset_id of a labelled dataset (label the rows first if needed).",
+                  errors=[{"loc": ["body", "dataset_id"], "msg": msg}])
 
 
 def validate_deployment_country(country: str | None) -> None:
@@ -173,6 +186,7 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             errors = [{**problem, "loc": ["body", *problem["loc"]]} for problem in step_problems]
             raise Invalid(f"The recipe does not fit this {model.task} model: {RecipeError(step_problems)}.",
                           errors=errors)
+        validate_labelled_dataset(recipe, dataset)
     limits.ensure_job_slot(session, settings, tenant)
     job = repository.add(
         session,

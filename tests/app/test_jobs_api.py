@@ -270,3 +270,22 @@ def test_an_executorch_target_is_recorded_and_a_causal_lm_is_refused_for_it(clie
     refused = submit(client, lm_id, target=target)
     assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["body", "target", "runtime"]
     assert "KV cache" in refused.json()["detail"]
+
+
+def test_finetune_needs_a_dataset_with_labels(client, tiny_encoder_zip, tmp_path):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    recipe = {"steps": [{"technique": "finetune", "params": {"epochs": 1}}]}
+    response = submit(client, model_id, recipe=recipe)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "dataset_id"] and "no dataset" in response.json()["detail"]
+
+    unlabelled = tmp_path / "texts.jsonl"
+    unlabelled.write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8")
+    dataset_id = upload(client, unlabelled, route="/v1/datasets").json()["id"]
+    response = submit(client, model_id, recipe=recipe, dataset_id=dataset_id)
+    assert response.status_code == 422 and "no label column" in response.json()["detail"]
+
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text('{"text": "one", "label": "a"}\n{"text": "two", "label": "b"}\n', encoding="utf-8")
+    dataset_id = upload(client, labelled, route="/v1/datasets").json()["id"]
+    assert submit(client, model_id, recipe=recipe, dataset_id=dataset_id).status_code == 202

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,8 +22,10 @@ from workers.engine.energy.meter import EnergyMeter, open_meter
 from workers.engine.energy.payback import payback_section
 from workers.engine.errors import EngineUserError
 from workers.engine.footprint.sections import footprint_sections
-from workers.engine.evaluation.data import EvalDataset, load_eval_dataset
-from workers.engine.evaluation.evaluate import ModelEvaluation, PreparedInputs, evaluate_model, prepare_inputs
+from workers.engine.evaluation.data import DatasetError, EvalDataset, load_eval_dataset
+from workers.engine.evaluation.evaluate import (
+    ModelEvaluation, PreparedInputs, evaluate_model, prepare_inputs, quality_report,
+)
 from workers.engine.evaluation.latency import latency_batch
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.evaluation.fidelity import item_fidelity, summarise_fidelity
@@ -65,7 +67,7 @@ from workers.engine.report import (
 from workers.engine.steps import StepEnvironment, apply_steps
 from workers.engine.shipping import package_result, result_parameters, result_runner_for
 from workers.engine.state import ModelState
-from workers.engine.target import Target, step_task_problems, target_problems, task_problem
+from workers.engine.target import Target, changes_task, step_task_problems, target_problems, task_problem
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -131,14 +133,26 @@ class _Loaded:
     # The texts steps calibrate and train on: the dataset itself, or a goal's search rows (held apart).
     calibration: EvalDataset
     calibration_label_ids: list[int] | None  # classifiers with labels: class id per row, UNLABELLED if none
+    calibration_label_names: list[str | None] | None  # the same rows' labels as the dataset writes them
     search_inputs: PreparedInputs | None = None  # a goal's search rows, tokenized
 
 
-def _labels(dataset: EvalDataset, task: str, config) -> np.ndarray | None:  # noqa: ANN001
+def _labels(dataset: EvalDataset, task: str, config, new_task: bool = False) -> np.ndarray | None:  # noqa: ANN001
     # Labels only mean something to a classifier; for other tasks they are ignored.
     if dataset.labels is None or task != "text-classification":
         return None
-    return encode_labels(dataset.labels, config.label2id, config.num_labels)
+    try:
+        return encode_labels(dataset.labels, config.label2id, config.num_labels)
+    except DatasetError:
+        if new_task:  # labels of the task a finetune step trains for, which the original does not know
+            return None
+        raise
+
+
+def _label_names(dataset: EvalDataset) -> list[str | None] | None:
+    if dataset.labels is None:
+        return None
+    return [None if label is None else str(label) for label in dataset.labels]
 
 
 def _load(request: PipelineRequest) -> _Loaded:
@@ -171,7 +185,9 @@ def _load(request: PipelineRequest) -> _Loaded:
         raise EngineUserError(
             f"sequence_length {settings.sequence_length} exceeds the model's limit of {limit} positions."
         )
-    labels, calibration_labels = _labels(dataset, info.task, config), _labels(calibration, info.task, config)
+    new_task = request.recipe is not None and changes_task(request.recipe.steps)
+    labels = _labels(dataset, info.task, config, new_task)
+    calibration_labels = _labels(calibration, info.task, config, new_task)
     tokenizer = load_tokenizer(request.model_dir)
     model = load_model(request.model_dir, info.task, request.device)
     inputs = prepare_inputs(tokenizer, dataset, settings, labels)
@@ -187,7 +203,7 @@ def _load(request: PipelineRequest) -> _Loaded:
     return _Loaded(
         info=info, dataset=dataset, tokenizer=tokenizer, model=model, inputs=inputs, calibration=calibration,
         calibration_label_ids=None if calibration_labels is None else [int(label) for label in calibration_labels],
-        search_inputs=search_inputs,
+        calibration_label_names=_label_names(calibration), search_inputs=search_inputs,
     )
 
 
@@ -210,6 +226,7 @@ def _step_environment(request: PipelineRequest, loaded: _Loaded) -> StepEnvironm
         work_dir=request.work_dir, device=request.device, target=request.target, max_batch=_max_batch(request.eval),
         tokenizer=loaded.tokenizer, sequence_length=request.eval.sequence_length,
         calibration_texts=loaded.calibration.texts, calibration_labels=loaded.calibration_label_ids,
+        calibration_label_names=loaded.calibration_label_names,
         model_paths=dict(request.model_paths), llm_python=request.llm_python,
     )
 
@@ -340,13 +357,17 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
             )
     del original_runner
 
-    search_report = None
+    search_report = task_reference = None
     if request.goal is None:
         # Back to where the steps run (they differ when, say, a GPU job targets the CPU).
         state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model.to(request.device))
         loaded.model = None  # the state owns it now, so a step that drops it frees the memory
-        step_probe = StepProbe(info.task, inputs.batches, original_eval.outputs, threads=original.latency.threads)
+        step_probe = StepProbe(
+            info.task, inputs.batches, original_eval.outputs, threads=original.latency.threads,
+            reference_dir=request.work_dir / "outputs" / "task-reference",
+        )
         state, step_reports = _apply_recipe(request, state, loaded, progress, meter, step_probe, gpu_peak)
+        task_reference = step_probe.task_reference
         progress("package", _PACKAGE, 0.0)
         with meter.stage("package"):
             packaged = package_result(
@@ -365,12 +386,20 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     gc.collect()
     progress("package", _PACKAGE, 1.0)
 
+    # After a finetune step the result does another task: it is scored on that task's labels, and compared
+    # with the model the finetune made rather than with the original.
+    result_task = info.task if task_reference is None else task_reference.task
+    result_inputs = inputs if task_reference is None else replace(
+        inputs, labels=_labels(loaded.dataset, result_task, task_reference)
+    )
+    reference_outputs = original_eval.outputs if task_reference is None else task_reference.outputs
+    reference_predictions = original_eval.predictions if task_reference is None else task_reference.predictions
     # Measured on the packaged file itself: what the user downloads is what the report describes.
-    result_runner = result_runner_for(packaged, request.target, info.task, loaded.tokenizer, original.latency.threads)
+    result_runner = result_runner_for(packaged, request.target, result_task, loaded.tokenizer, original.latency.threads)
     with meter.stage("evaluate_result"):
         result_eval = evaluate_model(
             result_runner,
-            info.task, inputs, settings, request.work_dir / "outputs" / "result",
+            result_task, result_inputs, settings, request.work_dir / "outputs" / "result",
             progress.phases("evaluate_result", _EVAL_RESULT),
         )
         if perplexity is not None:
@@ -380,14 +409,21 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
                 result_runner.model, perplexity.streams["dataset"].ids, request.target.device,
                 settings.latency_batch_sizes, max_positions(result_runner.model.config),
             )
-    items = item_fidelity(info.task, original_eval.outputs, result_eval.outputs)
-    fidelity = summarise_fidelity(info.task, items, inputs.num_samples)
+    items = item_fidelity(result_task, reference_outputs, result_eval.outputs)
+    fidelity = summarise_fidelity(result_task, items, inputs.num_samples)
     logger.info(
         "result measured from the package: %.2f MB; %s; %s %.4f",
         packaged.size_bytes() / 1e6, _latency_summary(result_eval.latency),
         fidelity.primary_metric, fidelity.metrics[fidelity.primary_metric],
     )
-    slices = slices_report(info.task, loaded.dataset, inputs, original_eval, result_eval, items, settings.slice_margin)
+    slices = slices_report(
+        result_task, loaded.dataset, result_inputs, reference_predictions, result_eval.predictions, items,
+        settings.slice_margin,
+    )
+    reference_quality = None
+    if task_reference is not None:
+        reference_quality = quality_report(result_inputs.labels, task_reference.predictions)
+        task_reference.outputs.remove()
     original_eval.outputs.remove()
     result_eval.outputs.remove()
     result = ModelSideReport(
@@ -418,10 +454,18 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     progress("report", _FINISH, 0.0)
     report = Report(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        model=ModelInfoReport(architecture=info.architecture, model_type=info.model_type, task=info.task),
+        model=ModelInfoReport(
+            architecture=info.architecture if task_reference is None else task_reference.architecture,
+            model_type=info.model_type, task=result_task,
+            original_task=None if task_reference is None else info.task,
+            original_architecture=None if task_reference is None else info.architecture,
+        ),
         original=original,
         result=result,
-        fidelity=FidelityReport(**asdict(fidelity)),
+        fidelity=FidelityReport(
+            **asdict(fidelity), reference="original" if task_reference is None else task_reference.step,
+            reference_quality=reference_quality,
+        ),
         ratios=compute_ratios(original, result),
         steps=step_reports,
         # Wall time up to the report; zipping, which follows, takes seconds at most.

@@ -33,6 +33,8 @@ class TechniqueConfig(BaseModel):
     # What the step consumes and produces; the recipe checks that consecutive steps fit.
     input_format: ClassVar[ModelFormat] = "torch"
     output_format: ClassVar[ModelFormat] = "torch"
+    # The task of the model a step returns, when it is not the task it was given (finetune: a classifier).
+    output_task: ClassVar[str | None] = None
 
     # Every step can carry one; the worker enforces it (the engine never sees the clock).
     time_limit_seconds: float | None = Field(

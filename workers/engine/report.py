@@ -99,6 +99,14 @@ class FidelityReport(_Strict):
     primary_metric: str
     num_samples: int
     num_tokens: int | None = Field(None, description="Tokens compared, for language models.")
+    reference: str = Field(
+        "original",
+        description='What the result is compared with: "original", or the finetune step whose model (a classifier '
+        'for the new task) the later steps compressed, e.g. "step 1 (finetune)".',
+    )
+    reference_quality: QualityReport | None = Field(
+        None, description="That finetuned model's accuracy on the evaluation rows, when it is not the original."
+    )
 
 
 class RatiosReport(_Strict):
@@ -127,7 +135,8 @@ class StepReport(_Strict):
     parameters_before: int | None = None
     parameters_after: int | None = None
     fidelity_after: StepFidelityReport | None = Field(
-        None, description="The model after this step against the original, on the first rows of the evaluation set."
+        None, description="The model after this step against the original (or, after a finetune step, against the "
+        "model it made), on the first rows of the evaluation set; null for the finetune step itself."
     )
     details: dict[str, Any] = Field(default_factory=dict, description="The technique's own figures.")
     peak_gpu_memory_mb: float | None = Field(
@@ -170,9 +179,13 @@ class EvaluationReport(_Strict):
 
 
 class ModelInfoReport(_Strict):
-    architecture: str
+    architecture: str = Field(description="The result's transformers class.")
     model_type: str
-    task: str
+    task: str = Field(description="The result's task.")
+    original_task: str | None = Field(
+        None, description="The uploaded model's task, when a finetune step trained the result for another one."
+    )
+    original_architecture: str | None = None
 
 
 class PackageFile(_Strict):

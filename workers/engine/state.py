@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.architectures.tasks import Task
+from workers.engine.errors import EngineUserError
 from workers.engine.export.onnx import count_onnx_parameters
 from workers.engine.registry import ModelFormat
 from workers.engine.reuse import ReuseCache
@@ -95,6 +96,9 @@ class StepContext:
     # For classifiers with a labelled dataset: one class id per calibration text, UNLABELLED (-1)
     # where a row has none (workers.engine.evaluation.quality); None otherwise.
     calibration_labels: list[int] | None = None
+    # The same rows' labels as the dataset names them (None where a row has none); None when the
+    # dataset has no label column. A step that trains for a new task (finetune) reads these.
+    calibration_label_names: list[str | None] | None = None
     on_progress: Callable[[float], None] = lambda fraction: None
     # Other uploaded model folders a step may name by id (e.g. distill's student_model_id); the
     # worker resolves them, so the engine never sees the database.
@@ -110,3 +114,14 @@ class StepContext:
     # Where each part of the step ran (e.g. {"training": "cuda", "kmeans": "cpu"}), so a cuda job's
     # report says what it left on the CPU.
     placement: dict[str, str] = field(default_factory=dict)
+
+    def uploaded_model(self, param: str, model_id: str, role: str) -> Path:
+        """The folder of the uploaded model a step's `param` names; EngineUserError when this job has none."""
+        folder = self.model_paths.get(model_id)
+        if folder is None:
+            known = ", ".join(sorted(self.model_paths)) or "none"
+            raise EngineUserError(
+                f"{param} {model_id!r} names no uploaded model available to this job (available: {known}); upload "
+                f"the {role} first and use its id."
+            )
+        return folder

@@ -14,6 +14,7 @@ from typing import Literal
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.devices import GpuMemoryPeak
+from workers.engine.evaluation.quality import encode_labels
 from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.registry import TechniqueConfig, get_technique
 from workers.engine.report import StepFidelityReport, StepReport
@@ -37,6 +38,7 @@ class StepEnvironment:
     sequence_length: int
     calibration_texts: list[str]
     calibration_labels: list[int] | None
+    calibration_label_names: list[str | None] | None = None
     model_paths: dict[str, Path] = field(default_factory=dict)
     llm_python: Path | None = None
     # A goal search's cache of what the untouched original yields; only the first step sees that model.
@@ -55,6 +57,7 @@ def apply_steps(
     """`stage_scope(stage)` wraps each step (the energy meter's stage, or nothing when the caller books
     the whole run as one); `on_progress(index, stage, fraction)` follows each step from 0 to 1."""
     reports = []
+    calibration_labels = environment.calibration_labels
     # Each step's "after" is the next one's "before": an ONNX state's count reads the whole file.
     size_before, parameters_before = state.size_bytes(), state.num_parameters()
     for index, step in enumerate(steps):
@@ -69,7 +72,8 @@ def apply_steps(
             sequence_length=environment.sequence_length,
             # Already in memory, so every step gets them; requires_data tells users which steps use them.
             calibration_texts=environment.calibration_texts,
-            calibration_labels=environment.calibration_labels,
+            calibration_labels=calibration_labels,
+            calibration_label_names=environment.calibration_label_names,
             on_progress=lambda fraction, index=index, stage=stage: on_progress(index, stage, fraction * 0.9),
             model_paths=dict(environment.model_paths),
             llm_python=environment.llm_python,
@@ -79,12 +83,23 @@ def apply_steps(
         logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())
         started = time.perf_counter()
         gpu_peak.start_segment()
+        task_before = state.task
         with stage_scope(stage):
             state = get_technique(step.technique).handler(step, state, context)
         wall_time_s = time.perf_counter() - started
         peak_gpu_memory_mb = gpu_peak.segment_mb()
-        # Measured outside the step's time: it is the report's cost, not the technique's.
-        fidelity = step_probe.measure(state, environment.tokenizer, environment.device)
+        if state.task != task_before:
+            # A step that trained for a new task (finetune) is what later steps are compared with, and
+            # the labels they train on are its classes.
+            step_probe.rebase(state, environment.tokenizer, environment.device, f"step {index + 1} ({step.technique})")
+            config = state.torch_model.config
+            calibration_labels = encode_labels(
+                environment.calibration_label_names, config.label2id, config.num_labels
+            ).tolist()
+            fidelity = None  # the new task's outputs have nothing to be compared with before this step
+        else:
+            # Measured outside the step's time: it is the report's cost, not the technique's.
+            fidelity = step_probe.measure(state, environment.tokenizer, environment.device)
         size_after, parameters_after = state.size_bytes(), state.num_parameters()
         reports.append(
             StepReport(
@@ -97,7 +112,7 @@ def apply_steps(
                 size_bytes_after=size_after,
                 parameters_before=parameters_before,
                 parameters_after=parameters_after,
-                fidelity_after=StepFidelityReport(
+                fidelity_after=None if fidelity is None else StepFidelityReport(
                     metrics=fidelity.metrics, primary_metric=fidelity.primary_metric, num_samples=fidelity.num_samples
                 ),
                 details=context.details,
@@ -106,9 +121,9 @@ def apply_steps(
             )
         )
         logger.info(
-            "step %d/%d done in %.1f s: %.2f MB (%s), %s %.4f on %d rows",
-            index + 1, len(steps), wall_time_s, reports[-1].size_bytes_after / 1e6, state.format,
-            fidelity.primary_metric, fidelity.metrics[fidelity.primary_metric], fidelity.num_samples,
+            "step %d/%d done in %.1f s: %.2f MB (%s)%s", index + 1, len(steps), wall_time_s,
+            reports[-1].size_bytes_after / 1e6, state.format, "" if fidelity is None else
+            f", {fidelity.primary_metric} {fidelity.metrics[fidelity.primary_metric]:.4f} on {fidelity.num_samples} rows",
         )
         on_progress(index, stage, 1.0)
         size_before, parameters_before = size_after, parameters_after

@@ -132,16 +132,30 @@ def _per_layer_widths(prune_params: dict[str, Any]) -> bool:
     return structure == "heads" or (structure == "neurons" and prune_params.get("scope", "global") == "global")
 
 
+def changes_task(steps) -> bool:  # noqa: ANN001 (technique configs)
+    """Whether a step of the recipe returns a model of another task (finetune)."""
+    return any(step.output_task is not None for step in steps)
+
+
 def step_task_problems(steps: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
-    """The recipe's steps (as dicts) that cannot take a model of `task`, as RecipeError-style problems."""
-    return [
-        _error(
-            ["recipe", "steps", index, "technique"],
-            f"llm_quantize compresses causal language models, and this model's task is {task}: use quantize",
-        )
-        for index, step in enumerate(steps)
-        if step.get("technique") == "llm_quantize" and task != "text-generation"
-    ]
+    """The recipe's steps (as dicts) that cannot take the model of `task` as the steps before them leave it,
+    as RecipeError-style problems."""
+    problems = []
+    for index, step in enumerate(steps):
+        loc = ["recipe", "steps", index, "technique"]
+        technique = step.get("technique")
+        if technique == "llm_quantize" and task != "text-generation":
+            problems.append(_error(
+                loc, f"llm_quantize compresses causal language models, and this model's task is {task}: use quantize"
+            ))
+        if technique == "finetune":
+            if task == "text-generation":
+                problems.append(_error(
+                    loc, "finetune trains encoders and classifiers for a classification task; this model is a causal "
+                    "language model: use distill to adapt it",
+                ))
+            task = "text-classification"
+    return problems
 
 
 def task_problem(target: Target, task: str) -> str | None:

@@ -82,10 +82,15 @@ def evaluate_model(
         **stats,
     )
 
-    quality = None
     row_predictions = np.concatenate(predictions) if predictions else None
-    if inputs.labels is not None and task == "text-classification":
-        labelled = inputs.labels != UNLABELLED
-        scores = classification_quality(inputs.labels[labelled], row_predictions[labelled])
-        quality = QualityReport(**scores, num_labelled=int(labelled.sum()))
+    quality = quality_report(inputs.labels, row_predictions) if task == "text-classification" else None
     return ModelEvaluation(outputs=store, latency=latency, quality=quality, predictions=row_predictions)
+
+
+def quality_report(labels: np.ndarray | None, predictions: np.ndarray | None) -> QualityReport | None:
+    """Accuracy and macro-F1 over the labelled rows; None without labels."""
+    if labels is None or predictions is None:
+        return None
+    labelled = labels != UNLABELLED
+    scores = classification_quality(labels[labelled], predictions[labelled])
+    return QualityReport(**scores, num_labelled=int(labelled.sum()))

@@ -14,7 +14,7 @@ import numpy as np
 
 from workers.engine.architectures.tasks import Task
 from workers.engine.evaluation.data import EvalDataset
-from workers.engine.evaluation.evaluate import ModelEvaluation, PreparedInputs
+from workers.engine.evaluation.evaluate import PreparedInputs
 from workers.engine.evaluation.fidelity import PRIMARY_METRIC, ItemFidelity, items_per_row
 from workers.engine.evaluation.quality import UNLABELLED
 from workers.engine.report import OverallSliceQuality, SliceResult, SlicesReport
@@ -131,14 +131,15 @@ def slices_report(
     task: Task,
     dataset: EvalDataset,
     inputs: PreparedInputs,
-    original: ModelEvaluation,
-    result: ModelEvaluation,
+    reference_predictions: np.ndarray | None,
+    result_predictions: np.ndarray | None,
     items: ItemFidelity,
     margin: float,
 ) -> SlicesReport:
-    """The pipeline's entry point: picks the metric, then groups the rows."""
+    """The pipeline's entry point: picks the metric, then groups the rows. The reference is the original,
+    or the model a finetune step made when the recipe has one."""
     if task == "text-classification" and inputs.labels is not None:
-        scores = accuracy_scores(inputs.labels, original.predictions, result.predictions)
+        scores = accuracy_scores(inputs.labels, reference_predictions, result_predictions)
     else:
         per_row = np.concatenate([items_per_row(task, batch["attention_mask"]) for batch in inputs.batches])
         scores = fidelity_scores(task, items, per_row)

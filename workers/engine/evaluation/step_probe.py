@@ -1,11 +1,15 @@
 """Measures the model after each recipe step on the first rows of the evaluation set, against the
 original's outputs already stored, so every step's report entry says what that step cost in fidelity.
 
+A step that trains for a new task (finetune) rebases the probe: the model it made, over the whole
+evaluation set, becomes what later steps and the final result are compared with.
+
 A probe is cheaper than the final evaluation (a few batches, no latency runs); the final figures
 are still measured on the packaged file over the whole set.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -28,9 +32,29 @@ class StepFidelity:
     num_samples: int
 
 
+@dataclass(frozen=True)
+class TaskReference:
+    """The model right after the step that changed the task, measured on every evaluation row."""
+
+    task: Task
+    step: str  # e.g. "step 1 (finetune)"
+    architecture: str
+    label2id: dict[str, int]
+    num_labels: int
+    outputs: OutputStore
+    predictions: np.ndarray | None  # class id per row, classifiers only
+
+
 class StepProbe:
-    def __init__(self, task: Task, batches: list[Batch], original: OutputStore, threads: int):
+    def __init__(
+        self, task: Task, batches: list[Batch], original: OutputStore, threads: int, reference_dir: Path | None = None
+    ):
+        """`reference_dir`: where a rebase stores the new reference's outputs on all of `batches`;
+        without it a rebase measures the probe rows only."""
         self.task = task
+        self.all_batches = batches
+        self.reference_dir = reference_dir
+        self.task_reference: TaskReference | None = None
         self.batches: list[Batch] = []
         self.reference: list[np.ndarray] = []
         rows = 0
@@ -59,3 +83,25 @@ class StepProbe:
         outputs = [reduce_output(self.task, runner(batch), batch["attention_mask"]) for batch in self.batches]
         summary = summarise_fidelity(self.task, item_fidelity(self.task, self.reference, outputs), self.rows)
         return StepFidelity(summary.metrics, summary.primary_metric, self.rows)
+
+    def rebase(
+        self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: Literal["cpu", "cuda"], step: str
+    ) -> None:
+        """Makes `state`, whose task differs from the probe's, the reference from now on."""
+        self.task = state.task
+        runner = self._runner(state, tokenizer, device)
+        batches = self.all_batches if self.reference_dir is not None else self.batches
+        outputs = [reduce_output(self.task, runner(batch), batch["attention_mask"]) for batch in batches]
+        self.reference = outputs[: len(self.batches)]
+        if self.reference_dir is None:
+            return
+        store = OutputStore(self.reference_dir)
+        for output in outputs:
+            store.append(output)
+        config = state.torch_model.config
+        self.task_reference = TaskReference(
+            task=state.task, step=step, architecture=(config.architectures or [type(state.torch_model).__name__])[0],
+            label2id=dict(config.label2id), num_labels=config.num_labels, outputs=store,
+            predictions=np.concatenate([output.argmax(axis=-1) for output in outputs])
+            if state.task == "text-classification" else None,
+        )

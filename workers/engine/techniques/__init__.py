@@ -6,6 +6,7 @@ Only the params are imported here; each handler is imported when a job first run
 from workers.engine.registry import register_technique
 from workers.engine.techniques.cluster_config import ClusterConfig
 from workers.engine.techniques.distill_config import DistillConfig
+from workers.engine.techniques.finetune_config import FinetuneConfig
 from workers.engine.techniques.huffman_config import HuffmanConfig
 from workers.engine.techniques.llm import LlmQuantizeConfig
 from workers.engine.techniques.low_rank_config import LowRankConfig
@@ -19,3 +20,4 @@ register_technique(ClusterConfig, "workers.engine.techniques.cluster:apply_clust
 register_technique(PruneConfig, "workers.engine.techniques.prune.handler:apply_prune")
 register_technique(DistillConfig, "workers.engine.techniques.distill:apply_distill")
 register_technique(LlmQuantizeConfig, "workers.engine.techniques.llm.handler:apply_llm_quantize")
+register_technique(FinetuneConfig, "workers.engine.techniques.finetune:apply_finetune")

@@ -146,13 +146,7 @@ def _build_student(config: DistillConfig, state: ModelState, context: StepContex
         return student, None, {
             "student_kind": "narrower_ffn", "student_width": config.student_width, "student_ffn_size": size,
         }
-    folder = context.model_paths.get(config.student_model_id)
-    if folder is None:
-        known = ", ".join(sorted(context.model_paths)) or "none"
-        raise EngineUserError(
-            f"student_model_id {config.student_model_id!r} names no uploaded model available to this job "
-            f"(available: {known}); upload the student first and use its id."
-        )
+    folder = context.uploaded_model("student_model_id", config.student_model_id, "student")
     student = load_uploaded_student(folder, teacher, state.task, context.tokenizer)
     return student, None, {"student_kind": "uploaded", "student_model_id": config.student_model_id}
 

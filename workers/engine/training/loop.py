@@ -13,7 +13,7 @@ from workers.engine.architectures.tasks import Task
 from workers.engine.errors import EngineUserError
 from workers.engine.students import layer_count
 from workers.engine.training.data import Example, augment, batch_indices, collate, tokenise
-from workers.engine.training.losses import causal_lm_loss, classifier_loss, encoder_loss
+from workers.engine.training.losses import UNLABELLED, causal_lm_loss, classifier_loss, encoder_loss
 from workers.engine.training.selection import SelectionLog, active_choice, random_choice, score_pool
 from workers.engine.training.settings import TrainingParams
 
@@ -48,13 +48,17 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
 
 
 class _Targets:
-    """The teacher's outputs for the transfer set, cached per example when they fit."""
+    """The teacher's outputs for the transfer set, cached per example when they fit; none without a
+    teacher (a classifier trained on its labels alone)."""
 
-    def __init__(self, teacher, task: Task, examples: list[Example], pad_id: int, layer_map: list[int] | None):
+    def __init__(
+        self, teacher, task: Task, examples: list[Example], pad_id: int, layer_map: list[int] | None,
+        device: torch.device,
+    ):
         self.teacher, self.task, self.examples, self.pad_id, self.layer_map = teacher, task, examples, pad_id, layer_map
-        self.device = next(teacher.parameters()).device
+        self.device = device
         self.cache: list[dict[str, torch.Tensor]] | None = None
-        if self._estimated_bytes() <= TEACHER_CACHE_BYTES:
+        if teacher is not None and self._estimated_bytes() <= TEACHER_CACHE_BYTES:
             self.cache = [None] * len(examples)
             # Sorted by length, so each chunk pads little.
             order = sorted(range(len(examples)), key=lambda index: len(examples[index].ids))
@@ -92,6 +96,8 @@ class _Targets:
         return targets
 
     def for_batch(self, indices: list[int], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.teacher is None:
+            return {}
         if self.cache is None:
             return self._compute(batch)
         width = batch["input_ids"].shape[1]
@@ -122,7 +128,9 @@ def _forward(model, task: Task, batch: dict[str, torch.Tensor], hidden: bool):
 def _loss(student, task: Task, batch, targets, settings: TrainingParams, layer_map: list[int] | None) -> torch.Tensor:
     outputs = _forward(student, task, batch, hidden=bool(layer_map))
     if task == "text-classification":
-        return classifier_loss(outputs.logits, targets["logits"], batch["labels"], settings.alpha, settings.temperature)
+        return classifier_loss(
+            outputs.logits, targets.get("logits"), batch["labels"], settings.alpha, settings.temperature
+        )
     if task == "text-generation":
         return causal_lm_loss(outputs.logits, targets["logits"], batch["attention_mask"], settings.temperature)
     student_hidden = [outputs.hidden_states[index + 1] for index in range(len(layer_map or []))]
@@ -170,7 +178,7 @@ def _apply_masks(bound: dict[torch.nn.Parameter, torch.Tensor]) -> None:
 
 def recover(
     student: torch.nn.Module,
-    teacher: torch.nn.Module,
+    teacher: torch.nn.Module | None,
     task: Task,
     texts: list[str],
     labels: list[int] | None,
@@ -189,8 +197,13 @@ def recover(
     weights stay zero. `layer_map[j]` is the teacher layer whose output student layer j is matched
     to (encoders, with hidden_state_weight > 0); by default the uniform map when hidden sizes agree.
     `dropout` keeps the student's dropout on while training; `train_embeddings` also trains the
-    input token embeddings, which are otherwise frozen.
+    input token embeddings, which are otherwise frozen. A classifier may have no teacher: it then
+    learns from the labels alone, and every text must have one.
     """
+    if teacher is None and (task != "text-classification" or labels is None or UNLABELLED in labels):
+        raise ValueError("training without a teacher needs a classifier and a label for every text")
+    if teacher is None and settings.selection == "active":
+        raise ValueError("active selection scores texts by the teacher: give a teacher, or choose random or all")
     if not texts:
         raise EngineUserError("Training needs texts: upload a dataset or use the builtin sample.")
     if labels is not None and len(labels) != len(texts):
@@ -205,7 +218,9 @@ def recover(
     else:
         layer_map = None
 
-    teacher.eval()
+    device = next(student.parameters()).device
+    if teacher is not None:
+        teacher.eval()
     bound_masks = _check_masks(student, masks or {})
     _apply_masks(bound_masks)
     log = SelectionLog(settings.selection, len(pool), settings.max_examples)
@@ -232,7 +247,7 @@ def recover(
                        settings.seed + round_number)
 
     examples = choose(0)
-    targets = _Targets(teacher, task, examples, pad_id, layer_map)
+    targets = _Targets(teacher, task, examples, pad_id, layer_map, device)
     # augment() puts the originals first, so the probe is the first texts, unaltered; it stays the first
     # round's, so the losses before and after are on the same texts.
     originals = chosen_counts[0]
@@ -262,7 +277,7 @@ def recover(
         while step < total_steps:
             if round_number > 0:
                 examples = choose(round_number)
-                targets = _Targets(teacher, task, examples, pad_id, layer_map)
+                targets = _Targets(teacher, task, examples, pad_id, layer_map, device)
             lengths = [len(example.ids) for example in examples]
             steps = min(phase_steps, total_steps - step)
             for indices in batch_indices(lengths, settings.batch_size, steps, settings.seed + round_number):

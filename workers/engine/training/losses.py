@@ -18,13 +18,16 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 def classifier_loss(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
     labels: torch.Tensor | None,
     alpha: float,
     temperature: float,
 ) -> torch.Tensor:
     """Mean over rows of α·CE(label) + (1−α)·T²·KL; a row without a label (UNLABELLED) has no hard
-    term, so its KL term is taken alone rather than scaled down by a weight meant for a pair."""
+    term, so its KL term is taken alone rather than scaled down by a weight meant for a pair. Without
+    teacher logits (fine-tuning on labels alone) it is the plain cross-entropy."""
+    if teacher_logits is None:
+        return F.cross_entropy(student_logits, labels)
     soft = soft_kl(student_logits, teacher_logits, temperature)
     if labels is None:
         return soft.mean()
