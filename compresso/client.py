@@ -115,6 +115,33 @@ class Client:
     def delete_dataset(self, dataset_id: str) -> None:
         self._request("DELETE", f"/v1/datasets/{dataset_id}")
 
+    def dataset_versions(self, dataset_id: str) -> list[Dataset]:
+        """Every version of the dataset, oldest first."""
+        return [Dataset.from_api(item) for item in self._request("GET", f"/v1/datasets/{dataset_id}/versions").json()]
+
+    def label_rows(self, dataset_id: str, labels: dict[int, str | None]) -> Dataset:
+        """Sets labels by 0-based row (None removes one) and returns the dataset's new version; the version
+        named is left as it was."""
+        body = {"labels": [{"row": row, "label": label} for row, label in sorted(labels.items())]}
+        return Dataset.from_api(self._request("POST", f"/v1/datasets/{dataset_id}/labels", json=body).json())
+
+    def suggest_labels(
+        self, dataset_id: str, model_id: str, n: int = 50, timeout: float | None = 600, poll_seconds: float = 1.0
+    ) -> dict[str, Any]:
+        """The n unlabelled rows most worth labelling for a classifier fine-tuned from model_id: waits while a
+        worker chooses them and returns the suggestion ({status, method, classes, rows: [{row, text, uncertainty,
+        predicted}]}), failed ones included (see "status" and "error"). WaitTimeout-free: past `timeout` the
+        suggestion is returned as it stands (queued or running)."""
+        route = f"/v1/datasets/{dataset_id}/suggest-labels"
+        suggestion = self._request("POST", route, params={"n": n}, json={"model_id": model_id}).json()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while suggestion["status"] in ("queued", "running"):
+            if deadline is not None and time.monotonic() >= deadline:
+                return suggestion
+            time.sleep(poll_seconds)
+            suggestion = self._request("GET", f"{route}/{suggestion['id']}").json()
+        return suggestion
+
     # Jobs
 
     def presets(self) -> list[dict[str, Any]]:

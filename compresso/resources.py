@@ -59,6 +59,11 @@ class Dataset:
     size_bytes: int
     sha256: str
     created_at: datetime
+    # Labelling makes a new version: the first version's id is the lineage every version shares.
+    version: int = 1
+    parent_id: str | None = None
+    lineage_id: str | None = None
+    num_labelled: int | None = None
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Dataset:

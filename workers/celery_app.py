@@ -7,6 +7,7 @@ from app.config import get_settings
 
 RUN_JOB_TASK = "compresso.run_job"
 DELIVER_WEBHOOK_TASK = "compresso.deliver_webhook"
+SUGGEST_LABELS_TASK = "compresso.suggest_labels"
 WEBHOOK_QUEUE = "webhooks"
 # Jobs go to cpu or gpu; webhook deliveries have a queue of their own, so a worker busy with an
 # hours-long job never holds back an event (run `compresso worker --queues webhooks` beside them).
@@ -30,7 +31,10 @@ def make_celery(broker_url: str) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        include=["workers.tasks.run_job", "workers.tasks.deliver_webhook", "workers.reconciler", "workers.node_heartbeat"],
+        include=[
+            "workers.tasks.run_job", "workers.tasks.deliver_webhook", "workers.tasks.suggest_labels", "workers.reconciler",
+            "workers.node_heartbeat",
+        ],
     )
     if broker_url.startswith(("redis://", "rediss://")):
         # Jobs run for hours: Redis must not redeliver a message that is still being worked on.

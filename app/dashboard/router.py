@@ -12,13 +12,16 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from markupsafe import Markup
 
 from app.config import get_settings
-from app.core.deps import SessionDep, SettingsDep
-from app.core.errors import AppError, Unauthorized
+from app.core.deps import SessionDep, SettingsDep, StorageDep
+from app.core.errors import AppError, Invalid, Unauthorized
 from app.core.routing import SessionRoute
 from app.dashboard import service
+from app.datasets import suggestions, versions
+from app.datasets.schemas import RowLabel
 from app.tenants import service as tenants_service
 from app.tenants.auth import KEY_COOKIE, PendingTenant, bearer_scheme, current_tenant
 from app.tenants.orm import Tenant
@@ -85,6 +88,55 @@ def models(request: Request, session: SessionDep, tenant: PageTenant):
 @router.get("/datasets", response_class=HTMLResponse)
 def datasets(request: Request, session: SessionDep, tenant: PageTenant):
     return render(request, "datasets.html", tenant, service.datasets_page(session, tenant.id))
+
+
+@router.get("/datasets/{dataset_id}/label", response_class=HTMLResponse)
+def labelling(request: Request, dataset_id: str, session: SessionDep, tenant: PageTenant, suggestion: str | None = None):
+    """Ask which rows to label, then label them one click per row; saving makes the dataset's next version."""
+    return _labelling(request, session, tenant, dataset_id, suggestion)
+
+
+def _labelling(
+    request: Request, session, tenant: Tenant, dataset_id: str, suggestion: str | None,  # noqa: ANN001
+    error: AppError | None = None,
+):
+    """The labelling page; a refused form is shown again with the reason, in the page's own words."""
+    context = service.labelling_page(session, tenant.id, dataset_id, suggestion)
+    context |= {"saved": request.query_params.get("saved"), "error": None if error is None else error.detail}
+    return render(request, "label.html", tenant, context, status_code=200 if error is None else error.status_code)
+
+
+@router.post("/datasets/{dataset_id}/suggest")
+def ask_for_suggestions(
+    request: Request, dataset_id: str, session: SessionDep, tenant: PageTenant,
+    model_id: Annotated[str, Form(max_length=64)], n: Annotated[int, Form()] = 50,
+):
+    try:
+        suggestion = suggestions.request_suggestions(session, tenant.id, dataset_id, model_id, n)
+    except Invalid as exc:
+        return _labelling(request, session, tenant, dataset_id, None, exc)
+    return RedirectResponse(f"/datasets/{dataset_id}/label?suggestion={suggestion.id}", status_code=303)
+
+
+@router.post("/datasets/{dataset_id}/label")
+async def save_labels(request: Request, dataset_id: str, session: SessionDep, storage: StorageDep, tenant: PageTenant):
+    """Fields label-<row> (a class clicked) and new-<row> (a class typed); a typed one wins."""
+    form = await request.form()
+    chosen: dict[int, str] = {}
+    for key, value in form.multi_items():
+        kind, _, row = key.partition("-")
+        if kind in ("label", "new") and row.isdigit() and isinstance(value, str) and value.strip():
+            if kind == "new" or int(row) not in chosen:
+                chosen[int(row)] = value.strip()[:200]
+    suggestion = form.get("suggestion") if isinstance(form.get("suggestion"), str) else None
+    try:
+        if not chosen:
+            raise Invalid("No row was labelled: click a class (or type one) for at least one row, then save.")
+        labels = [RowLabel(row=row, label=label) for row, label in sorted(chosen.items())]
+        version = await run_in_threadpool(versions.label_rows, session, storage, tenant.id, dataset_id, labels)
+    except Invalid as exc:
+        return await run_in_threadpool(_labelling, request, session, tenant, dataset_id, suggestion, exc)
+    return RedirectResponse(f"/datasets/{version.id}/label?saved={len(labels)}", status_code=303)
 
 
 # Declared before /jobs/{job_id}, which would otherwise take "new" for an id.

@@ -7,6 +7,9 @@ from sqlalchemy.orm import Session
 
 from app.dashboard.charts import all_charts
 from app.datasets import repository as datasets_repository
+from app.datasets import suggestions
+from app.datasets.schemas import SuggestionOut
+from app.datasets.service import get_dataset
 from app.db.base import as_utc, utcnow
 from app.job_logs import repository as job_logs_repository
 from app.jobs import repository as jobs_repository
@@ -29,7 +32,7 @@ class Column:
 
     key: str
     label: str
-    format: str = "text"  # text, count, megabytes, hash, list
+    format: str = "text"  # text, count, megabytes, hash, list, label_link
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,13 @@ DATASETS = UploadKind(
     columns=(
         Column("name", "Name"),
         Column("filename", "File"),
+        Column("version", "Version"),
         Column("num_rows", "Rows", "count"),
+        Column("num_labelled", "Labelled", "count"),
         Column("columns", "Columns", "list"),
         Column("size_bytes", "Size", "megabytes"),
         Column("sha256", "sha256", "hash"),
+        Column("id", "Labels", "label_link"),
     ),
 )
 
@@ -165,4 +171,20 @@ def new_job_page(session: Session, tenant_id: str) -> dict[str, Any]:
         "targets": TARGETS,
         # The preset buttons come from GET /v1/recipes/presets (recipe.js): one source of truth.
         "objectives": get_args(Objective),
+    }
+
+
+def labelling_page(session: Session, tenant_id: str, dataset_id: str, suggestion_id: str | None) -> dict[str, Any]:
+    """The dataset version, the models a suggestion can use, and the chosen suggestion (if any) to label."""
+    dataset = get_dataset(session, tenant_id, dataset_id)
+    suggestion = None
+    if suggestion_id is not None:
+        suggestion = SuggestionOut.of(suggestions.get_suggestion(session, tenant_id, dataset_id, suggestion_id))
+    return {
+        "dataset": dataset,
+        "versions": datasets_repository.lineage(session, tenant_id, dataset.lineage_id),
+        "models": [model for model in models_repository.list_all(session, tenant_id)
+                   if model.task in suggestions.SUGGESTION_TASKS],
+        "suggestion": suggestion,
+        "recent": datasets_repository.suggestions_for(session, tenant_id, dataset_id, limit=5),
     }

@@ -1,6 +1,12 @@
-"""The uploaded evaluation datasets table."""
+"""The uploaded datasets table, and the label suggestions asked for on them.
 
-from sqlalchemy import JSON, BigInteger, Integer, String
+A dataset row is immutable: labelling rows makes a new version (a new row and file, with parent_id and
+the first version's id as lineage_id), so a job that names a dataset id always reads the same rows.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, CreatedAtMixin, IdMixin
@@ -13,7 +19,33 @@ class Dataset(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     filename: Mapped[str] = mapped_column(String(255), nullable=False)
     num_rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Rows with a label; None for datasets uploaded before it was counted.
+    num_labelled: Mapped[int | None] = mapped_column(Integer, nullable=True)
     columns: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     storage_key: Mapped[str] = mapped_column(String(500), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), nullable=True)
+    lineage_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+
+
+# A suggestion's life: queued (sent to a CPU worker), running, then succeeded or failed.
+SUGGESTION_QUEUED, SUGGESTION_RUNNING, SUGGESTION_SUCCEEDED, SUGGESTION_FAILED = (
+    "queued", "running", "succeeded", "failed"
+)
+
+
+class LabelSuggestion(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
+    """The rows of a dataset version worth labelling next for a classifier built on a model."""
+
+    __tablename__ = "label_suggestions"
+
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False, index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), nullable=False)
+    n: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=SUGGESTION_QUEUED)
+    # workers.engine.label_suggestions.Suggestions.as_dict(): method, counts, classes and the rows.
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,10 +1,10 @@
 """Every query on the datasets table."""
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core.pagination import PageRequest, paginate
-from app.datasets.orm import Dataset
+from app.datasets.orm import Dataset, LabelSuggestion
 from app.tenants import scoping
 
 
@@ -34,3 +34,31 @@ def add(session: Session, dataset: Dataset) -> Dataset:
 def delete(session: Session, dataset: Dataset) -> None:
     session.delete(dataset)
     session.flush()
+
+
+def latest_version(session: Session, lineage_id: str) -> int:
+    return session.scalar(select(func.max(Dataset.version)).where(Dataset.lineage_id == lineage_id)) or 0
+
+
+def lineage(session: Session, tenant_id: str, lineage_id: str) -> list[Dataset]:
+    """Every version of one dataset, oldest first."""
+    query = select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.lineage_id == lineage_id)
+    return list(session.scalars(query.order_by(Dataset.version)))
+
+
+def add_suggestion(session: Session, suggestion: LabelSuggestion) -> LabelSuggestion:
+    session.add(suggestion)
+    session.flush()
+    return suggestion
+
+
+def get_suggestion(session: Session, suggestion_id: str) -> LabelSuggestion | None:
+    return session.get(LabelSuggestion, suggestion_id)
+
+
+def suggestions_for(session: Session, tenant_id: str, dataset_id: str, limit: int = 20) -> list[LabelSuggestion]:
+    """The dataset's latest suggestions, newest first."""
+    query = select(LabelSuggestion).where(
+        LabelSuggestion.tenant_id == tenant_id, LabelSuggestion.dataset_id == dataset_id
+    )
+    return list(session.scalars(query.order_by(LabelSuggestion.created_at.desc()).limit(limit)))

@@ -97,3 +97,18 @@ def test_a_reused_idempotency_key_returns_the_first_result(server_url, model_fol
             client.submit(first_model.id, QUANTIZE, name="another", idempotency_key=key)
         assert caught.value.type == "/problems/idempotency-key-reused"
         client.cancel(first.id)
+
+
+def test_suggest_labels_then_label_the_rows_into_a_new_version(server_url, model_id, dataset_file):
+    with Client(server_url) as client:
+        dataset = client.upload_dataset(dataset_file, "to-label")
+        assert (dataset.version, dataset.lineage_id, dataset.num_labelled) == (1, dataset.id, 0)
+        suggestion = client.suggest_labels(dataset.id, model_id, n=4, poll_seconds=0.2)
+        assert suggestion["status"] == "succeeded", suggestion
+        assert suggestion["method"] == "diversity" and len(suggestion["rows"]) == 4
+        rows = [item["row"] for item in suggestion["rows"]]
+        labelled = client.label_rows(dataset.id, {row: "news" if row % 2 == 0 else "chat" for row in rows})
+        assert (labelled.version, labelled.parent_id, labelled.num_labelled) == (2, dataset.id, 4)
+        assert [item.version for item in client.dataset_versions(dataset.id)] == [1, 2]
+        with pytest.raises(InvalidRequest):
+            client.label_rows(dataset.id, {99: "news"})

@@ -123,6 +123,29 @@ def _run(spec_path: Path, events: TextIO) -> int:
     return 0
 
 
+def _suggest(spec_path: Path, events: TextIO) -> int:
+    """`suggest-labels`: spec {model_dir, dataset_path, n, device, output_path}; the result is written to
+    output_path as JSON (workers.engine.label_suggestions.Suggestions)."""
+    from workers.engine.errors import EngineUserError
+    from workers.engine.label_suggestions import suggest_labels
+
+    try:
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        model_dir, dataset_path = Path(spec["model_dir"]), Path(spec["dataset_path"])
+        count, device, output_path = int(spec["n"]), spec.get("device", "cpu"), Path(spec["output_path"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        _emit(events, {"event": "error", "message": f"Invalid spec {spec_path}: {exc}"})
+        return EXIT_USER_ERROR
+    try:
+        result = suggest_labels(model_dir, dataset_path, count, device)
+    except EngineUserError as exc:
+        _emit(events, {"event": "error", "message": str(exc)})
+        return EXIT_USER_ERROR
+    output_path.write_text(json.dumps(result.as_dict()), encoding="utf-8")
+    _emit(events, {"event": "done", "output_path": str(output_path)})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.engine", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -134,13 +157,19 @@ def main(argv: list[str] | None = None) -> int:
             "eval, energy and dataset_sha256 (optional)."
         ),
     )
+    suggest = commands.add_parser(
+        "suggest-labels", help="Choose the unlabelled rows of a dataset most worth labelling for a classifier."
+    )
+    suggest.add_argument(
+        "--spec", type=Path, required=True, help="JSON file: model_dir, dataset_path, n, device, output_path."
+    )
     args = parser.parse_args(argv)
 
     events = _event_stream()
     signal.signal(signal.SIGTERM, _raise_terminated)
     _quiet_libraries()
     try:
-        return _run(args.spec, events)
+        return (_suggest if args.command == "suggest-labels" else _run)(args.spec, events)
     except Terminated:
         print("stopped by SIGTERM (a time limit or a shutdown)", file=sys.stderr)
         return EXIT_TERMINATED

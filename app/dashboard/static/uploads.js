@@ -44,7 +44,14 @@
   function cell(item, column) {
     const td = document.createElement("td");
     const value = item[column.key];
-    if (column.format === "count") { td.className = "num"; td.textContent = Number(value).toLocaleString("en-US"); }
+    if (value === null || value === undefined) td.textContent = "—";
+    else if (column.format === "count") { td.className = "num"; td.textContent = Number(value).toLocaleString("en-US"); }
+    else if (column.format === "label_link") {
+      const link = document.createElement("a");
+      link.href = `/datasets/${encodeURIComponent(value)}/label`;
+      link.textContent = "Label rows";
+      td.appendChild(link);
+    }
     else if (column.format === "megabytes") { td.className = "num"; td.textContent = megabytes(value); }
     else if (column.format === "hash") {
       td.className = "wide";
