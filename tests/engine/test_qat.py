@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
 import pytest
 import torch
 from onnx import numpy_helper
