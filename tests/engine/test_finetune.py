@@ -208,3 +208,11 @@ def test_a_finetune_recipe_on_a_causal_lm_is_refused_before_loading(tiny_models,
     )
     with pytest.raises(RecipeError, match="causal language model"):
         run_pipeline(request, lambda stage, fraction: None)
+
+
+def test_the_default_length_is_three_epochs_and_at_least_300_steps():
+    assert FinetuneConfig().training_settings(100).max_steps == 300  # 3 epochs would be 21 steps
+    assert FinetuneConfig().training_settings(4000).max_steps == 3 * 250
+    assert FinetuneConfig(batch_size=8).training_settings(1000).max_steps == 3 * 125
+    explicit = FinetuneConfig(epochs=2)
+    assert explicit.training_settings(100) is explicit

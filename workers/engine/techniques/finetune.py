@@ -177,7 +177,8 @@ def apply_finetune(config: FinetuneConfig, state: ModelState, context: StepConte
         return _accuracy(model, held_texts, held_ids, context.tokenizer, context.sequence_length)
 
     before = accuracy(student)
-    settings = config.model_copy(update={"epochs": config.training_epochs()})
+    copies = config.augment_copies if config.augment != "none" else 0
+    settings = config.training_settings(len(train_rows) * (1 + copies))
     stats = recover(
         student, teacher, "text-classification", [texts[row] for row in train_rows],
         [label_ids[row] for row in train_rows], context.tokenizer, settings, context.sequence_length,
