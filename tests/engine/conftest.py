@@ -27,6 +27,18 @@ LABELLED_ROWS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For a module's tests on tiny models: tiny matrices gain nothing from a second thread, and on a
+    shared machine the thread pool's synchronisation costs more than the work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-models")

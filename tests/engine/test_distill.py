@@ -44,14 +44,7 @@ SEQUENCE_LENGTH = 32
 FAST = {"max_steps": 16, "batch_size": 6, "lr": 3e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matrices gain nothing from a second thread, and on a shared machine the thread pool's
-    # synchronisation costs more than the work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_state(model_dir: Path) -> ModelState:

@@ -41,12 +41,7 @@ def topic_rows(count: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def state_of(model_dir: Path) -> ModelState:
