@@ -99,11 +99,10 @@ def test_causal_lms_and_impossible_recipes_are_refused_before_any_work(tiny_mode
     assert not (tmp_path / "work" / "steps").exists()
 
 
-def test_skip_leaves_the_named_layers_in_fp32(tiny_models, tmp_path):
-    quantize = {"technique": "quantize", "params": {"scheme": "int8_dynamic"}}
+def test_skip_leaves_the_named_layers_in_fp32(tiny_models, labelled_dataset, int8_classifier_run, tmp_path):
     skipping = {"technique": "quantize", "params": {"scheme": "int8_dynamic", "skip": [r"output\.dense$"]}}
-    everything = _run(tiny_models["encoder"], tmp_path / "all", [quantize]).report
-    report = _run(tiny_models["encoder"], tmp_path / "skip", [skipping]).report
+    everything = int8_classifier_run.report  # the same model with every layer quantized
+    report = _run(tiny_models["classifier"], tmp_path / "skip", [skipping], labelled_dataset).report
     details = report["steps"][0]["details"]
     assert details["left_layers"] and all(name.endswith("output.dense") for name in details["left_layers"])
     # The skipped layers really stay fp32 in the program: 4 bytes a weight instead of 1.

@@ -72,7 +72,8 @@ def test_jobs_survive_a_redis_restart_mid_job_and_while_queued(database, tmp_pat
         cluster.start_worker()
         with cluster.client() as client:
             running = submit(client, model_archive)
-            queued = submit(client, model_archive)  # behind the first: the worker runs one job at a time
+            # Behind the first (the worker runs one job at a time); its own length does not matter.
+            queued = submit(client, model_archive, evaluation={**STEADY_EVALUATION, "latency_repeats": 2})
             wait_until(lambda: job_state(client, running)["status"] == "running")
             assert job_state(client, queued)["status"] == "queued"
             # At least the queued job's message. The reconciler here runs every second with a 2 s grace,

@@ -99,16 +99,34 @@ def test_a_reused_idempotency_key_returns_the_first_result(server_url, model_fol
         client.cancel(first.id)
 
 
-def test_suggest_labels_then_label_the_rows_into_a_new_version(server_url, model_id, dataset_file):
+def test_suggest_label_then_finetune_the_new_version(server_url, model_id, dataset_file):
+    """Active learning for the user's labels, end to end with the real worker: ask which rows to label, label
+    them into a new dataset version, then fine-tune a classifier on that version and compress it."""
+    truth = [json.loads(line)["slice"] for line in dataset_file.read_text().splitlines()]
     with Client(server_url) as client:
         dataset = client.upload_dataset(dataset_file, "to-label")
         assert (dataset.version, dataset.lineage_id, dataset.num_labelled) == (1, dataset.id, 0)
-        suggestion = client.suggest_labels(dataset.id, model_id, n=4, poll_seconds=0.2)
+        suggestion = client.suggest_labels(dataset.id, model_id, n=8, poll_seconds=0.2)
         assert suggestion["status"] == "succeeded", suggestion
-        assert suggestion["method"] == "diversity" and len(suggestion["rows"]) == 4
+        assert suggestion["method"] == "diversity" and len(suggestion["rows"]) == 8
         rows = [item["row"] for item in suggestion["rows"]]
-        labelled = client.label_rows(dataset.id, {row: "news" if row % 2 == 0 else "chat" for row in rows})
-        assert (labelled.version, labelled.parent_id, labelled.num_labelled) == (2, dataset.id, 4)
+        labelled = client.label_rows(dataset.id, {row: truth[row] for row in rows})
+        assert (labelled.version, labelled.parent_id, labelled.num_labelled) == (2, dataset.id, 8)
         assert [item.version for item in client.dataset_versions(dataset.id)] == [1, 2]
         with pytest.raises(InvalidRequest):
             client.label_rows(dataset.id, {99: "news"})
+
+        recipe = {"steps": [
+            {"technique": "finetune", "params": {"lr": 3e-3, "epochs": 4, "batch_size": 4, "heldout_fraction": 0.25}},
+            {"technique": "quantize", "params": {"scheme": "int8_dynamic"}},
+        ]}
+        # Every row: a job reads the first max_samples rows, and the finetune trains on those.
+        evaluation = {**FAST_EVALUATION, "max_samples": 24}
+        job = client.submit(model_id, recipe, dataset_id=labelled.id, device="cpu", evaluation=evaluation)
+        done = client.wait(job.id, timeout=300, poll_seconds=0.2)
+        assert done.dataset_id == labelled.id  # the job records the version it used
+        report = client.report(job.id)
+    assert report["model"]["task"] == "text-classification" and report["fidelity"]["reference"] == "step 1 (finetune)"
+    finetune = report["steps"][0]["details"]
+    assert (finetune["labelled_rows"], finetune["heldout_rows"], finetune["training_rows"]) == (8, 2, 6)
+    assert sorted(finetune["classes"]) == sorted({truth[row] for row in rows})

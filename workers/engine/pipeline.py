@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -22,7 +21,7 @@ from workers.engine.energy.meter import EnergyMeter, open_meter
 from workers.engine.energy.payback import payback_section
 from workers.engine.errors import EngineUserError
 from workers.engine.footprint.sections import footprint_sections
-from workers.engine.evaluation.data import DatasetError, EvalDataset, load_eval_dataset
+from workers.engine.evaluation.data import EvalDataset, load_eval_dataset
 from workers.engine.evaluation.evaluate import (
     ModelEvaluation, PreparedInputs, evaluate_model, prepare_inputs, quality_report,
 )
@@ -33,7 +32,7 @@ from workers.engine.evaluation.generation import measure_generation
 from workers.engine.evaluation.perplexity import PerplexityProbe
 from workers.engine.evaluation.slices import slices_report
 from workers.engine.evaluation.step_probe import StepProbe
-from workers.engine.evaluation.quality import encode_labels
+from workers.engine.evaluation.quality import dataset_label_ids, label_names
 from workers.engine.evaluation.runners import TorchRunner, cuda_provider_available
 from workers.engine.loading import (
     load_config,
@@ -137,24 +136,6 @@ class _Loaded:
     search_inputs: PreparedInputs | None = None  # a goal's search rows, tokenized
 
 
-def _labels(dataset: EvalDataset, task: str, config, new_task: bool = False) -> np.ndarray | None:  # noqa: ANN001
-    # Labels only mean something to a classifier; for other tasks they are ignored.
-    if dataset.labels is None or task != "text-classification":
-        return None
-    try:
-        return encode_labels(dataset.labels, config.label2id, config.num_labels)
-    except DatasetError:
-        if new_task:  # labels of the task a finetune step trains for, which the original does not know
-            return None
-        raise
-
-
-def _label_names(dataset: EvalDataset) -> list[str | None] | None:
-    if dataset.labels is None:
-        return None
-    return [None if label is None else str(label) for label in dataset.labels]
-
-
 def _load(request: PipelineRequest) -> _Loaded:
     """Checks everything the user can get wrong before anything expensive runs, then loads."""
     settings = request.eval
@@ -186,8 +167,8 @@ def _load(request: PipelineRequest) -> _Loaded:
             f"sequence_length {settings.sequence_length} exceeds the model's limit of {limit} positions."
         )
     new_task = request.recipe is not None and changes_task(request.recipe.steps)
-    labels = _labels(dataset, info.task, config, new_task)
-    calibration_labels = _labels(calibration, info.task, config, new_task)
+    labels = dataset_label_ids(dataset, info.task, config, new_task)
+    calibration_labels = dataset_label_ids(calibration, info.task, config, new_task)
     tokenizer = load_tokenizer(request.model_dir)
     model = load_model(request.model_dir, info.task, request.device)
     inputs = prepare_inputs(tokenizer, dataset, settings, labels)
@@ -203,7 +184,7 @@ def _load(request: PipelineRequest) -> _Loaded:
     return _Loaded(
         info=info, dataset=dataset, tokenizer=tokenizer, model=model, inputs=inputs, calibration=calibration,
         calibration_label_ids=None if calibration_labels is None else [int(label) for label in calibration_labels],
-        calibration_label_names=_label_names(calibration), search_inputs=search_inputs,
+        calibration_label_names=label_names(calibration), search_inputs=search_inputs,
     )
 
 
@@ -390,7 +371,7 @@ def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyM
     # with the model the finetune made rather than with the original.
     result_task = info.task if task_reference is None else task_reference.task
     result_inputs = inputs if task_reference is None else replace(
-        inputs, labels=_labels(loaded.dataset, result_task, task_reference)
+        inputs, labels=dataset_label_ids(loaded.dataset, result_task, task_reference)
     )
     reference_outputs = original_eval.outputs if task_reference is None else task_reference.outputs
     reference_predictions = original_eval.predictions if task_reference is None else task_reference.predictions

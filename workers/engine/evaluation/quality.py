@@ -4,7 +4,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from workers.engine.evaluation.data import DatasetError
+from workers.engine.evaluation.data import DatasetError, EvalDataset
 
 
 UNLABELLED = -1
@@ -45,3 +45,24 @@ def classification_quality(labels: np.ndarray, predictions: np.ndarray) -> dict[
         denominator = predicted + actual
         f1_scores.append(2 * true_positive / denominator if denominator else 0.0)
     return {"accuracy": float(np.mean(labels == predictions)), "macro_f1": float(np.mean(f1_scores))}
+
+
+def dataset_label_ids(dataset: EvalDataset, task: str, config, new_task: bool = False) -> np.ndarray | None:  # noqa: ANN001
+    """The dataset's labels as class ids of `config` (label2id, num_labels), for a classifier; None for other
+    tasks, where labels mean nothing. With `new_task` (a finetune step trains for the dataset's classes),
+    labels the model does not know give None instead of an error."""
+    if dataset.labels is None or task != "text-classification":
+        return None
+    try:
+        return encode_labels(dataset.labels, config.label2id, config.num_labels)
+    except DatasetError:
+        if new_task:
+            return None
+        raise
+
+
+def label_names(dataset: EvalDataset) -> list[str | None] | None:
+    """The labels as the dataset writes them, as strings (None where a row has none)."""
+    if dataset.labels is None:
+        return None
+    return [None if label is None else str(label) for label in dataset.labels]
