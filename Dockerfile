@@ -25,6 +25,11 @@ COPY requirements-llm.txt ./
 RUN python -m venv /opt/llm && /opt/llm/bin/pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
     && /opt/llm/bin/pip install -r requirements-llm.txt
 ENV COMPRESSO_LLM_PYTHON=/opt/llm/bin/python
+# Flower (the federated step) pins older fastapi, starlette and protobuf: its own venv too.
+COPY requirements-federated.txt ./
+RUN python -m venv /opt/federated && /opt/federated/bin/pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
+    && /opt/federated/bin/pip install -r requirements-federated.txt
+ENV COMPRESSO_FEDERATED_PYTHON=/opt/federated/bin/python
 # torch first, in its own layer: it is by far the largest dependency and changes least often.
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 

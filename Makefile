@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 BOAVIZTA_VENV ?= .venv-boavizta
 # So does llm-compressor (the llm_quantize step): it pins older transformers (requirements-llm.txt).
 LLM_VENV ?= .venv-llm
+# So does Flower (the federated step): it pins older fastapi, starlette, protobuf (requirements-federated.txt).
+FEDERATED_VENV ?= .venv-federated
 
 .PHONY: run test install install-dev migrate benchmark screenshots openapi
 
@@ -27,14 +29,20 @@ $(LLM_VENV)/.installed: requirements-llm.txt
 	$(LLM_VENV)/bin/python -m pip install --quiet -r requirements-llm.txt
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed
+$(FEDERATED_VENV)/.installed: requirements-federated.txt
+	test -x $(FEDERATED_VENV)/bin/python || $(PYTHON) -m venv $(FEDERATED_VENV)
+	$(FEDERATED_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FEDERATED_VENV)/bin/python -m pip install --quiet -r requirements-federated.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed $(FEDERATED_VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed
+install: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed $(FEDERATED_VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-run: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed
+run: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed $(FEDERATED_VENV)/.installed
 	$(VENV)/bin/compresso serve
 
 # The engine's tests use no service, and the others mostly wait on servers, workers and outages: on CI's two

@@ -17,9 +17,11 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from pydantic import ValidationError
+
+from workers.engine.events import emit, event_stream
 
 EXIT_USER_ERROR = 2
 EXIT_FAILURE = 1
@@ -35,20 +37,6 @@ class Terminated(BaseException):
 
 def _raise_terminated(_signum, _frame) -> None:  # noqa: ANN001
     raise Terminated()
-
-
-def _event_stream() -> TextIO:
-    """Keeps the real stdout for events and points fd 1 (and sys.stdout) at stderr."""
-    sys.stdout.flush()
-    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return events
-
-
-def _emit(stream: TextIO, event: dict[str, Any]) -> None:
-    stream.write(json.dumps(event) + "\n")
-    stream.flush()
 
 
 def _quiet_libraries() -> None:
@@ -96,10 +84,10 @@ def _run(spec_path: Path, events: TextIO) -> int:
                 spec.pop(optional, None)  # absent or null: the defaults
         request = PipelineRequest(**spec, recipe=recipe, goal=goal)
     except RecipeError as exc:
-        _emit(events, {"event": "error", "message": f"Invalid recipe: {exc}", "errors": exc.errors})
+        emit(events, {"event": "error", "message": f"Invalid recipe: {exc}", "errors": exc.errors})
         return EXIT_USER_ERROR
     except (OSError, json.JSONDecodeError, ValidationError, EngineUserError, TypeError) as exc:
-        _emit(events, {"event": "error", "message": f"Invalid spec {spec_path}: {exc}"})
+        emit(events, {"event": "error", "message": f"Invalid spec {spec_path}: {exc}"})
         return EXIT_USER_ERROR
 
     import torch
@@ -108,18 +96,18 @@ def _run(spec_path: Path, events: TextIO) -> int:
 
     def on_progress(stage: str, fraction: float) -> None:
         stages[:] = [stage]
-        _emit(events, {"event": "progress", "stage": stage, "fraction": fraction})
+        emit(events, {"event": "progress", "stage": stage, "fraction": fraction})
 
     try:
-        result = run_pipeline(request, on_progress)
+        result = run_pipeline(request, on_progress, lambda event: emit(events, event))
     except EngineUserError as exc:
-        _emit(events, {"event": "error", "message": str(exc)})
+        emit(events, {"event": "error", "message": str(exc)})
         return EXIT_USER_ERROR
     except torch.OutOfMemoryError as exc:
         traceback.print_exc(file=sys.stderr)
-        _emit(events, {"event": "error", "message": gpu_out_of_memory_message(stages[0] if stages else None, exc)})
+        emit(events, {"event": "error", "message": gpu_out_of_memory_message(stages[0] if stages else None, exc)})
         return EXIT_GPU_OUT_OF_MEMORY
-    _emit(events, {"event": "done", "report_path": str(result.report_path), "model_zip": str(result.model_zip)})
+    emit(events, {"event": "done", "report_path": str(result.report_path), "model_zip": str(result.model_zip)})
     return 0
 
 
@@ -134,15 +122,15 @@ def _suggest(spec_path: Path, events: TextIO) -> int:
         model_dir, dataset_path = Path(spec["model_dir"]), Path(spec["dataset_path"])
         count, device, output_path = int(spec["n"]), spec.get("device", "cpu"), Path(spec["output_path"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        _emit(events, {"event": "error", "message": f"Invalid spec {spec_path}: {exc}"})
+        emit(events, {"event": "error", "message": f"Invalid spec {spec_path}: {exc}"})
         return EXIT_USER_ERROR
     try:
         result = suggest_labels(model_dir, dataset_path, count, device)
     except EngineUserError as exc:
-        _emit(events, {"event": "error", "message": str(exc)})
+        emit(events, {"event": "error", "message": str(exc)})
         return EXIT_USER_ERROR
     output_path.write_text(json.dumps(result.as_dict()), encoding="utf-8")
-    _emit(events, {"event": "done", "output_path": str(output_path)})
+    emit(events, {"event": "done", "output_path": str(output_path)})
     return 0
 
 
@@ -165,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    events = _event_stream()
+    events = event_stream()
     signal.signal(signal.SIGTERM, _raise_terminated)
     _quiet_libraries()
     try:
@@ -175,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TERMINATED
     except MemoryError:
         traceback.print_exc(file=sys.stderr)
-        _emit(events, {"event": "error", "message": "The engine ran out of memory."})
+        emit(events, {"event": "error", "message": "The engine ran out of memory."})
         return EXIT_OUT_OF_MEMORY
     except Exception:
         traceback.print_exc(file=sys.stderr)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from workers.engine.package import CONFIG_FILES, TOKENIZER_FILES
+from workers.engine.model_files import CONFIG_FILES, TOKENIZER_FILES
 
 # Per-layer shapes that a transformers config cannot express (see FINDINGS: transformers 5 has one
 # num_attention_heads and one intermediate_size for all layers); compresso's own loader reads it.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnx
 
+from workers.engine.model_files import CONFIG_FILES, TOKENIZER_FILES
 from workers.engine.packing.cpz import unpack_cpz
 from workers.engine.report import PackageFile
 
@@ -17,25 +18,6 @@ REPORT_FILE = "report.json"
 MODEL_CARD_FILE = "README.md"
 # Written after the result is measured (they describe it), so not counted in its size.
 _DOCUMENT_FILES = (REPORT_FILE, MODEL_CARD_FILE)
-CONFIG_FILES = {
-    "config.json": "transformers model config: architecture and, for classifiers, the label names.",
-    "generation_config.json": "transformers generation defaults for the language model.",
-    # The literal name: workers.engine.config_folder imports this module.
-    "pruned_shapes.json": "Per-layer attention heads and FFN widths after structured pruning, which config.json "
-    "cannot express; workers.engine.pruned_model.load_pruned_model(folder, task) rebuilds the torch model.",
-}
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-)
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 

@@ -82,10 +82,11 @@ _FINISH = (0.95, 1.0)
 
 
 class _Progress:
-    """Maps a phase's own 0..1 onto its slice of the job's progress."""
+    """Maps a phase's own 0..1 onto its slice of the job's progress; `announce` passes a step's other events
+    (a federated step's address) to the caller."""
 
-    def __init__(self, callback: ProgressCallback):
-        self.callback = callback
+    def __init__(self, callback: ProgressCallback, announce: Callable[[dict], None]):
+        self.callback, self.announce = callback, announce
 
     def __call__(self, stage: str, span: tuple[float, float], fraction: float) -> None:
         start, end = span
@@ -198,17 +199,20 @@ def _apply_recipe(
     def on_step_progress(index: int, stage: str, fraction: float) -> None:
         progress(stage, (_STEPS[0] + index * width, _STEPS[0] + (index + 1) * width), fraction)
 
-    return apply_steps(steps, state, _step_environment(request, loaded), step_probe, gpu_peak, meter.stage,
-                       on_step_progress)
+    return apply_steps(steps, state, _step_environment(request, loaded, progress.announce), step_probe, gpu_peak,
+                       meter.stage, on_step_progress)
 
 
-def _step_environment(request: PipelineRequest, loaded: _Loaded) -> StepEnvironment:
+def _step_environment(
+    request: PipelineRequest, loaded: _Loaded, announce: Callable[[dict], None] = lambda event: None
+) -> StepEnvironment:
     return StepEnvironment(
         work_dir=request.work_dir, device=request.device, target=request.target, max_batch=_max_batch(request.eval),
         tokenizer=loaded.tokenizer, sequence_length=request.eval.sequence_length,
         calibration_texts=loaded.calibration.texts, calibration_labels=loaded.calibration_label_ids,
         calibration_label_names=loaded.calibration_label_names,
         model_paths=dict(request.model_paths), llm_python=request.llm_python,
+        federation=request.federation, announce=announce,
     )
 
 
@@ -262,16 +266,18 @@ def _search(
     return outcome
 
 
-def run_pipeline(request: PipelineRequest, on_progress: ProgressCallback) -> PipelineResult:
+def run_pipeline(
+    request: PipelineRequest, on_progress: ProgressCallback, announce: Callable[[dict], None] = lambda event: None
+) -> PipelineResult:
+    """`announce` gets the events a step has for the worker besides progress (see workers.engine.events)."""
     # One energy tracker for the whole job, stopped however the job ends; it never fails the job.
     with open_meter(request.energy) as meter:
-        return _run(request, on_progress, meter)
+        return _run(request, _Progress(on_progress, announce), meter)
 
 
-def _run(request: PipelineRequest, on_progress: ProgressCallback, meter: EnergyMeter) -> PipelineResult:
+def _run(request: PipelineRequest, progress: _Progress, meter: EnergyMeter) -> PipelineResult:
     started = time.perf_counter()
     gpu_peak = GpuMemoryPeak()
-    progress = _Progress(on_progress)
     settings = request.eval
     request.work_dir.mkdir(parents=True, exist_ok=True)
 

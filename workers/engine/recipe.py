@@ -185,6 +185,14 @@ class Recipe:
     def referenced_models(self) -> list[str]:
         return sorted({model_id for step in self.steps for model_id in step.referenced_models().values()})
 
+    def referenced_site_datasets(self) -> list[tuple[int, Any]]:
+        """(step index, SiteDataset) for every site-held dataset a federated step trains on."""
+        return [
+            (index, entry)
+            for index, step in enumerate(self.steps)
+            for entry in getattr(step, "referenced_site_datasets", lambda: [])()
+        ]
+
     @property
     def requires_data(self) -> bool:
         return any(step.requires_data for step in self.steps)

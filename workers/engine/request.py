@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.engine.energy.settings import EnergySettings
 from workers.engine.evaluation.settings import EvalSettings
+from workers.engine.federated.config import FederationSettings
 from workers.engine.footprint.settings import FootprintSettings
 from workers.engine.recipe import Recipe
 from workers.engine.search.goal import Goal
@@ -38,6 +39,9 @@ class PipelineRequest(BaseModel):
     )
     llm_python: Path | None = Field(
         None, description="The interpreter that has llm-compressor; empty: .venv-llm beside the running venv."
+    )
+    federation: FederationSettings = Field(
+        default_factory=FederationSettings, description="Where a federated step's coordinator listens, and its Python."
     )
 
 

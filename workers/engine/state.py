@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from workers.engine.architectures.tasks import Task
 from workers.engine.errors import EngineUserError
 from workers.engine.export.onnx import count_onnx_parameters
+from workers.engine.federated.config import FederationSettings
 from workers.engine.registry import ModelFormat
 from workers.engine.reuse import ReuseCache
 from workers.engine.target import Target
@@ -114,6 +115,10 @@ class StepContext:
     # Where each part of the step ran (e.g. {"training": "cuda", "kmeans": "cpu"}), so a cuda job's
     # report says what it left on the CPU.
     placement: dict[str, str] = field(default_factory=dict)
+    # The worker's federated settings (federated steps), and how a step tells the worker something mid-step
+    # (the federated step's address, so that the worker starts the sites' clients).
+    federation: FederationSettings | None = None
+    announce: Callable[[dict], None] = lambda event: None
 
     def uploaded_model(self, param: str, model_id: str, role: str) -> Path:
         """The folder of the uploaded model a step's `param` names; EngineUserError when this job has none."""

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from workers.engine.devices import GpuMemoryPeak
 from workers.engine.evaluation.quality import encode_labels
+from workers.engine.federated.config import FederationSettings
 from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.registry import TechniqueConfig, get_technique
 from workers.engine.report import StepFidelityReport, StepReport
@@ -41,6 +42,8 @@ class StepEnvironment:
     calibration_label_names: list[str | None] | None = None
     model_paths: dict[str, Path] = field(default_factory=dict)
     llm_python: Path | None = None
+    federation: FederationSettings | None = None
+    announce: Callable[[dict], None] = lambda event: None
     # A goal search's cache of what the untouched original yields; only the first step sees that model.
     first_step_reuse: ReuseCache | None = None
 
@@ -77,6 +80,8 @@ def apply_steps(
             on_progress=lambda fraction, index=index, stage=stage: on_progress(index, stage, fraction * 0.9),
             model_paths=dict(environment.model_paths),
             llm_python=environment.llm_python,
+            federation=environment.federation,
+            announce=environment.announce,
             reuse=environment.first_step_reuse if index == 0 else None,
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)

@@ -141,9 +141,15 @@ def step_task_problems(steps: list[dict[str, Any]], task: str) -> list[dict[str,
     """The recipe's steps (as dicts) that cannot take the model of `task` as the steps before them leave it,
     as RecipeError-style problems."""
     problems = []
+    original_task = task
     for index, step in enumerate(steps):
         loc = ["recipe", "steps", index, "technique"]
         technique = step.get("technique")
+        if technique == "federated" and task != original_task:
+            problems.append(_error(
+                loc, "federated trains the model to reproduce the uploaded original, whose task an earlier finetune "
+                "step changed: put federated before finetune",
+            ))
         if technique == "llm_quantize" and task != "text-generation":
             problems.append(_error(
                 loc, f"llm_quantize compresses causal language models, and this model's task is {task}: use quantize"

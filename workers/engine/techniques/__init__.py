@@ -3,6 +3,7 @@
 Only the params are imported here; each handler is imported when a job first runs its technique.
 """
 
+from workers.engine.federated.config import FederatedConfig
 from workers.engine.registry import register_technique
 from workers.engine.techniques.cluster_config import ClusterConfig
 from workers.engine.techniques.distill_config import DistillConfig
@@ -21,3 +22,4 @@ register_technique(PruneConfig, "workers.engine.techniques.prune.handler:apply_p
 register_technique(DistillConfig, "workers.engine.techniques.distill:apply_distill")
 register_technique(LlmQuantizeConfig, "workers.engine.techniques.llm.handler:apply_llm_quantize")
 register_technique(FinetuneConfig, "workers.engine.techniques.finetune:apply_finetune")
+register_technique(FederatedConfig, "workers.engine.federated.handler:apply_federated")

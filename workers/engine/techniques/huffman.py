@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 from workers.engine.errors import EngineUserError
-from workers.engine.package import CONFIG_FILES, MODEL_FILE, TOKENIZER_FILES
+from workers.engine.model_files import CONFIG_FILES, TOKENIZER_FILES
+from workers.engine.package import MODEL_FILE
 from workers.engine.packing.cpz import CpzSummary, read_cpz, write_cpz
 from workers.engine.packing.onnx_symbols import find_symbol_spans
 from workers.engine.techniques.huffman_config import HuffmanConfig

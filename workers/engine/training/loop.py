@@ -156,6 +156,12 @@ def _mean_loss(student, task, examples, count: int, targets: _Targets, pad_id, s
     return total / count
 
 
+def zero_masks(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """0/1 masks of the named parameters' zeros, so recovery cannot regrow pruned weights."""
+    parameters = dict(model.named_parameters())
+    return {name: (parameters[name] != 0).to(parameters[name].dtype) for name in names}
+
+
 def _check_masks(student: torch.nn.Module, masks: dict[str, torch.Tensor]) -> dict[torch.nn.Parameter, torch.Tensor]:
     parameters = dict(student.named_parameters())
     bound = {}
@@ -190,6 +196,7 @@ def recover(
     layer_map: list[int] | None = None,
     dropout: bool = False,
     train_embeddings: bool = False,
+    proximal_mu: float = 0.0,
 ) -> RecoveryStats:
     """Fine-tunes `student` in place to reproduce `teacher` on `texts` (plus augmented copies).
 
@@ -198,7 +205,8 @@ def recover(
     to (encoders, with hidden_state_weight > 0); by default the uniform map when hidden sizes agree.
     `dropout` keeps the student's dropout on while training; `train_embeddings` also trains the
     input token embeddings, which are otherwise frozen. A classifier may have no teacher: it then
-    learns from the labels alone, and every text must have one.
+    learns from the labels alone, and every text must have one. `proximal_mu` > 0 adds FedProx's
+    proximal term, mu/2 x the squared distance of the trainable weights to where they started.
     """
     if teacher is None and (task != "text-classification" or labels is None or UNLABELLED in labels):
         raise ValueError("training without a teacher needs a classifier and a label for every text")
@@ -267,6 +275,7 @@ def recover(
         input_embeddings.requires_grad_(False)
     try:
         trainable = [parameter for parameter in student.parameters() if parameter.requires_grad]
+        anchors = [parameter.detach().clone() for parameter in trainable] if proximal_mu > 0 else []
         optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=0.01)
         warmup = max(1, round(WARMUP_FRACTION * total_steps))
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
@@ -283,6 +292,10 @@ def recover(
             for indices in batch_indices(lengths, settings.batch_size, steps, settings.seed + round_number):
                 batch = _batch(examples, indices, pad_id, targets.device)
                 loss = _loss(student, task, batch, targets.for_batch(indices, batch), settings, layer_map)
+                if anchors:
+                    loss = loss + proximal_mu / 2 * sum(
+                        (parameter - anchor).pow(2).sum() for parameter, anchor in zip(trainable, anchors)
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), MAX_GRAD_NORM)

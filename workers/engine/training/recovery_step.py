@@ -39,9 +39,3 @@ def recover_step(
         "recovery: %d steps over %d examples (%d texts) in %.0f s, loss %.4g -> %.4g",
         stats.steps, stats.examples_used, stats.original_examples, stats.seconds, stats.initial_loss, stats.final_loss,
     )
-
-
-def zero_masks(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    """0/1 masks of the named parameters' zeros, so recovery cannot regrow pruned weights."""
-    parameters = dict(model.named_parameters())
-    return {name: (parameters[name] != 0).to(parameters[name].dtype) for name in names}

@@ -23,7 +23,8 @@ from workers.engine.techniques.prune.config import PruneConfig
 from workers.engine.techniques.prune.importance import Calibration, calibration_batches, run_model
 from workers.engine.techniques.prune.structured import prune_structure
 from workers.engine.techniques.prune.unstructured import prune_weights
-from workers.engine.training.recovery_step import recover_step, zero_masks
+from workers.engine.training.loop import zero_masks
+from workers.engine.training.recovery_step import recover_step
 
 __all__ = ["apply_prune"]
 

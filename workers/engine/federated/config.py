@@ -1,0 +1,118 @@
+"""The `federated` technique's params (the handler is workers.engine.federated.handler): kept apart so
+that the API validates recipes without importing torch."""
+
+import re
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from workers.engine.registry import TechniqueConfig
+
+SITE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# The Celery queue a site's worker consumes (`compresso worker --site NAME`).
+SITE_QUEUE_PREFIX = "site."
+MAX_SITES = 64
+
+
+def site_queue(site: str) -> str:
+    return f"{SITE_QUEUE_PREFIX}{site}"
+
+
+class SiteDataset(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    site: str = Field(description="The site's name, as its worker was started with (compresso worker --site NAME).")
+    dataset_id: str = Field(
+        min_length=1,
+        description="A dataset registered as held by that site (POST /v1/sites/{site}/datasets): its rows stay there.",
+    )
+
+    @field_validator("site")
+    @classmethod
+    def _site_name(cls, value: str) -> str:
+        if not SITE_NAME.fullmatch(value):
+            raise ValueError("a site name is 1 to 63 lowercase letters, digits or '-', starting with a letter or digit")
+        return value
+
+
+class FederatedConfig(TechniqueConfig):
+    technique: ClassVar[str] = "federated"
+    version: ClassVar[int] = 1
+    description: ClassVar[str] = (
+        "Federated recovery or distillation: the current model (the output of earlier steps) learns to reproduce "
+        "the uploaded original on data held at several sites, which never leaves them. Each round, every site "
+        "trains the model locally for local_steps steps and sends back only its weights; the coordinator averages "
+        "them (fedavg, or fedprox, which keeps each site's weights near the round's) and sends the result out. "
+        "Runs on Flower; each site runs its own worker (compresso worker --site NAME)."
+    )
+    requires_data: ClassVar[bool] = False  # the sites' data, not the job's dataset
+
+    sites: list[SiteDataset] = Field(min_length=1, max_length=MAX_SITES, description="Where the data is, one entry per site.")
+    rounds: int = Field(3, ge=1, le=1000, description="Rounds of local training then aggregation.")
+    local_steps: int = Field(50, ge=1, le=100_000, description="Optimizer steps each site takes per round.")
+    aggregation: Literal["fedavg", "fedprox"] = Field(
+        "fedavg",
+        description="fedavg: the sites' weights averaged, weighted by their examples. fedprox: the same average, but "
+        "each site's loss adds proximal_mu/2 x the squared distance to the round's weights, which holds back sites "
+        "whose data differs from the others'.",
+    )
+    proximal_mu: float = Field(0.01, gt=0, le=100, description="fedprox only: weight of the proximal term.")
+    min_sites_per_round: int | None = Field(
+        None, ge=1, le=MAX_SITES,
+        description="A round whose results come from fewer sites fails the step. Sites that drop out (a worker "
+        "stopped, a network cut) are tolerated down to this. Empty: every site listed.",
+    )
+    connect_timeout_s: float = Field(
+        300, gt=0, le=24 * 3600,
+        description="How long the first round waits for every site to connect; it then starts with those that did, "
+        "if they are at least min_sites_per_round.",
+    )
+    round_timeout_s: float = Field(
+        1800, gt=0, le=7 * 24 * 3600,
+        description="A site that has not answered a round within this many seconds counts as dropped out.",
+    )
+    batch_size: int = Field(16, ge=1, le=256, description="Examples per local optimizer step.")
+    lr: float = Field(1e-4, gt=0, le=1, description="Peak learning rate of each site's AdamW, every round.")
+    temperature: float = Field(2.0, gt=0, le=100, description="Softens both output distributions before the KL term.")
+    alpha: float = Field(
+        0.5, ge=0, le=1,
+        description="Classifiers with labelled site data: weight of the cross-entropy on the labels; 1 - alpha "
+        "weighs the KL to the original.",
+    )
+    hidden_state_weight: float = Field(
+        30.0, ge=0, le=100, description="Encoders only: weight of the per-layer hidden-state MSE (see distill)."
+    )
+    seed: int = Field(0, ge=0, description="Seeds each site's shuffling, for repeatable runs.")
+
+    @field_validator("sites")
+    @classmethod
+    def _distinct_sites(cls, value: list[SiteDataset]) -> list[SiteDataset]:
+        names = [entry.site for entry in value]
+        if len(set(names)) != len(names):
+            raise ValueError("each site may appear once; a site's datasets are one entry")
+        return value
+
+    @model_validator(mode="after")
+    def _enough_sites(self) -> "FederatedConfig":
+        if self.min_sites_per_round is not None and self.min_sites_per_round > len(self.sites):
+            raise ValueError(
+                f"min_sites_per_round is {self.min_sites_per_round}, but only {len(self.sites)} sites are listed"
+            )
+        return self
+
+    @property
+    def required_sites(self) -> int:
+        return self.min_sites_per_round if self.min_sites_per_round is not None else len(self.sites)
+
+    def referenced_site_datasets(self) -> list[SiteDataset]:
+        return list(self.sites)
+
+
+class FederationSettings(BaseModel):
+    """The worker's side of a federated step (its settings, not the recipe's): where the coordinator listens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    python: str | None = Field(None, description="Flower's interpreter; empty: .venv-federated beside the running venv.")
+    bind_host: str = Field("127.0.0.1", description="Where the coordinator listens (a free port is picked).")
+    advertise_host: str | None = Field(None, description="The host sites connect to; empty: bind_host.")

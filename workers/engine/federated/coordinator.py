@@ -1,0 +1,186 @@
+"""The federated step's coordinator: a Flower server that sends the model to the sites' clients, lets each
+train locally, and averages what they send back (Flower's FedAvg or FedProx), round after round.
+
+Runs in Flower's virtualenv (requirements-federated.txt) as `python -m workers.engine.federated.coordinator
+--spec spec.json`, started by the step's handler, which reads its JSON-line events on stdout:
+listening, sites (who connected), round (one per round: who trained, who dropped out, the losses and bytes
+moved), done, error. The initial arrays come from a safetensors file and the final ones go to another.
+
+Flower's legacy `start_server` is used (deprecated since 1.13, still shipped): the newer SuperLink and
+SuperNode processes expect `flwr run` to ship an app bundle to long-lived nodes, while here each step starts
+one server for one run and site workers start one client each for it.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from flwr.common import FitIns, GetPropertiesIns, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server import ServerConfig, start_server
+from flwr.server.strategy import FedAvg, FedProx
+from safetensors.numpy import load_file, save_file
+
+from workers.engine.events import emit, event_stream
+from workers.parent_death import die_with_parent
+
+IDENTIFY_TIMEOUT_S = 60
+POLL_S = 0.5
+
+
+class FederationError(Exception):
+    """The run cannot go on (too few sites); the message says why."""
+
+
+def make_strategy(spec: dict, events):
+    base = FedProx if spec["aggregation"] == "fedprox" else FedAvg
+    options = {"proximal_mu": spec["proximal_mu"]} if base is FedProx else {}
+
+    class SiteStrategy(base):
+        """Flower's own averaging, with the sites known by name: only clients that present this run's
+        token take part, a round needs min_sites of them, and every round is reported."""
+
+        def __init__(self):
+            super().__init__(
+                fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=spec["min_sites"],
+                min_available_clients=spec["min_sites"], accept_failures=True,
+                initial_parameters=ndarrays_to_parameters(_load_arrays(spec["initial_path"], spec["names"])),
+                **options,
+            )
+            self.site_of: dict[str, str] = {}  # Flower client id -> site name
+            self.rejected: set[str] = set()
+            self.sampled: dict[str, str] = {}
+            self.round_started = 0.0
+            self.final_arrays = None
+            self.rounds: list[dict] = []
+
+        def initialize_parameters(self, client_manager):
+            # Flower asks for the initial weights once its gRPC server is up: sites can connect from now on.
+            emit(events, {"event": "listening", "address": spec["address"]})
+            return super().initialize_parameters(client_manager)
+
+        def _identify(self, client_manager) -> None:
+            # A copy: Flower's gRPC threads add and remove clients while this runs.
+            for cid, proxy in list(client_manager.all().items()):
+                if cid in self.site_of or cid in self.rejected:
+                    continue
+                try:
+                    properties = proxy.get_properties(GetPropertiesIns(config={}), IDENTIFY_TIMEOUT_S, None).properties
+                except Exception:  # noqa: BLE001 - it disconnected while asked; if it comes back, it is asked again
+                    continue
+                site = properties.get("site")
+                if properties.get("token") != spec["token"] or site not in spec["sites"] or site in self.site_of.values():
+                    self.rejected.add(cid)  # a stranger on the port, or a stale client of another run
+                    continue
+                self.site_of[cid] = site
+
+        def _wait_for_sites(self, client_manager) -> None:
+            deadline = time.monotonic() + spec["connect_timeout_s"]
+            while True:
+                self._identify(client_manager)
+                if len(self.site_of) == len(spec["sites"]) or time.monotonic() >= deadline:
+                    break
+                time.sleep(POLL_S)
+            connected = sorted(self.site_of.values())
+            missing = sorted(set(spec["sites"]) - set(connected))
+            emit(events, {"event": "sites", "connected": connected, "missing": missing})
+            if len(connected) < spec["min_sites"]:
+                raise FederationError(
+                    f"{len(connected)} of {len(spec['sites'])} sites connected within {spec['connect_timeout_s']:g} s "
+                    f"({', '.join(missing)} did not); at least {spec['min_sites']} are needed. Check that each site's "
+                    "worker runs (compresso worker --site NAME) and can reach this worker's federated address."
+                )
+
+        def configure_fit(self, server_round, parameters, client_manager):
+            if server_round == 1:
+                self._wait_for_sites(client_manager)
+            else:
+                self._identify(client_manager)  # a site that connected late joins from this round
+            available = client_manager.all()
+            clients = [available[cid] for cid in sorted(self.site_of, key=self.site_of.get) if cid in available]
+            if len(clients) < spec["min_sites"]:
+                raise FederationError(
+                    f"Round {server_round}: only {len(clients)} sites are still connected "
+                    f"({', '.join(sorted(self.site_of[client.cid] for client in clients)) or 'none'}); "
+                    f"min_sites_per_round is {spec['min_sites']}."
+                )
+            config = dict(spec["fit_config"], server_round=server_round)
+            if base is FedProx:
+                config["proximal_mu"] = self.proximal_mu
+            fit_ins = FitIns(parameters, config)
+            self.sampled = {client.cid: self.site_of[client.cid] for client in clients}
+            self.round_started = time.monotonic()
+            emit(events, {"event": "round_started", "round": server_round, "sites": sorted(self.sampled.values())})
+            return [(client, fit_ins) for client in clients]
+
+        def aggregate_fit(self, server_round, results, failures):
+            trained = {self.sampled[proxy.cid]: fit_res for proxy, fit_res in results}
+            dropped = sorted(set(self.sampled.values()) - set(trained))
+            if len(trained) < spec["min_sites"]:
+                raise FederationError(
+                    f"Round {server_round}: {len(trained)} sites sent results ({', '.join(sorted(trained)) or 'none'}; "
+                    f"{', '.join(dropped)} dropped out); min_sites_per_round is {spec['min_sites']}."
+                )
+            aggregated, metrics = super().aggregate_fit(server_round, results, failures)
+            self.final_arrays = parameters_to_ndarrays(aggregated)
+            array_bytes = sum(array.nbytes for array in self.final_arrays)
+            record = {
+                "round": server_round,
+                "sites": sorted(trained),
+                "dropped": dropped,
+                "examples": {site: res.num_examples for site, res in sorted(trained.items())},
+                "loss_before": {site: res.metrics.get("loss_before") for site, res in sorted(trained.items())},
+                "loss_after": {site: res.metrics.get("loss_after") for site, res in sorted(trained.items())},
+                "site_seconds": {site: res.metrics.get("seconds") for site, res in sorted(trained.items())},
+                "seconds": round(time.monotonic() - self.round_started, 3),
+                # The weights went to every sampled site and came back from those that finished.
+                "bytes_sent": array_bytes * len(self.sampled),
+                "bytes_received": array_bytes * len(trained),
+            }
+            self.rounds.append(record)
+            emit(events, {"event": "round", **record})
+            return aggregated, metrics
+
+    return SiteStrategy()
+
+
+def _load_arrays(path: str, names: list[str]):
+    tensors = load_file(path)
+    return [tensors[name] for name in names]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spec", type=Path, required=True)
+    args = parser.parse_args()
+    die_with_parent(signal.SIGKILL)  # an engine killed outright must not leave its coordinator listening
+    events = event_stream()
+    spec = json.loads(args.spec.read_text(encoding="utf-8"))
+    spec["fit_config"]["fixed_tensors"] = Path(spec.pop("fixed_path")).read_bytes()
+    strategy = make_strategy(spec, events)
+    try:
+        start_server(
+            server_address=spec["address"], strategy=strategy,
+            config=ServerConfig(num_rounds=spec["rounds"], round_timeout=spec["round_timeout_s"]),
+        )
+    except Exception as exc:  # noqa: BLE001 - whatever stopped the run, the engine must hear it
+        if not isinstance(exc, FederationError):
+            traceback.print_exc(file=sys.stderr)
+        emit(events, {"event": "error", "message": str(exc) if isinstance(exc, FederationError)
+                      else f"the coordinator failed: {type(exc).__name__}: {exc}"})
+        # start_server leaves its gRPC server's threads running when a round raises: end the process now.
+        os._exit(2)
+    if strategy.final_arrays is None:
+        emit(events, {"event": "error", "message": "No round produced weights."})
+        return 2
+    save_file(dict(zip(spec["names"], strategy.final_arrays, strict=True)), spec["result_path"])
+    emit(events, {"event": "done", "rounds": strategy.rounds})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The `federated` step's handler: runs the coordinator (Flower's server, in its own virtualenv) for the
+current model, tells the worker where it listens so that the sites' workers start their clients (the
+"federation" event of the engine's stream), follows the rounds, and loads the averaged weights back."""
+
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from safetensors.numpy import load_file, save_file
+
+import workers
+from workers.engine.errors import EngineUserError
+from workers.engine.federated.config import FederatedConfig, FederationSettings
+from workers.engine.federated.weights import load_arrays, model_description, pruned_names, split_state
+from workers.engine.state import ModelState, StepContext
+from workers.parent_death import PARENT_PID
+
+logger = logging.getLogger(__name__)
+
+REPOSITORY_ROOT = Path(workers.__file__).resolve().parents[1]
+# After its last event the coordinator stops Flower's server (a second, for the clients to hear it).
+COORDINATOR_EXIT_S = 30
+
+
+def default_federated_python() -> Path:
+    """The interpreter of .venv-federated beside the running venv, which `make install` builds."""
+    return Path(sys.prefix).parent / ".venv-federated" / "bin" / "python"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _coordinator_spec(
+    config: FederatedConfig, state: ModelState, context: StepContext, address: str, token: str
+) -> tuple[dict, list[str]]:
+    names, arrays, fixed = split_state(state.torch_model)
+    masked = pruned_names(state.torch_model, names, arrays)
+    initial_path, fixed_path = context.work_dir / "initial.safetensors", context.work_dir / "fixed.bin"
+    save_file(dict(zip(names, arrays)), str(initial_path))
+    description = model_description(state.config_dir, fixed)
+    fixed_path.write_bytes(description["fixed_tensors"])
+    spec = {
+        "address": address,
+        "token": token,
+        "sites": [entry.site for entry in config.sites],
+        "min_sites": config.required_sites,
+        "rounds": config.rounds,
+        "aggregation": config.aggregation,
+        "proximal_mu": config.proximal_mu,
+        "connect_timeout_s": config.connect_timeout_s,
+        "round_timeout_s": config.round_timeout_s,
+        "initial_path": str(initial_path),
+        "fixed_path": str(fixed_path),
+        "result_path": str(context.work_dir / "result.safetensors"),
+        "names": names,
+        # Every round's instructions to the sites: how to rebuild the model, and how to train it.
+        "fit_config": {
+            "config_files": description["config_files"],
+            "names": json.dumps(names),
+            "masked": json.dumps(masked),
+            "task": state.task,
+            "sequence_length": context.sequence_length,
+            "local_steps": config.local_steps,
+            "batch_size": config.batch_size,
+            "lr": config.lr,
+            "temperature": config.temperature,
+            "alpha": config.alpha,
+            "hidden_state_weight": config.hidden_state_weight,
+            "seed": config.seed,
+        },
+    }
+    return spec, names
+
+
+def _summary(rounds: list[dict], config: FederatedConfig) -> dict:
+    last = rounds[-1]
+    return {
+        "aggregation": config.aggregation,
+        "rounds_completed": len(rounds),
+        "sites": [entry.site for entry in config.sites],
+        "sites_in_last_round": last["sites"],
+        "dropped": sorted({site for record in rounds for site in record["dropped"]}),
+        "examples_per_site": last["examples"],
+        "local_steps": config.local_steps,
+        # Only weights moved: the sites' rows never left them.
+        "bytes_sent_to_sites": sum(record["bytes_sent"] for record in rounds),
+        "bytes_received_from_sites": sum(record["bytes_received"] for record in rounds),
+        "rounds": rounds,
+    }
+
+
+def apply_federated(config: FederatedConfig, state: ModelState, context: StepContext) -> ModelState:
+    if state.torch_model is None:
+        raise ValueError("federated needs a torch model.")
+    settings = context.federation or FederationSettings()
+    python = Path(settings.python) if settings.python else default_federated_python()
+    if not python.exists():
+        raise EngineUserError(
+            f"federated needs Flower's interpreter {python}, which does not exist: run `make install` (it builds "
+            ".venv-federated), or set COMPRESSO_FEDERATED_PYTHON to a Python that has flwr installed."
+        )
+    port = _free_port(settings.bind_host)
+    token = secrets.token_hex(16)
+    spec, names = _coordinator_spec(config, state, context, f"{settings.bind_host}:{port}", token)
+    spec_path = context.work_dir / "coordinator.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    env = {
+        **os.environ, PARENT_PID: str(os.getpid()),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    # stderr is the engine's own, so Flower's log lands in the job's log; stdout carries its events.
+    process = subprocess.Popen(
+        [str(python), "-m", "workers.engine.federated.coordinator", "--spec", str(spec_path)],
+        stdout=subprocess.PIPE, text=True, env=env, cwd=REPOSITORY_ROOT,
+    )
+    final = None
+    try:
+        for line in process.stdout:
+            event = json.loads(line)
+            kind = event["event"]
+            if kind == "listening":
+                context.announce({
+                    "event": "federation",
+                    "address": f"{settings.advertise_host or settings.bind_host}:{port}",
+                    "token": token,
+                    "sites": [entry.model_dump() for entry in config.sites],
+                    "task": state.task,
+                    "connect_timeout_s": config.connect_timeout_s,
+                    "run_timeout_s": config.connect_timeout_s + config.rounds * config.round_timeout_s,
+                })
+                logger.info("federated: waiting for %d sites on port %d", len(config.sites), port)
+            elif kind == "sites":
+                logger.info("federated: sites connected: %s; missing: %s",
+                            ", ".join(event["connected"]) or "none", ", ".join(event["missing"]) or "none")
+            elif kind == "round":
+                logger.info(
+                    "federated: round %d/%d from %s%s in %.1f s", event["round"], config.rounds, ", ".join(event["sites"]),
+                    f" ({', '.join(event['dropped'])} dropped out)" if event["dropped"] else "", event["seconds"],
+                )
+                context.on_progress(event["round"] / config.rounds)
+            elif kind in ("done", "error"):
+                final = event
+                break
+    finally:
+        # A SIGTERM to the engine (a time limit) must not leave the coordinator listening.
+        try:
+            code = process.wait(timeout=None if final is None else COORDINATOR_EXIT_S)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is None or final is None:
+            process.kill()
+            code = process.wait()
+    if final is not None and final["event"] == "error":
+        raise EngineUserError(f"The federated step failed: {final['message']}")
+    if final is None or code != 0:
+        raise RuntimeError(f"The federated coordinator failed (exit {code}); its log is above in the job log.")
+    result = load_file(spec["result_path"])
+    load_arrays(state.torch_model, names, [result[name] for name in names])
+    context.details.update(_summary(final["rounds"], config))
+    context.placement["training"] = "sites"
+    context.placement["aggregation"] = "cpu"
+    return state

@@ -1,0 +1,107 @@
+"""A site's side of a federated step: a Flower client that trains the model it is sent on the site's own
+rows, which it reads from the site's storage and never sends anywhere, and returns only the new weights,
+the number of examples and the losses.
+
+Runs in Flower's virtualenv as `python -m workers.engine.federated.site_client --spec spec.json`, started by
+the site's worker (workers/tasks/federated_site.py). Spec: server_address, token, site, teacher_dir (the
+job's original model, which each round's model learns to reproduce), task, dataset_path, device,
+connect_timeout_s. Events on stdout: connecting, round (per round trained), done, error.
+"""
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from flwr.client import NumPyClient, start_client
+
+from workers.engine.errors import EngineUserError
+from workers.engine.evaluation.data import load_eval_dataset
+from workers.engine.evaluation.quality import encode_labels
+from workers.engine.events import emit, event_stream
+from workers.engine.federated.weights import build_model, state_arrays
+from workers.engine.loading import load_model, load_tokenizer
+from workers.engine.training.loop import recover, zero_masks
+from workers.engine.training.settings import RecoverySettings
+from workers.parent_death import die_with_parent
+
+logger = logging.getLogger("workers.engine.federated.site")
+# Rows a site trains on at most; a site's dataset may be larger, the first rows are used (file order).
+MAX_SITE_ROWS = 100_000
+
+
+class SiteClient(NumPyClient):
+    def __init__(self, spec: dict, events):
+        self.spec, self.events = spec, events
+        self.device = spec.get("device", "cpu")
+        self.task = spec["task"]
+        teacher_dir = Path(spec["teacher_dir"])
+        self.tokenizer = load_tokenizer(teacher_dir)
+        self.teacher = load_model(teacher_dir, self.task, self.device)
+        dataset = load_eval_dataset(Path(spec["dataset_path"]), MAX_SITE_ROWS)
+        self.texts = dataset.texts
+        self.labels = None
+        if self.task == "text-classification" and dataset.labels is not None:
+            config = self.teacher.config
+            self.labels = encode_labels(dataset.labels, config.label2id, config.num_labels).tolist()
+        self.scratch = Path(tempfile.mkdtemp(prefix="compresso-site-"))
+
+    def get_properties(self, config):
+        return {"site": self.spec["site"], "token": self.spec["token"]}
+
+    def fit(self, parameters, config):
+        started = time.perf_counter()
+        server_round = int(config["server_round"])
+        names = json.loads(config["names"])
+        student = build_model(self.scratch / f"round-{server_round}", config, names, parameters, self.task, self.device)
+        settings = RecoverySettings(
+            max_steps=int(config["local_steps"]), batch_size=int(config["batch_size"]), lr=float(config["lr"]),
+            temperature=float(config["temperature"]), alpha=float(config["alpha"]),
+            hidden_state_weight=float(config["hidden_state_weight"]), augment="none",
+            # Each round shuffles differently, and so does each site.
+            seed=int(config["seed"]) + server_round,
+        )
+        masks = zero_masks(student, json.loads(config["masked"]))
+        stats = recover(
+            student, self.teacher, self.task, self.texts, self.labels, self.tokenizer, settings,
+            int(config["sequence_length"]), masks=masks, proximal_mu=float(config.get("proximal_mu", 0.0)),
+        )
+        seconds = round(time.perf_counter() - started, 3)
+        emit(self.events, {
+            "event": "round", "round": server_round, "examples": len(self.texts), "steps": stats.steps,
+            "loss_before": stats.initial_loss, "loss_after": stats.final_loss, "seconds": seconds,
+        })
+        metrics = {"loss_before": float(stats.initial_loss), "loss_after": float(stats.final_loss), "seconds": seconds}
+        return state_arrays(student, names), len(self.texts), metrics
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spec", type=Path, required=True)
+    args = parser.parse_args()
+    die_with_parent(signal.SIGKILL)  # a site worker that stops takes its client with it
+    events = event_stream()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    spec = json.loads(args.spec.read_text(encoding="utf-8"))
+    try:
+        client = SiteClient(spec, events)
+    except (EngineUserError, OSError, ValueError) as exc:
+        emit(events, {"event": "error", "message": f"The site could not prepare its data or model: {exc}"})
+        return 2
+    torch.manual_seed(0)
+    emit(events, {"event": "connecting", "address": spec["server_address"], "rows": len(client.texts)})
+    start_client(
+        server_address=spec["server_address"], client=client.to_client(), insecure=True,
+        max_wait_time=float(spec["connect_timeout_s"]),
+    )
+    emit(events, {"event": "done"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
