@@ -1,6 +1,6 @@
 """The `compresso` command: serve (embedded default), api, worker, migrate, unpack (a .cpz into a runnable
-folder), and keys/tenants administration; models, datasets and jobs are the client commands of
-compresso.cli, which talk to a server over HTTP."""
+folder), keys/tenants administration, and site add-dataset (app.sites.cli, on a site's host); models,
+datasets and jobs are the client commands of compresso.cli, which talk to a server over HTTP."""
 
 import argparse
 import logging
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.admin_cli import add_admin_commands, run_admin_command
 from app.config import Settings, get_settings
+from app.sites.cli import SITE_COMMAND, add_site_commands, site_name
 from compresso.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +115,27 @@ def check_worker_settings() -> None:
         check_storage(get_settings())
     except StorageConfigError as exc:
         raise SystemExit(f"COMPRESSO_STORAGE_URL: {exc}") from exc
+
+
+def worker_queues(queues: str | None, site: str | None) -> str:
+    """What `compresso worker` consumes: --queues (default cpu) and, with --site, the site's own queue,
+    alone unless --queues names others too. ValueError names a queue no worker may consume."""
+    from workers.celery_app import QUEUES
+    from workers.engine.federated.config import SITE_NAME, SITE_QUEUE_PREFIX, site_queue
+
+    names = [] if queues is None and site is not None else ("cpu" if queues is None else queues).split(",")
+    if site is not None:
+        names.append(site_queue(site))
+    # site.NAME is accepted in --queues too: a gpu supervisor restarts its workers with the queues resolved.
+    unknown = [
+        name for name in names
+        if name not in QUEUES
+        and not (name.startswith(SITE_QUEUE_PREFIX) and SITE_NAME.fullmatch(name.removeprefix(SITE_QUEUE_PREFIX)))
+    ]
+    if unknown:
+        raise ValueError(f"unknown queue(s) {', '.join(sorted(unknown))}; allowed: {', '.join(QUEUES)} (and a site's "
+                         "queue, with --site NAME)")
+    return ",".join(dict.fromkeys(names))
 
 
 def run_worker(queues: str, concurrency: int) -> None:
@@ -329,7 +351,14 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--host", default=settings.host)
         sub.add_argument("--port", type=int, default=settings.port)
     worker = commands.add_parser("worker", help="run a worker consuming the given queues")
-    worker.add_argument("--queues", default="cpu", help="comma-separated: cpu, gpu, webhooks (e.g. cpu,gpu)")
+    worker.add_argument(
+        "--queues", help="comma-separated: cpu, gpu, webhooks (e.g. cpu,gpu); default cpu, or none beside --site"
+    )
+    worker.add_argument(
+        "--site", type=site_name,
+        help="a site's worker: consumes the site's queue (site.NAME), where federated steps send the training on "
+        "its datasets",
+    )
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once by this worker")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("openapi", help="print the OpenAPI document (what /openapi.json serves)")
@@ -339,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     unpack_parser.add_argument("--force", action="store_true", help="write into a non-empty folder, replacing files")
     add_admin_commands(commands)
     add_client_commands(commands)
+    add_site_commands(commands)
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -346,19 +376,18 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "api":
         run_api(args.host, args.port)
     elif args.command == "worker":
-        from workers.celery_app import QUEUES
-
-        unknown = set(args.queues.split(",")) - set(QUEUES)
-        if unknown:
-            parser.error(f"unknown queue(s) {', '.join(sorted(unknown))}; allowed: {', '.join(QUEUES)}")
-        run_worker(args.queues, args.concurrency)
+        try:
+            queues = worker_queues(args.queues, args.site)
+        except ValueError as exc:
+            parser.error(str(exc))
+        run_worker(queues, args.concurrency)
     elif args.command == "migrate":
         migrate()
     elif args.command == "openapi":
         print(openapi_document())
     elif args.command == "unpack":
         raise SystemExit(unpack(args.source, args.out_dir, args.force))
-    elif args.command in CLIENT_COMMANDS:
+    elif args.command in (*CLIENT_COMMANDS, SITE_COMMAND):
         raise SystemExit(run_client_command(args))
     else:
         run_admin_command(args)

@@ -203,6 +203,27 @@ class Settings(BaseSettings):
         "older transformers and compressed-tensors). Empty: .venv-llm beside the running venv, which `make install` "
         "builds.",
     )
+    federated_python: Path | None = Field(
+        None,
+        description="Python of the isolated environment that has Flower, for federated steps and site workers (it pins "
+        "older fastapi, starlette and protobuf). Empty: .venv-federated beside the running venv, which `make install` "
+        "builds.",
+    )
+    federated_bind_host: str = Field(
+        "127.0.0.1",
+        description="Where a worker running a federated step listens for its sites' Flower clients (a free port is "
+        "picked per step). 0.0.0.0 when sites run on other hosts.",
+    )
+    federated_advertise_host: str | None = Field(
+        None,
+        description="The host name or address that site workers connect to, when it differs from "
+        "COMPRESSO_FEDERATED_BIND_HOST (e.g. bound on 0.0.0.0, reached as coordinator.internal).",
+    )
+    site_data_dir: Path | None = Field(
+        None,
+        description="On a site's host: where the site's datasets are kept (compresso site add-dataset writes them, "
+        "the site worker reads them); they are never copied to the central storage. Empty: data_dir/sites.",
+    )
 
     @field_validator("metrics_token", mode="before")
     @classmethod
@@ -228,6 +249,8 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "storage"
+        if self.site_data_dir is None:
+            self.site_data_dir = self.data_dir / "sites"
         self.storage_dir = self.storage_dir.resolve()
         return self
 

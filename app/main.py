@@ -35,6 +35,7 @@ from app.metrics.router import router as metrics_router
 from app.models.router import router as models_router
 from app.reports.router import router as reports_router
 from app.recipes.router import router as recipes_router
+from app.sites.router import router as sites_router
 from app.techniques.router import router as techniques_router
 from app.webhooks.router import router as webhooks_router
 from workers.engine.registry import technique_names
@@ -145,7 +146,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(DataError, handle_unusable_value)
     # Tenant data: a key may be required, ids may be unknown, parameters may be invalid, the database may be down.
     for router in (
-        models_router, datasets_router, jobs_router, job_logs_router, artifacts_router, reports_router, webhooks_router
+        models_router, datasets_router, sites_router, jobs_router, job_logs_router, artifacts_router, reports_router,
+        webhooks_router,
     ):
         app.include_router(router, responses=problem_responses(400, 401, 404, 422, 503))
     for router in (

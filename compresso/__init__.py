@@ -22,7 +22,7 @@ from compresso.errors import (
     Unauthorized,
     WaitTimeout,
 )
-from compresso.resources import Artifact, Dataset, Job, Model, StepProgress
+from compresso.resources import Artifact, Dataset, Job, Model, Site, StepProgress
 
 __all__ = [
     "Artifact",
@@ -37,6 +37,7 @@ __all__ = [
     "JobFailed",
     "Model",
     "NotFound",
+    "Site",
     "StepProgress",
     "Unauthorized",
     "WaitTimeout",

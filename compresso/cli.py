@@ -251,7 +251,8 @@ def _jobs_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
 # Parsers
 
 
-def _common_options() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
+    """--url, --api-key and --json: taken by every client command, and by the server's `compresso site`."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"the server (default: $COMPRESSO_URL, else {DEFAULT_URL})")
     common.add_argument("--api-key", help="the tenant's API key (default: $COMPRESSO_API_KEY)")
@@ -260,7 +261,7 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def add_client_commands(commands: argparse._SubParsersAction) -> None:
-    common = _common_options()
+    common = common_options()
 
     def leaf(group: argparse._SubParsersAction, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
         parser = group.add_parser(name, help=help_text, parents=[common])

@@ -17,7 +17,7 @@ import httpx
 
 from compresso.errors import ChecksumMismatch, ConnectionFailed, JobFailed, WaitTimeout, error_from_response
 from compresso.files import ARCHIVE_SUFFIXES, ByteProgress, ProgressReader, archive_name, load_document, zip_folder
-from compresso.resources import Dataset, Job, Model
+from compresso.resources import Dataset, Job, Model, Site
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
@@ -141,6 +141,24 @@ class Client:
             time.sleep(poll_seconds)
             suggestion = self._request("GET", f"{route}/{suggestion['id']}").json()
         return suggestion
+
+    # Sites
+
+    def register_site_dataset(
+        self, site: str, *, name: str, filename: str, sha256: str, num_rows: int, num_labelled: int,
+        columns: list[str] | tuple[str, ...], size_bytes: int, idempotency_key: str | None = None,
+    ) -> Dataset:
+        """Registers a dataset held by `site`: its metadata only, the rows stay there. `compresso site
+        add-dataset` on the site's host checks the file, places it and calls this."""
+        body = {"name": name, "filename": filename, "sha256": sha256, "num_rows": num_rows,
+                "num_labelled": num_labelled, "columns": list(columns), "size_bytes": size_bytes}
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        response = self._request("POST", f"/v1/sites/{site}/datasets", json=body, headers=headers)
+        return Dataset.from_api(response.json())
+
+    def sites(self) -> list[Site]:
+        """The sites that hold the tenant's datasets, with their dataset counts and whether a worker serves each."""
+        return [Site.from_api(item) for item in self._request("GET", "/v1/sites").json()]
 
     # Jobs
 

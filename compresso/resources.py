@@ -1,4 +1,4 @@
-"""Typed, read-only views of what the API returns: models, datasets, jobs and their artifacts.
+"""Typed, read-only views of what the API returns: models, datasets, sites, jobs and their artifacts.
 
 Each is built from the API's JSON with `from_api`, which keeps the fields named here and drops the rest,
 so a newer server that adds fields does not break an older client.
@@ -64,10 +64,24 @@ class Dataset:
     parent_id: str | None = None
     lineage_id: str | None = None
     num_labelled: int | None = None
+    # The site whose host holds the rows (they never reach the server); None for an upload.
+    site: str | None = None
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Dataset:
         return _build(cls, data, columns=tuple(data["columns"]), created_at=_datetime(data["created_at"]))
+
+
+@dataclass(frozen=True)
+class Site:
+    site: str
+    datasets: int  # the tenant's datasets this site holds
+    queue: str  # what its worker consumes: site.<name>
+    worker_alive: bool  # a worker on that queue sent a heartbeat recently
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Site:
+        return _build(cls, data)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from app.config import get_settings
 from app.core.deps import SessionDep, SettingsDep, StorageDep
-from app.core.errors import AppError, Invalid, Unauthorized
+from app.core.errors import AppError, Conflict, Invalid, Unauthorized
 from app.core.routing import SessionRoute
 from app.dashboard import service
 from app.datasets import suggestions, versions
@@ -113,7 +113,7 @@ def ask_for_suggestions(
 ):
     try:
         suggestion = suggestions.request_suggestions(session, tenant.id, dataset_id, model_id, n)
-    except Invalid as exc:
+    except (Invalid, Conflict) as exc:  # Conflict: a site-held dataset, whose rows are not here
         return _labelling(request, session, tenant, dataset_id, None, exc)
     return RedirectResponse(f"/datasets/{dataset_id}/label?suggestion={suggestion.id}", status_code=303)
 
@@ -134,7 +134,7 @@ async def save_labels(request: Request, dataset_id: str, session: SessionDep, st
             raise Invalid("No row was labelled: click a class (or type one) for at least one row, then save.")
         labels = [RowLabel(row=row, label=label) for row, label in sorted(chosen.items())]
         version = await run_in_threadpool(versions.label_rows, session, storage, tenant.id, dataset_id, labels)
-    except Invalid as exc:
+    except (Invalid, Conflict) as exc:
         return await run_in_threadpool(_labelling, request, session, tenant, dataset_id, suggestion, exc)
     return RedirectResponse(f"/datasets/{version.id}/label?saved={len(labels)}", status_code=303)
 

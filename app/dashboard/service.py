@@ -166,7 +166,8 @@ def datasets_page(session: Session, tenant_id: str) -> dict[str, Any]:
 def new_job_page(session: Session, tenant_id: str) -> dict[str, Any]:
     return {
         "models": models_repository.list_all(session, tenant_id),
-        "datasets": datasets_repository.list_all(session, tenant_id),
+        # A site-held dataset is refused as a job's dataset: its rows are at the site.
+        "datasets": [dataset for dataset in datasets_repository.list_all(session, tenant_id) if dataset.site is None],
         "devices": DEVICES,
         "targets": TARGETS,
         # The preset buttons come from GET /v1/recipes/presets (recipe.js): one source of truth.

@@ -2,6 +2,8 @@
 
 A dataset row is immutable: labelling rows makes a new version (a new row and file, with parent_id and
 the first version's id as lineage_id), so a job that names a dataset id always reads the same rows.
+A site-held dataset (app.sites) is a row alone: its file stays on the site's host, and its storage_key
+is a site:// reference that no central storage resolves.
 """
 
 from datetime import datetime
@@ -28,6 +30,8 @@ class Dataset(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), nullable=True)
     lineage_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    # The site whose host holds the rows; None for a dataset uploaded here, in central storage.
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 # A suggestion's life: queued (sent to a CPU worker), running, then succeeded or failed.

@@ -51,7 +51,8 @@ def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep):
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
 def delete_dataset(dataset_id: str, session: SessionDep, storage: StorageDep, tenant: TenantDep) -> None:
-    """Deletes the dataset and its file; 409 while a queued or running job uses it."""
+    """Deletes the dataset and its file (a site-held dataset: its row only, the site keeps its file); 409 while
+    a queued or running job uses it."""
     service.delete_dataset(session, storage, tenant.id, dataset_id)
 
 
@@ -65,7 +66,7 @@ def list_versions(dataset_id: str, session: SessionDep, tenant: TenantDep):
     "/{dataset_id}/versions",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetOut,
-    responses=problem_responses(413),
+    responses=problem_responses(409, 413),
     openapi_extra=multipart_upload_body(
         "The revised .jsonl or .csv file (e.g. the rows with your labels added); name is optional here."
     ),
@@ -79,25 +80,34 @@ async def upload_version(
     tenant: TenantDep,
     idempotency_key: IdempotencyKey = None,
 ):
-    """Uploads a file as the next version of the dataset; the version it replaces stays as it was."""
+    """Uploads a file as the next version of the dataset; the version it replaces stays as it was. 409 for a
+    site-held dataset: revise it at the site."""
     return await service.upload_dataset(request, session, settings, storage, tenant, idempotency_key, dataset_id)
 
 
-@router.post("/{dataset_id}/labels", status_code=status.HTTP_201_CREATED, response_model=DatasetOut)
+@router.post(
+    "/{dataset_id}/labels", status_code=status.HTTP_201_CREATED, response_model=DatasetOut,
+    responses=problem_responses(409),
+)
 def label_rows(dataset_id: str, body: LabelsIn, session: SessionDep, storage: StorageDep, tenant: TenantDep):
     """Sets (or, with null, removes) the labels of rows, by 0-based row number, in a new version of the
-    dataset: the version named stays as it was, so jobs that used it keep meaning what they meant."""
+    dataset: the version named stays as it was, so jobs that used it keep meaning what they meant. 409 for a
+    site-held dataset, whose rows are not here."""
     return versions.label_rows(session, storage, tenant.id, dataset_id, body.labels)
 
 
-@router.post("/{dataset_id}/suggest-labels", status_code=status.HTTP_202_ACCEPTED, response_model=SuggestionOut)
+@router.post(
+    "/{dataset_id}/suggest-labels", status_code=status.HTTP_202_ACCEPTED, response_model=SuggestionOut,
+    responses=problem_responses(409),
+)
 def suggest_labels(
     dataset_id: str, body: SuggestionIn, session: SessionDep, tenant: TenantDep,
     n: int = Query(50, description="How many rows to suggest (1 to 1,000)."),
 ):
     """Queues the choice of the n unlabelled rows whose labels would help a classifier fine-tuned from
     model_id most (uncertainty under a probe fitted on the rows labelled so far, spread over the
-    model's embedding space); poll the returned suggestion until it has succeeded."""
+    model's embedding space); poll the returned suggestion until it has succeeded. 409 for a site-held
+    dataset, whose rows are not here."""
     return SuggestionOut.of(suggestions.request_suggestions(session, tenant.id, dataset_id, body.model_id, n))
 
 

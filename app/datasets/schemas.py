@@ -13,7 +13,7 @@ class DatasetOut(BaseModel):
             "num_rows": 1200, "num_labelled": 350, "columns": ["text", "label", "slice"], "size_bytes": 183422,
             "version": 2, "parent_id": "4c2e8a6b0d1f4e3a9b7c5d2e1f0a3b4c", "lineage_id": "4c2e8a6b0d1f4e3a9b7c5d2e1f0a3b4c",
             "sha256": "d2f1c0b9a8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170615243",
-            "created_at": "2026-11-28T17:58:04Z",
+            "site": None, "created_at": "2026-11-28T17:58:04Z",
         }]},
     )
 
@@ -28,6 +28,10 @@ class DatasetOut(BaseModel):
     version: int = Field(description="1 for an upload; each labelling or new upload of a version adds one.")
     parent_id: str | None = Field(description="The version this one was made from; null for a first version.")
     lineage_id: str = Field(description="The first version's id, shared by every version of this dataset.")
+    site: str | None = Field(
+        None, description="The site whose host holds the rows (POST /v1/sites/{site}/datasets); null for a dataset "
+        "uploaded here. A site's rows never reach this server: only federated steps train on them, at the site.",
+    )
     created_at: datetime
 
 

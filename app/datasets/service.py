@@ -28,6 +28,10 @@ from app.tenants.orm import Tenant
 from workers.engine.evaluation.dataset_format import DATASET_SUFFIXES
 
 UPLOAD_ENDPOINT = "POST /v1/datasets"
+# What to do instead of changing a site-held dataset here: its rows are only at the site.
+REVISE_AT_THE_SITE = (
+    "edit the file at the site and register it there with `compresso site add-dataset FILE --site {site}`"
+)
 
 
 async def upload_dataset(
@@ -37,6 +41,8 @@ async def upload_dataset(
     """The stored dataset; or, for a retry with a used Idempotency-Key, the first upload's response. With
     `parent_id`, the file becomes that dataset's next version (and takes its name unless one is given)."""
     parent = None if parent_id is None else await run_in_threadpool(get_dataset, session, tenant.id, parent_id)
+    if parent is not None:
+        require_rows_here(parent, "revised here", REVISE_AT_THE_SITE.format(site=parent.site))
     limit = await run_in_threadpool(
         limits.checked_before_streaming, session, settings, tenant, UPLOAD_ENDPOINT, idempotency_key,
         settings.limits.dataset_max_bytes, "COMPRESSO_LIMITS__DATASET_MAX_BYTES",
@@ -88,10 +94,27 @@ def get_dataset(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
     return dataset
 
 
+def require_rows_here(dataset: Dataset, action: str, instead: str) -> Dataset:
+    """The dataset, when its rows are in central storage; a site-held one is refused (409), since
+    nothing here can read its rows."""
+    if dataset.site is not None:
+        raise Conflict(
+            f"Dataset {dataset.id}'s rows are held by site {dataset.site!r}, not here, so they cannot be {action}; "
+            f"{instead}.",
+            errors=[{"loc": ["path", "dataset_id"], "msg": f"held by site {dataset.site}"}],
+        )
+    return dataset
+
+
 def delete_dataset(session: Session, storage: Storage, tenant_id: str, dataset_id: str) -> None:
+    """Deletes the row and, for an upload, its file. A site-held dataset's file is on the site's host,
+    out of reach: only the row goes (the site removes its file itself)."""
     dataset = get_dataset(session, tenant_id, dataset_id)
     active = jobs_repository.count_active_for_dataset(session, dataset_id)
+    if dataset.site is not None:
+        active += jobs_repository.count_active_naming(session, tenant_id, dataset_id)
     if active:
         raise Conflict(f"Dataset {dataset_id} is used by {active} queued or running job(s); cancel them first.")
     repository.delete(session, dataset)
-    run_after_commit(session, lambda: storage.delete(dataset.storage_key))
+    if dataset.site is None:
+        run_after_commit(session, lambda: storage.delete(dataset.storage_key))

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import Invalid, NotFound
 from app.datasets import repository
 from app.datasets.orm import SUGGESTION_FAILED, SUGGESTION_QUEUED, LabelSuggestion
-from app.datasets.service import get_dataset
+from app.datasets.service import get_dataset, require_rows_here
 from app.db.base import utcnow
 from app.db.session import run_after_commit, session_scope
 from app.models import repository as models_repository
@@ -23,7 +23,10 @@ MAX_SUGGESTIONS = 1000
 
 
 def request_suggestions(session: Session, tenant_id: str, dataset_id: str, model_id: str, n: int) -> LabelSuggestion:
-    dataset = get_dataset(session, tenant_id, dataset_id)
+    dataset = require_rows_here(
+        get_dataset(session, tenant_id, dataset_id), "embedded for label suggestions",
+        "suggestions read every row, so ask for them on a dataset uploaded with POST /v1/datasets",
+    )
     if not 1 <= n <= MAX_SUGGESTIONS:
         raise Invalid(f"n must be between 1 and {MAX_SUGGESTIONS}; it is {n}.",
                       errors=[{"loc": ["query", "n"], "msg": f"between 1 and {MAX_SUGGESTIONS}"}])

@@ -11,7 +11,7 @@ from app.core.storage import Storage, sha256_of
 from app.datasets import repository
 from app.datasets.orm import Dataset
 from app.datasets.schemas import RowLabel
-from app.datasets.service import add_version, get_dataset
+from app.datasets.service import REVISE_AT_THE_SITE, add_version, get_dataset, require_rows_here
 from workers.engine.evaluation.dataset_format import iter_rows
 
 
@@ -34,6 +34,7 @@ def label_rows(
 ) -> Dataset:
     """The next version of the dataset: its rows with these labels set (or removed, for a null label)."""
     parent = get_dataset(session, tenant_id, dataset_id)
+    require_rows_here(parent, "labelled here", REVISE_AT_THE_SITE.format(site=parent.site))
     by_row = _checked_labels(labels, parent.num_rows)
     stem = Path(parent.filename).stem
     with storage.scratch() as scratch:

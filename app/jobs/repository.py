@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app.core.pagination import PageRequest, paginate
@@ -81,6 +81,15 @@ def count_active_for_model(session: Session, model_id: str) -> int:
 
 def count_active_for_dataset(session: Session, dataset_id: str) -> int:
     return _count_active(session, Job.dataset_id, dataset_id)
+
+
+def count_active_naming(session: Session, tenant_id: str, object_id: str) -> int:
+    """The tenant's queued or running jobs whose recipe names `object_id` (ids are 32 random hex
+    characters, so a match in the recipe's text is that id): e.g. a federated step's site dataset."""
+    query = select(func.count()).select_from(Job).where(
+        Job.tenant_id == tenant_id, Job.status.in_((QUEUED, RUNNING)), cast(Job.recipe, Text).contains(object_id)
+    )
+    return session.scalar(query) or 0
 
 
 def count_active_for_tenant(session: Session, tenant_id: str) -> int:

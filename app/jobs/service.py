@@ -72,6 +72,38 @@ def validate_model_references(session: Session, tenant: Tenant, recipe: Recipe) 
                 )
 
 
+def validate_site_datasets(session: Session, tenant: Tenant, recipe: Recipe) -> None:
+    """Each site a federated step lists must hold the dataset named beside it: one of the tenant's,
+    registered by that very site (POST /v1/sites/{site}/datasets)."""
+    problems = []
+    for index, entry in recipe.referenced_site_datasets():
+        dataset = datasets_repository.get_owned(session, tenant.id, entry.dataset_id)
+        if dataset is None:
+            msg = (f"dataset {entry.dataset_id} not found: register it at site {entry.site} with "
+                   f"`compresso site add-dataset FILE --site {entry.site}`")
+        elif dataset.site is None:
+            msg = (f"dataset {dataset.id} was uploaded here, not registered by a site; a federated step trains on "
+                   f"datasets held by their sites (`compresso site add-dataset FILE --site {entry.site}`)")
+        elif dataset.site != entry.site:
+            msg = f"dataset {dataset.id} is held by site {dataset.site}, not by site {entry.site}"
+        else:
+            continue
+        problems.append((index, msg))
+    if problems:
+        index, msg = problems[0]
+        raise Invalid(f"Recipe step {index} (federated): {msg}.", errors=[
+            {"loc": ["body", "recipe", "steps", step, "params", "sites"], "msg": problem} for step, problem in problems
+        ])
+
+
+def validate_job_dataset(dataset: Dataset | None) -> None:
+    """A job's own dataset is read where the job runs: a site-held one is not there."""
+    if dataset is not None and dataset.site is not None:
+        msg = (f"dataset {dataset.id} is held by site {dataset.site}; name it in a federated step's sites "
+               "instead")
+        raise Invalid(f"{msg[0].upper()}{msg[1:]}.", errors=[{"loc": ["body", "dataset_id"], "msg": msg}])
+
+
 def resolve_device(requested: str, settings: Settings, target: Target | None = None, gpu_alive: bool = False) -> str:
     """"auto" goes to a GPU worker when the result must be measured on a GPU or when a GPU worker is
     alive, else where COMPRESSO_AUTO_DEVICE says."""
@@ -159,11 +191,13 @@ def create_job(session: Session, settings: Settings, tenant: Tenant, body: JobCr
             f"Dataset {body.dataset_id} not found: upload it first with POST /v1/datasets.",
             errors=[{"loc": ["body", "dataset_id"], "msg": "not found"}],
         )
+    validate_job_dataset(dataset)
     recipe = resolve_recipe(body)
     if body.preset is not None and "target" not in body.model_fields_set:
         body = body.model_copy(update={"target": get_preset(body.preset).target})
     if recipe is not None:
         validate_model_references(session, tenant, recipe)
+        validate_site_datasets(session, tenant, recipe)
     validate_deployment_country(body.deployment.country)
     validate_webhook_url(body.webhook_url, settings)
     validate_mlflow(body, settings)

@@ -29,9 +29,11 @@ class UploadLimit:
 
 
 def storage_used(session: Session, tenant_id: str) -> int:
-    """Bytes the tenant stores: model folders, dataset files and job artifacts."""
+    """Bytes the tenant stores: model folders, dataset files (not those held by sites) and job artifacts."""
     models = select(func.coalesce(func.sum(Model.size_bytes), 0)).where(Model.tenant_id == tenant_id)
-    datasets = select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.tenant_id == tenant_id)
+    datasets = select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
+        Dataset.tenant_id == tenant_id, Dataset.site.is_(None)
+    )
     artifacts = (
         select(func.coalesce(func.sum(Artifact.size_bytes), 0))
         .join(Job, Job.id == Artifact.job_id)

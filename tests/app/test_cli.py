@@ -31,3 +31,22 @@ def test_worker_refuses_an_unknown_queue():
     result = run_cli("worker", "--queues", "tpu")
     assert result.returncode == 2
     assert "allowed: cpu, gpu" in result.stderr
+
+
+def test_a_site_worker_consumes_its_sites_queue():
+    from app.cli import worker_queues
+
+    assert worker_queues(None, None) == "cpu"
+    assert worker_queues(None, "clinic-a") == "site.clinic-a"
+    assert worker_queues("cpu,webhooks", "clinic-a") == "cpu,webhooks,site.clinic-a"
+    # What a gpu supervisor passes back to the workers it starts, one per GPU.
+    assert worker_queues("gpu,site.clinic-a", None) == "gpu,site.clinic-a"
+    assert worker_queues("site.clinic-a", "clinic-a") == "site.clinic-a"
+
+
+def test_worker_refuses_a_bad_site_name():
+    result = run_cli("worker", "--site", "Clinic_A")
+    assert result.returncode == 2
+    assert "lowercase letters, digits or '-'" in result.stderr
+    result = run_cli("worker", "--queues", "site.Clinic_A")
+    assert result.returncode == 2 and "unknown queue(s) site.Clinic_A" in result.stderr

@@ -85,3 +85,14 @@ def test_the_datasets_list_links_each_version_to_its_labelling_page(client, data
     dataset, _ = dataset_and_model
     page = client.get("/datasets").text
     assert f'href="/datasets/{dataset["id"]}/label"' in page
+
+
+def test_a_site_held_dataset_is_not_labelled_here_nor_offered_to_a_job(client):  # noqa: F811
+    from tests.app.test_sites_api import register
+
+    dataset = register(client, site="clinic-a").json()
+    page = client.post(f"/datasets/{dataset['id']}/label", data={"label-0": "a"})
+    assert page.status_code == 409 and "held by site &#39;clinic-a&#39;, not here" in page.text
+    page = client.post(f"/datasets/{dataset['id']}/suggest", data={"model_id": "any", "n": "5"})
+    assert page.status_code == 409 and "cannot be embedded for label suggestions" in page.text
+    assert dataset["id"] not in client.get("/jobs/new").text
