@@ -8,6 +8,8 @@ from app.config import get_settings
 RUN_JOB_TASK = "compresso.run_job"
 DELIVER_WEBHOOK_TASK = "compresso.deliver_webhook"
 SUGGEST_LABELS_TASK = "compresso.suggest_labels"
+# Sent to a site's own queue (site.NAME, see workers.engine.federated.config) when a federated step starts.
+FEDERATED_SITE_TASK = "compresso.federated_site"
 WEBHOOK_QUEUE = "webhooks"
 # Jobs go to cpu or gpu; webhook deliveries have a queue of their own, so a worker busy with an
 # hours-long job never holds back an event (run `compresso worker --queues webhooks` beside them).
@@ -32,7 +34,8 @@ def make_celery(broker_url: str) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         include=[
-            "workers.tasks.run_job", "workers.tasks.deliver_webhook", "workers.tasks.suggest_labels", "workers.reconciler",
+            "workers.tasks.run_job", "workers.tasks.deliver_webhook", "workers.tasks.suggest_labels", "workers.tasks.federated_site",
+            "workers.reconciler",
             "workers.node_heartbeat",
         ],
     )

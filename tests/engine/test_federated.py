@@ -23,6 +23,7 @@ from workers.engine.state import ModelState, StepContext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+PRUNED = "encoder.layer.0.intermediate.dense.weight"
 FAST = {"rounds": 2, "local_steps": 6, "batch_size": 8, "lr": 3e-3, "connect_timeout_s": 120, "round_timeout_s": 120}
 
 
@@ -45,6 +46,8 @@ def damaged_state(model_dir: Path) -> ModelState:
         for name, parameter in model.named_parameters():
             if parameter.dim() == 2 and "embeddings" not in name:
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.1)
+        # And one matrix half pruned, as an unstructured prune step leaves it.
+        dict(model.named_parameters())[PRUNED].view(-1)[::2] = 0
     return ModelState(task=task, config_dir=model_dir, torch_model=model)
 
 
@@ -138,6 +141,9 @@ def test_two_sites_train_the_model_and_only_weights_move(tiny_models, tmp_path, 
     after = result.torch_model.state_dict()
     assert any(not torch.equal(after[name], value) for name, value in before.items() if value.is_floating_point())
     assert [event["round"] for event in sites.events["north"] if event["event"] == "round"] == [1, 2]
+    # The pruned zeros stayed zero: each site trained that matrix under its mask; the rest moved.
+    assert torch.equal(after[PRUNED].view(-1)[::2], torch.zeros_like(after[PRUNED].view(-1)[::2]))
+    assert bool((after[PRUNED].view(-1)[1::2] != before[PRUNED].view(-1)[1::2]).any())
     assert context.placement == {"training": "sites", "aggregation": "cpu"}
 
 

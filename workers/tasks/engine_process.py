@@ -63,12 +63,13 @@ def run_engine(
     on_poll: Callable[[], None] = lambda: None,
     deadlines: Deadlines | None = None,
     nice: int = 0,
+    on_event: Callable[[dict], None] = lambda event: None,
 ) -> EngineOutcome:
     """Runs `python -m workers.engine run --spec spec_path` until it ends, `should_stop` names a reason,
     or a time limit of `deadlines` passes.
 
     `on_poll` runs every `poll_seconds` too (e.g. to ship the new lines of `log_path`). The child
-    runs at CPU niceness `nice`.
+    runs at CPU niceness `nice`. `on_event` gets the engine's other events (a federated step's address).
     """
     command = [sys.executable, "-m", "workers.tasks.engine_child", "run", "--spec", str(spec_path)]
     env = {
@@ -103,6 +104,8 @@ def run_engine(
                 on_progress(stage, float(event.get("fraction", 0.0)))
             elif event.get("event") in ("done", "error"):
                 final = event
+            elif event.get("event") is not None:
+                on_event(event)
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + poll_seconds
             on_poll()

@@ -39,7 +39,8 @@ from app.models import repository as models_repository
 from app.reports import service as reports_service
 from app.webhooks.destinations import destination_problem
 from app.webhooks.events import record_job_event
-from workers.celery_app import RUN_JOB_TASK, celery_app
+from workers.celery_app import FEDERATED_SITE_TASK, RUN_JOB_TASK, celery_app
+from workers.engine.federated.config import site_queue
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.stages import STEP_STAGE
 from workers.hardware import hardware_footprint
@@ -75,6 +76,20 @@ def _referenced_model_ids(recipe: dict) -> list[str]:
         return Recipe.from_dict(recipe).referenced_models()
     except RecipeError:
         return []  # the engine reports the recipe's problems itself, as the job's error
+
+
+def _site_datasets(session, recipe: dict | None) -> dict[str, dict]:  # noqa: ANN001
+    """What the sites' workers need to find the datasets a federated step names: their hashes and file names."""
+    try:
+        entries = Recipe.from_dict(recipe).referenced_site_datasets() if recipe else []
+    except RecipeError:
+        return {}
+    found = {}
+    for _index, entry in entries:
+        dataset = datasets_repository.get(session, entry.dataset_id)
+        if dataset is not None and dataset.site == entry.site:  # deleted since submit: the site never connects
+            found[dataset.id] = {"id": dataset.id, "sha256": dataset.sha256, "filename": dataset.filename}
+    return found
 
 
 def _claim(job_id: str) -> dict | None:
@@ -125,6 +140,7 @@ def _claim(job_id: str) -> dict | None:
             "device": job.device,
             "target": job.target,
             "model_key": model.storage_key if model else None,
+            "site_datasets": _site_datasets(session, job.recipe),
             "referenced_model_keys": referenced,
             "dataset_key": dataset.storage_key if dataset else None,
             "job": {"id": job.id, "name": job.name, "device": job.device, "model_id": job.model_id,
@@ -332,6 +348,31 @@ def _stop_reason(job_id: str) -> str | None:
     return STOP_CANCELLED if cancelled else None
 
 
+def _on_engine_event(job_id: str, claim: dict, event: dict, log: LogShipper) -> None:
+    """A federated step is listening: each site's worker gets its share of the training (queue site.NAME)."""
+    if event.get("event") != "federation":
+        return
+    sent = []
+    for entry in event["sites"]:
+        dataset = claim["site_datasets"].get(entry["dataset_id"])
+        if dataset is None:
+            log.worker(f"federated: dataset {entry['dataset_id']} of site {entry['site']} is gone; the site is left out")
+            continue
+        request = {
+            "job_id": job_id, "site": entry["site"], "address": event["address"], "token": event["token"],
+            "task": event["task"], "dataset": dataset, "model_key": claim["model_key"],
+            "connect_timeout_s": event["connect_timeout_s"], "run_timeout_s": event["run_timeout_s"],
+        }
+        try:
+            # Unclaimed past the connect timeout, the request is stale: the step has gone on without the site.
+            celery_app.send_task(FEDERATED_SITE_TASK, args=[request], queue=site_queue(entry["site"]),
+                                 expires=event["connect_timeout_s"])
+            sent.append(entry["site"])
+        except Exception as exc:  # noqa: BLE001 - the coordinator names the sites that never connect
+            log.worker(f"federated: could not send the training to site {entry['site']}: {exc}")
+    log.worker(f"federated: sent the training to sites {', '.join(sent) or 'none'} ({event['address']})")
+
+
 def execute_job(job_id: str) -> str:
     """Runs one job to an end state and returns that state (or "skipped")."""
     settings = get_settings()
@@ -365,6 +406,11 @@ def execute_job(job_id: str) -> str:
         "energy": energy_settings(settings, claim["deployment"]),
         "footprint": footprint_settings(settings, claim["deployment"]),
         "llm_python": str(settings.llm_python) if settings.llm_python else None,
+        "federation": {
+            "python": str(settings.federated_python) if settings.federated_python else None,
+            "bind_host": settings.federated_bind_host,
+            "advertise_host": settings.federated_advertise_host,
+        },
         "dataset_sha256": claim["dataset_sha256"],
         "work_dir": str(work_dir / "scratch"),
         "output_dir": str(work_dir / "output"),
@@ -385,6 +431,7 @@ def execute_job(job_id: str) -> str:
             on_poll=log.ship,
             deadlines=Deadlines.for_job(settings.time_limits, claim["time_limits"], claim["recipe"]),
             nice=settings.engine_nice,
+            on_event=lambda event: _on_engine_event(job_id, claim, event, log),
         )
         log.ship(final=True)
         if outcome.kind == "done":
