@@ -3,11 +3,8 @@ per site started when the handler announces its address, each reading only its o
 that drop out mid-round are tolerated down to min_sites_per_round, and not below."""
 
 import json
-import os
 import random
 import signal
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,8 @@ import torch
 from tests.engine.test_finetune import TOPIC_WORDS, FILLER
 from workers.engine.errors import EngineUserError
 from workers.engine.federated.config import FederatedConfig
-from workers.engine.federated.handler import REPOSITORY_ROOT, apply_federated, default_federated_python
+from workers.engine.federated.handler import apply_federated
+from workers.engine.federated.local_sites import LocalSites
 from workers.engine.loading import load_model, load_tokenizer
 from workers.engine.model_folder import inspect_model_folder
 from workers.engine.state import ModelState, StepContext
@@ -51,48 +49,14 @@ def damaged_state(model_dir: Path) -> ModelState:
     return ModelState(task=task, config_dir=model_dir, torch_model=model)
 
 
-class Sites:
-    """Starts a site client per site when the handler announces the federation, as a site worker would."""
+def killer(kill_after_round: dict[str, int]):
+    """Kills a site's client once it has trained a round, before its weights reach the coordinator."""
 
-    def __init__(self, tmp_path: Path, teacher_dir: Path, datasets: dict[str, Path], kill_after_round: dict | None = None):
-        self.tmp_path, self.teacher_dir, self.datasets = tmp_path, teacher_dir, datasets
-        self.kill_after_round = kill_after_round or {}
-        self.processes: dict[str, subprocess.Popen] = {}
-        self.events: dict[str, list[dict]] = {}
-        self.announcements: list[dict] = []
+    def on_client_event(site, event, process):
+        if event["event"] == "round" and kill_after_round.get(site) == event["round"]:
+            process.send_signal(signal.SIGKILL)
 
-    def __call__(self, event: dict) -> None:
-        self.announcements.append(event)
-        for entry in event["sites"]:
-            site = entry["site"]
-            spec = {
-                "server_address": event["address"], "token": event["token"], "site": site,
-                "teacher_dir": str(self.teacher_dir), "task": event["task"],
-                "dataset_path": str(self.datasets[site]), "connect_timeout_s": 60,
-            }
-            spec_path = self.tmp_path / f"site-{site}.json"
-            spec_path.write_text(json.dumps(spec))
-            process = subprocess.Popen(
-                [str(default_federated_python()), "-m", "workers.engine.federated.site_client", "--spec", str(spec_path)],
-                stdout=subprocess.PIPE, stderr=(self.tmp_path / f"site-{site}.log").open("w"), text=True,
-                cwd=REPOSITORY_ROOT, env={**os.environ, "PYTHONPATH": str(REPOSITORY_ROOT)},
-            )
-            self.processes[site] = process
-            self.events[site] = []
-            threading.Thread(target=self._follow, args=(site, process), daemon=True).start()
-
-    def _follow(self, site: str, process: subprocess.Popen) -> None:
-        for line in process.stdout:
-            event = json.loads(line)
-            self.events[site].append(event)
-            if event["event"] == "round" and self.kill_after_round.get(site) == event["round"]:
-                process.send_signal(signal.SIGKILL)  # trained, but the weights never reach the coordinator
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-            process.wait()
+    return on_client_event
 
 
 @pytest.fixture
@@ -108,7 +72,7 @@ def site_datasets(tmp_path) -> dict[str, Path]:
 def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_after_round=None):
     model_dir = tiny_models["encoder"]
     state = damaged_state(model_dir)
-    sites = Sites(tmp_path, model_dir, site_datasets, kill_after_round)
+    sites = LocalSites(tmp_path / "sites", model_dir, site_datasets, killer(kill_after_round or {}))
     context = StepContext(
         work_dir=tmp_path / "step", device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=32,
         announce=sites,
@@ -136,7 +100,8 @@ def test_two_sites_train_the_model_and_only_weights_move(tiny_models, tmp_path, 
             assert record["loss_after"][site] < record["loss_before"][site]
     # The handler told the worker where to send the sites, and no rows went with it.
     assert sites.announcements[0]["address"].startswith("127.0.0.1:")
-    assert "north" not in json.dumps(sites.announcements) or all("text" not in entry for entry in sites.announcements)
+    announced = json.dumps(sites.announcements)
+    assert not any(row["text"] in announced for index in range(3) for row in site_rows(index))
     # The averaged weights are in the model, and they moved.
     after = result.torch_model.state_dict()
     assert any(not torch.equal(after[name], value) for name, value in before.items() if value.is_floating_point())
@@ -172,14 +137,8 @@ def test_a_site_that_never_connects_is_named(tiny_models, tmp_path, site_dataset
         "connect_timeout_s": 20,
     }
     # No dataset for west: its client is never started, as when its worker is down.
-    datasets = {"north": site_datasets["north"]}
     model_dir = tiny_models["encoder"]
-
-    class NorthOnly(Sites):
-        def __call__(self, event):
-            super().__call__({**event, "sites": [entry for entry in event["sites"] if entry["site"] == "north"]})
-
-    sites = NorthOnly(tmp_path, model_dir, datasets)
+    sites = LocalSites(tmp_path / "sites", model_dir, {"north": site_datasets["north"]})
     context = StepContext(
         work_dir=tmp_path / "step", device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=32, announce=sites,
     )
