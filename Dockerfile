@@ -36,6 +36,8 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY workers ./workers
+# app.cli imports the client commands of the SDK package (compresso.cli).
+COPY compresso ./compresso
 COPY migrations ./migrations
 RUN pip install -e .
 

@@ -13,6 +13,7 @@ one server for one run and site workers start one client each for it.
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -159,6 +160,9 @@ def main() -> int:
     args = parser.parse_args()
     die_with_parent(signal.SIGKILL)  # an engine killed outright must not leave its coordinator listening
     events = event_stream()
+    # Flower logs every message at INFO, and warns that start_server/start_client are deprecated (see the
+    # module's docstring); what a round did is in the events, which the engine logs.
+    logging.getLogger("flwr").setLevel(logging.ERROR)
     spec = json.loads(args.spec.read_text(encoding="utf-8"))
     spec["fit_config"]["fixed_tensors"] = Path(spec.pop("fixed_path")).read_bytes()
     strategy = make_strategy(spec, events)

@@ -87,6 +87,9 @@ def main() -> int:
     die_with_parent(signal.SIGKILL)  # a site worker that stops takes its client with it
     events = event_stream()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Flower logs every message at INFO, and warns that start_client is deprecated (why it is used: the
+    # coordinator's docstring); what a round did is in the events, which the site's worker logs.
+    logging.getLogger("flwr").setLevel(logging.ERROR)
     spec = json.loads(args.spec.read_text(encoding="utf-8"))
     try:
         client = SiteClient(spec, events)
