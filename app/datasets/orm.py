@@ -53,3 +53,8 @@ class LabelSuggestion(IdMixin, CreatedAtMixin, TenantOwnedMixin, Base):
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The running attempt: when it started and on which Celery node, so that the reconciler hands back a
+    # suggestion whose worker stopped sending heartbeats.
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")

@@ -1,11 +1,14 @@
 """Every query on the datasets table."""
 
-from sqlalchemy import func, select
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from app.core.pagination import PageRequest, paginate
-from app.datasets.orm import Dataset, LabelSuggestion
+from app.datasets.orm import SUGGESTION_QUEUED, SUGGESTION_RUNNING, Dataset, LabelSuggestion
 from app.tenants import scoping
+from app.worker_nodes.orm import WorkerNode
 
 
 def get(session: Session, dataset_id: str) -> Dataset | None:
@@ -62,3 +65,25 @@ def suggestions_for(session: Session, tenant_id: str, dataset_id: str, limit: in
         LabelSuggestion.tenant_id == tenant_id, LabelSuggestion.dataset_id == dataset_id
     )
     return list(session.scalars(query.order_by(LabelSuggestion.created_at.desc()).limit(limit)))
+
+
+def lost_suggestions(session: Session, stale_before: datetime) -> list[LabelSuggestion]:
+    """Running suggestions whose worker has not sent a heartbeat since `stale_before` (or has no row at all)."""
+    query = (
+        select(LabelSuggestion)
+        .outerjoin(WorkerNode, WorkerNode.name == LabelSuggestion.worker)
+        .where(
+            LabelSuggestion.status == SUGGESTION_RUNNING,
+            LabelSuggestion.started_at < stale_before,
+            or_(WorkerNode.name.is_(None), WorkerNode.last_seen_at < stale_before),
+        )
+    )
+    return list(session.scalars(query))
+
+
+def queued_suggestions(session: Session, created_before: datetime) -> list[LabelSuggestion]:
+    """Suggestions still waiting for a worker: the cpu queue should hold their messages."""
+    query = select(LabelSuggestion).where(
+        LabelSuggestion.status == SUGGESTION_QUEUED, LabelSuggestion.created_at < created_before
+    )
+    return list(session.scalars(query))

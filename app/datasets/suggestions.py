@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 SUGGESTION_TASKS = ("feature-extraction", "text-classification")
 # The engine refuses more too (workers.engine.label_suggestions, which the API does not import: torch).
 MAX_SUGGESTIONS = 1000
+SUGGESTION_QUEUE = "cpu"
 
 
 def request_suggestions(session: Session, tenant_id: str, dataset_id: str, model_id: str, n: int) -> LabelSuggestion:
@@ -52,7 +53,7 @@ def dispatch_suggestion(suggestion_id: str) -> None:
     """Sends the committed suggestion to a CPU worker; if the broker refuses, the suggestion fails with a
     message saying to ask again (it holds nothing the user could lose)."""
     try:
-        celery_app.send_task(SUGGEST_LABELS_TASK, args=[suggestion_id], queue="cpu")
+        celery_app.send_task(SUGGEST_LABELS_TASK, args=[suggestion_id], queue=SUGGESTION_QUEUE)
     except Exception:  # noqa: BLE001 - any broker failure
         logger.exception("could not send label suggestion %s to the cpu queue", suggestion_id)
         with session_scope() as session:

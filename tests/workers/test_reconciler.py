@@ -95,3 +95,67 @@ def test_queued_jobs_whose_messages_the_broker_lost_are_resent(model_id):
     assert queued_messages() == 0  # marked as sent, but the broker holds nothing (e.g. Redis restarted)
     assert set(reconcile_once(SETTINGS)["sent"]) == lost_ids
     assert queued_messages() == 2
+
+
+def add_suggestion_row(model_id: str, **values) -> str:
+    from app.datasets.orm import Dataset, LabelSuggestion
+    from app.tenants.orm import DEFAULT_TENANT_ID
+
+    with session_scope() as session:
+        dataset = Dataset(
+            name="d", filename="d.jsonl", num_rows=1, columns=["text"], size_bytes=1, sha256="0" * 64,
+            storage_key="datasets/none", version=1, lineage_id="0" * 32, tenant_id=DEFAULT_TENANT_ID,
+        )
+        session.add(dataset)
+        session.flush()
+        suggestion = LabelSuggestion(
+            dataset_id=dataset.id, model_id=model_id, n=5, tenant_id=DEFAULT_TENANT_ID,
+            **{"status": "queued", **values},
+        )
+        session.add(suggestion)
+        session.flush()
+        return suggestion.id
+
+
+def add_worker_node(name: str, last_seen_at) -> None:
+    from app.worker_nodes.orm import WorkerNode
+
+    with session_scope() as session:
+        session.merge(WorkerNode(name=name, queues="cpu", last_seen_at=last_seen_at, started_at=last_seen_at))
+
+
+def get_suggestion(suggestion_id: str):
+    from app.datasets.orm import LabelSuggestion
+
+    with session_scope() as session:
+        suggestion = session.get(LabelSuggestion, suggestion_id)
+        session.expunge(suggestion)
+        return suggestion
+
+
+def test_a_suggestion_whose_worker_went_silent_is_requeued_then_failed(model_id):
+    now, old = utcnow(), utcnow() - timedelta(minutes=5)
+    add_worker_node("celery@silent", old)
+    add_worker_node("celery@alive", now)
+    lost_id = add_suggestion_row(model_id, status="running", started_at=old, worker="celery@silent", attempts=1)
+    busy_id = add_suggestion_row(model_id, status="running", started_at=old, worker="celery@alive", attempts=1)
+    gone_id = add_suggestion_row(model_id, status="running", started_at=old, worker="celery@nowhere", attempts=3)
+
+    assert reconcile_once(SETTINGS)["suggestions_sent"] == [lost_id]
+    lost, busy, gone = get_suggestion(lost_id), get_suggestion(busy_id), get_suggestion(gone_id)
+    assert (lost.status, lost.worker, lost.started_at) == ("queued", None, None)
+    assert queued_messages() == 1  # sent again, for the next worker to claim
+    assert busy.status == "running"  # its worker is alive: a long suggestion, not a lost one
+    assert gone.status == "failed" and "lost 3 times" in gone.error
+
+
+def test_queued_suggestions_whose_messages_the_broker_lost_are_resent(model_id):
+    old = utcnow() - timedelta(minutes=2)
+    suggestion_id = add_suggestion_row(model_id, created_at=old)
+    job_id = add_job_row(model_id, created_at=old)
+    assert dispatch_job(job_id, "cpu")  # the job's message is there (sent just now); the suggestion's is not
+    # The queue holds one message for two queued items: the suggestion's was lost; the job is too fresh to resend.
+    result = reconcile_once(SETTINGS)
+    assert result["suggestions_sent"] == [suggestion_id] and result["sent"] == []
+    assert queued_messages() == 2
+    assert reconcile_once(SETTINGS)["suggestions_sent"] == []

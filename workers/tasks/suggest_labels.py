@@ -34,12 +34,13 @@ logger = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 3600
 
 
-def _claim(suggestion_id: str) -> dict | None:
+def _claim(suggestion_id: str, worker: str) -> dict | None:
     with session_scope() as session:
         claimed = session.execute(
             update(LabelSuggestion)
             .where(LabelSuggestion.id == suggestion_id, LabelSuggestion.status == SUGGESTION_QUEUED)
-            .values(status=SUGGESTION_RUNNING)
+            .values(status=SUGGESTION_RUNNING, started_at=utcnow(), worker=worker,
+                    attempts=LabelSuggestion.attempts + 1)
         ).rowcount
         if not claimed:
             return None
@@ -51,10 +52,13 @@ def _claim(suggestion_id: str) -> dict | None:
         }
 
 
-def _finish(suggestion_id: str, status: str, result: dict | None = None, error: str | None = None) -> None:
+def _finish(suggestion_id: str, worker: str, status: str, result: dict | None = None, error: str | None = None) -> None:
     with session_scope() as session:
+        # Only this attempt's: one the reconciler handed back to the queue is another worker's now.
         session.execute(
-            update(LabelSuggestion).where(LabelSuggestion.id == suggestion_id)
+            update(LabelSuggestion)
+            .where(LabelSuggestion.id == suggestion_id, LabelSuggestion.status == SUGGESTION_RUNNING,
+                   LabelSuggestion.worker == worker)
             .values(status=status, result=result, error=error, finished_at=utcnow())
         )
 
@@ -85,9 +89,10 @@ def _run_engine(model_dir: Path, dataset_path: Path, n: int, scratch: Path) -> t
     return None, f"The engine failed (exit code {finished.returncode}): {finished.stderr[-STDERR_TAIL_CHARS:].strip()}"
 
 
-@celery_app.task(name=SUGGEST_LABELS_TASK)
-def suggest_labels(suggestion_id: str) -> str:
-    claim = _claim(suggestion_id)
+@celery_app.task(name=SUGGEST_LABELS_TASK, bind=True)
+def suggest_labels(self, suggestion_id: str) -> str:
+    worker = self.request.hostname or "unknown"
+    claim = _claim(suggestion_id, worker)
     if claim is None:
         return "skipped"
     storage = storage_for(get_settings())
@@ -101,7 +106,7 @@ def suggest_labels(suggestion_id: str) -> str:
         logger.exception("label suggestion %s failed", suggestion_id)
         result, error = None, f"The worker could not run the suggestion: {exc}"
     if error is not None:
-        _finish(suggestion_id, SUGGESTION_FAILED, error=error)
+        _finish(suggestion_id, worker, SUGGESTION_FAILED, error=error)
         return SUGGESTION_FAILED
-    _finish(suggestion_id, SUGGESTION_SUCCEEDED, result=result)
+    _finish(suggestion_id, worker, SUGGESTION_SUCCEEDED, result=result)
     return SUGGESTION_SUCCEEDED
