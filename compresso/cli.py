@@ -176,6 +176,46 @@ def _delete(kind: str) -> Handler:
     return run
 
 
+def _datasets_versions(client: Client, args: argparse.Namespace, out: Output) -> int:
+    versions = client.dataset_versions(args.id)
+    out.emit(versions, "\n".join(f"v{item.version}  {_dataset_line(item)}" for item in versions))
+    return EXIT_OK
+
+
+def _row_labels(pairs: list[str]) -> dict[int, str | None]:
+    """ROW=LABEL pairs (ROW= removes the row's label)."""
+    labels = {}
+    for pair in pairs:
+        row, separator, label = pair.partition("=")
+        if not separator or not row.strip().isdigit():
+            raise ValueError(f"{pair!r}: give ROW=LABEL, with ROW the 0-based row number (ROW= removes a label)")
+        labels[int(row)] = label or None
+    return labels
+
+
+def _datasets_label(client: Client, args: argparse.Namespace, out: Output) -> int:
+    try:
+        labels = _row_labels(args.labels)
+    except ValueError as exc:
+        out.error(str(exc), {"error": {"detail": str(exc)}})
+        return EXIT_REFUSED
+    version = client.label_rows(args.id, labels)
+    out.emit(version, f"v{version.version}  {_dataset_line(version)}")
+    return EXIT_OK
+
+
+def _datasets_suggest(client: Client, args: argparse.Namespace, out: Output) -> int:
+    suggestion = client.suggest_labels(args.id, args.model, n=args.n, timeout=args.timeout)
+    if suggestion["status"] != "succeeded":
+        out.error(f"the suggestion is {suggestion['status']}: {suggestion.get('error') or 'still waiting for a worker'}",
+                  suggestion)
+        return EXIT_JOB_FAILED if suggestion["status"] == "failed" else EXIT_TIMEOUT
+    lines = [f"{item['row']:>6}  {item.get('predicted') or '-':<12}  {item['text'][:80]}" for item in suggestion["rows"]]
+    header = f"   row  {'predicted':<12}  text ({suggestion['method']}: label these, then `datasets label {args.id}`)"
+    out.emit(suggestion, "\n".join([header, *lines]))
+    return EXIT_OK
+
+
 # Jobs
 
 
@@ -278,6 +318,16 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
         upload.add_argument("--name", help="default: the file or folder name")
         leaf(group, "list", f"list the {plural}", _list(kind))
         leaf(group, "delete", f"delete a {kind}", _delete(kind)).add_argument("id")
+        if kind == "dataset":
+            leaf(group, "versions", "every version of a dataset, oldest first", _datasets_versions).add_argument("id")
+            label = leaf(group, "label", "label rows into the dataset's next version", _datasets_label)
+            label.add_argument("id")
+            label.add_argument("labels", nargs="+", metavar="ROW=LABEL", help="0-based row and its label; ROW= removes it")
+            suggest = leaf(group, "suggest-labels", "the unlabelled rows most worth labelling next", _datasets_suggest)
+            suggest.add_argument("id")
+            suggest.add_argument("--model", required=True, help="the model a classifier will be fine-tuned from")
+            suggest.add_argument("-n", type=int, default=50, help="how many rows (1 to 1,000)")
+            suggest.add_argument("--timeout", type=float, default=600, help="give up waiting after this many seconds")
 
     jobs = commands.add_parser("jobs", help="submit, follow and fetch compression jobs (on a server)").add_subparsers(
         dest="jobs_command", required=True

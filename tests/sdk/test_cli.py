@@ -116,3 +116,19 @@ def test_an_unreachable_server_exits_4():
 def json_file(path: Path, document: dict) -> str:
     path.write_text(json.dumps(document))
     return str(path)
+
+
+def test_labelling_from_the_command_line(server_url, model_id, dataset_file):
+    code, dataset = compresso(server_url, "datasets", "upload", str(dataset_file), "--name", "cli-labels")
+    assert code == 0
+    code, suggestion = compresso(server_url, "datasets", "suggest-labels", dataset["id"], "--model", model_id, "-n", "3")
+    assert code == 0 and suggestion["status"] == "succeeded" and len(suggestion["rows"]) == 3
+    pairs = [f"{item['row']}=news" for item in suggestion["rows"]]
+    code, labelled = compresso(server_url, "datasets", "label", dataset["id"], *pairs)
+    assert code == 0 and (labelled["version"], labelled["num_labelled"], labelled["parent_id"]) == (2, 3, dataset["id"])
+    code, versions = compresso(server_url, "datasets", "versions", dataset["id"])
+    assert code == 0 and [item["version"] for item in versions] == [1, 2]
+    code, unlabelled = compresso(server_url, "datasets", "label", labelled["id"], pairs[0].split("=")[0] + "=")
+    assert code == 0 and unlabelled["num_labelled"] == 2
+    code, refused = compresso(server_url, "datasets", "label", dataset["id"], "first=news")
+    assert code == 2 and "ROW=LABEL" in refused["error"]["detail"]
