@@ -109,7 +109,7 @@ def test_two_sites_train_the_model_and_only_weights_move(tiny_models, tmp_path, 
     # The pruned zeros stayed zero: each site trained that matrix under its mask; the rest moved.
     assert torch.equal(after[PRUNED].view(-1)[::2], torch.zeros_like(after[PRUNED].view(-1)[::2]))
     assert bool((after[PRUNED].view(-1)[1::2] != before[PRUNED].view(-1)[1::2]).any())
-    assert context.placement == {"training": "sites", "aggregation": "cpu"}
+    assert context.placement == {"training": "sites (cpu)", "aggregation": "cpu"}
 
 
 def test_fedprox_and_a_site_that_drops_out_mid_round(tiny_models, tmp_path, site_datasets):

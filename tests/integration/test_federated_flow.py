@@ -97,7 +97,7 @@ def test_a_federated_recovery_trains_at_two_sites_whose_rows_never_leave_them(se
     assert details["sites_in_last_round"] == list(SITES)
     assert details["examples_per_site"] == {site: 24 for site in SITES}
     assert details["bytes_received_from_sites"] > 0
-    assert federated["placement"] == {"training": "sites", "aggregation": "cpu"}
+    assert federated["placement"] == {"training": "sites (cpu)", "aggregation": "cpu"}
     assert prune["technique"] == "prune"
     for site in SITES:
         rounds = [record["loss_after"][site] < record["loss_before"][site] for record in details["rounds"]]

@@ -20,3 +20,25 @@ def event_stream() -> TextIO:
 def emit(stream: TextIO, event: dict[str, Any]) -> None:
     stream.write(json.dumps(event) + "\n")
     stream.flush()
+
+
+def start_child(description: str) -> tuple[dict, TextIO]:
+    """The start of a process the engine or a worker runs with `--spec spec.json` (the federated coordinator
+    and site client): dies with its parent (workers.parent_death), keeps stdout for events, reads the spec."""
+    import argparse
+    import logging
+    import signal
+    from pathlib import Path
+
+    from workers.parent_death import die_with_parent
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--spec", type=Path, required=True)
+    args = parser.parse_args()
+    die_with_parent(signal.SIGKILL)
+    events = event_stream()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Flower logs every message at INFO, and warns that start_server and start_client are deprecated (why
+    # they are used: workers.engine.federated.coordinator); what a round did is in the events.
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    return json.loads(args.spec.read_text(encoding="utf-8")), events

@@ -11,11 +11,7 @@ SuperNode processes expect `flwr run` to ship an app bundle to long-lived nodes,
 one server for one run and site workers start one client each for it.
 """
 
-import argparse
-import json
-import logging
 import os
-import signal
 import sys
 import time
 import traceback
@@ -26,8 +22,7 @@ from flwr.server import ServerConfig, start_server
 from flwr.server.strategy import FedAvg, FedProx
 from safetensors.numpy import load_file, save_file
 
-from workers.engine.events import emit, event_stream
-from workers.parent_death import die_with_parent
+from workers.engine.events import emit, start_child
 
 IDENTIFY_TIMEOUT_S = 60
 POLL_S = 0.5
@@ -137,6 +132,7 @@ def make_strategy(spec: dict, events):
                 "loss_before": {site: res.metrics.get("loss_before") for site, res in sorted(trained.items())},
                 "loss_after": {site: res.metrics.get("loss_after") for site, res in sorted(trained.items())},
                 "site_seconds": {site: res.metrics.get("seconds") for site, res in sorted(trained.items())},
+                "site_devices": {site: res.metrics.get("device") for site, res in sorted(trained.items())},
                 "seconds": round(time.monotonic() - self.round_started, 3),
                 # The weights went to every sampled site and came back from those that finished.
                 "bytes_sent": array_bytes * len(self.sampled),
@@ -155,15 +151,8 @@ def _load_arrays(path: str, names: list[str]):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spec", type=Path, required=True)
-    args = parser.parse_args()
-    die_with_parent(signal.SIGKILL)  # an engine killed outright must not leave its coordinator listening
-    events = event_stream()
-    # Flower logs every message at INFO, and warns that start_server/start_client are deprecated (see the
-    # module's docstring); what a round did is in the events, which the engine logs.
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-    spec = json.loads(args.spec.read_text(encoding="utf-8"))
+    # An engine killed outright must not leave its coordinator listening: it dies with the engine.
+    spec, events = start_child(__doc__)
     spec["fit_config"]["fixed_tensors"] = Path(spec.pop("fixed_path")).read_bytes()
     strategy = make_strategy(spec, events)
     try:

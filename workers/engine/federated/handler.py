@@ -165,6 +165,7 @@ def apply_federated(config: FederatedConfig, state: ModelState, context: StepCon
     result = load_file(spec["result_path"])
     load_arrays(state.torch_model, names, [result[name] for name in names])
     context.details.update(_summary(final["rounds"], config))
-    context.placement["training"] = "sites"
+    devices = sorted({device for record in final["rounds"] for device in record["site_devices"].values() if device})
+    context.placement["training"] = f"sites ({', '.join(devices)})" if devices else "sites"
     context.placement["aggregation"] = "cpu"
     return state

@@ -8,10 +8,8 @@ job's original model, which each round's model learns to reproduce), task, datas
 connect_timeout_s. Events on stdout: connecting, round (per round trained), done, error.
 """
 
-import argparse
 import json
 import logging
-import signal
 import sys
 import tempfile
 import time
@@ -23,12 +21,11 @@ from flwr.client import NumPyClient, start_client
 from workers.engine.errors import EngineUserError
 from workers.engine.evaluation.data import load_eval_dataset
 from workers.engine.evaluation.quality import encode_labels
-from workers.engine.events import emit, event_stream
+from workers.engine.events import emit, start_child
 from workers.engine.federated.weights import build_model, state_arrays
 from workers.engine.loading import load_model, load_tokenizer
 from workers.engine.training.loop import recover, zero_masks
 from workers.engine.training.settings import RecoverySettings
-from workers.parent_death import die_with_parent
 
 logger = logging.getLogger("workers.engine.federated.site")
 # Rows a site trains on at most; a site's dataset may be larger, the first rows are used (file order).
@@ -38,7 +35,8 @@ MAX_SITE_ROWS = 100_000
 class SiteClient(NumPyClient):
     def __init__(self, spec: dict, events):
         self.spec, self.events = spec, events
-        self.device = spec.get("device", "cpu")
+        # A site trains where it can: its GPU if it has one.
+        self.device = spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         self.task = spec["task"]
         teacher_dir = Path(spec["teacher_dir"])
         self.tokenizer = load_tokenizer(teacher_dir)
@@ -76,21 +74,13 @@ class SiteClient(NumPyClient):
             "event": "round", "round": server_round, "examples": len(self.texts), "steps": stats.steps,
             "loss_before": stats.initial_loss, "loss_after": stats.final_loss, "seconds": seconds,
         })
-        metrics = {"loss_before": float(stats.initial_loss), "loss_after": float(stats.final_loss), "seconds": seconds}
+        metrics = {"loss_before": float(stats.initial_loss), "loss_after": float(stats.final_loss), "seconds": seconds,
+                   "device": self.device}
         return state_arrays(student, names), len(self.texts), metrics
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spec", type=Path, required=True)
-    args = parser.parse_args()
-    die_with_parent(signal.SIGKILL)  # a site worker that stops takes its client with it
-    events = event_stream()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Flower logs every message at INFO, and warns that start_client is deprecated (why it is used: the
-    # coordinator's docstring); what a round did is in the events, which the site's worker logs.
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-    spec = json.loads(args.spec.read_text(encoding="utf-8"))
+    spec, events = start_child(__doc__)  # a site worker that stops takes its client with it
     try:
         client = SiteClient(spec, events)
     except (EngineUserError, OSError, ValueError) as exc:
