@@ -1,6 +1,7 @@
 """A federated recovery end to end, every part a real process on Postgres and Redis: the API, a cpu worker
-that runs the job (and Flower's coordinator), and two site workers (`compresso worker --site NAME`), each
-with its own site data folder, whose datasets were registered with `compresso site add-dataset`.
+that runs the job (and Flower's coordinator), and three site workers (`compresso worker --site NAME`), each
+with its own site data folder, whose datasets were registered with `compresso site add-dataset`. One site's
+worker is SIGKILLed once the first round is done: the rounds go on with the two others, and the job finishes.
 
 The sites' rows must not leave them: no file of the central storage, and no row of the database, holds a
 word of them; the job's report has only what Flower carried back (weights, counts and losses).
@@ -8,8 +9,10 @@ word of them; the job's report has only what Flower carried back (weights, count
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import psycopg
 import pytest
@@ -19,9 +22,10 @@ from tests.conftest import DATA_DIR, POSTGRES_ADMIN_URL, TEST_DATABASE
 from tests.factories import build_tiny_model
 from tests.integration import harness
 
-SITES = ("north", "south")
+SITES = ("north", "south", "east")
+KILLED = "east"
 # Words that appear only in the sites' rows, so finding one anywhere central means a row leaked.
-SECRET_WORDS = {"north": "quillmarrow", "south": "vextorpine"}
+SECRET_WORDS = {"north": "quillmarrow", "south": "vextorpine", "east": "brondelwick"}
 FAST_EVALUATION = {
     "max_samples": 16, "sequence_length": 32, "batch_size": 16, "latency_warmup": 1, "latency_repeats": 2,
     "latency_batch_sizes": [1], "energy_repeats": 2, "energy_batch_size": 8, "energy_inferences_per_run": 8,
@@ -47,6 +51,16 @@ def register_site_dataset(base_url: str, site: str, site_dir, tmp_path) -> str:
     assert result.returncode == 0, result.stderr
     path.unlink()  # only the site's own copy is left
     return result.stdout.strip()
+
+
+def wait_for_log(client, job_id: str, text: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = client.get(f"/v1/jobs/{job_id}/logs", params={"limit": 1000}).json()["lines"]
+        if any(text in line["message"] for line in lines):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no log line with {text!r} in {timeout} s")
 
 
 def central_text() -> str:
@@ -77,35 +91,41 @@ def test_a_federated_recovery_trains_at_two_sites_whose_rows_never_leave_them(se
             {"technique": "prune", "params": {"structure": "unstructured", "sparsity": 0.5}},
             {"technique": "federated", "params": {
                 "sites": [{"site": site, "dataset_id": datasets[site]} for site in SITES],
-                "rounds": 2, "local_steps": 8, "batch_size": 8, "lr": 3e-3, "connect_timeout_s": 180,
+                "rounds": 3, "local_steps": 40, "batch_size": 8, "lr": 3e-3, "connect_timeout_s": 180,
+                "min_sites_per_round": 2,
             }},
         ]}
         response = client.post("/v1/jobs", json={
             "model_id": model["id"], "recipe": recipe, "device": "cpu", "evaluation": FAST_EVALUATION,
         })
         assert response.status_code == 202, response.text
-        job = harness.wait_for_status(client, response.json()["id"], {"succeeded", "failed"}, timeout=420)
+        job_id = response.json()["id"]
+        wait_for_log(client, job_id, "federated: round 1/3")
+        harness.stop(workers[SITES.index(KILLED)], signal.SIGKILL)  # its Flower client dies with it
+        job = harness.wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=420)
         assert job["status"] == "succeeded", job.get("error")
     finally:
         for worker in workers:
-            harness.stop(worker)
+            if worker.poll() is None:
+                harness.stop(worker)
 
     report = client.get(f"/v1/jobs/{job['id']}/report").json()
     prune, federated = report["steps"]
     details = federated["details"]
-    assert details["rounds_completed"] == 2 and details["dropped"] == []
-    assert details["sites_in_last_round"] == list(SITES)
-    assert details["examples_per_site"] == {site: 24 for site in SITES}
+    kept = [site for site in SITES if site != KILLED]
+    assert details["rounds_completed"] == 3 and details["dropped"] == [KILLED]
+    assert details["rounds"][0]["sites"] == sorted(SITES)
+    assert details["sites_in_last_round"] == sorted(kept)
+    assert details["examples_per_site"] == {site: 24 for site in sorted(kept)}
     assert details["bytes_received_from_sites"] > 0
     assert federated["placement"] == {"training": "sites (cpu)", "aggregation": "cpu"}
     assert prune["technique"] == "prune"
-    for site in SITES:
-        rounds = [record["loss_after"][site] < record["loss_before"][site] for record in details["rounds"]]
-        assert all(rounds), details["rounds"]
+    for record in details["rounds"]:
+        assert all(record["loss_after"][site] < record["loss_before"][site] for site in record["sites"]), record
 
-    # Each site's worker ran its part: its log names the job and the rounds it trained.
-    for site in SITES:
-        assert f"site {site} trained rounds [1, 2]" in (logs / f"worker-{site}.log").read_text()
+    # Each site's worker that stayed ran its part: its log names the job and the rounds it trained.
+    for site in kept:
+        assert f"site {site} trained rounds [1, 2, 3]" in (logs / f"worker-{site}.log").read_text()
 
     # Not a word of the sites' rows reached the central storage (the result and report included) or the database.
     central_files = [path for path in (DATA_DIR / "storage").rglob("*") if path.is_file()]
