@@ -69,10 +69,10 @@ def site_datasets(tmp_path) -> dict[str, Path]:
     return paths
 
 
-def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_after_round=None):
+def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_after_round=None, energy=None):
     model_dir = tiny_models["encoder"]
     state = damaged_state(model_dir)
-    sites = LocalSites(tmp_path / "sites", model_dir, site_datasets, killer(kill_after_round or {}))
+    sites = LocalSites(tmp_path / "sites", model_dir, site_datasets, killer(kill_after_round or {}), energy=energy)
     context = StepContext(
         work_dir=tmp_path / "step", device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=32,
         announce=sites,
@@ -88,13 +88,18 @@ def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_after_roun
 def test_two_sites_train_the_model_and_only_weights_move(tiny_models, tmp_path, site_datasets):
     before = {name: value.clone() for name, value in damaged_state(tiny_models["encoder"]).torch_model.state_dict().items()}
     sites_params = {"sites": [{"site": "north", "dataset_id": "d1"}, {"site": "south", "dataset_id": "d2"}]}
-    _, result, context, sites = run_step(sites_params, tiny_models, tmp_path, site_datasets)
+    # North measures its energy on its own grid (its worker's settings); south has no meter.
+    energy = {"north": {"country": "FRA"}}
+    _, result, context, sites = run_step(sites_params, tiny_models, tmp_path, site_datasets, energy=energy)
 
     details = context.details
     assert details["rounds_completed"] == 2 and details["dropped"] == []
     assert details["sites_in_last_round"] == ["north", "south"]
     assert details["examples_per_site"] == {"north": 24, "south": 24}
     assert details["bytes_sent_to_sites"] == details["bytes_received_from_sites"] > 0
+    north = details["site_energy"]["sites"]["north"]
+    assert north["country"] == "FRA" and north["energy_kwh"] > 0 and north["co2e_g"] > 0
+    assert list(details["site_energy"]["sites"]) == ["north"] and details["site_energy"]["energy_kwh"] == north["energy_kwh"]
     for record in details["rounds"]:
         for site in ("north", "south"):
             assert record["loss_after"][site] < record["loss_before"][site]

@@ -118,6 +118,8 @@ def test_a_federated_recovery_trains_at_two_sites_whose_rows_never_leave_them(se
     assert details["sites_in_last_round"] == sorted(kept)
     assert details["examples_per_site"] == {site: 24 for site in sorted(kept)}
     assert details["bytes_received_from_sites"] > 0
+    # Every site measured its own rounds' energy (the killed one only until it died).
+    assert all(details["site_energy"]["sites"][site]["energy_kwh"] > 0 for site in kept)
     assert federated["placement"] == {"training": "sites (cpu)", "aggregation": "cpu"}
     assert prune["technique"] == "prune"
     for record in details["rounds"]:

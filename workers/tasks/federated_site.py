@@ -20,6 +20,7 @@ from app.sites.paths import site_dataset_path
 from workers.celery_app import FEDERATED_SITE_TASK, celery_app
 from workers.engine.federated.handler import REPOSITORY_ROOT, default_federated_python
 from workers.parent_death import PARENT_PID
+from workers.tasks.run_job import energy_settings
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def federated_site(request: dict) -> dict:
             "server_address": request["address"], "token": request["token"], "site": site,
             "teacher_dir": str(storage.local_copy(request["model_key"])), "task": request["task"],
             "dataset_path": str(dataset_path), "connect_timeout_s": request["connect_timeout_s"],
+            # The site's own grid and hardware figures (its worker's settings), for each round's energy.
+            "energy": energy_settings(get_settings(), {}),
         }
         code, events = run_site_client(spec, Path(scratch), request["run_timeout_s"])
     rounds = [event["round"] for event in events if event["event"] == "round"]

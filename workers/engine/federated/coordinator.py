@@ -133,6 +133,13 @@ def make_strategy(spec: dict, events):
                 "loss_after": {site: res.metrics.get("loss_after") for site, res in sorted(trained.items())},
                 "site_seconds": {site: res.metrics.get("seconds") for site, res in sorted(trained.items())},
                 "site_devices": {site: res.metrics.get("device") for site, res in sorted(trained.items())},
+                # Measured at each site, on its own grid; absent where a site measured nothing.
+                "site_energy_kwh": {site: res.metrics["energy_kwh"] for site, res in sorted(trained.items())
+                                    if "energy_kwh" in res.metrics},
+                "site_co2e_g": {site: res.metrics["co2e_g"] for site, res in sorted(trained.items())
+                                if "co2e_g" in res.metrics},
+                "site_country": {site: res.metrics["country"] for site, res in sorted(trained.items())
+                                 if "country" in res.metrics},
                 "seconds": round(time.monotonic() - self.round_started, 3),
                 # The weights went to every sampled site and came back from those that finished.
                 "bytes_sent": array_bytes * len(self.sampled),

@@ -93,7 +93,27 @@ def _summary(rounds: list[dict], config: FederatedConfig) -> dict:
         # Only weights moved: the sites' rows never left them.
         "bytes_sent_to_sites": sum(record["bytes_sent"] for record in rounds),
         "bytes_received_from_sites": sum(record["bytes_received"] for record in rounds),
+        "site_energy": _site_energy(rounds),
         "rounds": rounds,
+    }
+
+
+def _site_energy(rounds: list[dict]) -> dict:
+    """Each site's energy and CO2e over every round it trained, on its own grid. Not in the job's own energy
+    figures, which measure this worker's machine."""
+    sites = sorted({site for record in rounds for site in record["site_energy_kwh"]})
+    per_site = {
+        site: {
+            "energy_kwh": sum(record["site_energy_kwh"].get(site, 0.0) for record in rounds),
+            "co2e_g": sum(record["site_co2e_g"].get(site, 0.0) for record in rounds),
+            "country": next(record["site_country"][site] for record in rounds if site in record["site_country"]),
+        }
+        for site in sites
+    }
+    return {
+        "sites": per_site,
+        "energy_kwh": sum(entry["energy_kwh"] for entry in per_site.values()),
+        "co2e_g": sum(entry["co2e_g"] for entry in per_site.values()),
     }
 
 

@@ -13,11 +13,14 @@ import logging
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from flwr.client import NumPyClient, start_client
 
+from workers.engine.energy.meter import EnergyMeter
+from workers.engine.energy.settings import EnergySettings
 from workers.engine.errors import EngineUserError
 from workers.engine.evaluation.data import load_eval_dataset
 from workers.engine.evaluation.quality import encode_labels
@@ -48,6 +51,8 @@ class SiteClient(NumPyClient):
             config = self.teacher.config
             self.labels = encode_labels(dataset.labels, config.label2id, config.num_labels).tolist()
         self.scratch = Path(tempfile.mkdtemp(prefix="compresso-site-"))
+        # Each round's energy, on this site's own grid (its worker's COMPRESSO_CARBON_COUNTRY); none without settings.
+        self.meter = EnergyMeter(EnergySettings(**spec["energy"])) if spec.get("energy") else None
 
     def get_properties(self, config):
         return {"site": self.spec["site"], "token": self.spec["token"]}
@@ -65,18 +70,32 @@ class SiteClient(NumPyClient):
             seed=int(config["seed"]) + server_round,
         )
         masks = zero_masks(student, json.loads(config["masked"]))
-        stats = recover(
-            student, self.teacher, self.task, self.texts, self.labels, self.tokenizer, settings,
-            int(config["sequence_length"]), masks=masks, proximal_mu=float(config.get("proximal_mu", 0.0)),
-        )
+        with self._measured(server_round) as measurement:
+            stats = recover(
+                student, self.teacher, self.task, self.texts, self.labels, self.tokenizer, settings,
+                int(config["sequence_length"]), masks=masks, proximal_mu=float(config.get("proximal_mu", 0.0)),
+            )
         seconds = round(time.perf_counter() - started, 3)
+        energy = self._energy(measurement)
         emit(self.events, {
             "event": "round", "round": server_round, "examples": len(self.texts), "steps": stats.steps,
-            "loss_before": stats.initial_loss, "loss_after": stats.final_loss, "seconds": seconds,
+            "loss_before": stats.initial_loss, "loss_after": stats.final_loss, "seconds": seconds, **energy,
         })
         metrics = {"loss_before": float(stats.initial_loss), "loss_after": float(stats.final_loss), "seconds": seconds,
-                   "device": self.device}
+                   "device": self.device, **energy}
         return state_arrays(student, names), len(self.texts), metrics
+
+
+    def _measured(self, server_round: int):
+        return self.meter.measure(f"round-{server_round}") if self.meter is not None else nullcontext(None)
+
+    def _energy(self, measurement) -> dict:  # noqa: ANN001
+        """The round's energy (PUE included) and CO2e on this site's grid; empty when it was not measured."""
+        if measurement is None or measurement.reading is None:
+            return {}
+        kwh = measurement.reading.device_kwh * self.meter.settings.pue
+        return {"energy_kwh": kwh, "co2e_g": kwh * self.meter.intensity,
+                "country": self.meter.settings.country or "world average"}
 
 
 def main() -> int:
