@@ -170,14 +170,17 @@ def apply_federated(config: FederatedConfig, state: ModelState, context: StepCon
                 final = event
                 break
     finally:
-        # A SIGTERM to the engine (a time limit) must not leave the coordinator listening.
-        try:
-            code = process.wait(timeout=None if final is None else COORDINATOR_EXIT_S)
-        except subprocess.TimeoutExpired:
-            code = None
-        if code is None or final is None:
+        if final is None:
+            # Interrupted (a SIGTERM to the engine: a time limit), or it ended without a word: it must not
+            # stay listening.
             process.kill()
             code = process.wait()
+        else:
+            try:
+                code = process.wait(timeout=COORDINATOR_EXIT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
     if final is not None and final["event"] == "error":
         raise EngineUserError(f"The federated step failed: {final['message']}")
     if final is None or code != 0:
