@@ -144,6 +144,9 @@ def job_page(session: Session, tenant_id: str, job_id: str) -> dict[str, Any]:
         "report": report,
         "finished": job.status in FINISHED_STATUSES,
         "charts": all_charts(report),
+        # (step number, step report) of each federated step: its rounds, sites and their energy.
+        "federated_steps": [(index, step) for index, step in enumerate(report.get("steps", []), start=1)
+                            if step.get("technique") == "federated"],
     }
 
 

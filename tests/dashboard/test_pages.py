@@ -223,3 +223,28 @@ def test_a_goal_jobs_page_shows_its_goal_estimate_front_and_candidates(client): 
     recipes = [json.loads(value.replace("&#34;", '"').replace("&quot;", '"'))
                for value in re.findall(r"data-rerun='([^']*)'", html)]
     assert recipes == [c["recipe"] for c in search["candidates"]]
+
+
+def test_a_federated_jobs_page_shows_its_rounds_sites_and_their_energy(client):  # noqa: F811
+    report = copy.deepcopy(REPORT)
+    rounds = [
+        {"round": 1, "sites": ["east", "north"], "dropped": [], "loss_before": {"east": 2.0, "north": 1.0},
+         "loss_after": {"east": 1.0, "north": 0.5}, "seconds": 12.5},
+        {"round": 2, "sites": ["north"], "dropped": ["east"], "loss_before": {"north": 0.5},
+         "loss_after": {"north": 0.25}, "seconds": 7.0},
+    ]
+    details = {
+        "aggregation": "fedavg", "rounds_completed": 2, "local_steps": 30, "sites": ["north", "east"],
+        "dropped": ["east"], "bytes_sent_to_sites": 270_000_000, "bytes_received_from_sites": 180_000_000,
+        "rounds": rounds,
+        "site_energy": {"sites": {"north": {"energy_kwh": 0.0012, "co2e_g": 0.07, "country": "FRA"}},
+                        "energy_kwh": 0.0012, "co2e_g": 0.07},
+    }
+    report["steps"] = [{**report["steps"][0], "technique": "federated", "details": details}]
+    job_id = add_job_row(add_model_row(), status="succeeded", progress=1.0, stage="done", report=report)
+    html = client.get(f"/jobs/{job_id}").text
+    section = html.split('id="federated-1"', 1)[1].split("</section>", 1)[0]
+    assert "fedavg: 2 rounds of 30 local steps at north, east" in section and "dropped out: east." in section
+    assert "270.0 MB to the sites, 180.0 MB back" in section
+    assert "1.5 → 0.75" in section and "0.5 → 0.25" in section  # mean losses over the round's sites
+    assert "<td>FRA</td>" in section and "0.0012 kWh" in section
