@@ -18,7 +18,8 @@ from app.config import get_settings
 from app.core.storage import sha256_of, storage_for
 from app.sites.paths import site_dataset_path
 from workers.celery_app import FEDERATED_SITE_TASK, celery_app
-from workers.engine.federated.handler import REPOSITORY_ROOT, default_federated_python
+from workers.engine.federated.config import default_federated_python
+from workers.engine.venvs import REPOSITORY_ROOT, repository_env
 from workers.parent_death import PARENT_PID
 from workers.tasks.run_job import energy_settings
 
@@ -44,7 +45,7 @@ def run_site_client(spec: dict, scratch: Path, timeout_s: float) -> tuple[int, l
     python = Path(settings.federated_python) if settings.federated_python else default_federated_python()
     spec_path = scratch / "site.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    env = {**os.environ, PARENT_PID: str(os.getpid()), "PYTHONPATH": str(REPOSITORY_ROOT)}
+    env = repository_env(**{PARENT_PID: str(os.getpid())})
     command = [str(python), "-m", "workers.engine.federated.site_client", "--spec", str(spec_path)]
     try:
         finished = subprocess.run(

@@ -2,11 +2,13 @@
 that the API validates recipes without importing torch."""
 
 import re
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.engine.registry import TechniqueConfig
+from workers.engine.venvs import sibling_venv_python
 
 SITE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # The Celery queue a site's worker consumes (`compresso worker --site NAME`).
@@ -16,6 +18,11 @@ MAX_SITES = 64
 
 def site_queue(site: str) -> str:
     return f"{SITE_QUEUE_PREFIX}{site}"
+
+
+def default_federated_python() -> Path:
+    """The interpreter of .venv-federated beside the running venv, which `make install` builds."""
+    return sibling_venv_python(".venv-federated")
 
 
 class SiteDataset(BaseModel):

@@ -8,28 +8,22 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 from safetensors.numpy import load_file, save_file
 
-import workers
 from workers.engine.errors import EngineUserError
-from workers.engine.federated.config import FederatedConfig, FederationSettings
+from workers.engine.federated.config import FederatedConfig, FederationSettings, default_federated_python
 from workers.engine.federated.weights import load_arrays, model_description, pruned_names, split_state
 from workers.engine.state import ModelState, StepContext
+from workers.engine.venvs import REPOSITORY_ROOT, repository_env
 from workers.parent_death import PARENT_PID
 
 logger = logging.getLogger(__name__)
 
-REPOSITORY_ROOT = Path(workers.__file__).resolve().parents[1]
 # After its last event the coordinator stops Flower's server (a second, for the clients to hear it).
 COORDINATOR_EXIT_S = 30
 
-
-def default_federated_python() -> Path:
-    """The interpreter of .venv-federated beside the running venv, which `make install` builds."""
-    return Path(sys.prefix).parent / ".venv-federated" / "bin" / "python"
 
 
 def _free_port(host: str) -> int:
@@ -132,10 +126,7 @@ def apply_federated(config: FederatedConfig, state: ModelState, context: StepCon
     spec, names = _coordinator_spec(config, state, context, f"{settings.bind_host}:{port}", token)
     spec_path = context.work_dir / "coordinator.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    env = {
-        **os.environ, PARENT_PID: str(os.getpid()),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPOSITORY_ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = repository_env(**{PARENT_PID: str(os.getpid())})
     # stderr is the engine's own, so Flower's log lands in the job's log; stdout carries its events.
     process = subprocess.Popen(
         [str(python), "-m", "workers.engine.federated.coordinator", "--spec", str(spec_path)],

@@ -3,14 +3,14 @@ address, without Celery. For the engine's tests and benchmarks (a simulation of 
 separate process that reads only its own dataset file)."""
 
 import json
-import os
 import signal
 import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from workers.engine.federated.handler import REPOSITORY_ROOT, default_federated_python
+from workers.engine.federated.config import default_federated_python
+from workers.engine.venvs import REPOSITORY_ROOT, repository_env
 
 
 class LocalSites:
@@ -33,9 +33,8 @@ class LocalSites:
             return
         self.announcements.append(event)
         self.scratch.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(REPOSITORY_ROOT)}
-        if self.threads_per_site:
-            env.update(OMP_NUM_THREADS=str(self.threads_per_site), MKL_NUM_THREADS=str(self.threads_per_site))
+        threads = {"OMP_NUM_THREADS": str(self.threads_per_site), "MKL_NUM_THREADS": str(self.threads_per_site)}
+        env = repository_env(**(threads if self.threads_per_site else {}))
         for entry in event["sites"]:
             site = entry["site"]
             if site not in self.datasets:

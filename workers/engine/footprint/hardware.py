@@ -4,12 +4,12 @@ reference data (boaviztapi), which runs in its own interpreter: see boavizta_pro
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from workers.engine.footprint.schema import EmbodiedAmount
+from workers.engine.venvs import sibling_venv_python
 
 PROBE = Path(__file__).with_name("boavizta_probe.py")
 PROBE_TIMEOUT_S = 120.0
@@ -94,7 +94,7 @@ def probe_hardware(spec: HardwareSpec, lifetime_years: float | None, python: Pat
 
 def default_python() -> Path:
     """.venv-boavizta beside the running venv (the layout `make install` makes)."""
-    return Path(sys.prefix).parent / ".venv-boavizta" / "bin" / "python"
+    return sibling_venv_python(".venv-boavizta")
 
 
 def component_share(component: ProbedComponent, spec: HardwareSpec) -> tuple[float, str]:

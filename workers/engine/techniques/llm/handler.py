@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from workers.engine.errors import EngineUserError
 from workers.engine.loading import max_positions
 from workers.engine.state import ModelState, StepContext
 from workers.engine.techniques.llm.config import LlmQuantizeConfig
+from workers.engine.venvs import sibling_venv_python
 
 __all__ = ["apply_llm_quantize", "default_llm_python", "script_spec"]
 
@@ -34,7 +34,7 @@ _STDERR_TAIL_LINES = 8
 
 def default_llm_python() -> Path:
     """The interpreter of .venv-llm beside the running venv, which `make install` builds."""
-    return Path(sys.prefix).parent / ".venv-llm" / "bin" / "python"
+    return sibling_venv_python(".venv-llm")
 
 
 def _calibration_passes(config: LlmQuantizeConfig) -> int:
