@@ -2,10 +2,16 @@
 site client): stdout carries only events for the process that supervises them; everything else goes
 to stderr, the log."""
 
+import argparse
 import json
+import logging
 import os
+import signal
 import sys
+from pathlib import Path
 from typing import Any, TextIO
+
+from workers.parent_death import die_with_parent
 
 
 def event_stream() -> TextIO:
@@ -25,13 +31,6 @@ def emit(stream: TextIO, event: dict[str, Any]) -> None:
 def start_child(description: str) -> tuple[dict, TextIO]:
     """The start of a process the engine or a worker runs with `--spec spec.json` (the federated coordinator
     and site client): dies with its parent (workers.parent_death), keeps stdout for events, reads the spec."""
-    import argparse
-    import logging
-    import signal
-    from pathlib import Path
-
-    from workers.parent_death import die_with_parent
-
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--spec", type=Path, required=True)
     args = parser.parse_args()

@@ -190,7 +190,7 @@ class Recipe:
         return [
             (index, entry)
             for index, step in enumerate(self.steps)
-            for entry in getattr(step, "referenced_site_datasets", lambda: [])()
+            for entry in step.referenced_site_datasets()
         ]
 
     @property

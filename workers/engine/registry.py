@@ -51,6 +51,11 @@ class TechniqueConfig(BaseModel):
         the service checks they exist and the worker hands their folders to the step."""
         return {}
 
+    def referenced_site_datasets(self) -> list[Any]:
+        """Site-held datasets this step trains on (federated's sites, as SiteDataset entries); the service
+        checks each site holds its dataset and the worker tells the sites where to find them."""
+        return []
+
 
 TechniqueHandler = Callable[[TechniqueConfig, "ModelState", "StepContext"], "ModelState"]
 
