@@ -71,21 +71,18 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}"
 
 
-def _referenced_model_ids(recipe: dict) -> list[str]:
+def _parsed_recipe(recipe: dict | None) -> Recipe | None:
+    """The job's recipe, or None (a goal job's, or one with problems: the engine reports those as the job's error)."""
     try:
-        return Recipe.from_dict(recipe).referenced_models()
+        return Recipe.from_dict(recipe) if recipe else None
     except RecipeError:
-        return []  # the engine reports the recipe's problems itself, as the job's error
+        return None
 
 
-def _site_datasets(session, recipe: dict | None) -> dict[str, dict]:  # noqa: ANN001
+def _site_datasets(session, recipe: Recipe | None) -> dict[str, dict]:  # noqa: ANN001
     """What the sites' workers need to find the datasets a federated step names: their hashes and file names."""
-    try:
-        entries = Recipe.from_dict(recipe).referenced_site_datasets() if recipe else []
-    except RecipeError:
-        return {}
     found = {}
-    for _index, entry in entries:
+    for _index, entry in recipe.referenced_site_datasets() if recipe else []:
         dataset = datasets_repository.get(session, entry.dataset_id)
         if dataset is not None and dataset.site == entry.site:  # deleted since submit: the site never connects
             found[dataset.id] = {"id": dataset.id, "sha256": dataset.sha256, "filename": dataset.filename}
@@ -104,11 +101,12 @@ def _claim(job_id: str) -> dict | None:
             jobs_repository.transition(session, job_id, (QUEUED,), status=CANCELLED, finished_at=utcnow())
             return None
         model = models_repository.get(session, job.model_id) if job.model_id else None
+        recipe = _parsed_recipe(job.recipe)
         # Other models the recipe names (e.g. a distillation student); one deleted since submit is
         # left out, and the step that needs it fails with a clear message.
         referenced = {
             model_id: found.storage_key
-            for model_id in _referenced_model_ids(job.recipe)
+            for model_id in (recipe.referenced_models() if recipe else [])
             if (found := models_repository.get_owned(session, job.tenant_id, model_id)) is not None
         }
         dataset = datasets_repository.get(session, job.dataset_id) if job.dataset_id else None
@@ -140,7 +138,7 @@ def _claim(job_id: str) -> dict | None:
             "device": job.device,
             "target": job.target,
             "model_key": model.storage_key if model else None,
-            "site_datasets": _site_datasets(session, job.recipe),
+            "site_datasets": _site_datasets(session, recipe),
             "referenced_model_keys": referenced,
             "dataset_key": dataset.storage_key if dataset else None,
             "job": {"id": job.id, "name": job.name, "device": job.device, "model_id": job.model_id,
