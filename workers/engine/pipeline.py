@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from workers.engine.checkpoints.recipe_run import run_recipe_steps
 from workers.engine.devices import GpuMemoryPeak
 from workers.engine.energy.generation import GenerationEnergyProbe
 from workers.engine.energy.inference import InferenceProbe
@@ -56,6 +57,7 @@ from workers.engine.report import (
     JobReport,
     LatencyReport,
     ModelInfoReport,
+    CheckpointsReport,
     ModelSideReport,
     Report,
     StepReport,
@@ -63,7 +65,7 @@ from workers.engine.report import (
     collect_environment,
     compute_ratios,
 )
-from workers.engine.steps import StepEnvironment, apply_steps
+from workers.engine.steps import StepEnvironment
 from workers.engine.shipping import package_result, result_parameters, result_runner_for
 from workers.engine.state import ModelState
 from workers.engine.target import Target, changes_task, step_task_problems, target_problems, task_problem
@@ -192,15 +194,17 @@ def _load(request: PipelineRequest) -> _Loaded:
 def _apply_recipe(
     request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress, meter: EnergyMeter,
     step_probe: StepProbe, gpu_peak: GpuMemoryPeak,
-) -> tuple[ModelState, list[StepReport]]:
+) -> tuple[ModelState, list[StepReport], CheckpointsReport | None]:
     steps = request.recipe.steps
     width = (_STEPS[1] - _STEPS[0]) / len(steps)
 
     def on_step_progress(index: int, stage: str, fraction: float) -> None:
         progress(stage, (_STEPS[0] + index * width, _STEPS[0] + (index + 1) * width), fraction)
 
-    return apply_steps(steps, state, _step_environment(request, loaded, progress.announce), step_probe, gpu_peak,
-                       meter.stage, on_step_progress)
+    return run_recipe_steps(
+        steps, request.checkpoints, state, _step_environment(request, loaded, progress.announce), step_probe,
+        gpu_peak, meter, request.model_dir, step_probe.reference_dir, on_step_progress,
+    )
 
 
 def _step_environment(
@@ -344,7 +348,7 @@ def _run(request: PipelineRequest, progress: _Progress, meter: EnergyMeter) -> P
             )
     del original_runner
 
-    search_report = task_reference = None
+    search_report = task_reference = checkpoints = None
     if request.goal is None:
         # Back to where the steps run (they differ when, say, a GPU job targets the CPU).
         state = ModelState(task=info.task, config_dir=request.model_dir, torch_model=loaded.model.to(request.device))
@@ -353,7 +357,7 @@ def _run(request: PipelineRequest, progress: _Progress, meter: EnergyMeter) -> P
             info.task, inputs.batches, original_eval.outputs, threads=original.latency.threads,
             reference_dir=request.work_dir / "outputs" / "task-reference",
         )
-        state, step_reports = _apply_recipe(request, state, loaded, progress, meter, step_probe, gpu_peak)
+        state, step_reports, checkpoints = _apply_recipe(request, state, loaded, progress, meter, step_probe, gpu_peak)
         task_reference = step_probe.task_reference
         progress("package", _PACKAGE, 0.0)
         with meter.stage("package"):
@@ -458,7 +462,7 @@ def _run(request: PipelineRequest, progress: _Progress, meter: EnergyMeter) -> P
         # Wall time up to the report; zipping, which follows, takes seconds at most.
         job=JobReport(
             recipe=recipe, device=request.device, target=request.target.model_dump(),
-            wall_time_s=time.perf_counter() - started, peak_gpu_memory_mb=gpu_peak.job_mb(),
+            wall_time_s=time.perf_counter() - started, peak_gpu_memory_mb=gpu_peak.job_mb(), checkpoints=checkpoints,
         ),
         environment=collect_environment(),
         evaluation=EvaluationReport(

@@ -146,6 +146,31 @@ class StepReport(_Strict):
         default_factory=dict,
         description='Where each part of the step ran, e.g. {"training": "cuda"} or {"kmeans": "cpu", "rounding": "cuda"}.',
     )
+    resumed_from_attempt: int | None = Field(
+        None, description="Set when this attempt did not run the step: it was restored from the checkpoint that "
+        "attempt saved, and this entry is that attempt's report of it."
+    )
+
+
+class CheckpointSaved(_Strict):
+    step: int = Field(description="1-based: the checkpoint holds the model after this step.")
+    seconds: float = Field(description="Time to write it, outside the steps' own time.")
+    size_bytes: int
+
+
+class CheckpointsReport(_Strict):
+    """How this attempt used per-step checkpoints: what it resumed from, and what it saved."""
+
+    attempt: int
+    resumed_from_attempt: int | None = Field(None, description="The attempt whose checkpoint this one resumed from.")
+    resumed_steps: list[int] = Field(default_factory=list, description="1-based steps restored instead of run.")
+    saved: list[CheckpointSaved] = Field(default_factory=list)
+    problem: str | None = Field(
+        None, description="Why an existing checkpoint could not be used (every step then ran again)."
+    )
+    energy: str = Field(
+        description="What the energy section counts of the earlier attempts."
+    )
 
 
 class JobReport(_Strict):
@@ -157,6 +182,9 @@ class JobReport(_Strict):
     wall_time_s: float
     peak_gpu_memory_mb: float | None = Field(
         None, description="The most GPU memory torch held during the whole job (MiB); null without a GPU."
+    )
+    checkpoints: CheckpointsReport | None = Field(
+        None, description="Per-step checkpoints of this attempt; null when the worker asked for none (a goal job)."
     )
 
 

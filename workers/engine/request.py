@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from workers.engine.checkpoints.settings import CheckpointSettings
 from workers.engine.energy.settings import EnergySettings
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.federated.config import FederationSettings
@@ -42,6 +43,9 @@ class PipelineRequest(BaseModel):
     )
     federation: FederationSettings = Field(
         default_factory=FederationSettings, description="Where a federated step's coordinator listens, and its Python."
+    )
+    checkpoints: CheckpointSettings | None = Field(
+        None, description="Save a checkpoint after each recipe step, and resume from one; None: neither."
     )
 
 

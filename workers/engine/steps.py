@@ -56,14 +56,21 @@ def apply_steps(
     gpu_peak: GpuMemoryPeak,
     stage_scope: Callable[[str], AbstractContextManager],
     on_progress: Callable[[int, str, float], None] = lambda index, stage, fraction: None,
+    done: list[StepReport] | None = None,
+    on_step_done: Callable[[int, ModelState, list[StepReport]], None] = lambda index, state, reports: None,
 ) -> tuple[ModelState, list[StepReport]]:
     """`stage_scope(stage)` wraps each step (the energy meter's stage, or nothing when the caller books
-    the whole run as one); `on_progress(index, stage, fraction)` follows each step from 0 to 1."""
-    reports = []
+    the whole run as one); `on_progress(index, stage, fraction)` follows each step from 0 to 1.
+
+    `done`: the reports of the first steps, already in `state` (a resumed job's checkpoint); the rest run.
+    `on_step_done(index, state, reports)` follows each step that ran, with every report so far."""
+    reports = list(done or [])
     calibration_labels = environment.calibration_labels
     # Each step's "after" is the next one's "before": an ONNX state's count reads the whole file.
     size_before, parameters_before = state.size_bytes(), state.num_parameters()
     for index, step in enumerate(steps):
+        if index < len(reports):
+            continue
         stage = step_stage(index, step.technique)
         on_progress(index, stage, 0.0)
         context = StepContext(
@@ -130,6 +137,7 @@ def apply_steps(
             reports[-1].size_bytes_after / 1e6, state.format, "" if fidelity is None else
             f", {fidelity.primary_metric} {fidelity.metrics[fidelity.primary_metric]:.4f} on {fidelity.num_samples} rows",
         )
+        on_step_done(index, state, reports)
         on_progress(index, stage, 1.0)
         size_before, parameters_before = size_after, parameters_after
     return state, reports

@@ -222,6 +222,16 @@ class EnergyMeter:
             )
         )
 
+    def stages(self) -> list[StageEnergy]:
+        """Every stage booked so far (a checkpoint carries them to the next attempt)."""
+        return list(self._stages)
+
+    def carry(self, stages: list[StageEnergy]) -> None:
+        """Books an earlier attempt's stages of the same job before this attempt's own: the job's energy is
+        every attempt's. Nothing is carried once tracking has failed, as nothing of this attempt is reported."""
+        if self.active:
+            self._stages[:0] = stages
+
     def stage_kwh(self, stage: str) -> float | None:
         """The energy booked under `stage` so far (its last entry), or None when nothing was booked."""
         for entry in reversed(self._stages):

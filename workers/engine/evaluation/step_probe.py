@@ -84,6 +84,11 @@ class StepProbe:
         summary = summarise_fidelity(self.task, item_fidelity(self.task, self.reference, outputs), self.rows)
         return StepFidelity(summary.metrics, summary.primary_metric, self.rows)
 
+    def restore(self, reference: TaskReference) -> None:
+        """Rebases onto a reference an earlier attempt measured (a resumed job's checkpoint)."""
+        self.task, self.task_reference = reference.task, reference
+        self.reference = [np.array(output) for output, _ in zip(reference.outputs, self.batches, strict=False)]
+
     def rebase(
         self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: Literal["cpu", "cuda"], step: str
     ) -> None:

@@ -1,0 +1,174 @@
+"""Writes a model state between recipe steps to a folder, and reads it back.
+
+A state can be anything the steps make: a transformers model, one whose layers have per-layer widths or
+were replaced by factorised pairs (low_rank), torchao's quantized tensors, an ONNX file, a .cpz, an
+ExecuTorch program or a compressed-tensors folder. Files are copied as they are. The torch model is saved
+with torch.save of the whole module, because no library format holds every one of those modules
+(safetensors needs a config that rebuilds the shapes, which low_rank's layers have not). A pickle runs code
+when it is loaded, so the worker only hands a checkpoint to the engine after checking its sha256 against
+the one recorded in the database when it was stored (workers.tasks.checkpoint_store).
+
+The manifest is written last: a folder without one was cut off and is not a checkpoint.
+"""
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from transformers import AutoModelForCausalLM
+
+from workers.engine.checkpoints.settings import CHECKPOINT_FORMAT
+from workers.engine.energy.schema import StageEnergy
+from workers.engine.evaluation.fidelity import OutputStore
+from workers.engine.evaluation.step_probe import TaskReference
+from workers.engine.report import StepReport
+from workers.engine.state import ModelState
+
+MANIFEST_FILE = "manifest.json"
+
+
+class CheckpointError(Exception):
+    """The folder is not a checkpoint this job can resume from; the message says why."""
+
+
+@dataclass
+class Restored:
+    state: ModelState
+    steps_done: int  # the recipe's first steps_done steps are in the state
+    attempt: int  # the attempt that saved it
+    step_reports: list[StepReport]
+    energy_stages: list[StageEnergy]  # every stage booked up to the save, earlier attempts' included
+    task_reference: TaskReference | None
+
+
+def _copy_file(source: Path, folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, folder / source.name)
+    return f"{folder.name}/{source.name}"
+
+
+def _copy_onnx(source: Path, folder: Path) -> str:
+    """The file and any external data files it names, which sit beside it."""
+    relative = _copy_file(source, folder)
+    graph = onnx.load(str(source), load_external_data=False).graph
+    for initializer in graph.initializer:
+        for entry in initializer.external_data:
+            if entry.key == "location" and not (folder / entry.value).exists():
+                shutil.copy2(source.parent / entry.value, folder / entry.value)
+    return relative
+
+
+def _save_state(state: ModelState, original_dir: Path, folder: Path) -> dict:
+    folder.mkdir(parents=True)
+    saved: dict = {"task": state.task, "config_dir": "original", "torch_model": None, "onnx": None,
+                   "packed": None, "pte": None, "compressed": None}
+    if state.config_dir.resolve() != original_dir.resolve():
+        shutil.copytree(state.config_dir, folder / "config")
+        saved["config_dir"] = "config"
+    if state.compressed_dir is not None:
+        shutil.copytree(state.compressed_dir, folder / "compressed")
+        saved["compressed"] = "compressed"
+        if state.compressed_dir.resolve() == state.config_dir.resolve():
+            saved["config_dir"] = "compressed"
+    if state.torch_model is not None:
+        # The compressed-tensors folder reloads to the same model; anything else is saved whole.
+        saved["torch_model"] = "compressed" if state.compressed_dir is not None else "model.pt"
+        if state.compressed_dir is None:
+            torch.save(state.torch_model, folder / "model.pt")
+    if state.onnx_path is not None:
+        saved["onnx"] = _copy_onnx(state.onnx_path, folder / "onnx")
+    if state.packed_path is not None:
+        saved["packed"] = _copy_file(state.packed_path, folder / "packed")
+    if state.pte_path is not None:
+        saved["pte"] = _copy_file(state.pte_path, folder / "pte")
+    return saved
+
+
+def _load_state(saved: dict, folder: Path, original_dir: Path, device: str) -> ModelState:
+    config_dir = original_dir if saved["config_dir"] == "original" else folder / saved["config_dir"]
+    torch_model = None
+    if saved["torch_model"] == "compressed":
+        torch_model = AutoModelForCausalLM.from_pretrained(folder / saved["compressed"], dtype=torch.float32)
+    elif saved["torch_model"] is not None:
+        # The sha256 was checked against the database before this folder reached the engine (module docstring).
+        torch_model = torch.load(folder / saved["torch_model"], map_location="cpu", weights_only=False)
+    if torch_model is not None:
+        torch_model = torch_model.to(device).eval()
+
+    def path(name: str) -> Path | None:
+        return None if saved[name] is None else folder / saved[name]
+
+    return ModelState(
+        task=saved["task"], config_dir=config_dir, torch_model=torch_model, onnx_path=path("onnx"),
+        packed_path=path("packed"), pte_path=path("pte"), compressed_dir=path("compressed"),
+    )
+
+
+def _save_task_reference(reference: TaskReference, folder: Path) -> dict:
+    shutil.copytree(reference.outputs.directory, folder / "outputs")
+    if reference.predictions is not None:
+        np.save(folder / "predictions.npy", reference.predictions)
+    return {"task": reference.task, "step": reference.step, "architecture": reference.architecture,
+            "label2id": reference.label2id, "num_labels": reference.num_labels, "outputs": reference.outputs.count,
+            "predictions": reference.predictions is not None}
+
+
+def _load_task_reference(saved: dict, folder: Path, reference_dir: Path) -> TaskReference:
+    store = OutputStore(reference_dir)
+    for index in range(saved["outputs"]):
+        store.append(np.load(folder / "outputs" / f"{index:06d}.npy"))
+    return TaskReference(
+        task=saved["task"], step=saved["step"], architecture=saved["architecture"], label2id=saved["label2id"],
+        num_labels=saved["num_labels"], outputs=store,
+        predictions=np.load(folder / "predictions.npy") if saved["predictions"] else None,
+    )
+
+
+def save_checkpoint(
+    folder: Path, *, key: str, attempt: int, steps_done: int, state: ModelState, original_dir: Path,
+    step_reports: list[StepReport], energy_stages: list[StageEnergy], task_reference: TaskReference | None,
+) -> int:
+    """Writes the checkpoint after the recipe's first `steps_done` steps; returns its size in bytes."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    manifest = {
+        "format": CHECKPOINT_FORMAT, "key": key, "attempt": attempt, "steps_done": steps_done,
+        "state": _save_state(state, original_dir, folder / "state"),
+        "step_reports": [report.model_dump(mode="json") for report in step_reports],
+        "energy_stages": [stage.model_dump(mode="json") for stage in energy_stages],
+        "task_reference": None if task_reference is None
+        else _save_task_reference(task_reference, folder / "task_reference"),
+    }
+    partial = folder / f"{MANIFEST_FILE}.partial"
+    partial.write_text(json.dumps(manifest), encoding="utf-8")
+    partial.replace(folder / MANIFEST_FILE)
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def load_checkpoint(folder: Path, *, key: str, original_dir: Path, device: str, reference_dir: Path) -> Restored:
+    """The state and reports a checkpoint holds; CheckpointError when it cannot be used for this job."""
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"no readable {MANIFEST_FILE} in {folder}: {exc}") from exc
+    if manifest.get("format") != CHECKPOINT_FORMAT or manifest.get("key") != key:
+        raise CheckpointError(
+            f"the checkpoint was made for another recipe, inputs or checkpoint format (key {manifest.get('key')}, "
+            f"format {manifest.get('format')}; this job's key is {key}, format {CHECKPOINT_FORMAT})"
+        )
+    try:
+        return Restored(
+            state=_load_state(manifest["state"], folder / "state", original_dir, device),
+            steps_done=int(manifest["steps_done"]),
+            attempt=int(manifest["attempt"]),
+            step_reports=[StepReport.model_validate(report) for report in manifest["step_reports"]],
+            energy_stages=[StageEnergy.model_validate(stage) for stage in manifest["energy_stages"]],
+            task_reference=None if manifest["task_reference"] is None
+            else _load_task_reference(manifest["task_reference"], folder / "task_reference", reference_dir),
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure to rebuild the state means: compute it again
+        raise CheckpointError(f"the checkpoint could not be loaded: {type(exc).__name__}: {exc}") from exc
