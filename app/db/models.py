@@ -1,6 +1,7 @@
 """Imports every domain's tables so that Base.metadata is complete (for Alembic and tests)."""
 
 from app.artifacts.orm import Artifact  # noqa: F401
+from app.checkpoints.orm import JobCheckpoint  # noqa: F401
 from app.datasets.orm import Dataset, LabelSuggestion  # noqa: F401
 from app.energy.orm import EnergyRecord  # noqa: F401
 from app.idempotency.orm import IdempotencyRecord  # noqa: F401

@@ -4,6 +4,8 @@
 - Model and dataset files with no row (the API died between moving the file into place and
   committing the row; the row is what makes a file exist for users).
 - Attempt folders of jobs that are no longer running that attempt (a worker died mid-job).
+- Per-step checkpoints of jobs that will not run again (the worker that ended the job died before it
+  removed them, or the job was failed by the reconciler).
 Only things idle for `idle_seconds` are touched, so another API or worker that is writing right
 now, on shared storage, keeps its files.
 """
@@ -15,9 +17,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.checkpoints import repository as checkpoints_repository
 from app.core.storage import Storage, last_write
 from app.datasets.orm import Dataset
-from app.jobs.orm import RUNNING, Job
+from app.jobs.orm import QUEUED, RUNNING, Job
 from app.models.orm import Model
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,13 @@ def sweep_orphans(session: Session, storage: Storage, idle_seconds: float) -> Sw
         if name != live and idle:
             key = f"jobs/{job_id}/{name}"
             storage.delete(key)
+            result.keys.append(key)
+    waiting = set(session.scalars(select(Job.id).where(Job.status.in_((QUEUED, RUNNING)))))
+    for key, written in storage.children("checkpoints"):
+        job_id = key.rsplit("/", 1)[1]
+        if job_id not in waiting and written <= cutoff:
+            storage.delete(key)
+            checkpoints_repository.remove_for_job(session, job_id)
             result.keys.append(key)
     if result.count:
         logger.warning("startup sweep removed %d orphans: %s", result.count, result.scratch + result.keys)

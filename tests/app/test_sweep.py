@@ -33,6 +33,8 @@ def test_only_idle_orphans_are_removed(client):  # noqa: F811
         make(root / "models" / ("b" * 32)),  # no row, but just written: maybe a commit in flight
         make(root / "jobs" / running_id / "attempt-2", age_seconds=3600),  # the attempt running now
         make(root / ".scratch" / "live-upload"),
+        make(root / "checkpoints" / running_id, age_seconds=3600),  # its next attempt resumes from them
+        make(root / "checkpoints" / ("e" * 32)),  # just written
     ]
     removed = [
         make(root / "models" / ("c" * 32), age_seconds=3600),
@@ -40,9 +42,10 @@ def test_only_idle_orphans_are_removed(client):  # noqa: F811
         make(root / "jobs" / running_id / "attempt-1", age_seconds=3600),  # a worker lost it earlier
         make(root / "jobs" / finished_id / "attempt-1", age_seconds=3600),
         make(root / ".scratch" / "dead-upload", age_seconds=3600),
+        make(root / "checkpoints" / finished_id, age_seconds=3600),  # the job will not run again
     ]
     with session_scope() as session:
         result = sweep_orphans(session, storage, idle_seconds=600)
     assert all(path.exists() for path in kept)
     assert not any(path.exists() for path in removed)
-    assert result.scratch == ["dead-upload"] and result.count == 5
+    assert result.scratch == ["dead-upload"] and result.count == 6

@@ -22,8 +22,9 @@ CHAIN = [
     {"technique": "quantize", "params": {"scheme": "int8_dynamic"}},
     {"technique": "huffman", "params": {"min_elements": 256}},
 ]
+# Recovery training leaves transformers' output-capturing hooks (closures) on the model it saves.
 HEADS = [
-    {"technique": "prune", "params": {"structure": "heads", "sparsity": 0.5}},
+    {"technique": "prune", "params": {"structure": "heads", "sparsity": 0.5, "recover": {"max_steps": 4}}},
     {"technique": "quantize", "params": {"scheme": "int8_dynamic"}},
 ]
 
@@ -124,3 +125,14 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_every_step_runs(tiny_mode
     broken, _ = _run(_request(model_dir, HEADS, tmp_path / "damaged-run", attempt=2, resume_dir=damaged))
     assert "could not be loaded" in broken["job"]["checkpoints"]["problem"]
     assert broken["job"]["checkpoints"]["resumed_steps"] == []
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_job(tiny_models, tmp_path):
+    request = _request(tiny_models["encoder"], HEADS, tmp_path, attempt=1)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the checkpoints would go")
+    request = request.model_copy(update={"checkpoints": request.checkpoints.model_copy(update={"save_dir": blocked})})
+    report, events = _run(request)
+    assert report["job"]["checkpoints"]["saved"] == [] and not [e for e in events if e["event"] == "checkpoint"]
+    assert [problem.split(":")[0] for problem in report["job"]["checkpoints"]["not_saved"]] == ["step 1", "step 2"]
+    assert len(report["steps"]) == 2

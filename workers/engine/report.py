@@ -165,6 +165,9 @@ class CheckpointsReport(_Strict):
     resumed_from_attempt: int | None = Field(None, description="The attempt whose checkpoint this one resumed from.")
     resumed_steps: list[int] = Field(default_factory=list, description="1-based steps restored instead of run.")
     saved: list[CheckpointSaved] = Field(default_factory=list)
+    not_saved: list[str] = Field(
+        default_factory=list, description="Steps whose checkpoint could not be written, and why; the job went on."
+    )
     problem: str | None = Field(
         None, description="Why an existing checkpoint could not be used (every step then ran again)."
     )

@@ -21,7 +21,7 @@ from workers.celery_app import FEDERATED_SITE_TASK, celery_app
 from workers.engine.federated.config import default_federated_python
 from workers.engine.venvs import REPOSITORY_ROOT, repository_env
 from workers.parent_death import PARENT_PID
-from workers.tasks.run_job import energy_settings
+from workers.tasks.job_spec import energy_settings
 
 logger = logging.getLogger(__name__)
 

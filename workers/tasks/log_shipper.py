@@ -2,6 +2,7 @@
 poll, and the worker's own events. The API then serves it from any host, live."""
 
 import logging
+import threading
 from pathlib import Path
 
 from app.db.session import session_scope
@@ -22,14 +23,21 @@ class LogShipper:
         self.offset = 0
         self.partial = b""
         self.pending: list[tuple[str, str]] = []  # (source, message) not yet written
+        # The checkpoint uploader's thread logs too: lines are queued and written under this lock.
+        self.lock = threading.Lock()
 
     def worker(self, message: str) -> None:
         """Records one of the worker's own events (claimed, requeued, failed, ...) right away."""
-        self.pending.append((WORKER, message))
-        self._flush()
+        with self.lock:
+            self.pending.append((WORKER, message))
+            self._flush()
 
     def ship(self, final: bool = False) -> None:
         """Sends the engine log's new complete lines; with `final`, also an unterminated last line."""
+        with self.lock:
+            self._ship(final)
+
+    def _ship(self, final: bool) -> None:
         try:
             with self.engine_log.open("rb") as handle:
                 handle.seek(self.offset)

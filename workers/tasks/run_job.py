@@ -12,6 +12,7 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 from collections.abc import Callable
 from typing import TypeVar
@@ -43,8 +44,9 @@ from workers.celery_app import FEDERATED_SITE_TASK, RUN_JOB_TASK, celery_app
 from workers.engine.federated.config import site_queue
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.stages import STEP_STAGE
-from workers.hardware import hardware_footprint
+from workers.tasks.checkpoint_store import CheckpointUploader, delete_checkpoints, find_resume_point
 from workers.tasks.engine_process import EngineOutcome, run_engine
+from workers.tasks.job_spec import engine_spec, job_checkpoint_key
 from workers.tasks.log_shipper import LogShipper
 from workers.tasks.mlflow_run import log_job_run
 from workers.tasks.time_limits import Deadlines
@@ -147,35 +149,6 @@ def _claim(job_id: str) -> dict | None:
             "time_limits": job.time_limits,
             "queue": job.queue,
         }
-
-
-def energy_settings(settings: Settings, deployment: dict) -> dict:
-    """The worker's own grid (its settings) and the job's deployment grid and rate."""
-    return {
-        "country": settings.carbon_country,
-        "pue": settings.pue,
-        "cpu_watts_per_core": settings.cpu_watts_per_core,
-        "gpu_idle_watts": settings.gpu_idle_watts,
-        "gpu_idle_source": (settings.gpu_idle_source or "COMPRESSO_GPU_IDLE_WATTS")
-        if settings.gpu_idle_watts is not None else None,
-        "deployment_country": deployment.get("country"),
-        "requests_per_day": deployment.get("requests_per_day"),
-    }
-
-
-def footprint_settings(settings: Settings, deployment: dict) -> dict:
-    """The WUE of the worker's data centre and of the deployment, and the worker's hardware footprint."""
-    footprint, error = hardware_footprint(settings)
-    deployment_wue = deployment.get("wue_l_per_kwh")
-    return {
-        "wue_l_per_kwh": settings.wue_l_per_kwh,
-        # The default's own source (FootprintSettings) stands unless the operator set the figure.
-        **({"wue_source": "COMPRESSO_WUE_L_PER_KWH"} if "wue_l_per_kwh" in settings.model_fields_set else {}),
-        "deployment_wue_l_per_kwh": deployment_wue,
-        "deployment_wue_source": None if deployment_wue is None else "the job's deployment.wue_l_per_kwh",
-        "hardware": footprint.model_dump() if footprint else None,
-        "hardware_error": error,
-    }
 
 
 def _by_stage(section: dict | None) -> dict[str, dict]:
@@ -346,8 +319,11 @@ def _stop_reason(job_id: str) -> str | None:
     return STOP_CANCELLED if cancelled else None
 
 
-def _on_engine_event(job_id: str, claim: dict, event: dict, log: LogShipper) -> None:
-    """A federated step is listening: each site's worker gets its share of the training (queue site.NAME)."""
+def _on_engine_event(job_id: str, claim: dict, event: dict, log: LogShipper, uploader: CheckpointUploader | None) -> None:
+    """A step's checkpoint is written: store it. A federated step is listening: each site's worker gets its
+    share of the training (queue site.NAME)."""
+    if event.get("event") == "checkpoint" and uploader is not None:
+        uploader.submit(int(event["step"]), Path(event["path"]))
     if event.get("event") != "federation":
         return
     sent = []
@@ -387,38 +363,15 @@ def execute_job(job_id: str) -> str:
     work_dir = storage.local_path(f"{job_prefix(job_id)}/attempt-{claim['attempt']}")
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
-    spec = {
-        # Local copies: the stored folders themselves on a shared directory, a cached download from a bucket.
-        "model_dir": str(storage.local_copy(claim["model_key"])),
-        "model_paths": {
-            model_id: str(storage.local_copy(key))
-            for model_id, key in claim["referenced_model_keys"].items()
-            if storage.exists(key)
-        },
-        # A goal job searches for its recipe; the engine takes one or the other.
-        **({"goal": claim["goal"]} if claim["goal"] is not None else {"recipe": claim["recipe"]}),
-        "dataset_path": str(storage.local_copy(claim["dataset_key"])) if claim["dataset_key"] else None,
-        "device": claim["device"],
-        "target": claim["target"],
-        "eval": claim["evaluation"],
-        "energy": energy_settings(settings, claim["deployment"]),
-        "footprint": footprint_settings(settings, claim["deployment"]),
-        "llm_python": str(settings.llm_python) if settings.llm_python else None,
-        "federation": {
-            "python": str(settings.federated_python) if settings.federated_python else None,
-            "bind_host": settings.federated_bind_host,
-            "advertise_host": settings.federated_advertise_host,
-        },
-        "dataset_sha256": claim["dataset_sha256"],
-        "work_dir": str(work_dir / "scratch"),
-        "output_dir": str(work_dir / "output"),
-    }
-    spec_path = work_dir / "spec.json"
-    spec_path.write_text(json.dumps(spec))
     log = LogShipper(job_id, claim["attempt"], work_dir / "engine.log")
     log.worker(
         f"attempt {claim['attempt']} started on {socket.gethostname()} (worker pid {os.getpid()}), device {claim['device']}"
     )
+    key = job_checkpoint_key(claim)
+    resume = None if key is None else find_resume_point(job_id, key, storage, work_dir, log)
+    spec_path = work_dir / "spec.json"
+    spec_path.write_text(json.dumps(engine_spec(claim, settings, storage, work_dir, key, resume)))
+    uploader = None if key is None else CheckpointUploader(job_id, key, claim["attempt"], storage, log)
     try:
         outcome = run_engine(
             spec_path,
@@ -429,14 +382,20 @@ def execute_job(job_id: str) -> str:
             on_poll=log.ship,
             deadlines=Deadlines.for_job(settings.time_limits, claim["time_limits"], claim["recipe"]),
             nice=settings.engine_nice,
-            on_event=lambda event: _on_engine_event(job_id, claim, event, log),
+            on_event=lambda event: _on_engine_event(job_id, claim, event, log, uploader),
         )
+        if uploader is not None:
+            # The next attempt of a stopped job resumes from them; a finished job needs none.
+            uploader.close(store_pending=outcome.kind != "done")
         log.ship(final=True)
         if outcome.kind == "done":
             mlflow_state = _log_to_mlflow(claim, settings, outcome, log)
             _store_results(job_id, claim["attempt"], storage, outcome, mlflow_state)
+            _forget_checkpoints(job_id, storage)
             return SUCCEEDED
     finally:
+        if uploader is not None:
+            uploader.close(store_pending=False)  # after an exception; a no-op once closed
         shutil.rmtree(work_dir, ignore_errors=True)
 
     if outcome.kind == "stopped" and outcome.message == STOP_NOT_OURS:
@@ -450,15 +409,31 @@ def execute_job(job_id: str) -> str:
         )
         raise Reject(STOP_SHUTDOWN, requeue=True)
     storage.delete(job_prefix(job_id))
+    state = _end_attempt(job_id, claim, outcome, settings.max_attempts)
+    if state != QUEUED:
+        _forget_checkpoints(job_id, storage)
+    return state
+
+
+def _forget_checkpoints(job_id: str, storage: Storage) -> None:
+    """The job has ended: its checkpoints go (were this to fail, the startup sweep removes them later)."""
+    try:
+        delete_checkpoints(job_id, storage)
+    except Exception:  # noqa: BLE001 - the job's own end is already recorded
+        logger.warning("removing the checkpoints of job %s failed", job_id, exc_info=True)
+
+
+def _end_attempt(job_id: str, claim: dict, outcome: EngineOutcome, max_attempts: int) -> str:
+    """Records how an attempt that did not succeed ended, and returns the job's new state."""
     # The stage is left where the job stopped, so its page can say which step it reached.
     if outcome.kind == "timed_out":
         _end(job_id, claim["attempt"], TIMED_OUT, f"timed out: {outcome.message}; its files were removed",
              error=f"Timed out: {outcome.message}.", finished_at=utcnow())
         return TIMED_OUT
-    if outcome.kind == "crashed" and outcome.retryable and claim["attempt"] < settings.max_attempts:
+    if outcome.kind == "crashed" and outcome.retryable and claim["attempt"] < max_attempts:
         # Not the job's fault as far as anyone can tell (a kill, memory): another attempt may succeed.
         _end(job_id, claim["attempt"], QUEUED,
-             f"requeued: {outcome.message} (attempt {claim['attempt']} of {settings.max_attempts})",
+             f"requeued: {outcome.message} (attempt {claim['attempt']} of {max_attempts})",
              stage=f"requeued: {outcome.message}"[:100], enqueued_at=None)
         dispatch_job(job_id, claim["queue"])  # were the broker down, the reconciler sends it later
         return QUEUED

@@ -3,6 +3,7 @@ saves one after every step this attempt runs, announcing each so that the worker
 
 import logging
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -68,11 +69,17 @@ class _Saver:
     def __call__(self, index: int, state: ModelState, reports: list[StepReport]) -> None:
         started = time.perf_counter()
         folder = self.settings.save_dir / f"step-{index + 1:02d}"
-        size = save_checkpoint(
-            folder, key=self.settings.key, attempt=self.settings.attempt, steps_done=index + 1, state=state,
-            original_dir=self.original_dir, step_reports=reports, energy_stages=self.meter.stages(),
-            task_reference=self.step_probe.task_reference,
-        )
+        try:
+            size = save_checkpoint(
+                folder, key=self.settings.key, attempt=self.settings.attempt, steps_done=index + 1, state=state,
+                original_dir=self.original_dir, step_reports=reports, energy_stages=self.meter.stages(),
+                task_reference=self.step_probe.task_reference,
+            )
+        except Exception as exc:  # noqa: BLE001 - a checkpoint only saves work; the job goes on without it
+            logger.warning("the checkpoint after step %d could not be saved", index + 1, exc_info=True)
+            self.report.not_saved.append(f"step {index + 1}: {type(exc).__name__}: {exc}"[:500])
+            shutil.rmtree(folder, ignore_errors=True)
+            return
         seconds = time.perf_counter() - started
         self.report.saved.append(CheckpointSaved(step=index + 1, seconds=seconds, size_bytes=size))
         logger.info("checkpoint after step %d saved: %.2f MB in %.1f s", index + 1, size / 1e6, seconds)

@@ -13,6 +13,8 @@ The manifest is written last: a folder without one was cut off and is not a chec
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,39 @@ def _copy_onnx(source: Path, folder: Path) -> str:
     return relative
 
 
+# transformers puts forward hooks (closures, which do not pickle) on a model the first time it is asked for
+# hidden states, and marks the model so as not to do it twice.
+_CAPTURING_HOOKS_MODULE = "transformers.utils.output_capturing"
+_CAPTURING_HOOKS_FLAG = "_output_capturing_hooks_installed"
+
+
+@contextmanager
+def _without_capturing_hooks(model: torch.nn.Module) -> Iterator[None]:
+    """Takes transformers' output-capturing hooks and their mark off the model while it is saved, and puts
+    them back as they were. A model loaded from the save has neither, so transformers installs them again
+    when they are next needed."""
+    saved_hooks: list[tuple[dict, dict]] = []
+    saved_flags: list[tuple[torch.nn.Module, object]] = []
+    for module in model.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            if any(getattr(getattr(hook, "func", hook), "__module__", "") == _CAPTURING_HOOKS_MODULE
+                   for hook in hooks.values()):
+                saved_hooks.append((hooks, dict(hooks)))
+                for hook_id, hook in list(hooks.items()):
+                    if getattr(getattr(hook, "func", hook), "__module__", "") == _CAPTURING_HOOKS_MODULE:
+                        del hooks[hook_id]
+        if _CAPTURING_HOOKS_FLAG in module.__dict__:
+            saved_flags.append((module, module.__dict__.pop(_CAPTURING_HOOKS_FLAG)))
+    try:
+        yield
+    finally:
+        for hooks, original in saved_hooks:
+            hooks.clear()
+            hooks.update(original)  # in their order
+        for module, flag in saved_flags:
+            module.__dict__[_CAPTURING_HOOKS_FLAG] = flag
+
+
 def _save_state(state: ModelState, original_dir: Path, folder: Path) -> dict:
     folder.mkdir(parents=True)
     saved: dict = {"task": state.task, "config_dir": "original", "torch_model": None, "onnx": None,
@@ -78,7 +113,8 @@ def _save_state(state: ModelState, original_dir: Path, folder: Path) -> dict:
         # The compressed-tensors folder reloads to the same model; anything else is saved whole.
         saved["torch_model"] = "compressed" if state.compressed_dir is not None else "model.pt"
         if state.compressed_dir is None:
-            torch.save(state.torch_model, folder / "model.pt")
+            with _without_capturing_hooks(state.torch_model):
+                torch.save(state.torch_model, folder / "model.pt")
     if state.onnx_path is not None:
         saved["onnx"] = _copy_onnx(state.onnx_path, folder / "onnx")
     if state.packed_path is not None:

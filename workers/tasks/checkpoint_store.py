@@ -1,0 +1,140 @@
+"""Stores the engine's per-step checkpoints and finds the one another attempt resumes from.
+
+A checkpoint folder travels as one uncompressed tar (one object, one sha256) under
+checkpoints/<job>/<key>/step-<n>.tar. Its row in job_checkpoints is written once the object is in place;
+an attempt uses a checkpoint only when the bytes it reads back have the sha256 of that row, because the
+engine unpickles the model it holds (workers.engine.checkpoints.store). A checkpoint that fails the check
+is deleted and the next older one is tried.
+
+Uploads run on a thread of their own: storing a large model takes a while, and the supervision loop must
+go on sending heartbeats and checking for cancellation meanwhile.
+"""
+
+import hashlib
+import logging
+import queue
+import shutil
+import tarfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.checkpoints import repository as checkpoints_repository
+from app.checkpoints.orm import JobCheckpoint
+from app.core.storage import Storage, sha256_of
+from app.db.session import session_scope
+from workers.tasks.log_shipper import LogShipper
+
+logger = logging.getLogger(__name__)
+
+
+def checkpoints_prefix(job_id: str) -> str:
+    return f"checkpoints/{job_id}"
+
+
+def _pack(folder: Path) -> Path:
+    archive = folder.with_suffix(".tar")
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder, arcname=".")
+    return archive
+
+
+class CheckpointUploader:
+    """Stores each checkpoint the engine announces, in order, on one background thread."""
+
+    def __init__(self, job_id: str, key: str, attempt: int, storage: Storage, log: LogShipper):
+        self.job_id, self.key, self.attempt, self.storage, self.log = job_id, key, attempt, storage, log
+        self._folders: queue.Queue[tuple[int, Path] | None] = queue.Queue()
+        self._store_pending = True
+        self._thread = threading.Thread(target=self._run, name=f"checkpoints-{job_id}", daemon=True)
+        self._thread.start()
+
+    def submit(self, step: int, folder: Path) -> None:
+        self._folders.put((step, folder))
+
+    def close(self, store_pending: bool) -> None:
+        """Waits for the upload under way, then stores what is still queued (or drops it), and stops."""
+        if not self._thread.is_alive():
+            return
+        self._store_pending = store_pending
+        self._folders.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._folders.get()) is not None:
+            step, folder = item
+            try:
+                if self._store_pending:
+                    self._store(step, folder)
+            except Exception as exc:  # noqa: BLE001 - a checkpoint is a saving, never a reason to fail the job
+                logger.warning("storing the checkpoint of job %s step %d failed", self.job_id, step, exc_info=True)
+                self.log.worker(f"checkpoint after step {step} not stored: {type(exc).__name__}: {exc}"[:1000])
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _store(self, step: int, folder: Path) -> None:
+        archive = _pack(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        size, digest = archive.stat().st_size, sha256_of(archive)
+        storage_key = f"{checkpoints_prefix(self.job_id)}/{self.key}/step-{step:02d}.tar"
+        self.storage.put(archive, storage_key)  # a move: the archive is gone from here
+        with session_scope() as session:
+            checkpoints_repository.replace(session, JobCheckpoint(
+                job_id=self.job_id, key=self.key, step=step, attempt=self.attempt, storage_key=storage_key,
+                size_bytes=size, sha256=digest,
+            ))
+        self.log.worker(f"checkpoint after step {step} stored ({size / 1e6:.1f} MB, sha256 {digest[:12]})")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    folder: Path  # the checkpoint, extracted
+    step: int
+    attempt: int
+
+
+def _download_checked(storage: Storage, checkpoint: JobCheckpoint, archive: Path) -> str:
+    """Streams the object to `archive`; returns the sha256 of what was read."""
+    digest = hashlib.sha256()
+    with archive.open("wb") as handle:
+        for chunk in storage.open_chunks(checkpoint.storage_key):
+            digest.update(chunk)
+            handle.write(chunk)
+    return digest.hexdigest()
+
+
+def _discard(storage: Storage, checkpoint_id: str, storage_key: str) -> None:
+    storage.delete(storage_key)
+    with session_scope() as session:
+        checkpoints_repository.remove(session, checkpoint_id)
+
+
+def find_resume_point(job_id: str, key: str, storage: Storage, work_dir: Path, log: LogShipper) -> ResumePoint | None:
+    """The latest stored checkpoint of this job and key whose bytes match their recorded sha256, extracted
+    under `work_dir`; None when there is none (every step then runs)."""
+    with session_scope() as session:
+        rows = checkpoints_repository.newest_first(session, job_id, key)
+        session.expunge_all()
+    for checkpoint in rows:
+        archive = work_dir / f"resume-step-{checkpoint.step:02d}.tar"
+        digest = _download_checked(storage, checkpoint, archive) if storage.exists(checkpoint.storage_key) else None
+        if digest != checkpoint.sha256:
+            what = "is missing" if digest is None else f"has sha256 {digest[:12]}, not the {checkpoint.sha256[:12]} stored"
+            log.worker(f"checkpoint after step {checkpoint.step} {what}; it is deleted and not used")
+            archive.unlink(missing_ok=True)
+            _discard(storage, checkpoint.id, checkpoint.storage_key)
+            continue
+        folder = work_dir / f"resume-step-{checkpoint.step:02d}"
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")
+        archive.unlink()
+        log.worker(f"resuming after step {checkpoint.step} from the checkpoint attempt {checkpoint.attempt} saved")
+        return ResumePoint(folder=folder, step=checkpoint.step, attempt=checkpoint.attempt)
+    return None
+
+
+def delete_checkpoints(job_id: str, storage: Storage) -> None:
+    """Once the job has ended: its checkpoints are of no more use."""
+    storage.delete(checkpoints_prefix(job_id))
+    with session_scope() as session:
+        checkpoints_repository.remove_for_job(session, job_id)
