@@ -1,6 +1,7 @@
 """Many jobs through the distributed setup while workers die: two API processes behind one port, three
 workers with separate data dirs, Postgres, Redis and an S3-compatible bucket (moto's server process). Jobs
-on a tiny model are submitted as fast as they are accepted while one worker is SIGKILLed and restarted every
+on a tiny model are submitted as fast as they are accepted (the tenant's concurrent-job limit is raised to
+let them all queue) while one worker is SIGKILLed and restarted every
 `--kill-every` seconds. Every job must finish exactly once: succeeded, one model.zip and one report.json in
 the bucket, one energy row per stage, one "succeeded" log line; none lost, none duplicated. Prints a table
 and writes benchmarks/results/scale.json.
@@ -142,9 +143,11 @@ def check(database_url: str, ids: list[str], keys: list[str]) -> dict:
         elif len(parts) >= 2 and parts[1] == "checkpoints":
             stray.append(key)
     complete = sum(1 for job_id in ids if objects.get(job_id) == {"model.zip", "report.json"})
+    unfinished = sql(database_url, f"SELECT count(*) FROM jobs WHERE status NOT IN {FINISHED}")[0][0]
     unexpected = sorted(job_id for job_id, names in objects.items() if names != {"model.zip", "report.json"})
     return {
-        "submitted": len(ids), "distinct_ids": len(set(ids)), "statuses": dict(statuses),
+        "submitted": len(ids), "distinct_ids": len(set(ids)), "unfinished_at_timeout": unfinished,
+        "statuses": dict(statuses),
         "attempts": {str(key): value for key, value in sorted(attempts.items())},
         "jobs_by_artifact_count": {str(key): value for key, value in sorted(artifacts.items())},
         "jobs_with_exactly_model_and_report_in_bucket": complete,
@@ -174,7 +177,9 @@ def main() -> int:
     try:
         with s3_server(harness.free_port(), logs / "moto.log") as server:
             server.client().create_bucket(Bucket=BUCKET)
-            env = {**os.environ, **AWS_ENV, **SETTINGS, "COMPRESSO_DATABASE_URL": database_url,
+            # Every job may queue at once: the tenant's limit (4 by default) would pace the submissions instead.
+            env = {**os.environ, **AWS_ENV, **SETTINGS, "COMPRESSO_LIMITS__TENANT_CONCURRENT_JOBS": str(args.jobs + 10),
+                   "COMPRESSO_DATABASE_URL": database_url,
                    "COMPRESSO_BROKER_URL": REDIS_URL, "COMPRESSO_STORAGE_URL": f"s3://{BUCKET}/scale",
                    "COMPRESSO_S3_ENDPOINT_URL": server.endpoint_url, "HF_HUB_OFFLINE": "1"}
             migrate = harness.start(harness.compresso("migrate"), {**env, "COMPRESSO_DATA_DIR": str(root / "api")},

@@ -100,6 +100,11 @@ def test_two_sites_train_the_model_and_only_weights_move(tiny_models, tmp_path, 
     north = details["site_energy"]["sites"]["north"]
     assert north["country"] == "FRA" and north["energy_kwh"] > 0 and north["co2e_g"] > 0
     assert list(details["site_energy"]["sites"]) == ["north"] and details["site_energy"]["energy_kwh"] == north["energy_kwh"]
+    # North's training becomes a stage of the job's energy, on its own grid; south measured nothing.
+    [stage] = context.site_energy
+    assert stage.site == "north" and stage.energy_kwh == pytest.approx(north["energy_kwh"])
+    assert stage.co2e_g == pytest.approx(north["co2e_g"]) and stage.duration_s > 0
+    assert stage.energy_kwh == pytest.approx(stage.cpu_kwh + stage.gpu_kwh + stage.ram_kwh)
     for record in details["rounds"]:
         for site in ("north", "south"):
             assert record["loss_after"][site] < record["loss_before"][site]

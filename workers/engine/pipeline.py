@@ -52,12 +52,12 @@ from workers.engine.search.plan import JobFigures, plan_search, search_settings
 from workers.engine.search.runner import SearchOutcome, SearchSetup, run_search
 from workers.engine.request import PipelineRequest, PipelineResult
 from workers.engine.report import (
+    CheckpointsReport,
     EvaluationReport,
     FidelityReport,
     JobReport,
     LatencyReport,
     ModelInfoReport,
-    CheckpointsReport,
     ModelSideReport,
     Report,
     StepReport,

@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.architectures.tasks import Task
+from workers.engine.energy.schema import StageEnergy
 from workers.engine.errors import EngineUserError
 from workers.engine.export.onnx import count_onnx_parameters
 from workers.engine.federated.config import FederationSettings
@@ -119,6 +120,9 @@ class StepContext:
     # (the federated step's address, so that the worker starts the sites' clients).
     federation: FederationSettings | None = None
     announce: Callable[[dict], None] = lambda event: None
+    # Energy the step's work used on other machines (a federated step's sites), each on its own grid: booked
+    # in the job's energy as stages of their own, after the step's.
+    site_energy: list[StageEnergy] = field(default_factory=list)
 
     def uploaded_model(self, param: str, model_id: str, role: str) -> Path:
         """The folder of the uploaded model a step's `param` names; EngineUserError when this job has none."""

@@ -14,6 +14,7 @@ from typing import Literal
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.devices import GpuMemoryPeak
+from workers.engine.energy.schema import StageEnergy
 from workers.engine.evaluation.quality import encode_labels
 from workers.engine.federated.config import FederationSettings
 from workers.engine.evaluation.step_probe import StepProbe
@@ -58,12 +59,14 @@ def apply_steps(
     on_progress: Callable[[int, str, float], None] = lambda index, stage, fraction: None,
     done: list[StepReport] | None = None,
     on_step_done: Callable[[int, ModelState, list[StepReport]], None] = lambda index, state, reports: None,
+    book_energy: Callable[[StageEnergy], None] = lambda stage: None,
 ) -> tuple[ModelState, list[StepReport]]:
     """`stage_scope(stage)` wraps each step (the energy meter's stage, or nothing when the caller books
     the whole run as one); `on_progress(index, stage, fraction)` follows each step from 0 to 1.
 
     `done`: the reports of the first steps, already in `state` (a resumed job's checkpoint); the rest run.
-    `on_step_done(index, state, reports)` follows each step that ran, with every report so far."""
+    `on_step_done(index, state, reports)` follows each step that ran, with every report so far.
+    `book_energy` gets the energy a step's sites used (the energy meter's add_stage), named after the step."""
     reports = list(done or [])
     calibration_labels = environment.calibration_labels
     # Each step's "after" is the next one's "before": an ONNX state's count reads the whole file.
@@ -100,6 +103,8 @@ def apply_steps(
             state = get_technique(step.technique).handler(step, state, context)
         wall_time_s = time.perf_counter() - started
         peak_gpu_memory_mb = gpu_peak.segment_mb()
+        for site_stage in context.site_energy:
+            book_energy(site_stage.model_copy(update={"stage": f"{stage}.site_{site_stage.site}"}))
         if state.task != task_before:
             # A step that trained for a new task (finetune) is what later steps are compared with, and
             # the labels they train on are its classes.

@@ -111,7 +111,16 @@ def _discard(storage: Storage, checkpoint_id: str, storage_key: str) -> None:
 
 def find_resume_point(job_id: str, key: str, storage: Storage, work_dir: Path, log: LogShipper) -> ResumePoint | None:
     """The latest stored checkpoint of this job and key whose bytes match their recorded sha256, extracted
-    under `work_dir`; None when there is none (every step then runs)."""
+    under `work_dir`; None when there is none, or when looking failed (every step then runs)."""
+    try:
+        return _find_resume_point(job_id, key, storage, work_dir, log)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint only saves work: without one, every step runs
+        logger.warning("looking for a checkpoint of job %s failed", job_id, exc_info=True)
+        log.worker(f"no checkpoint used: looking for one failed: {type(exc).__name__}: {exc}"[:1000])
+        return None
+
+
+def _find_resume_point(job_id: str, key: str, storage: Storage, work_dir: Path, log: LogShipper) -> ResumePoint | None:
     with session_scope() as session:
         rows = checkpoints_repository.newest_first(session, job_id, key)
         session.expunge_all()

@@ -12,9 +12,8 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from celery import signals
@@ -159,7 +158,7 @@ def _energy_records(job_id: str, report: dict) -> list[EnergyRecord]:
     water, embodied = _by_stage(report.get("water")), _by_stage(report.get("embodied"))
     records = []
     for stage in report.get("energy", {}).get("stages", []):
-        step = STEP_STAGE.fullmatch(stage["stage"])
+        step = STEP_STAGE.match(stage["stage"])  # a site's stage (step_2.federated.site_x) belongs to its step
         stage_water, stage_embodied = water.get(stage["stage"], {}), embodied.get(stage["stage"], {})
         records.append(
             EnergyRecord(

@@ -33,10 +33,11 @@ ENERGY_NOTE = (
 
 
 def carried_stages(stages: list[StageEnergy], attempt: int) -> list[StageEnergy]:
-    """An earlier attempt's stages as this attempt books them: its steps keep their names (they are this
-    job's steps, not run again), every other stage is prefixed with the attempt that measured it."""
+    """An earlier attempt's stages as this attempt books them: its steps (and their sites' stages) keep their
+    names (they are this job's steps, not run again); every other stage is prefixed with the attempt that
+    measured it."""
     return [
-        stage if STEP_STAGE.fullmatch(stage.stage) or EARLIER_ATTEMPT.fullmatch(stage.stage)
+        stage if STEP_STAGE.match(stage.stage) or EARLIER_ATTEMPT.fullmatch(stage.stage)
         else stage.model_copy(update={"stage": f"attempt_{attempt}.{stage.stage}"})
         for stage in stages
     ]
@@ -96,7 +97,8 @@ def run_recipe_steps(
     runs, and the report says why) and saving to `settings.save_dir` after each step. `original_dir`: the
     uploaded model's folder; `reference_dir`: where a restored finetune reference's outputs go."""
     if settings is None:
-        state, reports = apply_steps(steps, state, environment, step_probe, gpu_peak, meter.stage, on_step_progress)
+        state, reports = apply_steps(steps, state, environment, step_probe, gpu_peak, meter.stage, on_step_progress,
+                                     book_energy=meter.add_stage)
         return state, reports, None
     report = CheckpointsReport(attempt=settings.attempt, energy=ENERGY_NOTE)
     done: list[StepReport] = []
@@ -129,6 +131,6 @@ def run_recipe_steps(
     )
     state, reports = apply_steps(
         steps, state, environment, step_probe, gpu_peak, meter.stage, on_step_progress, done=done,
-        on_step_done=on_step_done,
+        on_step_done=on_step_done, book_energy=meter.add_stage,
     )
     return state, reports, report

@@ -232,6 +232,11 @@ class EnergyMeter:
         if self.active:
             self._stages[:0] = stages
 
+    def add_stage(self, stage: StageEnergy) -> None:
+        """Books a stage measured elsewhere (a federated site's training), with its own figures."""
+        if self.active:
+            self._stages.append(stage)
+
     def stage_kwh(self, stage: str) -> float | None:
         """The energy booked under `stage` so far (its last entry), or None when nothing was booked."""
         for entry in reversed(self._stages):

@@ -18,7 +18,14 @@ class _Strict(BaseModel):
 
 
 class StageEnergy(_Strict):
-    stage: str = Field(description="load, evaluate_original, step_<n>.<technique>, package, evaluate_result, ...")
+    stage: str = Field(
+        description="load, evaluate_original, step_<n>.<technique>, package, evaluate_result, ...; a federated step's "
+        "training at each site is step_<n>.federated.site_<name>."
+    )
+    site: str | None = Field(
+        None, description="The site whose worker measured this stage (a federated step's local training), with its "
+        "own PUE and grid (co2e_g is on that grid); null: the worker that ran the job."
+    )
     duration_s: float
     cpu_kwh: float
     gpu_kwh: float

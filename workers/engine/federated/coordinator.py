@@ -25,6 +25,8 @@ from safetensors.numpy import load_file, save_file
 from workers.engine.events import emit, start_child
 
 IDENTIFY_TIMEOUT_S = 60
+# What a site reports of a round's energy (site_client.SiteClient._energy), passed on per site.
+ENERGY_METRICS = ("cpu_kwh", "gpu_kwh", "ram_kwh", "energy_kwh", "co2e_g", "energy_seconds", "energy_method")
 POLL_S = 0.5
 
 
@@ -140,6 +142,10 @@ def make_strategy(spec: dict, events):
                                 if "co2e_g" in res.metrics},
                 "site_country": {site: res.metrics["country"] for site, res in sorted(trained.items())
                                  if "country" in res.metrics},
+                "site_energy": {
+                    site: {name: res.metrics[name] for name in ENERGY_METRICS}
+                    for site, res in sorted(trained.items()) if all(name in res.metrics for name in ENERGY_METRICS)
+                },
                 "seconds": round(time.monotonic() - self.round_started, 3),
                 # The weights went to every sampled site and came back from those that finished.
                 "bytes_sent": array_bytes * len(self.sampled),

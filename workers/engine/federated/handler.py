@@ -3,6 +3,7 @@ current model, tells the worker where it listens so that the sites' workers star
 "federation" event of the engine's stream), follows the rounds, and loads the averaged weights back."""
 
 import json
+import math
 import logging
 import os
 import secrets
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from safetensors.numpy import load_file, save_file
 
+from workers.engine.energy.schema import StageEnergy
 from workers.engine.errors import EngineUserError
 from workers.engine.federated.config import FederatedConfig, FederationSettings, default_federated_python
 from workers.engine.federated.weights import load_arrays, model_description, pruned_names, split_state
@@ -93,8 +95,8 @@ def _summary(rounds: list[dict], config: FederatedConfig) -> dict:
 
 
 def _site_energy(rounds: list[dict]) -> dict:
-    """Each site's energy and CO2e over every round it trained, on its own grid. Not in the job's own energy
-    figures, which measure this worker's machine."""
+    """Each site's energy and CO2e over every round it trained, on its own grid (also booked as stages of the
+    job's energy: site_stages)."""
     sites = sorted({site for record in rounds for site in record["site_energy_kwh"]})
     per_site = {
         site: {
@@ -109,6 +111,24 @@ def _site_energy(rounds: list[dict]) -> dict:
         "energy_kwh": sum(entry["energy_kwh"] for entry in per_site.values()),
         "co2e_g": sum(entry["co2e_g"] for entry in per_site.values()),
     }
+
+
+def site_stages(rounds: list[dict]) -> list[StageEnergy]:
+    """One energy stage per site: its training over every round, with the PUE and grid of its own worker. The
+    pipeline names each after the step (step_<n>.federated.site_<name>)."""
+    sites = sorted({site for record in rounds for site in record.get("site_energy", {})})
+    stages = []
+    for site in sites:
+        measured = [record["site_energy"][site] for record in rounds if site in record.get("site_energy", {})]
+        methods = {entry["energy_method"] for entry in measured}
+        stages.append(StageEnergy(
+            stage=f"site_{site}", site=site,
+            duration_s=math.fsum(entry["energy_seconds"] for entry in measured),
+            **{name: math.fsum(entry[name] for entry in measured)
+               for name in ("cpu_kwh", "gpu_kwh", "ram_kwh", "energy_kwh", "co2e_g")},
+            method=methods.pop() if len(methods) == 1 else "mixed",
+        ))
+    return stages
 
 
 def apply_federated(config: FederatedConfig, state: ModelState, context: StepContext) -> ModelState:
@@ -179,6 +199,7 @@ def apply_federated(config: FederatedConfig, state: ModelState, context: StepCon
     result = load_file(spec["result_path"])
     load_arrays(state.torch_model, names, [result[name] for name in names])
     context.details.update(_summary(final["rounds"], config))
+    context.site_energy = site_stages(final["rounds"])
     devices = sorted({device for record in final["rounds"] for device in record["site_devices"].values() if device})
     context.placement["training"] = f"sites ({', '.join(devices)})" if devices else "sites"
     context.placement["aggregation"] = "cpu"

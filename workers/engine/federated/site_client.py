@@ -93,9 +93,13 @@ class SiteClient(NumPyClient):
         """The round's energy (PUE included) and CO2e on this site's grid; empty when it was not measured."""
         if measurement is None or measurement.reading is None:
             return {}
-        kwh = measurement.reading.device_kwh * self.meter.settings.pue
+        reading, pue = measurement.reading, self.meter.settings.pue
+        kwh = reading.device_kwh * pue
         return {"energy_kwh": kwh, "co2e_g": kwh * self.meter.intensity,
-                "country": self.meter.settings.country or "world average"}
+                "country": self.meter.settings.country or "world average",
+                # The split and method, so that the job books the site's training as a stage of its own.
+                "cpu_kwh": reading.cpu_kwh * pue, "gpu_kwh": reading.gpu_kwh * pue, "ram_kwh": reading.ram_kwh * pue,
+                "energy_seconds": reading.duration_s, "energy_method": self.meter.method()}
 
 
 def main() -> int:

@@ -94,7 +94,8 @@ def embodied_section(
         held.setdefault(probed.component, []).append(amount(probed.per_hour, share))
     per_hour = _sum([item for items in held.values() for item in items])
     # Energy stages time the whole job; without them (tracking off or failed) the job is one stage.
-    timed = [(stage.stage, stage.duration_s) for stage in energy.stages] or [("job", wall_time_s)]
+    # A federated site's stage ran on the site's hardware, not this worker's (site_stages_left_out).
+    timed = [(stage.stage, stage.duration_s) for stage in energy.stages if stage.site is None] or [("job", wall_time_s)]
     stages = [StageEmbodied(stage=name, duration_s=seconds, **_scaled(per_hour, seconds / 3600.0)) for name, seconds in timed]
     total = EmbodiedTotal(
         duration_s=math.fsum(stage.duration_s for stage in stages),
@@ -133,6 +134,7 @@ def embodied_section(
         ),
         stages=stages,
         total=total,
+        site_stages_left_out=[stage.stage for stage in energy.stages if stage.site is not None],
         inference=EmbodiedInference(
             components=used, original=before[1] if before else None, result=after[1] if after else None
         ),

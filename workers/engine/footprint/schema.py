@@ -76,6 +76,10 @@ class WaterReport(_Strict):
     total: WaterTotal
     inference: WaterInference
     payback: UnitPayback
+    site_stages_left_out: list[str] = Field(
+        default_factory=list, description="Energy stages measured at a federated step's sites, not counted here: "
+        "their data centres' WUE and their hardware are not known to this worker."
+    )
 
 
 # --- embodied ------------------------------------------------------------------------------------
@@ -139,3 +143,7 @@ class EmbodiedReport(_Strict):
     total: EmbodiedTotal | None
     inference: EmbodiedInference | None
     payback: UnitPayback
+    site_stages_left_out: list[str] = Field(
+        default_factory=list, description="Energy stages measured at a federated step's sites, not counted here: "
+        "their data centres' WUE and their hardware are not known to this worker."
+    )

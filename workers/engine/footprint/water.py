@@ -93,6 +93,8 @@ def water_section(
     worker = water_site(energy_settings.country, energy_settings.pue, settings.wue_l_per_kwh, settings.wue_source)
     stages = []
     for stage in energy.stages:
+        if stage.site is not None:
+            continue  # measured on a site's machine, whose WUE is not known here (site_stages_left_out)
         onsite, offsite = litres(stage.energy_kwh, worker)
         stages.append(StageWater(
             stage=stage.stage, it_energy_kwh=stage.energy_kwh / worker.pue, onsite_l=onsite, offsite_l=offsite,
@@ -111,6 +113,7 @@ def water_section(
         stages=stages,
         total=WaterTotal(onsite_l=onsite_total, offsite_l=offsite_total, water_l=onsite_total + offsite_total),
         inference=WaterInference(deployment=deployment, original=original, result=result),
+        site_stages_left_out=[stage.stage for stage in energy.stages if stage.site is not None],
         payback=unit_payback(
             "L of water",
             onsite_total + offsite_total if tracked else None,
