@@ -16,6 +16,10 @@ class StepProgress(BaseModel):
     state: StepState
     wall_time_s: float | None = Field(None, description="From the report, once the job has succeeded.")
     size_bytes_after: int | None = Field(None, description="From the report, once the job has succeeded.")
+    resumed_from_attempt: int | None = Field(
+        None, description="From the report: the last attempt did not run this step, it restored the checkpoint this "
+        "earlier attempt saved after it."
+    )
 
 
 
@@ -57,4 +61,4 @@ def _states(job: Job, count: int) -> list[str]:
 def _measured(reported: list[dict[str, Any]], index: int) -> dict[str, Any]:
     if index >= len(reported):
         return {}
-    return {"wall_time_s": reported[index].get("wall_time_s"), "size_bytes_after": reported[index].get("size_bytes_after")}
+    return {name: reported[index].get(name) for name in ("wall_time_s", "size_bytes_after", "resumed_from_attempt")}

@@ -36,13 +36,13 @@ def test_step_states_follow_the_stage(status, stage, expected):
 
 
 def test_a_succeeded_job_shows_each_steps_time_and_size():
-    report = {"steps": [{"wall_time_s": 1.5, "size_bytes_after": 900}, {"wall_time_s": 0.5, "size_bytes_after": 300}]}
+    # The first step was restored from attempt 1's checkpoint; the last attempt ran the second.
+    report = {"steps": [{"wall_time_s": 1.5, "size_bytes_after": 900, "resumed_from_attempt": 1},
+                        {"wall_time_s": 0.5, "size_bytes_after": 300, "resumed_from_attempt": None}]}
     job = Job(status="succeeded", stage="done", recipe=RECIPE, report=report)
     steps = step_progress(job)
-    assert [(s.index, s.technique, s.state, s.wall_time_s, s.size_bytes_after) for s in steps] == [
-        (1, "low_rank", "done", 1.5, 900),
-        (2, "quantize", "done", 0.5, 300),
-    ]
+    assert [(s.index, s.technique, s.state, s.wall_time_s, s.size_bytes_after, s.resumed_from_attempt)
+            for s in steps] == [(1, "low_rank", "done", 1.5, 900, 1), (2, "quantize", "done", 0.5, 300, None)]
 
 
 def test_stage_phases():

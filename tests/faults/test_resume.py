@@ -82,6 +82,9 @@ def test_a_killed_job_resumes_after_its_last_checkpoint_and_a_damaged_one_is_rec
             assert [step["resumed_from_attempt"] for step in report["steps"]] == [1, 2, None]
             assert report["job"]["checkpoints"]["resumed_steps"] == [1, 2]
             assert report["job"]["checkpoints"]["attempt"] == 3
+            assert [step["resumed_from_attempt"] for step in job_state(client, job_id)["progress"]["steps"]] == [1, 2, None]
+            page = client.get(f"/jobs/{job_id}").text
+            assert "restored from attempt 1's checkpoint" in page and "restored from attempt 2's checkpoint" in page
             # What each attempt's engine ran: attempt 2 resumed after step 1, attempt 3 after step 2.
             assert steps_started(client, job_id, 1) == ["1/3", "2/3", "3/3"]
             assert steps_started(client, job_id, 2) == ["2/3", "3/3"]
