@@ -1,5 +1,7 @@
 """Factories for database rows, for tests that set up state without running jobs."""
 
+from pathlib import Path
+
 from app.db.session import session_scope
 from app.energy.orm import EnergyRecord
 from app.jobs.orm import Job
@@ -47,3 +49,28 @@ def add_energy_row(job_id: str, stage: str, cpu_kwh: float, ram_kwh: float, co2e
                 embodied_gco2e=values.get("embodied_gco2e"),
             )
         )
+
+
+def add_checkpoint(job_id: str, step: int = 1) -> Path:
+    """A stored checkpoint of the job (its row and a file under checkpoints/) in the configured storage."""
+    from app.checkpoints.orm import JobCheckpoint
+    from app.config import get_settings
+    from app.core.storage import storage_for
+
+    key = f"checkpoints/{job_id}/{'0' * 64}/step-{step:02d}.tar"
+    path = storage_for(get_settings()).local_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"checkpoint")
+    with session_scope() as session:
+        session.add(JobCheckpoint(job_id=job_id, key="0" * 64, step=step, attempt=1, storage_key=key,
+                                  size_bytes=10, sha256="0" * 64))
+    return path
+
+
+def checkpoint_rows(job_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from app.checkpoints.orm import JobCheckpoint
+
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(JobCheckpoint).where(JobCheckpoint.job_id == job_id))

@@ -5,7 +5,8 @@
   when a queue holds fewer messages than there are queued jobs for it, all of them are resent, and
   the claim's conditional update turns the extra copies into no-ops.
 - A running job whose worker stopped sending heartbeats (killed, machine lost) is put back in the
-  queue, or failed once it has used up its attempts.
+  queue (its next attempt resumes from its checkpoints), or failed once it has used up its attempts (its
+  checkpoints are then deleted).
 - A webhook delivery still pending well past its next try (its message was lost) is sent again.
 - A label suggestion whose worker stopped sending heartbeats goes back to the queue (or fails once it has
   used up its attempts), and queued ones whose messages the broker lost are sent again, as jobs are.
@@ -19,7 +20,9 @@ from datetime import timedelta
 from celery import signals
 from sqlalchemy import update
 
+from app.checkpoints.service import forget_checkpoints
 from app.config import Settings, get_settings
+from app.core.storage import storage_for
 from app.db.base import utcnow
 from app.db.session import session_scope
 from app.job_logs import repository as job_logs
@@ -93,6 +96,7 @@ def reconcile_once(settings: Settings) -> dict[str, list[str]]:
         logger.warning("job %s lost its worker; requeued", job_id)
     for job_id in failed:
         logger.error("job %s lost its worker too often; failed", job_id)
+        forget_checkpoints(job_id, storage_for(settings))
     return {"requeued": requeued, "failed": failed, "sent": sent, "deliveries_resent": resent_deliveries,
             "suggestions_sent": suggestions_to_send}
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from app.core.problems import problem_responses
 from app.core.pagination import Page, PageDep
-from app.core.deps import SessionDep, SettingsDep
+from app.core.deps import SessionDep, SettingsDep, StorageDep
 from app.core.routing import SessionRoute
 from app.idempotency import service as idempotency
 from app.idempotency.service import IdempotencyKey
@@ -46,10 +46,10 @@ def get_job(job_id: str, session: SessionDep, tenant: TenantDep):
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=problem_responses(409))
-def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep):
+def cancel_job(job_id: str, session: SessionDep, storage: StorageDep, tenant: TenantDep):
     """A queued job never starts; a running one is stopped within seconds and its partial files removed.
     409 when the job has already finished."""
-    return JobOut.from_job(service.cancel_job(session, tenant.id, job_id))
+    return JobOut.from_job(service.cancel_job(session, storage, tenant.id, job_id))
 
 
 @router.get("/{job_id}/report", responses=problem_responses(409))

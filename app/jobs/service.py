@@ -4,7 +4,9 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from app.checkpoints.service import forget_checkpoints
 from app.config import Settings
+from app.core.storage import Storage
 from app.db.session import run_after_commit
 from app.jobs.dispatch import dispatch_job
 from app.jobs.goal import check_goal
@@ -260,8 +262,9 @@ def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
-    """A queued job is cancelled at once; a running one is flagged and its worker stops it within seconds."""
+def cancel_job(session: Session, storage: Storage, tenant_id: str, job_id: str) -> Job:
+    """A queued job is cancelled at once (with the checkpoints of an earlier attempt, if it had one); a
+    running one is flagged and its worker stops it within seconds."""
     job = get_job(session, tenant_id, job_id)
     attempt, now = job.attempts, utcnow()
     if repository.transition(
@@ -269,6 +272,8 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     ):
         job_logs_repository.append(session, job_id, attempt, [(API, "cancelled before it started")])
         record_job_event(session, job_id, "cancelled")
+        if attempt:
+            run_after_commit(session, lambda: forget_checkpoints(job_id, storage))
         return get_job(session, tenant_id, job_id)
     if repository.transition(session, job_id, (RUNNING,), cancel_requested=True):
         job_logs_repository.append(session, job_id, attempt, [(API, "cancel requested; the worker stops the engine")])

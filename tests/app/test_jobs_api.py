@@ -2,7 +2,12 @@
 
 import json
 
+from sqlalchemy import update
+
+from app.db.session import session_scope
+from app.jobs.orm import Job
 from tests.app.conftest import upload
+from tests.rows import add_checkpoint, checkpoint_rows
 
 QUANTIZE = {"steps": [{"technique": "quantize", "params": {"scheme": "int8_dynamic"}}]}
 
@@ -43,6 +48,17 @@ def test_cancel_a_queued_job(client, tiny_encoder_zip):
     assert again.status_code == 409
     assert "already cancelled" in again.json()["detail"]
     assert client.get(f"/v1/jobs/{job_id}/report").status_code == 409
+
+
+def test_cancelling_a_requeued_job_removes_its_checkpoints(client, tiny_encoder_zip):
+    model_id = upload(client, tiny_encoder_zip).json()["id"]
+    job_id = submit(client, model_id).json()["id"]
+    # As after a lost worker: attempt 1 stored a checkpoint, and the job waits for attempt 2.
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(attempts=1))
+    stored = add_checkpoint(job_id)
+    assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    assert not stored.exists() and checkpoint_rows(job_id) == 0
 
 
 def test_a_model_in_use_cannot_be_deleted(client, tiny_encoder_zip):

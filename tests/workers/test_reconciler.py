@@ -13,7 +13,7 @@ from app.job_logs import repository as job_logs
 from app.job_logs.orm import JobLogLine
 from app.jobs.orm import Job
 from tests.conftest import REDIS_URL
-from tests.rows import add_job_row, add_model_row
+from tests.rows import add_checkpoint, add_job_row, add_model_row, checkpoint_rows
 from app.jobs.dispatch import dispatch_job
 from workers.reconciler import reconcile_once
 
@@ -48,6 +48,7 @@ def test_a_job_whose_worker_went_silent_is_requeued_and_sent(model_id):
     silent = utcnow() - timedelta(minutes=5)
     lost_id = add_job_row(model_id, status="running", attempts=1, heartbeat_at=silent, enqueued_at=silent,
                       created_at=silent)
+    stored = add_checkpoint(lost_id)
     alive_id = add_job_row(model_id, status="running", attempts=1, heartbeat_at=utcnow(), enqueued_at=silent)
 
     outcome = reconcile_once(SETTINGS)
@@ -62,17 +63,21 @@ def test_a_job_whose_worker_went_silent_is_requeued_and_sent(model_id):
         f"requeued: no heartbeat from the worker of attempt 1 since {silent:%H:%M:%S}"
     ]
     assert log_of(alive_id) == []
+    assert stored.exists() and checkpoint_rows(lost_id) == 1  # the next attempt resumes from it
 
 
 def test_a_job_lost_too_often_fails_with_the_reason(model_id):
     silent = utcnow() - timedelta(minutes=5)
     job_id = add_job_row(model_id, status="running", attempts=3, heartbeat_at=silent, enqueued_at=silent)
+    stored = add_checkpoint(job_id)
     assert reconcile_once(SETTINGS)["failed"] == [job_id]
     job = get_job(job_id)
     assert job.status == "failed"
     assert "lost 3 times" in job.error
     assert [line.message for line in log_of(job_id)] == [f"failed: {job.error}"]
     assert queued_messages() == 0
+    # No attempt will resume from its checkpoints any more.
+    assert not stored.exists() and checkpoint_rows(job_id) == 0
 
 
 def test_a_job_never_sent_to_the_broker_is_sent(model_id):

@@ -21,15 +21,12 @@ from pathlib import Path
 
 from app.checkpoints import repository as checkpoints_repository
 from app.checkpoints.orm import JobCheckpoint
+from app.checkpoints.service import checkpoints_prefix
 from app.core.storage import Storage, sha256_of
 from app.db.session import session_scope
 from workers.tasks.log_shipper import LogShipper
 
 logger = logging.getLogger(__name__)
-
-
-def checkpoints_prefix(job_id: str) -> str:
-    return f"checkpoints/{job_id}"
 
 
 def _pack(folder: Path) -> Path:
@@ -140,10 +137,3 @@ def _find_resume_point(job_id: str, key: str, storage: Storage, work_dir: Path, 
         log.worker(f"resuming after step {checkpoint.step} from the checkpoint attempt {checkpoint.attempt} saved")
         return ResumePoint(folder=folder, step=checkpoint.step, attempt=checkpoint.attempt)
     return None
-
-
-def delete_checkpoints(job_id: str, storage: Storage) -> None:
-    """Once the job has ended: its checkpoints are of no more use."""
-    storage.delete(checkpoints_prefix(job_id))
-    with session_scope() as session:
-        checkpoints_repository.remove_for_job(session, job_id)

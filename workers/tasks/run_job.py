@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.artifacts import repository as artifacts_repository
 from app.artifacts.orm import Artifact
+from app.checkpoints.service import forget_checkpoints
 from app.config import Settings, get_settings
 from app.core.storage import Storage, sha256_of, storage_for
 from app.datasets import repository as datasets_repository
@@ -43,7 +44,7 @@ from workers.celery_app import FEDERATED_SITE_TASK, RUN_JOB_TASK, celery_app
 from workers.engine.federated.config import site_queue
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.stages import STEP_STAGE
-from workers.tasks.checkpoint_store import CheckpointUploader, delete_checkpoints, find_resume_point
+from workers.tasks.checkpoint_store import CheckpointUploader, find_resume_point
 from workers.tasks.engine_process import EngineOutcome, run_engine
 from workers.tasks.job_spec import engine_spec, job_checkpoint_key
 from workers.tasks.log_shipper import LogShipper
@@ -390,7 +391,7 @@ def execute_job(job_id: str) -> str:
         if outcome.kind == "done":
             mlflow_state = _log_to_mlflow(claim, settings, outcome, log)
             _store_results(job_id, claim["attempt"], storage, outcome, mlflow_state)
-            _forget_checkpoints(job_id, storage)
+            forget_checkpoints(job_id, storage)
             return SUCCEEDED
     finally:
         if uploader is not None:
@@ -410,16 +411,8 @@ def execute_job(job_id: str) -> str:
     storage.delete(job_prefix(job_id))
     state = _end_attempt(job_id, claim, outcome, settings.max_attempts)
     if state != QUEUED:
-        _forget_checkpoints(job_id, storage)
+        forget_checkpoints(job_id, storage)
     return state
-
-
-def _forget_checkpoints(job_id: str, storage: Storage) -> None:
-    """The job has ended: its checkpoints go (were this to fail, the startup sweep removes them later)."""
-    try:
-        delete_checkpoints(job_id, storage)
-    except Exception:  # noqa: BLE001 - the job's own end is already recorded
-        logger.warning("removing the checkpoints of job %s failed", job_id, exc_info=True)
 
 
 def _end_attempt(job_id: str, claim: dict, outcome: EngineOutcome, max_attempts: int) -> str:
