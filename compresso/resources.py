@@ -104,6 +104,7 @@ class StepProgress:
     state: str  # pending, running, done, failed, cancelled, not run
     wall_time_s: float | None = None
     size_bytes_after: int | None = None
+    resumed_from_attempt: int | None = None  # this earlier attempt's checkpoint was restored instead of running it
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> StepProgress:

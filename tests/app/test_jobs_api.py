@@ -26,7 +26,8 @@ def test_submit_queues_the_job(client, tiny_encoder_zip):
     assert job["progress"] == {
         "stage": None,
         "fraction": 0.0,
-        "steps": [{"index": 1, "technique": "quantize", "state": "pending", "wall_time_s": None, "size_bytes_after": None}],
+        "steps": [{"index": 1, "technique": "quantize", "state": "pending", "wall_time_s": None, "size_bytes_after": None,
+                   "resumed_from_attempt": None}],
     }
     assert job["artifacts"] == []
     assert job["recipe"]["steps"][0]["technique"] == "quantize"
