@@ -16,7 +16,7 @@ RECIPE = {"steps": [
     {"technique": "prune", "params": {"structure": "unstructured", "sparsity": 0.3}},
     {"technique": "prune", "params": {"structure": "neurons", "sparsity": 0.25}},
     {"technique": "prune", "params": {"structure": "unstructured", "sparsity": 0.5,
-                                      "recover": {"max_steps": 4000, "batch_size": 4}}},
+                                      "recover": {"max_steps": 1000, "batch_size": 4}}},
 ]}
 
 
