@@ -49,11 +49,12 @@ def damaged_state(model_dir: Path) -> ModelState:
     return ModelState(task=task, config_dir=model_dir, torch_model=model)
 
 
-def killer(kill_after_round: dict[str, int]):
-    """Kills a site's client once it has trained a round, before its weights reach the coordinator."""
+def killer(kill_in_round: dict[str, int]):
+    """Kills a site's client as it starts training a round, so its weights for that round never reach the
+    coordinator. (Killing it on its "round" event, once trained, raced the weights it was sending.)"""
 
     def on_client_event(site, event, process):
-        if event["event"] == "round" and kill_after_round.get(site) == event["round"]:
+        if event["event"] == "training" and kill_in_round.get(site) == event["round"]:
             process.send_signal(signal.SIGKILL)
 
     return on_client_event
@@ -69,10 +70,10 @@ def site_datasets(tmp_path) -> dict[str, Path]:
     return paths
 
 
-def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_after_round=None, energy=None):
+def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_in_round=None, energy=None):
     model_dir = tiny_models["encoder"]
     state = damaged_state(model_dir)
-    sites = LocalSites(tmp_path / "sites", model_dir, site_datasets, killer(kill_after_round or {}), energy=energy)
+    sites = LocalSites(tmp_path / "sites", model_dir, site_datasets, killer(kill_in_round or {}), energy=energy)
     context = StepContext(
         work_dir=tmp_path / "step", device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=32,
         announce=sites,
@@ -127,7 +128,7 @@ def test_fedprox_and_a_site_that_drops_out_mid_round(tiny_models, tmp_path, site
         "sites": [{"site": site, "dataset_id": site} for site in ("north", "south", "east")],
         "min_sites_per_round": 2, "aggregation": "fedprox", "proximal_mu": 0.1,
     }
-    _, _, context, _ = run_step(params, tiny_models, tmp_path, site_datasets, kill_after_round={"east": 1})
+    _, _, context, _ = run_step(params, tiny_models, tmp_path, site_datasets, kill_in_round={"east": 1})
     rounds = context.details["rounds"]
     assert [record["sites"] for record in rounds] == [["north", "south"], ["north", "south"]]
     assert rounds[0]["dropped"] == ["east"]
@@ -138,7 +139,7 @@ def test_fedprox_and_a_site_that_drops_out_mid_round(tiny_models, tmp_path, site
 def test_fewer_sites_than_min_sites_per_round_fail_the_step(tiny_models, tmp_path, site_datasets):
     params = {"sites": [{"site": "north", "dataset_id": "d1"}, {"site": "south", "dataset_id": "d2"}]}
     with pytest.raises(EngineUserError, match="min_sites_per_round is 2"):
-        run_step(params, tiny_models, tmp_path, site_datasets, kill_after_round={"south": 1})
+        run_step(params, tiny_models, tmp_path, site_datasets, kill_in_round={"south": 1})
 
 
 def test_a_site_that_never_connects_is_named(tiny_models, tmp_path, site_datasets):

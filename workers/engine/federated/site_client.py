@@ -60,6 +60,7 @@ class SiteClient(NumPyClient):
     def fit(self, parameters, config):
         started = time.perf_counter()
         server_round = int(config["server_round"])
+        emit(self.events, {"event": "training", "round": server_round})
         names = json.loads(config["names"])
         student = build_model(self.scratch / f"round-{server_round}", config, names, parameters, self.task, self.device)
         settings = RecoverySettings(
