@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.checkpoints import repository as checkpoints_repository
+from app.checkpoints.service import forget_checkpoints
 from app.core.storage import Storage, last_write
 from app.datasets.orm import Dataset
 from app.jobs.orm import QUEUED, RUNNING, Job
@@ -65,8 +65,7 @@ def sweep_orphans(session: Session, storage: Storage, idle_seconds: float) -> Sw
     for key, written in storage.children("checkpoints"):
         job_id = key.rsplit("/", 1)[1]
         if job_id not in waiting and written <= cutoff:
-            storage.delete(key)
-            checkpoints_repository.remove_for_job(session, job_id)
+            forget_checkpoints(job_id, storage)
             result.keys.append(key)
     if result.count:
         logger.warning("startup sweep removed %d orphans: %s", result.count, result.scratch + result.keys)
