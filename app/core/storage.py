@@ -83,6 +83,8 @@ def scratch_folder(parent: Path) -> Iterator[Path]:
 
 def sweep_folder(parent: Path, idle_seconds: float) -> list[str]:
     """Removes the entries of `parent` nothing has written to for `idle_seconds`; returns their names."""
+    if not parent.is_dir():
+        return []  # never made, or removed with the storage folder: nothing to sweep (scratch() makes it again)
     removed = []
     now = time.time()
     for entry in parent.iterdir():

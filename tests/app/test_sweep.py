@@ -1,6 +1,7 @@
 """The startup sweep removes only orphans that have been idle, and keeps everything alive."""
 
 import os
+import shutil
 import time
 
 from app.config import get_settings
@@ -49,3 +50,17 @@ def test_only_idle_orphans_are_removed(client):  # noqa: F811
     assert all(path.exists() for path in kept)
     assert not any(path.exists() for path in removed)
     assert result.scratch == ["dead-upload"] and result.count == 6
+
+
+def test_a_storage_folder_removed_under_a_running_api_is_swept_and_written_again(client):  # noqa: F811
+    """The API's storage object outlives its folder (an operator emptied it, or a test's setup removed it):
+    the sweep finds nothing to remove instead of failing, and the next write makes the folders again."""
+    storage = get_storage(get_settings().storage_dir)
+    root = get_settings().storage_dir
+    shutil.rmtree(root, ignore_errors=True)
+    with session_scope() as session:
+        assert sweep_orphans(session, storage, idle_seconds=0).count == 0
+    with storage.scratch() as scratch:
+        (scratch / "file").write_text("x")
+        storage.put(scratch / "file", "models/" + "f" * 32)
+    assert (root / "models" / ("f" * 32)).read_text() == "x"
