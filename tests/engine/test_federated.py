@@ -3,12 +3,14 @@ per site started when the handler announces its address, each reading only its o
 that drop out mid-round are tolerated down to min_sites_per_round, and not below."""
 
 import json
+import math
 import random
 import signal
 from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from tests.engine.test_finetune import TOPIC_WORDS, FILLER
 from workers.engine.errors import EngineUserError
@@ -78,8 +80,8 @@ def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_in_round=N
         work_dir=tmp_path / "step", device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=32,
         announce=sites,
     )
-    context.work_dir.mkdir()
-    config = FederatedConfig(**FAST, **params)
+    context.work_dir.mkdir(parents=True)
+    config = FederatedConfig(**{**FAST, **params})
     try:
         return state, apply_federated(config, state, context), context, sites
     finally:
@@ -88,13 +90,16 @@ def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_in_round=N
 
 def test_two_sites_train_the_model_and_only_weights_move(tiny_models, tmp_path, site_datasets):
     before = {name: value.clone() for name, value in damaged_state(tiny_models["encoder"]).torch_model.state_dict().items()}
-    sites_params = {"sites": [{"site": "north", "dataset_id": "d1"}, {"site": "south", "dataset_id": "d2"}]}
+    # One schedule over both rounds: round 2 trains on its decaying half, and must still learn.
+    sites_params = {"sites": [{"site": "north", "dataset_id": "d1"}, {"site": "south", "dataset_id": "d2"}],
+                    "lr_schedule": "across_rounds"}
     # North measures its energy on its own grid (its worker's settings); south has no meter.
     energy = {"north": {"country": "FRA"}}
     _, result, context, sites = run_step(sites_params, tiny_models, tmp_path, site_datasets, energy=energy)
 
     details = context.details
     assert details["rounds_completed"] == 2 and details["dropped"] == []
+    assert details["lr_schedule"] == "across_rounds" and "server_lr" not in details
     assert details["sites_in_last_round"] == ["north", "south"]
     assert details["examples_per_site"] == {"north": 24, "south": 24}
     assert details["bytes_sent_to_sites"] == details["bytes_received_from_sites"] > 0
@@ -134,6 +139,79 @@ def test_fedprox_and_a_site_that_drops_out_mid_round(tiny_models, tmp_path, site
     assert rounds[0]["dropped"] == ["east"]
     assert context.details["dropped"] == ["east"]
     assert context.details["aggregation"] == "fedprox"
+
+
+def test_fedavgm_steps_along_the_average_s_change_at_the_server_s_rate(tiny_models, tmp_path, site_datasets):
+    """One round: fedavg lands on the sites' average; fedavgm with server_lr 2 goes twice as far from the start
+    along the same change (the sites train the same way in both runs: same seeds, one thread each)."""
+    start = damaged_state(tiny_models["encoder"]).torch_model.state_dict()
+    two_sites = {"sites": [{"site": "north", "dataset_id": "d1"}, {"site": "south", "dataset_id": "d2"}], "rounds": 1}
+    _, averaged, _, _ = run_step(two_sites, tiny_models, tmp_path / "fedavg", site_datasets)
+    server = {"aggregation": "fedavgm", "server_lr": 2.0, "server_momentum": 0.0}
+    _, stepped, context, _ = run_step({**two_sites, **server}, tiny_models, tmp_path / "fedavgm", site_datasets)
+    assert context.details["aggregation"] == "fedavgm" and context.details["server_lr"] == 2.0
+    averaged, stepped = averaged.torch_model.state_dict(), stepped.torch_model.state_dict()
+    moved = [name for name, value in start.items() if value.is_floating_point() and not torch.equal(averaged[name], value)]
+    assert moved
+    for name in moved:
+        assert torch.allclose(stepped[name] - start[name], 2 * (averaged[name] - start[name]), atol=1e-5), name
+    # The pruned zeros moved by twice nothing.
+    assert torch.equal(stepped[PRUNED].view(-1)[::2], torch.zeros_like(stepped[PRUNED].view(-1)[::2]))
+
+
+def classical_rdp_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
+    """The textbook bound for the Gaussian mechanism composed `rounds` times: min over alpha of
+    rounds x alpha / (2 z^2) + log(1/delta) / (alpha - 1). dp-accounting's conversion is a little tighter."""
+    return min(rounds * alpha / (2 * noise_multiplier**2) + math.log(1 / delta) / (alpha - 1)
+               for alpha in (1 + step / 100 for step in range(1, 10_000)))
+
+
+def test_differential_privacy_clips_every_site_noises_what_sites_train_and_counts_epsilon(
+    tiny_models, tmp_path, site_datasets
+):
+    start = damaged_state(tiny_models["encoder"]).torch_model.state_dict()
+    dp = {"noise_multiplier": 0.5, "clipping_norm": 0.05, "delta": 1e-5}
+    params = {"sites": [{"site": "north", "dataset_id": "d1"}, {"site": "south", "dataset_id": "d2"}],
+              "differential_privacy": dp}
+    _, result, context, _ = run_step(params, tiny_models, tmp_path, site_datasets)
+    privacy = context.details["differential_privacy"]
+    assert {name: privacy[name] for name in dp} == dp
+    # Two rounds of z = 0.5: within the textbook bound, and above what one round would spend.
+    bound = classical_rdp_epsilon(0.5, 2, 1e-5)
+    assert 0.8 * bound < privacy["epsilon"] <= bound
+    assert classical_rdp_epsilon(0.5, 1, 1e-5) < 0.8 * bound
+    # Each site's change is far above 0.05 at this rate: every one was clipped, every round.
+    assert privacy["clipped"] == {"1": ["north", "south"], "2": ["north", "south"]}
+    assert privacy["noise_std_per_round"] == pytest.approx([0.5 * 0.05 / 2] * 2)
+    for record in context.details["rounds"]:
+        assert all(norm > 0.05 for norm in record["privacy"]["update_norms"].values())
+    after = result.torch_model.state_dict()
+    # Noise on what the sites train, none on the token embeddings they keep frozen, nor on pruned zeros.
+    embeddings = "embeddings.word_embeddings.weight"
+    assert torch.equal(after[embeddings], start[embeddings])
+    assert not torch.equal(after["encoder.layer.0.attention.self.query.weight"],
+                           start["encoder.layer.0.attention.self.query.weight"])
+    assert torch.equal(after[PRUNED].view(-1)[::2], torch.zeros_like(after[PRUNED].view(-1)[::2]))
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"server_momentum": 0.5}, "server_momentum apply to aggregation fedavgm only, not fedavg"),
+    ({"aggregation": "fedprox", "server_lr": 2.0}, "server_lr apply to aggregation fedavgm only, not fedprox"),
+    ({"aggregation": "fedavgm", "server_momentum": 1.0}, "less than 1"),
+    ({"lr_schedule": "cosine"}, "'per_round' or 'across_rounds'"),
+    ({"differential_privacy": {"noise_multiplier": 1.0}}, "differential_privacy.clipping_norm"),
+    ({"differential_privacy": {"noise_multiplier": 0, "clipping_norm": 1.0}}, "greater than 0"),
+])
+def test_server_and_schedule_params_that_cannot_apply_are_refused(params, message):
+    with pytest.raises(ValidationError, match=message):
+        FederatedConfig(sites=[{"site": "north", "dataset_id": "d1"}], **params)
+
+
+@pytest.mark.parametrize("params", [{}, {"aggregation": "fedavgm"}, {"aggregation": "fedavgm", "server_lr": 2.0},
+                                    {"differential_privacy": {"noise_multiplier": 1.0, "clipping_norm": 0.5}}])
+def test_a_config_dumped_by_the_api_validates_again_in_the_engine(params):
+    config = FederatedConfig(sites=[{"site": "north", "dataset_id": "d1"}], **params)
+    assert FederatedConfig.model_validate(json.loads(config.model_dump_json())) == config
 
 
 def test_fewer_sites_than_min_sites_per_round_fail_the_step(tiny_models, tmp_path, site_datasets):

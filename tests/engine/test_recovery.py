@@ -11,6 +11,8 @@ from workers.engine.state import StepContext
 from workers.engine.techniques.low_rank import LowRankConfig, apply_low_rank
 from workers.engine.techniques.prune import PruneConfig
 from workers.engine.techniques.prune.handler import apply_prune
+from workers.engine.training.loop import recover
+from workers.engine.training.settings import RecoverySettings
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.", "Please call me back when you have a minute.",
@@ -58,3 +60,25 @@ def test_low_rank_recovery_gets_closer(tiny_models, tmp_path):
                                step_context)
     assert distance(recovered.torch_model, reference, model_dir) < distance(plain.torch_model, reference, model_dir)
     assert step_context.details["recovery"]["examples_used"] == len(CORPUS)
+
+
+def test_a_stretch_of_a_longer_schedule_trains_at_that_stretch_s_rate(tiny_models):
+    """schedule_span: a federated round takes its part of one warmup-then-decay over every round."""
+    model_dir = tiny_models["encoder"]
+    teacher = load_state(model_dir)
+    settings = RecoverySettings(max_steps=8, lr=1e-2, batch_size=8, augment="none")
+
+    def moved(span) -> float:
+        student = copy.deepcopy(teacher.torch_model)
+        with torch.no_grad():
+            for parameter in student.parameters():
+                parameter.mul_(0.9)  # damaged, so that there is something to learn
+        before = [parameter.detach().clone() for parameter in student.parameters()]
+        recover(student, teacher.torch_model, teacher.task, CORPUS, None, load_tokenizer(model_dir), settings, 64,
+                schedule_span=span)
+        return sum(float((after.detach() - start).abs().sum()) for after, start in zip(student.parameters(), before))
+
+    # The schedule's last stretch is at rate zero, AdamW's decay included: nothing moves.
+    assert moved((24, 24)) == 0
+    # Its first stretch (warmup, then the highest rates) moves the weights more than its last but one.
+    assert moved((0, 24)) > moved((8, 24)) > moved((16, 24)) > 0

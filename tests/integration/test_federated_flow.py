@@ -59,6 +59,9 @@ def wait_for_log(client, job_id: str, text: str, timeout: float = 300) -> None:
         lines = client.get(f"/v1/jobs/{job_id}/logs", params={"limit": 1000}).json()["lines"]
         if any(text in line["message"] for line in lines):
             return
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("failed", "cancelled"):
+            raise AssertionError(f"the job {job['status']} before a log line with {text!r}: {job.get('error')}")
         time.sleep(0.5)
     raise AssertionError(f"no log line with {text!r} in {timeout} s")
 

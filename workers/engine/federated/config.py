@@ -14,6 +14,9 @@ SITE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # The Celery queue a site's worker consumes (`compresso worker --site NAME`).
 SITE_QUEUE_PREFIX = "site."
 MAX_SITES = 64
+# fedavgm's server step: plain averaging's step (1.0) with the momentum of FedAvgM's paper (Hsu et al., 2019).
+DEFAULT_SERVER_LR = 1.0
+DEFAULT_SERVER_MOMENTUM = 0.9
 
 
 def site_queue(site: str) -> str:
@@ -42,6 +45,25 @@ class SiteDataset(BaseModel):
         return value
 
 
+class DifferentialPrivacy(BaseModel):
+    """Site-level differential privacy: the result hides whether any one site took part."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    noise_multiplier: float = Field(
+        gt=0, le=100,
+        description="z: each round's Gaussian noise on the sum of the sites' clipped changes has std z x "
+        "clipping_norm. More noise, smaller epsilon, and a noisier model: it takes many sites (thousands of "
+        "phones, not three hospitals) for the average to drown it.",
+    )
+    clipping_norm: float = Field(
+        gt=0, le=1e6, description="C: each site's change to a round's weights is scaled down to at most this L2 norm."
+    )
+    delta: float = Field(
+        1e-5, gt=0, lt=1, description="The delta of the (epsilon, delta) guarantee; keep it below 1 / number of sites."
+    )
+
+
 class FederatedConfig(TechniqueConfig):
     technique: ClassVar[str] = "federated"
     version: ClassVar[int] = 1
@@ -57,13 +79,34 @@ class FederatedConfig(TechniqueConfig):
     sites: list[SiteDataset] = Field(min_length=1, max_length=MAX_SITES, description="Where the data is, one entry per site.")
     rounds: int = Field(3, ge=1, le=1000, description="Rounds of local training then aggregation.")
     local_steps: int = Field(50, ge=1, le=100_000, description="Optimizer steps each site takes per round.")
-    aggregation: Literal["fedavg", "fedprox"] = Field(
+    aggregation: Literal["fedavg", "fedprox", "fedavgm"] = Field(
         "fedavg",
         description="fedavg: the sites' weights averaged, weighted by their examples. fedprox: the same average, but "
         "each site's loss adds proximal_mu/2 x the squared distance to the round's weights, which holds back sites "
-        "whose data differs from the others'.",
+        "whose data differs from the others'. fedavgm: the average's change from the round's weights is a "
+        "gradient for a server-side SGD with momentum (server_lr, server_momentum), which keeps moving along "
+        "what the rounds agree on.",
     )
     proximal_mu: float = Field(0.01, gt=0, le=100, description="fedprox only: weight of the proximal term.")
+    server_lr: float | None = Field(
+        None, gt=0, le=10, description="fedavgm only: the server's step along the averaged change; empty: 1.0."
+    )
+    server_momentum: float | None = Field(
+        None, ge=0, lt=1,
+        description="fedavgm only: the share of the previous rounds' change carried into each round; empty: 0.9.",
+    )
+    lr_schedule: Literal["per_round", "across_rounds"] = Field(
+        "per_round",
+        description="per_round: each round's local training warms up to lr and decays to zero. across_rounds: one "
+        "warmup-then-decay over every round's steps, as central training would run, each round taking its stretch.",
+    )
+    differential_privacy: DifferentialPrivacy | None = Field(
+        None,
+        description="Adds site-level differential privacy: every site's change is clipped, the changes are "
+        "averaged with equal weight, and Gaussian noise is added, on the weights the sites train only (not the "
+        "frozen token embeddings, not pruned zeros). The report gives the epsilon spent (dp-accounting's RDP "
+        "accountant, one site added or removed, every site in every round) and which sites were clipped.",
+    )
     min_sites_per_round: int | None = Field(
         None, ge=1, le=MAX_SITES,
         description="A round whose results come from fewer sites fails the step. Sites that drop out (a worker "
@@ -108,6 +151,19 @@ class FederatedConfig(TechniqueConfig):
                 f"min_sites_per_round is {self.min_sites_per_round}, but only {len(self.sites)} sites are listed"
             )
         return self
+
+    @model_validator(mode="after")
+    def _server_params_need_fedavgm(self) -> "FederatedConfig":
+        given = [name for name in ("server_lr", "server_momentum") if getattr(self, name) is not None]
+        if given and self.aggregation != "fedavgm":
+            raise ValueError(f"{' and '.join(given)} apply to aggregation fedavgm only, not {self.aggregation}")
+        return self
+
+    @property
+    def server_step(self) -> tuple[float, float]:
+        """fedavgm's (server_lr, server_momentum), defaults filled in."""
+        return (self.server_lr if self.server_lr is not None else DEFAULT_SERVER_LR,
+                self.server_momentum if self.server_momentum is not None else DEFAULT_SERVER_MOMENTUM)
 
     @property
     def required_sites(self) -> int:

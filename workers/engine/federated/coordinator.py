@@ -1,5 +1,5 @@
 """The federated step's coordinator: a Flower server that sends the model to the sites' clients, lets each
-train locally, and averages what they send back (Flower's FedAvg or FedProx), round after round.
+train locally, and averages what they send back (Flower's FedAvg, FedProx or FedAvgM), round after round.
 
 Runs in Flower's virtualenv (requirements-federated.txt) as `python -m workers.engine.federated.coordinator
 --spec spec.json`, started by the step's handler, which reads its JSON-line events on stdout:
@@ -11,18 +11,23 @@ SuperNode processes expect `flwr run` to ship an app bundle to long-lived nodes,
 one server for one run and site workers start one client each for it.
 """
 
+import json
 import os
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
+from dp_accounting import dp_event
+from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant
 from flwr.common import FitIns, GetPropertiesIns, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import ServerConfig, start_server
-from flwr.server.strategy import FedAvg, FedProx
+from flwr.server.strategy import FedAvg, FedAvgM, FedProx
 from safetensors.numpy import load_file, save_file
 
 from workers.engine.events import emit, start_child
+from workers.engine.federated.privacy import SitePrivacy
 
 IDENTIFY_TIMEOUT_S = 60
 # What a site reports of a round's energy (site_client.SiteClient._energy), passed on per site.
@@ -35,8 +40,12 @@ class FederationError(Exception):
 
 
 def make_strategy(spec: dict, events):
-    base = FedProx if spec["aggregation"] == "fedprox" else FedAvg
-    options = {"proximal_mu": spec["proximal_mu"]} if base is FedProx else {}
+    base = {"fedavg": FedAvg, "fedprox": FedProx, "fedavgm": FedAvgM}[spec["aggregation"]]
+    options = {
+        FedAvg: {},
+        FedProx: {"proximal_mu": spec["proximal_mu"]},
+        FedAvgM: {"server_learning_rate": spec["server_lr"], "server_momentum": spec["server_momentum"]},
+    }[base]
 
     class SiteStrategy(base):
         """Flower's own averaging, with the sites known by name: only clients that present this run's
@@ -55,6 +64,8 @@ def make_strategy(spec: dict, events):
             self.round_started = 0.0
             self.final_arrays = None
             self.rounds: list[dict] = []
+            self.current = None  # the round's weights, as sent out
+            self.privacy = site_privacy(spec)
 
         def initialize_parameters(self, client_manager):
             # Flower asks for the initial weights once its gRPC server is up: sites can connect from now on.
@@ -110,6 +121,8 @@ def make_strategy(spec: dict, events):
             if base is FedProx:
                 config["proximal_mu"] = self.proximal_mu
             fit_ins = FitIns(parameters, config)
+            if self.privacy is not None:
+                self.current = parameters_to_ndarrays(parameters)
             self.sampled = {client.cid: self.site_of[client.cid] for client in clients}
             self.round_started = time.monotonic()
             emit(events, {"event": "round_started", "round": server_round, "sites": sorted(self.sampled.values())})
@@ -123,6 +136,9 @@ def make_strategy(spec: dict, events):
                     f"Round {server_round}: {len(trained)} sites sent results ({', '.join(sorted(trained)) or 'none'}; "
                     f"{', '.join(dropped)} dropped out); min_sites_per_round is {spec['min_sites']}."
                 )
+            private = None
+            if self.privacy is not None:
+                results, private = self._private_average(results)
             aggregated, metrics = super().aggregate_fit(server_round, results, failures)
             self.final_arrays = parameters_to_ndarrays(aggregated)
             array_bytes = sum(array.nbytes for array in self.final_arrays)
@@ -151,11 +167,40 @@ def make_strategy(spec: dict, events):
                 "bytes_sent": array_bytes * len(self.sampled),
                 "bytes_received": array_bytes * len(trained),
             }
+            if private is not None:
+                record["privacy"] = {"update_norms": private.update_norms, "clipped": private.clipped,
+                                     "noise_std": private.noise_std}
             self.rounds.append(record)
             emit(events, {"event": "round", **record})
             return aggregated, metrics
 
+        def _private_average(self, results):
+            """The sites' results replaced by one: the clipped, noised average, with equal weights. The base
+            strategy then takes it as the round's average (fedavgm steps along it)."""
+            site_arrays = {self.sampled[proxy.cid]: parameters_to_ndarrays(res.parameters) for proxy, res in results}
+            averaged, private = self.privacy.aggregate(spec["names"], self.current, site_arrays)
+            proxy, first = results[0]
+            return [(proxy, replace(first, parameters=ndarrays_to_parameters(averaged), num_examples=1))], private
+
     return SiteStrategy()
+
+
+def epsilon_spent(noise_multiplier: float, rounds: int, delta: float) -> float | None:
+    """(epsilon, delta)-DP after `rounds` rounds of the Gaussian mechanism with every site in every round, by
+    dp-accounting's RDP accountant; None before any round."""
+    if rounds == 0:
+        return None
+    accountant = RdpAccountant()
+    accountant.compose(dp_event.GaussianDpEvent(noise_multiplier), rounds)
+    return float(accountant.get_epsilon(delta))
+
+
+def site_privacy(spec: dict) -> SitePrivacy | None:
+    settings = spec.get("differential_privacy")
+    if not settings:
+        return None
+    masked = set(json.loads(spec["fit_config"]["masked"]))
+    return SitePrivacy(**settings, trained=set(spec["trained"]), masked=masked)
 
 
 def _load_arrays(path: str, names: list[str]):
@@ -184,7 +229,9 @@ def main() -> int:
         emit(events, {"event": "error", "message": "No round produced weights."})
         return 2
     save_file(dict(zip(spec["names"], strategy.final_arrays, strict=True)), spec["result_path"])
-    emit(events, {"event": "done", "rounds": strategy.rounds})
+    privacy = strategy.privacy
+    epsilon = epsilon_spent(privacy.noise_multiplier, len(strategy.rounds), privacy.delta) if privacy else None
+    emit(events, {"event": "done", "rounds": strategy.rounds, "epsilon": epsilon})
     return 0
 
 

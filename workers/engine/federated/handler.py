@@ -51,6 +51,10 @@ def _coordinator_spec(
         "rounds": config.rounds,
         "aggregation": config.aggregation,
         "proximal_mu": config.proximal_mu,
+        "server_lr": config.server_step[0],
+        "server_momentum": config.server_step[1],
+        "differential_privacy": config.differential_privacy.model_dump() if config.differential_privacy else None,
+        "trained": trained_names(state.torch_model, names),
         "connect_timeout_s": config.connect_timeout_s,
         "round_timeout_s": config.round_timeout_s,
         "initial_path": str(initial_path),
@@ -71,15 +75,28 @@ def _coordinator_spec(
             "alpha": config.alpha,
             "hidden_state_weight": config.hidden_state_weight,
             "seed": config.seed,
+            "lr_schedule": config.lr_schedule,
+            "rounds": config.rounds,
         },
     }
     return spec, names
 
 
-def _summary(rounds: list[dict], config: FederatedConfig) -> dict:
+def trained_names(model, names: list[str]) -> list[str]:  # noqa: ANN001 - a torch module
+    """The arrays the sites train: the parameters, less the input token embeddings, which recovery keeps
+    frozen (training.loop.recover). Differential privacy leaves the others alone."""
+    embeddings = model.get_input_embeddings().weight
+    parameters = {name for name, parameter in model.named_parameters() if parameter is not embeddings}
+    return [name for name in names if name in parameters]
+
+
+def _summary(rounds: list[dict], config: FederatedConfig, epsilon: float | None) -> dict:
     last = rounds[-1]
     return {
         "aggregation": config.aggregation,
+        **(dict(zip(("server_lr", "server_momentum"), config.server_step)) if config.aggregation == "fedavgm" else {}),
+        "lr_schedule": config.lr_schedule,
+        **({"differential_privacy": _privacy_summary(rounds, config, epsilon)} if config.differential_privacy else {}),
         "rounds_completed": len(rounds),
         "sites": [entry.site for entry in config.sites],
         "sites_in_last_round": last["sites"],
@@ -91,6 +108,17 @@ def _summary(rounds: list[dict], config: FederatedConfig) -> dict:
         "bytes_received_from_sites": sum(record["bytes_received"] for record in rounds),
         "site_energy": _site_energy(rounds),
         "rounds": rounds,
+    }
+
+
+def _privacy_summary(rounds: list[dict], config: FederatedConfig, epsilon: float | None) -> dict:
+    return {
+        **config.differential_privacy.model_dump(),
+        "epsilon": epsilon,
+        "accountant": "dp-accounting RDP, Gaussian mechanism composed over the rounds",
+        "adjacency": "one site added or removed; every site sampled in every round",
+        "noise_std_per_round": [record["privacy"]["noise_std"] for record in rounds],
+        "clipped": {str(record["round"]): record["privacy"]["clipped"] for record in rounds},
     }
 
 
@@ -198,7 +226,7 @@ def apply_federated(config: FederatedConfig, state: ModelState, context: StepCon
         raise RuntimeError(f"The federated coordinator failed (exit {code}); its log is above in the job log.")
     result = load_file(spec["result_path"])
     load_arrays(state.torch_model, names, [result[name] for name in names])
-    context.details.update(_summary(final["rounds"], config))
+    context.details.update(_summary(final["rounds"], config, final.get("epsilon")))
     context.site_energy = site_stages(final["rounds"])
     devices = sorted({device for record in final["rounds"] for device in record["site_devices"].values() if device})
     context.placement["training"] = f"sites ({', '.join(devices)})" if devices else "sites"

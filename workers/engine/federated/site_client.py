@@ -75,6 +75,7 @@ class SiteClient(NumPyClient):
             stats = recover(
                 student, self.teacher, self.task, self.texts, self.labels, self.tokenizer, settings,
                 int(config["sequence_length"]), masks=masks, proximal_mu=float(config.get("proximal_mu", 0.0)),
+                schedule_span=self._schedule_span(config, server_round),
             )
         seconds = round(time.perf_counter() - started, 3)
         energy = self._energy(measurement)
@@ -86,6 +87,13 @@ class SiteClient(NumPyClient):
                    "device": self.device, **energy}
         return state_arrays(student, names), len(self.texts), metrics
 
+    @staticmethod
+    def _schedule_span(config, server_round: int) -> tuple[int, int] | None:  # noqa: ANN001
+        """across_rounds: this round's stretch of one schedule over every round's local steps."""
+        if config.get("lr_schedule") != "across_rounds":
+            return None
+        local_steps = int(config["local_steps"])
+        return (server_round - 1) * local_steps, int(config["rounds"]) * local_steps
 
     def _measured(self, server_round: int):
         return self.meter.measure(f"round-{server_round}") if self.meter is not None else nullcontext(None)
