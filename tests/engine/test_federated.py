@@ -72,10 +72,11 @@ def site_datasets(tmp_path) -> dict[str, Path]:
     return paths
 
 
-def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_in_round=None, energy=None):
+def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_in_round=None, energy=None, impact_rates=None):
     model_dir = tiny_models["encoder"]
     state = damaged_state(model_dir)
-    sites = LocalSites(tmp_path / "sites", model_dir, site_datasets, killer(kill_in_round or {}), energy=energy)
+    sites = LocalSites(tmp_path / "sites", model_dir, site_datasets, killer(kill_in_round or {}), energy=energy,
+                       impact_rates=impact_rates)
     context = StepContext(
         work_dir=tmp_path / "step", device="cpu", tokenizer=load_tokenizer(model_dir), sequence_length=32,
         announce=sites,
@@ -95,7 +96,10 @@ def test_two_sites_train_the_model_and_only_weights_move(tiny_models, tmp_path, 
                     "lr_schedule": "across_rounds"}
     # North measures its energy on its own grid (its worker's settings); south has no meter.
     energy = {"north": {"country": "FRA"}}
-    _, result, context, sites = run_step(sites_params, tiny_models, tmp_path, site_datasets, energy=energy)
+    # ... and its water and embodied rates (its worker's WUE, grid and hardware: workers.engine.footprint.site).
+    rates = {"north": {"pue": 1.0, "wue_l_per_kwh": 1.8, "water_l_per_kwh": 2.0, "gwp_g_per_hour": 36.0}}
+    _, result, context, sites = run_step(sites_params, tiny_models, tmp_path, site_datasets, energy=energy,
+                                         impact_rates=rates)
 
     details = context.details
     assert details["rounds_completed"] == 2 and details["dropped"] == []
@@ -111,6 +115,9 @@ def test_two_sites_train_the_model_and_only_weights_move(tiny_models, tmp_path, 
     assert stage.site == "north" and stage.energy_kwh == pytest.approx(north["energy_kwh"])
     assert stage.co2e_g == pytest.approx(north["co2e_g"]) and stage.duration_s > 0
     assert stage.energy_kwh == pytest.approx(stage.cpu_kwh + stage.gpu_kwh + stage.ram_kwh)
+    impact = stage.site_impact
+    assert impact.onsite_l == pytest.approx(stage.energy_kwh * 1.8) and impact.offsite_l == pytest.approx(stage.energy_kwh * 2.0)
+    assert impact.gwp_g == pytest.approx(36.0 * stage.duration_s / 3600) and impact.pe_mj is None
     for record in details["rounds"]:
         for site in ("north", "south"):
             assert record["loss_after"][site] < record["loss_before"][site]

@@ -123,15 +123,18 @@ def test_a_federated_recovery_trains_at_two_sites_whose_rows_never_leave_them(se
     assert details["bytes_received_from_sites"] > 0
     # Every site measured its own rounds' energy (the killed one only until it died).
     assert all(details["site_energy"]["sites"][site]["energy_kwh"] > 0 for site in kept)
-    # ... and the job's energy counts it: one stage per site, in the totals, left out of water and embodied
-    # (the sites' WUE and hardware are not known here).
+    # ... and the job's energy counts it: one stage per site, in the totals; so do water and embodied, from each
+    # site's own WUE, grid and hardware (its worker's settings), which the job's worker does not know.
     site_stages = {stage["stage"]: stage for stage in report["energy"]["stages"] if stage["site"] is not None}
     assert set(site_stages) == {f"step_2.federated.site_{site}" for site in details["site_energy"]["sites"]}
     assert sum(stage["energy_kwh"] for stage in site_stages.values()) == pytest.approx(details["site_energy"]["energy_kwh"])
     assert report["energy"]["total"]["energy_kwh"] == pytest.approx(
         sum(stage["energy_kwh"] for stage in report["energy"]["stages"]))
-    assert report["water"]["site_stages_left_out"] == sorted(site_stages)
-    assert not set(site_stages) & {stage["stage"] for stage in report["water"]["stages"]}
+    for section in ("water", "embodied"):
+        assert report[section]["site_stages_left_out"] == [], section
+        assert set(site_stages) <= {stage["stage"] for stage in report[section]["stages"]}, section
+    for name, stage in site_stages.items():
+        assert stage["site_impact"]["onsite_l"] > 0 and stage["site_impact"]["gwp_g"] > 0, name
     assert federated["placement"] == {"training": "sites (cpu)", "aggregation": "cpu"}
     assert prune["technique"] == "prune"
     for record in details["rounds"]:

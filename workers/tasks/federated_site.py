@@ -21,7 +21,10 @@ from workers.celery_app import FEDERATED_SITE_TASK, celery_app
 from workers.engine.federated.config import default_federated_python
 from workers.engine.venvs import REPOSITORY_ROOT, repository_env
 from workers.parent_death import PARENT_PID
-from workers.tasks.job_spec import energy_settings
+from workers.engine.energy.settings import EnergySettings
+from workers.engine.footprint.settings import FootprintSettings
+from workers.engine.footprint.site import impact_rates
+from workers.tasks.job_spec import energy_settings, footprint_settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,12 @@ def run_site_client(spec: dict, scratch: Path, timeout_s: float) -> tuple[int, l
     return finished.returncode, events
 
 
+def site_impact_rates() -> dict[str, float]:
+    """This site's water (its WUE and grid) and embodied (its hardware) rates, from its worker's settings."""
+    settings = get_settings()
+    return impact_rates(EnergySettings(**energy_settings(settings, {})), FootprintSettings(**footprint_settings(settings, {})))
+
+
 @celery_app.task(name=FEDERATED_SITE_TASK)
 def federated_site(request: dict) -> dict:
     """`request`: job_id, site, address, token, task, dataset {id, sha256, filename}, model_key,
@@ -74,8 +83,10 @@ def federated_site(request: dict) -> dict:
             "server_address": request["address"], "token": request["token"], "site": site,
             "teacher_dir": str(storage.local_copy(request["model_key"])), "task": request["task"],
             "dataset_path": str(dataset_path), "connect_timeout_s": request["connect_timeout_s"],
-            # The site's own grid and hardware figures (its worker's settings), for each round's energy.
+            # The site's own grid and hardware figures (its worker's settings), for each round's energy, water
+            # and embodied impact.
             "energy": energy_settings(get_settings(), {}),
+            "impact_rates": site_impact_rates(),
         }
         code, events = run_site_client(spec, Path(scratch), request["run_timeout_s"])
     rounds = [event["round"] for event in events if event["event"] == "round"]

@@ -17,6 +17,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SiteImpact(_Strict):
+    """A federated site's water and embodied impact for its stage, from its own worker's WUE, grid and hardware
+    (workers.engine.footprint.site): the job's worker knows none of them."""
+
+    it_energy_kwh: float = Field(description="The stage's energy_kwh / the site's PUE.")
+    onsite_l: float = Field(description="it_energy_kwh x the site's WUE.")
+    offsite_l: float = Field(description="energy_kwh x the water intensity of the site's grid.")
+    gwp_g: float | None = Field(None, description="Embodied g CO2e of the site's hardware for the stage's time; null "
+                                "when the site's worker had no hardware footprint.")
+    adp_kgsbeq: float | None = None
+    pe_mj: float | None = None
+
+
 class StageEnergy(_Strict):
     stage: str = Field(
         description="load, evaluate_original, step_<n>.<technique>, package, evaluate_result, ...; a federated step's "
@@ -38,6 +51,10 @@ class StageEnergy(_Strict):
         "at most gpu_kwh); null when the idle power was not measured."
     )
     gpu_active_kwh: float | None = Field(None, description="gpu_kwh - gpu_idle_kwh: what the work itself added.")
+    site_impact: SiteImpact | None = Field(
+        None, description="A site's stage: its water and embodied impact, from the site's own settings; null when "
+        "the site did not send them (the water and embodied sections then leave the stage out)."
+    )
 
 
 class EnergyTotal(_Strict):

@@ -28,6 +28,7 @@ from safetensors.numpy import load_file, save_file
 
 from workers.engine.events import emit, start_child
 from workers.engine.federated.privacy import SitePrivacy
+from workers.engine.footprint.site import IMPACT_PREFIX
 
 IDENTIFY_TIMEOUT_S = 60
 # What a site reports of a round's energy (site_client.SiteClient._energy), passed on per site.
@@ -161,6 +162,12 @@ def make_strategy(spec: dict, events):
                 "site_energy": {
                     site: {name: res.metrics[name] for name in ENERGY_METRICS}
                     for site, res in sorted(trained.items()) if all(name in res.metrics for name in ENERGY_METRICS)
+                },
+                # Each site's water and embodied impact, from its own settings (footprint.site); absent where none.
+                "site_impact": {
+                    site: {name.removeprefix(IMPACT_PREFIX): value for name, value in res.metrics.items()
+                           if name.startswith(IMPACT_PREFIX)}
+                    for site, res in sorted(trained.items()) if any(name.startswith(IMPACT_PREFIX) for name in res.metrics)
                 },
                 "seconds": round(time.monotonic() - self.round_started, 3),
                 # The weights went to every sampled site and came back from those that finished.

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from safetensors.numpy import load_file, save_file
 
-from workers.engine.energy.schema import StageEnergy
+from workers.engine.energy.schema import SiteImpact, StageEnergy
 from workers.engine.errors import EngineUserError
 from workers.engine.federated.config import FederatedConfig, FederationSettings, default_federated_python
 from workers.engine.federated.weights import load_arrays, model_description, pruned_names, split_state
+from workers.engine.footprint.site import EMBODIED
 from workers.engine.state import ModelState, StepContext
 from workers.engine.venvs import REPOSITORY_ROOT, repository_env
 from workers.parent_death import PARENT_PID
@@ -155,8 +156,21 @@ def site_stages(rounds: list[dict]) -> list[StageEnergy]:
             **{name: math.fsum(entry[name] for entry in measured)
                for name in ("cpu_kwh", "gpu_kwh", "ram_kwh", "energy_kwh", "co2e_g")},
             method=methods.pop() if len(methods) == 1 else "mixed",
+            site_impact=_site_impact([record.get("site_impact", {}).get(site) for record in rounds
+                                      if site in record.get("site_energy", {})]),
         ))
     return stages
+
+
+def _site_impact(per_round: list[dict | None]) -> SiteImpact | None:
+    """A site's water and embodied impact over its measured rounds; None unless every round sent its water, and
+    no embodied figure unless every round sent that too."""
+    if not per_round or any(impact is None for impact in per_round):
+        return None
+    total = {name: math.fsum(impact[name] for impact in per_round) for name in ("it_energy_kwh", "onsite_l", "offsite_l")}
+    total.update({name: math.fsum(impact[name] for impact in per_round) for name in EMBODIED
+                  if all(name in impact for impact in per_round)})
+    return SiteImpact(**total)
 
 
 def apply_federated(config: FederatedConfig, state: ModelState, context: StepContext) -> ModelState:

@@ -26,6 +26,7 @@ from workers.engine.evaluation.data import load_eval_dataset
 from workers.engine.evaluation.quality import encode_labels
 from workers.engine.events import emit, start_child
 from workers.engine.federated.weights import build_model, state_arrays
+from workers.engine.footprint.site import IMPACT_PREFIX, impact_of
 from workers.engine.loading import load_model, load_tokenizer
 from workers.engine.training.loop import recover, zero_masks
 from workers.engine.training.settings import RecoverySettings
@@ -99,12 +100,16 @@ class SiteClient(NumPyClient):
         return self.meter.measure(f"round-{server_round}") if self.meter is not None else nullcontext(None)
 
     def _energy(self, measurement) -> dict:  # noqa: ANN001
-        """The round's energy (PUE included) and CO2e on this site's grid; empty when it was not measured."""
+        """The round's energy (PUE included), CO2e on this site's grid, and water and embodied impact from the
+        site's rates; empty when it was not measured."""
         if measurement is None or measurement.reading is None:
             return {}
         reading, pue = measurement.reading, self.meter.settings.pue
         kwh = reading.device_kwh * pue
+        rates = self.spec.get("impact_rates")
+        impact = impact_of(rates, kwh, reading.duration_s) if rates else {}
         return {"energy_kwh": kwh, "co2e_g": kwh * self.meter.intensity,
+                **{IMPACT_PREFIX + name: value for name, value in impact.items()},
                 "country": self.meter.settings.country or "world average",
                 # The split and method, so that the job books the site's training as a stage of its own.
                 "cpu_kwh": reading.cpu_kwh * pue, "gpu_kwh": reading.gpu_kwh * pue, "ram_kwh": reading.ram_kwh * pue,

@@ -9,7 +9,7 @@ import statistics
 
 from workers.engine.energy.payback import PerThousand, noise_band
 from workers.engine.energy.schema import EnergyReport, InferenceEnergyReport, InferenceSide
-from workers.engine.footprint.hardware import amount, component_share
+from workers.engine.footprint.hardware import HardwareFootprint, amount, component_share
 from workers.engine.footprint.payback import unit_payback
 from workers.engine.footprint.schema import (
     EmbodiedAmount,
@@ -62,6 +62,33 @@ def _seconds_per_thousand(side: InferenceSide, inferences_per_run: int) -> PerTh
     return PerThousand(statistics.fmean(runs), statistics.stdev(runs) if len(runs) > 1 else 0.0, len(runs))
 
 
+def _components(hardware: HardwareFootprint) -> tuple[list[EmbodiedComponent], dict[str, list[EmbodiedAmount]]]:
+    """Each component as reported, and per component the amounts per hour of the share a job holds."""
+    components, held = [], {}
+    for probed in hardware.components:
+        share, reason = component_share(probed, hardware.spec)
+        gwp = probed.per_hour.get("gwp") or {}
+        components.append(EmbodiedComponent(
+            component=probed.component, description=probed.description, share=share, share_reason=reason,
+            per_hour_whole=amount(probed.per_hour, 1.0),
+            gwp_g_per_hour_min=gwp["min"] * 1000.0 if "min" in gwp else None,
+            gwp_g_per_hour_max=gwp["max"] * 1000.0 if "max" in gwp else None,
+            assumptions=probed.assumptions, warnings=probed.warnings,
+        ))
+        held.setdefault(probed.component, []).append(amount(probed.per_hour, share))
+    return components, held
+
+
+def embodied_for(hardware: HardwareFootprint, seconds: float) -> dict[str, float | None]:
+    """gwp_g, adp_kgsbeq and pe_mj of holding the worker's share of `hardware` for `seconds`."""
+    _, held = _components(hardware)
+    return _scaled(_sum([item for items in held.values() for item in items]), seconds / 3600.0)
+
+
+def _site_charged(stage) -> bool:  # noqa: ANN001 - a StageEnergy
+    return stage.site_impact is not None and stage.site_impact.gwp_g is not None
+
+
 def unavailable(reason: str, method: str = "unavailable") -> EmbodiedReport:
     return EmbodiedReport(
         method=method, error=reason, inputs=None, stages=[], total=None, inference=None,
@@ -80,23 +107,18 @@ def embodied_section(
     hardware = settings.hardware
     if hardware is None:
         return unavailable(settings.hardware_error or "no hardware footprint was given (a worker computes it at start)")
-    components, held = [], {}
-    for probed in hardware.components:
-        share, reason = component_share(probed, hardware.spec)
-        gwp = probed.per_hour.get("gwp") or {}
-        components.append(EmbodiedComponent(
-            component=probed.component, description=probed.description, share=share, share_reason=reason,
-            per_hour_whole=amount(probed.per_hour, 1.0),
-            gwp_g_per_hour_min=gwp["min"] * 1000.0 if "min" in gwp else None,
-            gwp_g_per_hour_max=gwp["max"] * 1000.0 if "max" in gwp else None,
-            assumptions=probed.assumptions, warnings=probed.warnings,
-        ))
-        held.setdefault(probed.component, []).append(amount(probed.per_hour, share))
+    components, held = _components(hardware)
     per_hour = _sum([item for items in held.values() for item in items])
     # Energy stages time the whole job; without them (tracking off or failed) the job is one stage.
-    # A federated site's stage ran on the site's hardware, not this worker's (site_stages_left_out).
     timed = [(stage.stage, stage.duration_s) for stage in energy.stages if stage.site is None] or [("job", wall_time_s)]
     stages = [StageEmbodied(stage=name, duration_s=seconds, **_scaled(per_hour, seconds / 3600.0)) for name, seconds in timed]
+    # A federated site's stage ran on the site's hardware: its own worker charged it (site_impact); a site that
+    # sent no figure is left out (site_stages_left_out).
+    stages += [
+        StageEmbodied(stage=stage.stage, duration_s=stage.duration_s, gwp_g=stage.site_impact.gwp_g,
+                      adp_kgsbeq=stage.site_impact.adp_kgsbeq, pe_mj=stage.site_impact.pe_mj)
+        for stage in energy.stages if stage.site is not None and _site_charged(stage)
+    ]
     total = EmbodiedTotal(
         duration_s=math.fsum(stage.duration_s for stage in stages),
         **_sum([EmbodiedAmount(gwp_g=s.gwp_g, adp_kgsbeq=s.adp_kgsbeq, pe_mj=s.pe_mj) for s in stages]).model_dump(),
@@ -134,7 +156,7 @@ def embodied_section(
         ),
         stages=stages,
         total=total,
-        site_stages_left_out=[stage.stage for stage in energy.stages if stage.site is not None],
+        site_stages_left_out=[stage.stage for stage in energy.stages if stage.site is not None and not _site_charged(stage)],
         inference=EmbodiedInference(
             components=used, original=before[1] if before else None, result=after[1] if after else None
         ),

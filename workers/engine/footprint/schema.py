@@ -77,8 +77,9 @@ class WaterReport(_Strict):
     inference: WaterInference
     payback: UnitPayback
     site_stages_left_out: list[str] = Field(
-        default_factory=list, description="Energy stages measured at a federated step's sites, not counted here: "
-        "their data centres' WUE and their hardware are not known to this worker."
+        default_factory=list, description="Energy stages measured at a federated step's sites that sent no water "
+        "figures (their WUE and grid are not known to this worker), not counted here. A site that sent them is a "
+        "stage like the others, from its own settings."
     )
 
 
@@ -144,6 +145,7 @@ class EmbodiedReport(_Strict):
     inference: EmbodiedInference | None
     payback: UnitPayback
     site_stages_left_out: list[str] = Field(
-        default_factory=list, description="Energy stages measured at a federated step's sites, not counted here: "
-        "their data centres' WUE and their hardware are not known to this worker."
+        default_factory=list, description="Energy stages measured at a federated step's sites whose worker had no "
+        "hardware footprint (their hardware is not known to this worker), not counted here. A site that had one "
+        "is a stage like the others, charged for its own hardware."
     )

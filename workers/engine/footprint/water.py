@@ -94,7 +94,12 @@ def water_section(
     stages = []
     for stage in energy.stages:
         if stage.site is not None:
-            continue  # measured on a site's machine, whose WUE is not known here (site_stages_left_out)
+            # Measured on a site's machine: the site's own WUE and grid gave its water (site_impact); a site
+            # that sent none is left out (site_stages_left_out).
+            if (impact := stage.site_impact) is not None:
+                stages.append(StageWater(stage=stage.stage, it_energy_kwh=impact.it_energy_kwh, onsite_l=impact.onsite_l,
+                                         offsite_l=impact.offsite_l, water_l=impact.onsite_l + impact.offsite_l))
+            continue
         onsite, offsite = litres(stage.energy_kwh, worker)
         stages.append(StageWater(
             stage=stage.stage, it_energy_kwh=stage.energy_kwh / worker.pue, onsite_l=onsite, offsite_l=offsite,
@@ -113,7 +118,7 @@ def water_section(
         stages=stages,
         total=WaterTotal(onsite_l=onsite_total, offsite_l=offsite_total, water_l=onsite_total + offsite_total),
         inference=WaterInference(deployment=deployment, original=original, result=result),
-        site_stages_left_out=[stage.stage for stage in energy.stages if stage.site is not None],
+        site_stages_left_out=[stage.stage for stage in energy.stages if stage.site is not None and stage.site_impact is None],
         payback=unit_payback(
             "L of water",
             onsite_total + offsite_total if tracked else None,
