@@ -101,6 +101,8 @@ def server_options(config: FederatedConfig) -> str:
     options = []
     if config.aggregation == "fedavgm":
         options.append("server lr {:g}, momentum {:g}".format(*config.server_step))
+    if config.transfer_precision != "float32":
+        options.append(f"{config.transfer_precision} transfer")
     if privacy := config.differential_privacy:
         options.append(f"DP z {privacy.noise_multiplier:g}, C {privacy.clipping_norm:g}")
     return f" ({'; '.join(options)})" if options else ""
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--lr-schedule", choices=("per_round", "across_rounds"), default="per_round")
     parser.add_argument("--server-lr", type=float, default=1.0, help="fedavgm rows")
     parser.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm rows")
+    parser.add_argument("--transfer-precision", choices=("float32", "float16"), default="float32")
     parser.add_argument("--dp-noise-multiplier", type=float, help="federated rows: add site-level DP")
     parser.add_argument("--dp-clipping-norm", type=float, default=1.0)
     parser.add_argument("--output", default="federated_bench")
@@ -172,7 +175,7 @@ def main() -> None:
             config = FederatedConfig(
                 sites=[{"site": site, "dataset_id": site} for site in SITES], rounds=args.rounds,
                 local_steps=args.local_steps, aggregation=aggregation, lr=args.lr, seed=args.seed,
-                lr_schedule=args.lr_schedule,
+                lr_schedule=args.lr_schedule, transfer_precision=args.transfer_precision,
                 differential_privacy=({"noise_multiplier": args.dp_noise_multiplier,
                                        "clipping_norm": args.dp_clipping_norm}
                                       if args.dp_noise_multiplier else None),
@@ -198,7 +201,7 @@ def main() -> None:
     setup = {
         "command": f".venv/bin/python {shlex.join(sys.argv)}", "cpu": cpu_model(), "train_texts": len(train),
         "heldout_texts": len(heldout), "rounds": args.rounds, "local_steps": args.local_steps, "lr": args.lr,
-        "lr_schedule": args.lr_schedule,
+        "lr_schedule": args.lr_schedule, "transfer_precision": args.transfer_precision,
     }
     (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps({**setup, "rows": rows}, indent=2) + "\n")
     lines = [

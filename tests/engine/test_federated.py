@@ -201,6 +201,34 @@ def test_differential_privacy_clips_every_site_noises_what_sites_train_and_count
     assert torch.equal(after[PRUNED].view(-1)[::2], torch.zeros_like(after[PRUNED].view(-1)[::2]))
 
 
+def test_half_precision_transfer_halves_the_bytes_and_adds_each_site_s_change_to_float32_weights(
+    tiny_models, tmp_path, site_datasets
+):
+    start = damaged_state(tiny_models["encoder"]).torch_model.state_dict()
+    params = {"sites": [{"site": "north", "dataset_id": "d1"}, {"site": "south", "dataset_id": "d2"}],
+              "transfer_precision": "float16"}
+    _, result, context, _ = run_step(params, tiny_models, tmp_path, site_datasets)
+    details = context.details
+    # Every floating-point tensor, two bytes each, to two sites and back, in each of two rounds.
+    half = sum(value.numel() * 2 for value in start.values() if value.is_floating_point())
+    assert details["transfer_precision"] == "float16"
+    assert details["bytes_sent_to_sites"] == details["bytes_received_from_sites"] == half * 2 * 2
+    after = result.torch_model.state_dict()
+    assert all(value.dtype == torch.float32 for value in after.values() if value.is_floating_point())
+    # The sites' changes were added to the weights (had they been taken for the weights, all would be near 0).
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(after[query], start[query])
+    assert torch.allclose(after[query], start[query], atol=0.1)
+    # The frozen embeddings no site changes stay exactly the float32 ones (not rounded to half precision),
+    # and the pruned zeros stay zero.
+    embeddings = "embeddings.word_embeddings.weight"
+    assert torch.equal(after[embeddings], start[embeddings])
+    assert not torch.equal(start[embeddings], start[embeddings].half().float())
+    assert torch.equal(after[PRUNED].view(-1)[::2], torch.zeros_like(after[PRUNED].view(-1)[::2]))
+    for record in details["rounds"]:
+        assert all(record["loss_after"][site] < record["loss_before"][site] for site in record["sites"])
+
+
 @pytest.mark.parametrize(("params", "message"), [
     ({"server_momentum": 0.5}, "server_momentum apply to aggregation fedavgm only, not fedavg"),
     ({"aggregation": "fedprox", "server_lr": 2.0}, "server_lr apply to aggregation fedavgm only, not fedprox"),

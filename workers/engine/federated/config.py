@@ -100,6 +100,12 @@ class FederatedConfig(TechniqueConfig):
         description="per_round: each round's local training warms up to lr and decays to zero. across_rounds: one "
         "warmup-then-decay over every round's steps, as central training would run, each round taking its stretch.",
     )
+    transfer_precision: Literal["float32", "float16"] = Field(
+        "float32",
+        description="float16: each round's weights go out to the sites, and each site's change comes back, in half "
+        "precision, half the bytes each way. The coordinator keeps float32 weights and adds each site's change to "
+        "them, so rounding does not pile up over the rounds.",
+    )
     differential_privacy: DifferentialPrivacy | None = Field(
         None,
         description="Adds site-level differential privacy: every site's change is clipped, the changes are "

@@ -28,6 +28,7 @@ from safetensors.numpy import load_file, save_file
 
 from workers.engine.events import emit, start_child
 from workers.engine.federated.privacy import SitePrivacy
+from workers.engine.federated.transfer import HALF, outgoing, site_weights
 from workers.engine.footprint.site import IMPACT_PREFIX
 
 IDENTIFY_TIMEOUT_S = 60
@@ -41,6 +42,7 @@ class FederationError(Exception):
 
 
 def make_strategy(spec: dict, events):
+    precision = spec["fit_config"]["transfer_precision"]
     base = {"fedavg": FedAvg, "fedprox": FedProx, "fedavgm": FedAvgM}[spec["aggregation"]]
     options = {
         FedAvg: {},
@@ -65,7 +67,8 @@ def make_strategy(spec: dict, events):
             self.round_started = 0.0
             self.final_arrays = None
             self.rounds: list[dict] = []
-            self.current = None  # the round's weights, as sent out
+            self.current = None  # the round's weights, float32, as the coordinator keeps them
+            self.wire_bytes = 0  # their size as sent
             self.privacy = site_privacy(spec)
 
         def initialize_parameters(self, client_manager):
@@ -121,9 +124,10 @@ def make_strategy(spec: dict, events):
             config = dict(spec["fit_config"], server_round=server_round)
             if base is FedProx:
                 config["proximal_mu"] = self.proximal_mu
-            fit_ins = FitIns(parameters, config)
-            if self.privacy is not None:
-                self.current = parameters_to_ndarrays(parameters)
+            self.current = parameters_to_ndarrays(parameters)
+            sent = outgoing(self.current, precision)
+            self.wire_bytes = sum(array.nbytes for array in sent)
+            fit_ins = FitIns(ndarrays_to_parameters(sent) if sent is not self.current else parameters, config)
             self.sampled = {client.cid: self.site_of[client.cid] for client in clients}
             self.round_started = time.monotonic()
             emit(events, {"event": "round_started", "round": server_round, "sites": sorted(self.sampled.values())})
@@ -137,12 +141,16 @@ def make_strategy(spec: dict, events):
                     f"Round {server_round}: {len(trained)} sites sent results ({', '.join(sorted(trained)) or 'none'}; "
                     f"{', '.join(dropped)} dropped out); min_sites_per_round is {spec['min_sites']}."
                 )
+            if precision == HALF:
+                results = [(proxy, replace(res, parameters=ndarrays_to_parameters(
+                    site_weights(parameters_to_ndarrays(res.parameters), self.current, precision))))
+                    for proxy, res in results]
             private = None
             if self.privacy is not None:
                 results, private = self._private_average(results)
             aggregated, metrics = super().aggregate_fit(server_round, results, failures)
             self.final_arrays = parameters_to_ndarrays(aggregated)
-            array_bytes = sum(array.nbytes for array in self.final_arrays)
+            array_bytes = self.wire_bytes  # each way, in the transfer precision
             record = {
                 "round": server_round,
                 "sites": sorted(trained),

@@ -78,6 +78,7 @@ def _coordinator_spec(
             "seed": config.seed,
             "lr_schedule": config.lr_schedule,
             "rounds": config.rounds,
+            "transfer_precision": config.transfer_precision,
         },
     }
     return spec, names
@@ -97,6 +98,7 @@ def _summary(rounds: list[dict], config: FederatedConfig, epsilon: float | None)
         "aggregation": config.aggregation,
         **(dict(zip(("server_lr", "server_momentum"), config.server_step)) if config.aggregation == "fedavgm" else {}),
         "lr_schedule": config.lr_schedule,
+        "transfer_precision": config.transfer_precision,
         **({"differential_privacy": _privacy_summary(rounds, config, epsilon)} if config.differential_privacy else {}),
         "rounds_completed": len(rounds),
         "sites": [entry.site for entry in config.sites],

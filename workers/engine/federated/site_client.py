@@ -25,6 +25,7 @@ from workers.engine.errors import EngineUserError
 from workers.engine.evaluation.data import load_eval_dataset
 from workers.engine.evaluation.quality import encode_labels
 from workers.engine.events import emit, start_child
+from workers.engine.federated.transfer import site_reply
 from workers.engine.federated.weights import build_model, state_arrays
 from workers.engine.footprint.site import IMPACT_PREFIX, impact_of
 from workers.engine.loading import load_model, load_tokenizer
@@ -86,7 +87,8 @@ class SiteClient(NumPyClient):
         })
         metrics = {"loss_before": float(stats.initial_loss), "loss_after": float(stats.final_loss), "seconds": seconds,
                    "device": self.device, **energy}
-        return state_arrays(student, names), len(self.texts), metrics
+        reply = site_reply(state_arrays(student, names), parameters, config["transfer_precision"])
+        return reply, len(self.texts), metrics
 
     @staticmethod
     def _schedule_span(config, server_round: int) -> tuple[int, int] | None:  # noqa: ANN001

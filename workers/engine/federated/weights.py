@@ -83,3 +83,4 @@ def load_arrays(model: torch.nn.Module, names: list[str], arrays: list[np.ndarra
     with torch.no_grad():
         for name, array in zip(names, arrays, strict=True):
             state[name].copy_(torch.from_numpy(np.asarray(array)).to(state[name].dtype))
+
