@@ -63,3 +63,22 @@ def test_a_dataset_uploaded_here_or_unknown_is_a_422(client, model_id, tmp_path)
     assert f"dataset {central} was uploaded here, not registered by a site" in first["msg"]
     assert second["msg"].startswith("dataset no-such-dataset not found: register it at site clinic-b")
     assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_server_params_without_fedavgm_and_dp_without_a_clipping_norm_are_422s_that_say_what_to_fix(client, model_id):
+    site_dataset = register(client, site="clinic-a").json()["id"]
+    recipe = federated_recipe(("clinic-a", site_dataset))
+    recipe["steps"][1]["params"].update(server_momentum=0.5, differential_privacy={"noise_multiplier": 1.0})
+    response = client.post("/v1/jobs", json={"model_id": model_id, "recipe": recipe})
+    assert response.status_code == 422, response.text
+    messages = {(tuple(error["loc"]), error["msg"]) for error in response.json()["errors"]}
+    assert any(loc[-2:] == ("differential_privacy", "clipping_norm") and msg == "Field required" for loc, msg in messages)
+    # Fixed, the server's momentum still needs fedavgm.
+    recipe["steps"][1]["params"]["differential_privacy"]["clipping_norm"] = 0.5
+    response = client.post("/v1/jobs", json={"model_id": model_id, "recipe": recipe})
+    assert response.status_code == 422, response.text
+    assert "server_momentum apply to aggregation fedavgm only, not fedavg" in response.text
+    recipe["steps"][1]["params"]["aggregation"] = "fedavgm"
+    response = client.post("/v1/jobs", json={"model_id": model_id, "recipe": recipe})
+    assert response.status_code == 202, response.text
+    assert response.json()["recipe"]["steps"][1]["params"]["differential_privacy"]["clipping_norm"] == 0.5
