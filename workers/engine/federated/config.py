@@ -136,7 +136,7 @@ class FederatedConfig(TechniqueConfig):
     batch_size: int = Field(16, ge=1, le=256, description="Examples per local optimizer step.")
     # Recovery's rate: on MiniLM pruned 50%, 4 rounds x 30 steps at three non-IID sites reached 0.9208 held-out
     # fidelity at 2e-4 and 0.9028 at 1e-4 (benchmarks/results/federated_bench*.md).
-    lr: float = Field(2e-4, gt=0, le=1, description="Peak learning rate of each site's AdamW, every round.")
+    lr: float = Field(2e-4, gt=0, le=1, description="Peak learning rate of each site's AdamW (see lr_schedule).")
     temperature: float = Field(2.0, gt=0, le=100, description="Softens both output distributions before the KL term.")
     alpha: float = Field(
         0.5, ge=0, le=1,
