@@ -256,6 +256,7 @@ def test_a_federated_job_with_differential_privacy_shows_its_epsilon_and_who_was
               "loss_after": {"north": 0.5, "south": 0.5}, "seconds": 3.0}
     details = {
         "aggregation": "fedavgm", "server_lr": 1.0, "server_momentum": 0.9, "lr_schedule": "across_rounds",
+        "transfer_precision": "float16",
         "rounds_completed": 1, "local_steps": 30, "sites": ["north", "south"], "dropped": [],
         "bytes_sent_to_sites": 1_000_000, "bytes_received_from_sites": 1_000_000, "rounds": [record],
         "differential_privacy": {
@@ -270,3 +271,4 @@ def test_a_federated_job_with_differential_privacy_shows_its_epsilon_and_who_was
     assert "Server step 1.0, momentum 0.9." in section and "One learning-rate schedule across the rounds." in section
     assert "(ε = 4.22, δ = 1e-05)" in section and "noise multiplier 1.1 and clipping norm 0.5" in section
     assert "Clipped: round 1: north." in section
+    assert "Weights went out, and the sites' changes came back, in half precision." in section
