@@ -97,7 +97,9 @@ def test_two_sites_train_the_model_and_only_weights_move(tiny_models, tmp_path, 
     # North measures its energy on its own grid (its worker's settings); south has no meter.
     energy = {"north": {"country": "FRA"}}
     # ... and its water and embodied rates (its worker's WUE, grid and hardware: workers.engine.footprint.site).
-    rates = {"north": {"pue": 1.0, "wue_l_per_kwh": 1.8, "water_l_per_kwh": 2.0, "gwp_g_per_hour": 36.0}}
+    water_site = {"country": "FRA", "water_intensity_l_per_kwh": 2.0, "water_intensity_source": "test",
+                  "wue_l_per_kwh": 1.8, "wue_source": "test", "pue": 1.0}
+    rates = {"north": {"water_site": water_site, "gwp_g_per_hour": 36.0}}
     _, result, context, sites = run_step(sites_params, tiny_models, tmp_path, site_datasets, energy=energy,
                                          impact_rates=rates)
 

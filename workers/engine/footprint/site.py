@@ -7,29 +7,30 @@ stage (StageEnergy.site_impact)."""
 from workers.engine.energy.settings import EnergySettings
 from workers.engine.footprint.embodied import embodied_for
 from workers.engine.footprint.settings import FootprintSettings
-from workers.engine.footprint.water import water_site
+from workers.engine.footprint.schema import WaterSite
+from workers.engine.footprint.water import litres, water_site
 
 # Sent beside a round's energy in Flower's metrics, each name with this prefix.
 IMPACT_PREFIX = "impact_"
 EMBODIED = ("gwp_g", "adp_kgsbeq", "pe_mj")
 
 
-def impact_rates(energy: EnergySettings, footprint: FootprintSettings) -> dict[str, float]:
-    """Per kWh and per hour, from the site worker's own settings; embodied rates only with a hardware footprint."""
+def impact_rates(energy: EnergySettings, footprint: FootprintSettings) -> dict:
+    """The site's water site (PUE, WUE, grid) and, with a hardware footprint, its embodied rates per hour."""
     site = water_site(energy.country, energy.pue, footprint.wue_l_per_kwh, footprint.wue_source)
-    rates = {"pue": site.pue, "wue_l_per_kwh": site.wue_l_per_kwh, "water_l_per_kwh": site.water_intensity_l_per_kwh}
+    rates = {"water_site": site.model_dump()}
     if footprint.hardware is not None:
         per_hour = embodied_for(footprint.hardware, 3600.0)
         rates.update({f"{name}_per_hour": per_hour[name] for name in EMBODIED if per_hour[name] is not None})
     return rates
 
 
-def impact_of(rates: dict[str, float], facility_kwh: float, seconds: float) -> dict[str, float]:
+def impact_of(rates: dict, facility_kwh: float, seconds: float) -> dict[str, float]:
     """it_energy_kwh, onsite_l, offsite_l (and gwp_g, adp_kgsbeq, pe_mj where rated) of a round that drew
-    `facility_kwh` (PUE included) in `seconds`: the water formula of workers.engine.footprint.water."""
-    it_energy = facility_kwh / rates["pue"]
-    impact = {"it_energy_kwh": it_energy, "onsite_l": it_energy * rates["wue_l_per_kwh"],
-              "offsite_l": facility_kwh * rates["water_l_per_kwh"]}
+    `facility_kwh` (PUE included) in `seconds`."""
+    site = WaterSite(**rates["water_site"])
+    onsite, offsite = litres(facility_kwh, site)
+    impact = {"it_energy_kwh": facility_kwh / site.pue, "onsite_l": onsite, "offsite_l": offsite}
     impact.update({name: rates[f"{name}_per_hour"] * seconds / 3600.0 for name in EMBODIED
                    if f"{name}_per_hour" in rates})
     return impact
