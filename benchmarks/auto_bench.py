@@ -166,7 +166,8 @@ def main() -> int:
                 job_info, job_rows = inspect_model_folder(job_model), len(topics_train)
                 job_weights = sum(path.stat().st_size for path in job_model.glob("*.safetensors"))
             plan, estimate = submit_preflight(
-                Goal(**goal), job_info.num_parameters, job_weights, job_rows, EvalSettings(), Target(), measure.threads
+                Goal(**goal), job_info.task, job_info.num_parameters, job_weights, job_rows, EvalSettings(), Target(),
+                measure.threads,
             )
             print(f"goal {name}: {goal}; pre-flight {estimate}", file=sys.stderr)
             folder, report, wall, peak = run_goal(name, goal, job_model, job_dataset, scratch)

@@ -32,19 +32,15 @@ def check_goal(goal: Goal, model: Model, dataset: Dataset | None, evaluation: Ev
         raise _invalid("budget_minutes", f"a budget of {goal.budget_minutes:g} minutes outlasts the job's soft time "
                                          f"limit of {soft_limit_seconds / 60:g} minutes, which would stop the search: "
                                          "lower the budget or raise time_limits.soft_seconds")
-    problem = goal_task_problem(model.task)
+    problem = goal_task_problem(goal, model.task)
     if problem is not None:
-        raise Invalid(problem, errors=[{"loc": ["body", "goal"], "msg": problem}])
-    if goal.max_accuracy_drop is not None:
-        if model.task != "text-classification":
-            raise _invalid("max_accuracy_drop", f"accuracy needs a classifier, and this model's task is {model.task}: "
-                                                "use min_fidelity")
-        if dataset is None or "label" not in dataset.columns:
-            raise _invalid("max_accuracy_drop", "accuracy needs a dataset with a label column: give dataset_id")
+        raise _invalid(*problem)
+    if goal.max_accuracy_drop is not None and (dataset is None or "label" not in dataset.columns):
+        raise _invalid("max_accuracy_drop", "accuracy needs a dataset with a label column: give dataset_id")
     total = dataset.num_rows if dataset is not None else builtin_sample_rows()
     try:
         plan, figures = submit_preflight(
-            goal, model.num_parameters, model.size_bytes, total, evaluation, target, worker_threads(),
+            goal, model.task, model.num_parameters, model.size_bytes, total, evaluation, target, worker_threads(),
             usable_memory_bytes() / 1e6,
         )
     except EngineUserError as exc:

@@ -97,14 +97,27 @@ def test_an_accuracy_goal_needs_a_labelled_classifier(client, tiny_encoder_zip):
     assert "classifier" in response.json()["detail"]
 
 
-def test_a_goal_for_a_causal_lm_points_to_the_llm_presets(client, tmp_path):
+def test_a_causal_lm_goal_takes_a_perplexity_limit_and_the_torch_target(client, tiny_encoder_zip, tmp_path):
     from tests.archives import zip_folder
     from tests.factories import build_tiny_model
 
     lm_zip = zip_folder(build_tiny_model("causal-lm", tmp_path / "lm"), tmp_path / "lm.zip")
     lm_id = upload(client, lm_zip).json()["id"]
-    response = submit_goal(client, lm_id)
-    assert response.status_code == 422 and "llm-" in response.json()["detail"]
+    goal = {"max_perplexity_increase": 0.01, "objective": "smallest", "budget_minutes": 10}
+    torch_cpu = {"runtime": "torch", "device": "cpu"}
+    accepted = submit_goal(client, lm_id, goal, target=torch_cpu)
+    assert accepted.status_code == 202, accepted.text
+    assert set(accepted.json()["preflight"]["family_seconds"]) >= {"llm_w4a16", "llm_fp8"}
+    # The default target (onnxruntime) takes no llm_quantize checkpoint: every family is dropped, saying why.
+    onnx = submit_goal(client, lm_id, goal)
+    assert onnx.status_code == 422 and "runtime torch" in onnx.json()["detail"]
+    accuracy = submit_goal(client, lm_id, {"max_accuracy_drop": 0.01}, target=torch_cpu)
+    assert accuracy.status_code == 422
+    assert accuracy.json()["errors"][0]["loc"] == ["body", "goal", "max_accuracy_drop"]
+    encoder_id = upload(client, tiny_encoder_zip).json()["id"]
+    perplexity = submit_goal(client, encoder_id, goal)
+    assert perplexity.status_code == 422 and "causal language model" in perplexity.json()["detail"]
+    assert perplexity.json()["errors"][0]["loc"] == ["body", "goal", "max_perplexity_increase"]
 
 
 def test_the_goal_schema_and_families_are_listed(client):

@@ -160,11 +160,6 @@ def test_an_accuracy_goal_on_a_labelled_classifier(tiny_models, tmp_path):
     assert report["original"]["quality"]["num_labelled"] == 48
 
 
-def test_a_goal_refuses_causal_language_models(tiny_models, tmp_path):
-    with pytest.raises(EngineUserError, match="llm-"):
-        run_goal(tiny_models["causal-lm"], tmp_path, {"min_fidelity": 0.99})
-
-
 def test_rows_split_apart_repeatably():
     dataset = EvalDataset(texts=[f"t{i}" for i in range(100)], text_pairs=None, labels=list(range(100)),
                           slices=None, source="uploaded")
@@ -192,7 +187,7 @@ def test_preflight_drops_what_cannot_fit_and_refuses_when_nothing_does():
     # all-MiniLM-L6-v2's size with the speed measured on 2 cores.
     work = Workload(num_parameters=22_700_000, weight_bytes=90_900_000, search_rows=256, eval_rows=256,
                     seconds_per_row=0.0237)
-    roomy = preflight(Goal(min_fidelity=0.99, budget_minutes=60), work, Target(), (1,))
+    roomy = preflight(Goal(min_fidelity=0.99, budget_minutes=60), work, Target(), (1,), "feature-extraction")
     assert not roomy.problems and "distill_int8" not in roomy.dropped
     assert roomy.family_seconds["distill_int8"] > roomy.family_seconds["cluster"] > roomy.family_seconds["half"]
     goal = Goal(min_fidelity=0.99)
@@ -200,16 +195,16 @@ def test_preflight_drops_what_cannot_fit_and_refuses_when_nothing_does():
     distill = candidate_seconds(quick_rung(representative("distill_int8", goal, Target()), Target()), work, (1,))
     assert distill > 2 * half
     budget = (fixed_seconds(work) + (half + distill) / 2) / 60
-    tight = preflight(Goal(min_fidelity=0.99, budget_minutes=budget), work, Target(), (1,))
+    tight = preflight(Goal(min_fidelity=0.99, budget_minutes=budget), work, Target(), (1,), "feature-extraction")
     assert "distill_int8" in tight.dropped and "half" not in tight.dropped
     assert "minutes" in tight.dropped["distill_int8"]
-    hopeless = preflight(Goal(min_fidelity=0.99, budget_minutes=0.2), work, Target(), (1,))
+    hopeless = preflight(Goal(min_fidelity=0.99, budget_minutes=0.2), work, Target(), (1,), "feature-extraction")
     assert hopeless.problems and "no candidate family fits" in hopeless.problems[0]
     # Memory: the training families need more than the others (gradients, optimiser state).
-    small_worker = preflight(Goal(min_fidelity=0.99), work, Target(), (1,), memory_mb=1700)
+    small_worker = preflight(Goal(min_fidelity=0.99), work, Target(), (1,), "feature-extraction", memory_mb=1700)
     assert "MB of memory" in small_worker.dropped["distill_int8"] and "half" not in small_worker.dropped
-    assert preflight(Goal(min_fidelity=0.99), work, Target(), (1,), memory_mb=500).problems
-    torch_target = preflight(Goal(min_fidelity=0.99), work, Target(runtime="torch"), (1,))
+    assert preflight(Goal(min_fidelity=0.99), work, Target(), (1,), "feature-extraction", memory_mb=500).problems
+    torch_target = preflight(Goal(min_fidelity=0.99), work, Target(runtime="torch"), (1,), "feature-extraction")
     assert "cluster" in torch_target.dropped and "ONNX" in torch_target.dropped["cluster"]
 
 

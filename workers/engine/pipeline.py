@@ -44,12 +44,13 @@ from workers.engine.loading import (
 )
 from workers.engine.model_folder import ModelFolderError, ModelFolderInfo, inspect_model_folder
 from workers.engine.model_card import build_model_card
+from workers.engine.progress import JobProgress, ProgressCallback
 from workers.engine.package import MODEL_CARD_FILE, REPORT_FILE, package_size_bytes, write_zip
 from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.search.goal import goal_task_problem
 from workers.engine.search.rows import split_rows
 from workers.engine.search.plan import JobFigures, plan_search, search_settings
-from workers.engine.search.runner import SearchOutcome, SearchSetup, run_search
+from workers.engine.search.runner import SearchOutcome, SearchPerplexity, SearchSetup, run_search
 from workers.engine.request import PipelineRequest, PipelineResult
 from workers.engine.report import (
     CheckpointsReport,
@@ -70,8 +71,6 @@ from workers.engine.shipping import package_result, result_parameters, result_ru
 from workers.engine.state import ModelState
 from workers.engine.target import Target, changes_task, step_task_problems, target_problems, task_problem
 
-ProgressCallback = Callable[[str, float], None]
-
 logger = logging.getLogger(__name__)
 
 # Share of the whole job each phase takes on the progress bar (roughly its share of the time).
@@ -81,24 +80,6 @@ _STEPS = (0.30, 0.65)
 _PACKAGE = (0.65, 0.70)
 _EVAL_RESULT = (0.70, 0.95)
 _FINISH = (0.95, 1.0)
-
-
-class _Progress:
-    """Maps a phase's own 0..1 onto its slice of the job's progress; `announce` passes a step's other events
-    (a federated step's address) to the caller."""
-
-    def __init__(self, callback: ProgressCallback, announce: Callable[[dict], None]):
-        self.callback, self.announce = callback, announce
-
-    def __call__(self, stage: str, span: tuple[float, float], fraction: float) -> None:
-        start, end = span
-        self.callback(stage, round(start + (end - start) * min(max(fraction, 0.0), 1.0), 4))
-
-    def phases(self, prefix: str, span: tuple[float, float]) -> Callable[[str, float], None]:
-        """For evaluate_model: its "outputs" phase takes the first 40% of `span`, "latency" the rest."""
-        middle = span[0] + (span[1] - span[0]) * 0.4
-        spans = {"outputs": (span[0], middle), "latency": (middle, span[1])}
-        return lambda phase, fraction: self(f"{prefix}.{phase}", spans[phase], fraction)
 
 
 def _max_batch(settings: EvalSettings) -> int:
@@ -151,9 +132,9 @@ def _load(request: PipelineRequest) -> _Loaded:
     if problem is not None:
         raise EngineUserError(f"This {info.task} model cannot go to {request.target.describe()}: {problem}.")
     if request.goal is not None:
-        problem = goal_task_problem(info.task)
+        problem = goal_task_problem(request.goal, info.task)
         if problem is not None:
-            raise EngineUserError(problem)
+            raise EngineUserError(f"goal.{problem[0]}: {problem[1]}.")
     else:
         step_problems = step_task_problems(request.recipe.to_dict()["steps"], info.task)
         if step_problems:
@@ -192,7 +173,7 @@ def _load(request: PipelineRequest) -> _Loaded:
 
 
 def _apply_recipe(
-    request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: _Progress, meter: EnergyMeter,
+    request: PipelineRequest, state: ModelState, loaded: _Loaded, progress: JobProgress, meter: EnergyMeter,
     step_probe: StepProbe, gpu_peak: GpuMemoryPeak,
 ) -> tuple[ModelState, list[StepReport], CheckpointsReport | None]:
     steps = request.recipe.steps
@@ -240,7 +221,8 @@ def _latency_summary(latency: LatencyReport) -> str:
 
 def _search(
     request: PipelineRequest, loaded: _Loaded, original: ModelSideReport, original_search: ModelEvaluation,
-    probe: InferenceProbe, meter: EnergyMeter, gpu_peak: GpuMemoryPeak, progress: _Progress, started: float,
+    search_perplexity: SearchPerplexity | None, probe: InferenceProbe, meter: EnergyMeter, gpu_peak: GpuMemoryPeak,
+    progress: JobProgress, started: float,
 ) -> SearchOutcome:
     """The goal's search replaces the recipe's steps and packaging: it returns the chosen candidate's package."""
     goal, settings = request.goal, request.eval
@@ -250,6 +232,7 @@ def _search(
         original_latency=original.latency,
         row_fill=sum(int(batch["attention_mask"].sum()) for batch in loaded.search_inputs.batches)
         / (loaded.search_inputs.num_samples * settings.sequence_length),
+        task=loaded.info.task, perplexity_tokens=None if search_perplexity is None else search_perplexity.tokens(),
     )
     search_eval = search_settings(settings, goal)
     plan = plan_search(goal, figures, request.target, tuple(search_eval.latency_batch_sizes))
@@ -261,7 +244,7 @@ def _search(
         original=original_search, original_size_bytes=original.size_bytes,
         original_kwh_per_1000=probe.kwh_per_1000("original"), requests_per_day=request.energy.requests_per_day,
         threads=original.latency.threads, max_batch=_max_batch(settings), work=plan.work, preflight=plan.preflight,
-        deadline=plan.deadline, evaluation_rows=len(loaded.dataset),
+        deadline=plan.deadline, evaluation_rows=len(loaded.dataset), perplexity=search_perplexity,
     )
     outcome = run_search(
         setup, plan.families, meter, gpu_peak, lambda stage, fraction: progress(stage, _STEPS, fraction)
@@ -276,10 +259,10 @@ def run_pipeline(
     """`announce` gets the events a step has for the worker besides progress (see workers.engine.events)."""
     # One energy tracker for the whole job, stopped however the job ends; it never fails the job.
     with open_meter(request.energy) as meter:
-        return _run(request, _Progress(on_progress, announce), meter)
+        return _run(request, JobProgress(on_progress, announce), meter)
 
 
-def _run(request: PipelineRequest, progress: _Progress, meter: EnergyMeter) -> PipelineResult:
+def _run(request: PipelineRequest, progress: JobProgress, meter: EnergyMeter) -> PipelineResult:
     started = time.perf_counter()
     gpu_peak = GpuMemoryPeak()
     settings = request.eval
@@ -339,13 +322,18 @@ def _run(request: PipelineRequest, progress: _Progress, meter: EnergyMeter) -> P
             request.target.device, max_positions(loaded.model.config),
         )
         generation_energy.measure("original", original_runner.model, original_runner.runtime)
-    original_search = None
+    original_search = search_perplexity = None
     if request.goal is not None:
         with meter.stage("search.original"):
             original_search = evaluate_model(
                 original_runner, info.task, loaded.search_inputs, search_settings(settings, request.goal),
                 request.work_dir / "outputs" / "original-search", lambda *_: None,
             )
+            if perplexity is not None:
+                search_perplexity = SearchPerplexity.measure(
+                    original_runner, loaded.tokenizer, loaded.calibration.texts, perplexity,
+                    settings.perplexity_max_tokens,
+                )
     del original_runner
 
     search_report = task_reference = checkpoints = None
@@ -369,7 +357,9 @@ def _run(request: PipelineRequest, progress: _Progress, meter: EnergyMeter) -> P
         state = None
         recipe = request.recipe.to_dict()
     else:
-        outcome = _search(request, loaded, original, original_search, probe, meter, gpu_peak, progress, started)
+        outcome = _search(
+            request, loaded, original, original_search, search_perplexity, probe, meter, gpu_peak, progress, started
+        )
         packaged, step_reports, state_parameters = outcome.packaged, outcome.steps, outcome.state_parameters
         recipe, search_report = Recipe.from_dict(outcome.recipe).to_dict(), outcome.report
         original_search.outputs.remove()

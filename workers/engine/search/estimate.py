@@ -42,6 +42,14 @@ _QAT_STEP_COST = 2.2
 # onnxruntime imports) and, per candidate, building and loading its runtime session.
 _JOB_OVERHEAD_S = 10.0
 _CANDIDATE_OVERHEAD_S = 0.5
+# llm_quantize runs llm-compressor in its own interpreter: its start (torch, transformers and llmcompressor
+# imports), then the calibration passes over the layers, one decoder layer at a time. A calibrated
+# algorithm's pass costs more than a forward: GPTQ accumulates each layer's Hessian, AWQ grid-searches
+# its scales on the layer's inputs, SparseGPT solves per layer as GPTQ does.
+_LLM_SCRIPT_S = 15.0
+_LLM_PASS_FORWARDS = {"rtn": 0.0, "gptq": 3.0, "awq": 25.0, "sparsegpt": 3.0}
+_LLM_SOLVE_SECONDS_PER_PARAM = {"rtn": 1.0e-7, "gptq": 4.0e-7, "awq": 4.0e-7, "sparsegpt": 5.0e-7}
+_LLM_CALIBRATION_SAMPLES = 128  # llm_quantize's default
 # Resident memory: the interpreter with torch, transformers and onnxruntime, then copies of the weights
 # (the original, the candidate, its ONNX export and the runtime's session); training adds gradients and
 # optimiser state.
@@ -59,6 +67,11 @@ _REPRESENTATIVE: dict[Family, dict[str, Any]] = {
     "prune_cluster": {"prune_sparsity": 0.35, "prune_bits": 5, "prune_embedding_drop": 1},
     "distill_int8": {"distill_depth": 0.5},
     "low_rank_int8": {"low_rank_energy": 0.95},
+    "llm_w4a16": {"llm_w4_algorithm": "gptq", "llm_w4_group": 128},
+    "llm_w8a16": {"llm_w8a16_algorithm": "gptq"},
+    "llm_w8a8": {"llm_w8a8_algorithm": "gptq", "llm_w8a8_smooth": True},
+    "llm_fp8": {},
+    "llm_2of4_fp8": {},
 }
 
 
@@ -80,6 +93,10 @@ class Workload:
     latency_batches: tuple[int, ...] = (1, 32)
     latency_runs: int = 23  # warm-up plus timed runs per batch size
     energy_inferences: int = 640  # the inference-energy probe's inferences per model
+    # Causal LMs: padded rows' worth of the perplexity pass over the search rows (per candidate) and over
+    # the evaluation texts and the builtin sample (per measured model); 0 for other models.
+    search_perplexity_rows: float = 0.0
+    perplexity_rows: float = 0.0
 
     def forward_seconds(self, rows: float) -> float:
         """Rows of the dataset, padded per batch."""
@@ -131,6 +148,8 @@ def _step_seconds(step: dict[str, Any], work: Workload) -> float:
     if technique == "cluster":
         return (per_param["export"] + per_param["cluster"]) * parameters \
             + work.forward_seconds(_ROW_PASSES["cluster"] * rows)
+    if technique == "llm_quantize":
+        return _llm_quantize_seconds(params, work)
     seconds = _training_seconds(params.get("recover") or params, work, params.get("student_depth") or 1.0)
     if technique == "prune":
         seconds += work.forward_seconds(_ROW_PASSES["importance"] * rows)
@@ -139,25 +158,44 @@ def _step_seconds(step: dict[str, Any], work: Workload) -> float:
     return seconds
 
 
+def _llm_quantize_seconds(params: dict[str, Any], work: Workload) -> float:
+    """The interpreter's start, the model written and reloaded, and each calibration pass (SparseGPT's, then
+    the quantizer's) over the calibration rows, plus each algorithm's solve per weight."""
+    scheme = params["scheme"]
+    algorithms = [params.get("algorithm") or ("rtn" if scheme == "fp8" else "gptq")]
+    if params.get("sparsity", "none") != "none":
+        algorithms.append("sparsegpt")
+    calibration_rows = min(params.get("calibration_samples", _LLM_CALIBRATION_SAMPLES), work.search_rows)
+    seconds = _LLM_SCRIPT_S + 3 * _SECONDS_PER_PARAM["load"] * work.num_parameters
+    for algorithm in algorithms:
+        seconds += _LLM_SOLVE_SECONDS_PER_PARAM[algorithm] * work.num_parameters
+        seconds += work.forward_seconds((1 + _LLM_PASS_FORWARDS[algorithm]) * calibration_rows)
+    if scheme == "w8a8" and params.get("smoothing_strength", 0.8 if algorithms[0] != "rtn" else 0.0):
+        seconds += work.forward_seconds(calibration_rows)  # SmoothQuant's own pass
+    return seconds
+
+
 def candidate_seconds(spec: CandidateSpec, work: Workload, search_latency_batches: tuple[int, ...]) -> float:
     """Its steps, packaging, and its measurement on the search rows."""
     steps = sum(_step_seconds(step, work) for step in spec.recipe["steps"])
     package = _SECONDS_PER_PARAM["package"] * work.num_parameters
-    measure = work.forward_seconds(work.search_rows) + work.latency_seconds(search_latency_batches, 12)
+    measure = work.forward_seconds(work.search_rows) + work.latency_seconds(search_latency_batches, 12) \
+        + work.padded_seconds(work.search_perplexity_rows)
     return _CANDIDATE_OVERHEAD_S + steps + package + measure
 
 
 def result_measurement_seconds(work: Workload) -> float:
     """One model's measurement on the evaluation rows: fidelity pass, latency and inference energy."""
     return work.forward_seconds(work.eval_rows) + work.latency_seconds(work.latency_batches, work.latency_runs) \
-        + work.padded_seconds(work.energy_inferences)
+        + work.padded_seconds(work.energy_inferences + work.perplexity_rows)
 
 
 def fixed_seconds(work: Workload) -> float:
     """Everything but the search: loading, the original's and the result's measurement on the evaluation
     rows, and the original's on the search rows."""
     load = _JOB_OVERHEAD_S + _SECONDS_PER_PARAM["load"] * work.num_parameters
-    return load + 2 * result_measurement_seconds(work) + work.forward_seconds(work.search_rows)
+    return load + 2 * result_measurement_seconds(work) + work.forward_seconds(work.search_rows) \
+        + work.padded_seconds(work.search_perplexity_rows)
 
 
 def peak_rss_mb(work: Workload, training: bool) -> float:
@@ -202,8 +240,8 @@ def _duration(seconds: float) -> str:
 
 
 def preflight(
-    goal: Goal, work: Workload, target: Target, search_latency_batches: tuple[int, ...], seconds_spent: float = 0.0,
-    fixed_seconds_left: float | None = None, memory_mb: float | None = None,
+    goal: Goal, work: Workload, target: Target, search_latency_batches: tuple[int, ...], task: str,
+    seconds_spent: float = 0.0, fixed_seconds_left: float | None = None, memory_mb: float | None = None,
 ) -> Preflight:
     """Drops the families that cannot build the target or cannot fit the budget, and says why; a goal with
     no family left gets `problems`. Before the job (the API), everything but the search is still ahead;
@@ -214,8 +252,8 @@ def preflight(
     family_seconds: dict[str, float] = {}
     family_sizes: dict[str, int] = {}
     dropped: dict[str, str] = {}
-    for family in goal.allowed_families():
-        problem = family_problem(family, target)
+    for family in goal.allowed_families(task):
+        problem = family_problem(family, target, task)
         if problem is not None:
             dropped[family] = problem
             continue

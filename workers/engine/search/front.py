@@ -6,7 +6,7 @@ constraint and what would meet it. A search never comes back empty-handed.
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.engine.search.goal import Goal
+from workers.engine.search.goal import LLM_FAMILIES, Goal
 from workers.engine.search.space import CandidateSpec
 
 
@@ -27,6 +27,8 @@ class Measured:
     job_kwh: float | None  # the candidate's own compression and measurement, as the meter booked it
     wall_time_s: float
     estimated_s: float
+    perplexity: float | None = None  # causal LMs, on the search rows
+    perplexity_increase: float | None = None  # as the goal means it (relative, or perplexity points)
     violations: dict[str, float] = field(default_factory=dict)  # constraint -> how far past it, > 0
     pareto: bool = False
 
@@ -43,6 +45,11 @@ def constraint_values(goal: Goal, measured: Measured) -> dict[str, float]:
         values["min_fidelity"] = (goal.min_fidelity - measured.fidelity) / goal.min_fidelity
     if goal.max_accuracy_drop is not None and measured.accuracy_drop is not None:
         values["max_accuracy_drop"] = measured.accuracy_drop - goal.max_accuracy_drop
+    if goal.max_perplexity_increase is not None and measured.perplexity_increase is not None:
+        past = measured.perplexity_increase - goal.max_perplexity_increase
+        if goal.perplexity_increase_is == "absolute":  # points: as a fraction of the original's, like "relative"
+            past /= measured.perplexity - measured.perplexity_increase
+        values["max_perplexity_increase"] = past
     if goal.max_size_ratio is not None:
         values["max_size_ratio"] = measured.size_ratio / goal.max_size_ratio - 1
     if goal.max_size_bytes is not None:
@@ -96,6 +103,7 @@ def choose(goal: Goal, candidates: list[Measured], requests_per_day: float | Non
 _LIMITS = {
     "min_fidelity": ("fidelity", "at least {:.4g}"),
     "max_accuracy_drop": ("accuracy drop", "at most {:.4g}"),
+    "max_perplexity_increase": ("perplexity increase", "at most {:.4g}"),
     "max_size_ratio": ("size ratio", "at most {:.4g}x"),
     "max_size_bytes": ("size", "at most {:.0f} bytes"),
     "max_latency_ms": ("latency", "at most {:.4g} ms"),
@@ -106,6 +114,8 @@ def _achieved(constraint: str, candidate: Measured) -> str:
     return {
         "min_fidelity": f"{candidate.fidelity:.4f}",
         "max_accuracy_drop": f"{candidate.accuracy_drop}",
+        "max_perplexity_increase": f"{candidate.perplexity_increase:.4g}" if candidate.perplexity_increase is not None
+        else "unmeasured",
         "max_size_ratio": f"{candidate.size_ratio:.4f}x",
         "max_size_bytes": f"{candidate.size_bytes} bytes",
         "max_latency_ms": f"{candidate.latency_ms:.2f} ms",
@@ -135,7 +145,8 @@ def shortfall(goal: Goal, chosen: Measured, candidates: list[Measured], dropped:
             f"a bigger budget or a GPU worker: {skipped_for_budget} candidates were not tried for lack of time, "
             f"and these families were left out: {left_out}"
         )
-    if binding in ("min_fidelity", "max_accuracy_drop") and search_rows < 1000:
+    if binding in ("min_fidelity", "max_accuracy_drop") and search_rows < 1000 and candidates[0].spec.family \
+            not in LLM_FAMILIES:
         advice.append(f"more data: training candidates recover more with more than {search_rows} search rows")
     if others:
         advice.append("loosen " + " or ".join(sorted({binding, *others})))

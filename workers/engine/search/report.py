@@ -22,6 +22,11 @@ class CandidateReport(_Strict):
     latency_ms: float = Field(description="Median at the goal's latency_batch_size, on the job's target.")
     accuracy: float | None = None
     accuracy_drop: float | None = None
+    perplexity: float | None = Field(None, description="Causal LMs: perplexity on the search rows.")
+    perplexity_increase: float | None = Field(
+        None, description="Causal LMs: over the original's on the search rows, as the goal means it "
+        "(relative, or perplexity points).",
+    )
     kwh_per_1000: float | None = Field(
         None, description="Estimated: the original's measured kWh per 1,000 inferences scaled by the latency ratio."
     )
@@ -44,6 +49,9 @@ class SearchReport(_Strict):
     objective: str
     search_rows: int = Field(description="Rows the candidates were calibrated and scored on.")
     evaluation_rows: int = Field(description="Held-out rows the chosen one is measured on (the report's figures).")
+    original_perplexity: float | None = Field(
+        None, description="Causal LMs: the original's perplexity on the search rows, which candidates compare with."
+    )
     candidates: list[CandidateReport]
     skipped: list[SkippedReport] = Field(description="Points the search decided not to run, and why.")
     families: list[str] = Field(description="The families searched.")

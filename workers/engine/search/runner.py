@@ -24,6 +24,8 @@ from workers.engine.energy.meter import EnergyMeter
 from workers.engine.errors import EngineUserError
 from workers.engine.evaluation.evaluate import ModelEvaluation, PreparedInputs, evaluate_model
 from workers.engine.evaluation.fidelity import item_fidelity, summarise_fidelity
+from workers.engine.evaluation.perplexity import PerplexityProbe, TokenStream, strided_perplexity, token_stream
+from workers.engine.evaluation.runners import Runner
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.recipe import Recipe
@@ -33,7 +35,8 @@ from workers.engine.search.estimate import Preflight, Workload, candidate_second
 from workers.engine.search.front import (
     Measured, choose, constraint_values, mark_pareto, objective_score, shortfall, violations,
 )
-from workers.engine.search.goal import Family, Goal
+from workers.engine.search.goal import QUALITY_CONSTRAINTS, Family, Goal
+from workers.engine.search.plan import PerplexityTokens
 from workers.engine.search.report import CandidateReport, SearchReport, SkippedReport
 from workers.engine.search.space import CandidateSpec, is_training, quick_rung, seed_points, suggest
 from workers.engine.shipping import Packaged, package_result, result_runner_for
@@ -51,6 +54,26 @@ QAT_REACH = 0.03
 # Consecutive samples of points already measured or ruled out before the search counts as converged.
 # They cost no compute, so the sampler gets many chances to find a new point while budget is left.
 MAX_REPEATS = 50
+
+
+@dataclass(frozen=True)
+class SearchPerplexity:
+    """Causal LMs: the search rows as one token stream, and the original's perplexity on it."""
+
+    stream: TokenStream
+    window: int
+    original: float
+    evaluation_tokens: int  # what the job's own perplexity passes score per model, for the estimates
+
+    @classmethod
+    def measure(cls, runner: Runner, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                job_probe: PerplexityProbe, max_tokens: int) -> "SearchPerplexity":
+        stream = token_stream(tokenizer, texts, "search", max_tokens)
+        original = strided_perplexity(runner, stream, job_probe.window).perplexity
+        return cls(stream, job_probe.window, original, sum(len(item.ids) for item in job_probe.streams.values()))
+
+    def tokens(self) -> PerplexityTokens:
+        return PerplexityTokens(search=len(self.stream.ids), evaluation=self.evaluation_tokens)
 
 
 @dataclass
@@ -75,6 +98,7 @@ class SearchSetup:
     preflight: Preflight
     deadline: float  # time.perf_counter() by which the search must be done
     evaluation_rows: int
+    perplexity: SearchPerplexity | None = None  # causal LMs
 
 
 @dataclass
@@ -193,6 +217,10 @@ class _Search:
                 evaluation = evaluate_model(
                     runner, setup.task, setup.inputs, setup.settings, directory / "outputs", lambda *_: None
                 )
+                perplexity = None
+                if setup.perplexity is not None:
+                    scored = strided_perplexity(runner, setup.perplexity.stream, setup.perplexity.window)
+                    perplexity = scored.perplexity
                 del runner
         except Exception as exc:  # noqa: BLE001 - one candidate failing must not end the search
             logger.warning("search: candidate %d (%s) failed: %s: %s", number, spec.describe(), type(exc).__name__, exc)
@@ -215,6 +243,7 @@ class _Search:
             size_ratio=packaged.size_bytes() / setup.original_size_bytes,
             fidelity=fidelity.metrics[fidelity.primary_metric], fidelity_metric=fidelity.primary_metric,
             latency_ms=latency, accuracy=accuracy, accuracy_drop=self.accuracy_drop(accuracy),
+            perplexity=perplexity, perplexity_increase=self.perplexity_increase(perplexity),
             kwh_per_1000=self.kwh_per_1000(evaluation), job_kwh=self.meter.stage_kwh(stage),
             wall_time_s=wall, estimated_s=estimated,
         )
@@ -239,6 +268,12 @@ class _Search:
             drop = drop / self.original_accuracy if self.original_accuracy > 0 else 0.0
         return drop
 
+    def perplexity_increase(self, perplexity: float | None) -> float | None:
+        if perplexity is None or self.setup.perplexity is None:
+            return None
+        original = self.setup.perplexity.original
+        return perplexity / original - 1 if self.goal.perplexity_increase_is == "relative" else perplexity - original
+
     def kwh_per_1000(self, evaluation: ModelEvaluation) -> float | None:
         if self.setup.original_kwh_per_1000 is None:
             return None
@@ -259,7 +294,7 @@ class _Search:
     # -- training candidates ----------------------------------------------------------------------
 
     def quality_shortfall(self, measured: Measured) -> float:
-        return max((measured.violations.get(key, 0.0) for key in ("min_fidelity", "max_accuracy_drop")), default=0.0)
+        return max((measured.violations.get(key, 0.0) for key in QUALITY_CONSTRAINTS), default=0.0)
 
     def predicted(self, spec: CandidateSpec, bound: Measured) -> tuple[float, float]:
         """(size, latency) the full candidate should reach, from its cheaper part's measurement."""
@@ -404,6 +439,7 @@ def run_search(setup: SearchSetup, families: list[Family], meter: EnergyMeter, g
         objective=goal.objective,
         search_rows=setup.inputs.num_samples,
         evaluation_rows=setup.evaluation_rows,
+        original_perplexity=None if setup.perplexity is None else setup.perplexity.original,
         candidates=[_candidate_report(m, chosen) for m in search.measured],
         skipped=search.skipped,
         families=list(families),
@@ -432,7 +468,9 @@ def _candidate_report(measured: Measured, chosen: Measured) -> CandidateReport:
         description=measured.spec.describe(), recipe=Recipe.from_dict(measured.spec.recipe).to_dict(),
         size_bytes=measured.size_bytes, size_ratio=measured.size_ratio, fidelity=measured.fidelity,
         fidelity_metric=measured.fidelity_metric, latency_ms=measured.latency_ms, accuracy=measured.accuracy,
-        accuracy_drop=measured.accuracy_drop, kwh_per_1000=measured.kwh_per_1000, energy_kwh=measured.job_kwh,
+        accuracy_drop=measured.accuracy_drop, perplexity=measured.perplexity,
+        perplexity_increase=measured.perplexity_increase, kwh_per_1000=measured.kwh_per_1000,
+        energy_kwh=measured.job_kwh,
         wall_time_s=measured.wall_time_s, estimated_s=measured.estimated_s, feasible=measured.feasible,
         violations=measured.violations, pareto=measured.pareto, chosen=measured is chosen,
     )

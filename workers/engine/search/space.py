@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import optuna
 
-from workers.engine.search.goal import TRAINING_FAMILIES, Family, Goal
+from workers.engine.search.goal import LLM_FAMILIES, TRAINING_FAMILIES, Family, Goal
 from workers.engine.target import Target
 
 Rung = Literal["quick", "full"]
@@ -50,8 +50,16 @@ class CandidateSpec:
         return f"{self.family}{': ' + choices if choices else ''}{rung}"
 
 
-def family_problem(family: Family, target: Target) -> str | None:
-    """Why `family` cannot build a result for `target`, or None when it can."""
+def family_problem(family: Family, target: Target, task: str) -> str | None:
+    """Why `family` cannot build a result of a `task` model for `target`, or None when it can."""
+    if (family in LLM_FAMILIES) != (task == "text-generation"):
+        return (f"it compresses causal language models, and this model's task is {task}" if family in LLM_FAMILIES
+                else "causal language models take the llm_* families")
+    if family in LLM_FAMILIES:
+        return None if target.runtime == "torch" else (
+            f"llm_quantize ships a compressed-tensors checkpoint for the target runtime torch, and the target is "
+            f"{target.describe()}: set target {{runtime: torch, device: cpu or cuda}}"
+        )
     if target.runtime == "onnxruntime":
         return None
     onnx_only = family in ("cluster", "prune_cluster", "int8_static", "qat")
@@ -97,6 +105,10 @@ _INT4_ALGORITHMS = ("rtn", "hqq")
 _STATIC_CALIBRATIONS = ("percentile", "entropy", "minmax")
 _CLUSTER_BITS = (3, 4, 5, 6)
 _EMBEDDING_DROPS = (0, 1, 2)
+# llm_quantize's choices (the llm-* presets' points among them: w4a16 gptq g128, w8a8 gptq with SmoothQuant, fp8).
+_LLM_W4_GROUPS = (32, 64, 128)
+_LLM_W4_ALGORITHMS = ("rtn", "gptq", "awq")
+_LLM_ALGORITHMS = ("rtn", "gptq")
 
 
 def family_points(family: Family, target: Target) -> int:
@@ -114,6 +126,12 @@ def family_points(family: Family, target: Target) -> int:
         return len(_INT4_GROUPS) * (len(_INT4_ALGORITHMS) if onnx else 1)
     if family == "cluster":
         return len(_CLUSTER_BITS) * len(_EMBEDDING_DROPS)
+    if family == "llm_w4a16":
+        return len(_LLM_W4_GROUPS) * len(_LLM_W4_ALGORITHMS)
+    if family == "llm_w8a16":
+        return len(_LLM_ALGORITHMS)
+    if family == "llm_w8a8":
+        return len(_LLM_ALGORITHMS) * 2
     return 1
 
 
@@ -163,7 +181,31 @@ def suggest(trial: optuna.Trial, family: Family, goal: Goal, target: Target) -> 
     if family == "low_rank_int8":
         energy = trial.suggest_categorical("low_rank_energy", (0.95, 0.98))
         return low_rank_spec(energy, target, "full")
+    if family in LLM_FAMILIES:
+        return _llm_spec(trial, family)
     raise ValueError(f"unknown family {family!r}")
+
+
+def _llm_spec(trial: optuna.Trial, family: Family) -> CandidateSpec:
+    """One llm_quantize step; its calibration texts are the search rows, like every candidate's."""
+    if family == "llm_w4a16":
+        algorithm = trial.suggest_categorical("llm_w4_algorithm", _LLM_W4_ALGORITHMS)
+        group = trial.suggest_categorical("llm_w4_group", _LLM_W4_GROUPS)
+        choices: dict[str, Any] = {"algorithm": algorithm, "group": group}
+        params: dict[str, Any] = {"scheme": "w4a16", "algorithm": algorithm, "group_size": group}
+    elif family == "llm_w8a16":
+        algorithm = trial.suggest_categorical("llm_w8a16_algorithm", _LLM_ALGORITHMS)
+        choices, params = {"algorithm": algorithm}, {"scheme": "w8a16", "algorithm": algorithm}
+    elif family == "llm_w8a8":
+        algorithm = trial.suggest_categorical("llm_w8a8_algorithm", _LLM_ALGORITHMS)
+        smooth = trial.suggest_categorical("llm_w8a8_smooth", (False, True))
+        choices = {"algorithm": algorithm, "smooth": smooth}
+        params = {"scheme": "w8a8", "algorithm": algorithm, "smoothing_strength": 0.8 if smooth else 0.0}
+    elif family == "llm_fp8":
+        choices, params = {}, {"scheme": "fp8"}
+    else:
+        choices, params = {}, {"scheme": "fp8", "sparsity": "2:4"}
+    return CandidateSpec(family, choices, {"steps": [_step("llm_quantize", **params)]})
 
 
 def _cluster_bits(trial: optuna.Trial, prefix: str) -> tuple[int, int]:
@@ -243,9 +285,21 @@ def is_training(family: Family) -> bool:
     return family in TRAINING_FAMILIES
 
 
+# Causal LMs: round-to-nearest at 8 and then 4 bits (seconds each, and they bound what GPTQ must beat), then
+# the llm-w4a16 and llm-fp8 presets' points (benchmarks/results/llm_bench.md).
+_LLM_SEEDS: list[dict[str, Any]] = [
+    {"family": "llm_w8a16", "llm_w8a16_algorithm": "rtn"},
+    {"family": "llm_w4a16", "llm_w4_algorithm": "rtn", "llm_w4_group": 128},
+    {"family": "llm_w4a16", "llm_w4_algorithm": "gptq", "llm_w4_group": 128},
+    {"family": "llm_fp8"},
+]
+
+
 def seed_points(goal: Goal, families: list[Family], target: Target) -> list[dict[str, Any]]:
     """The cheap, usually strong points tried first, as Optuna params (study.enqueue_trial), before the
     sampler explores: they give every later comparison a baseline within minutes."""
+    if all(family in LLM_FAMILIES for family in families):
+        return [point for point in _LLM_SEEDS if point["family"] in families]
     onnx = target.runtime == "onnxruntime"
     points = [
         {"family": "half"},
