@@ -164,7 +164,8 @@ def test_new_job_page_has_the_form_and_presets(client):  # noqa: F811
     assert 'id="preset-buttons"' in html and "int8_dynamic" not in html
     assert "/v1/recipes/presets" in client.get("/static/recipe.js").text
     # The goal form beside the recipe builder.
-    for field in ("goal-min_fidelity", "goal-max_size_ratio", "goal-objective", "goal-budget_minutes"):
+    for field in ("goal-min_fidelity", "goal-max_perplexity_increase", "goal-max_size_ratio", "goal-objective",
+                  "goal-budget_minutes"):
         assert f'<label for="{field}">' in html
     assert '<option value="least_energy">' in html
     assert "/static/recipe.js" in html
@@ -223,6 +224,20 @@ def test_a_goal_jobs_page_shows_its_goal_estimate_front_and_candidates(client): 
     recipes = [json.loads(value.replace("&#34;", '"').replace("&quot;", '"'))
                for value in re.findall(r"data-rerun='([^']*)'", html)]
     assert recipes == [c["recipe"] for c in search["candidates"]]
+
+
+def test_a_causal_lm_goal_jobs_page_shows_each_candidates_perplexity(client):  # noqa: F811
+    bench = json.loads((Path(__file__).parents[2] / "benchmarks/results/auto_bench_calibration.json").read_text())
+    search = copy.deepcopy(bench["goals"]["smallest"]["search"])
+    search["original_perplexity"] = 200.0
+    for number, candidate in enumerate(search["candidates"]):
+        candidate["perplexity"] = 200.0 * (1 + number / 100)
+    report = {**copy.deepcopy(REPORT), "search": search}
+    job_id = add_job_row(add_model_row(), status="succeeded", progress=1.0, stage="done", report=report,
+                         goal=search["goal"])
+    table = client.get(f"/jobs/{job_id}").text.split('id="candidates"', 1)[1].split("</table>", 1)[0]
+    assert "Perplexity (original 200.000)" in table
+    assert "200.000 (+0.00%)" in table and "202.000 (+1.00%)" in table
 
 
 def test_a_federated_jobs_page_shows_its_rounds_sites_and_their_energy(client):  # noqa: F811

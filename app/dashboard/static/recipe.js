@@ -255,6 +255,22 @@
   }
   modelSelect.addEventListener("change", showPresetsForModel);
 
+  // A causal LM's goal reads perplexity and ships an llm_quantize checkpoint for torch: while the goal's
+  // fields and the target still hold the page's defaults, choosing one sets those instead.
+  const fidelityField = document.getElementById("goal-min_fidelity");
+  const perplexityField = document.getElementById("goal-max_perplexity_increase");
+  function goalDefaultsForModel() {
+    const task = modelSelect.selectedOptions[0] ? modelSelect.selectedOptions[0].dataset.task : undefined;
+    if (task !== "text-generation") return;
+    if (fidelityField.value === fidelityField.defaultValue && perplexityField.value === "") {
+      fidelityField.value = "";
+      perplexityField.value = "0.01";
+    }
+    if (targetSelect.value === "onnxruntime/cpu") targetSelect.value = "torch/cpu";
+  }
+  modelSelect.addEventListener("change", goalDefaultsForModel);
+  goalDefaultsForModel();
+
   // A recipe, or a goal the search works from: the form shows the one chosen.
   function mode() {
     return document.querySelector('input[name="mode"]:checked').value;
@@ -266,7 +282,7 @@
     });
   }
 
-  const GOAL_NUMBERS = ["min_fidelity", "max_accuracy_drop", "max_size_ratio", "max_latency_ms", "latency_batch_size",
+  const GOAL_NUMBERS = ["min_fidelity", "max_accuracy_drop", "max_perplexity_increase", "max_size_ratio", "max_latency_ms", "latency_batch_size",
     "budget_minutes", "max_candidates"];
   function goalFromForm() {
     const goal = { objective: document.getElementById("goal-objective").value };
