@@ -66,6 +66,8 @@ def test_the_smallest_checkpoint_within_the_perplexity_limit_ships(llama, tmp_pa
     assert report["steps"][0]["format_after"] == "compressed-tensors"
     assert report["perplexity"]["dataset"]["tokens"] > 100
     assert set(search["preflight"]["family_seconds"]) == {"llm_w4a16", "llm_w8a16"}
+    # The original was written for llm-compressor once, by the first candidate; the others loaded that.
+    assert search["reused"]["llm_input"] == 2
 
 
 def test_a_causal_lm_goal_needs_the_torch_target(tmp_path):

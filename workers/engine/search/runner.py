@@ -51,6 +51,10 @@ PROMISE_MARGIN = 0.02
 # The most (relative) quality shortfall of a post-training quantization that its QAT candidate is tried
 # for: on MiniLM, QAT raised 4-bit weights from 0.9716 to 0.9932 held-out (benchmarks/results/engine_bench_qat2.md).
 QAT_REACH = 0.03
+# First steps that only read the model they are given, when the search hands them its reuse cache:
+# llm_quantize writes the original to disk once per job and its subprocess loads that, so a candidate
+# starting with it needs no copy of the original in memory.
+READS_THE_ORIGINAL_ONLY = frozenset({"llm_quantize"})
 # Consecutive samples of points already measured or ruled out before the search counts as converged.
 # They cost no compute, so the sampler gets many chances to find a new point while budget is left.
 MAX_REPEATS = 50
@@ -200,9 +204,9 @@ class _Search:
         try:
             with self.meter.stage(stage):
                 recipe = Recipe.from_dict(spec.recipe)
-                state = ModelState(
-                    task=setup.task, config_dir=setup.config_dir, torch_model=copy.deepcopy(setup.original_model)
-                )
+                reads_only = recipe.steps[0].technique in READS_THE_ORIGINAL_ONLY
+                model = setup.original_model if reads_only else copy.deepcopy(setup.original_model)
+                state = ModelState(task=setup.task, config_dir=setup.config_dir, torch_model=model)
                 state, steps = apply_steps(
                     recipe.steps, state, replace(setup.environment, work_dir=directory, first_step_reuse=self.reuse),
                     self.probe, self.gpu_peak,

@@ -77,15 +77,31 @@ def _stored_dtype(config_dir: Path) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name, torch.float32)
 
 
-def _write_input(state: ModelState, context: StepContext) -> Path:
-    """The model as a transformers folder for the subprocess, in the dtype it was uploaded in (so what the
-    scheme leaves unquantized, like the lm_head, ships in those bytes); the in-memory copy is dropped after."""
-    folder = context.work_dir / "input"
-    state.torch_model.to(_stored_dtype(state.config_dir)).save_pretrained(folder, safe_serialization=True)
+def _save_input(state: ModelState, context: StepContext, folder: Path) -> Path:
+    """The model as a transformers folder, in the dtype it was uploaded in (so what the scheme leaves
+    unquantized, like the lm_head, ships in those bytes). The model itself is left as it is: in a search it
+    is the original every candidate starts from."""
+    model, dtype = state.torch_model, _stored_dtype(state.config_dir)
+    weights = None if next(model.parameters()).dtype == dtype else {
+        name: tensor.to(dtype) for name, tensor in model.state_dict().items()
+    }
+    model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
     context.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _write_input(state: ModelState, context: StepContext) -> tuple[Path, bool]:
+    """(the folder the subprocess loads, whether it is this step's own to delete); the state's reference to
+    the model is dropped after, so the job never holds it beside the compressed one it reloads. A search's
+    candidates all start from the same original: it is written once per job (context.reuse)."""
+    if context.reuse is not None:
+        folder = context.reuse.file("llm_input", lambda path: _save_input(state, context, path))
+    else:
+        state.torch_model.to(_stored_dtype(state.config_dir))  # in place: this copy is the step's own
+        folder = _save_input(state, context, context.work_dir / "input")
     state.torch_model = None
     gc.collect()
-    return folder
+    return folder, context.reuse is None
 
 
 def _run_script(python: Path, spec_path: Path, device: str, progress: _LayerProgress) -> dict:
@@ -153,7 +169,7 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
         raise EngineUserError("llm_quantize needs calibration texts; give the job a dataset.")
     calibration_file = context.work_dir / "calibration.jsonl"
     calibration_file.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
-    input_dir = _write_input(state, context)
+    input_dir, own_input = _write_input(state, context)
     output_dir = context.work_dir / "compressed"
     spec = script_spec(config, input_dir, output_dir, calibration_file, sequence_length)
     spec_path = context.work_dir / "oneshot.json"
@@ -163,7 +179,8 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
     done = _run_script(python, spec_path, context.device, progress)
     logger.info("llm_quantize: llm-compressor finished in %.1f s", time.perf_counter() - started)
     # The input copy is no longer needed; the compressed folder is the state from here on.
-    shutil.rmtree(input_dir)
+    if own_input:
+        shutil.rmtree(input_dir)
     model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
     context.placement["quantize"] = done["device"]
     context.details.update(
