@@ -50,6 +50,7 @@ from workers.engine.recipe import Recipe, RecipeError
 from workers.engine.search.goal import goal_task_problem
 from workers.engine.search.rows import split_rows
 from workers.engine.search.plan import JobFigures, plan_search, search_settings
+from workers.engine.search.checkpoint import SearchCheckpoints
 from workers.engine.search.runner import SearchOutcome, SearchPerplexity, SearchSetup, run_search
 from workers.engine.request import PipelineRequest, PipelineResult
 from workers.engine.report import (
@@ -246,8 +247,11 @@ def _search(
         threads=original.latency.threads, max_batch=_max_batch(settings), work=plan.work, preflight=plan.preflight,
         deadline=plan.deadline, evaluation_rows=len(loaded.dataset), perplexity=search_perplexity,
     )
+    checkpoints = None if request.checkpoints is None else SearchCheckpoints(
+        request.checkpoints, meter, progress.announce, lambda number: request.work_dir / "search" / f"{number:02d}"
+    )
     outcome = run_search(
-        setup, plan.families, meter, gpu_peak, lambda stage, fraction: progress(stage, _STEPS, fraction)
+        setup, plan.families, meter, gpu_peak, lambda stage, fraction: progress(stage, _STEPS, fraction), checkpoints
     )
     loaded.model = None
     return outcome
@@ -362,6 +366,7 @@ def _run(request: PipelineRequest, progress: JobProgress, meter: EnergyMeter) ->
         )
         packaged, step_reports, state_parameters = outcome.packaged, outcome.steps, outcome.state_parameters
         recipe, search_report = Recipe.from_dict(outcome.recipe).to_dict(), outcome.report
+        checkpoints = outcome.checkpoints
         original_search.outputs.remove()
     package_dir, files = packaged.package_dir, packaged.files
     gc.collect()

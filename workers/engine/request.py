@@ -45,7 +45,8 @@ class PipelineRequest(BaseModel):
         default_factory=FederationSettings, description="Where a federated step's coordinator listens, and its Python."
     )
     checkpoints: CheckpointSettings | None = Field(
-        None, description="Save a checkpoint after each recipe step, and resume from one; None: neither."
+        None, description="Save a checkpoint after each recipe step (a goal's search: after each candidate), and "
+        "resume from one; None: neither."
     )
 
 

@@ -41,13 +41,15 @@ class CheckpointUploader:
 
     def __init__(self, job_id: str, key: str, attempt: int, storage: Storage, log: LogShipper):
         self.job_id, self.key, self.attempt, self.storage, self.log = job_id, key, attempt, storage, log
-        self._folders: queue.Queue[tuple[int, Path] | None] = queue.Queue()
+        self._folders: queue.Queue[tuple[int, Path, bool] | None] = queue.Queue()
         self._store_pending = True
         self._thread = threading.Thread(target=self._run, name=f"checkpoints-{job_id}", daemon=True)
         self._thread.start()
 
-    def submit(self, step: int, folder: Path) -> None:
-        self._folders.put((step, folder))
+    def submit(self, step: int, folder: Path, supersedes_earlier: bool = False) -> None:
+        """`supersedes_earlier`: once this one is stored, the job's earlier checkpoints are deleted (a goal's
+        search needs only its latest)."""
+        self._folders.put((step, folder, supersedes_earlier))
 
     def close(self, store_pending: bool) -> None:
         """Waits for the upload under way, then stores what is still queued (or drops it), and stops."""
@@ -59,10 +61,12 @@ class CheckpointUploader:
 
     def _run(self) -> None:
         while (item := self._folders.get()) is not None:
-            step, folder = item
+            step, folder, supersedes_earlier = item
             try:
                 if self._store_pending:
                     self._store(step, folder)
+                    if supersedes_earlier:
+                        self._delete_before(step)
             except Exception as exc:  # noqa: BLE001 - a checkpoint is a saving, never a reason to fail the job
                 logger.warning("storing the checkpoint of job %s step %d failed", self.job_id, step, exc_info=True)
                 self.log.worker(f"checkpoint after step {step} not stored: {type(exc).__name__}: {exc}"[:1000])
@@ -81,6 +85,14 @@ class CheckpointUploader:
                 size_bytes=size, sha256=digest,
             ))
         self.log.worker(f"checkpoint after step {step} stored ({size / 1e6:.1f} MB, sha256 {digest[:12]})")
+
+
+    def _delete_before(self, step: int) -> None:
+        with session_scope() as session:
+            rows = checkpoints_repository.newest_first(session, self.job_id, self.key)
+            earlier = [(row.id, row.storage_key) for row in rows if row.step < step]
+        for checkpoint_id, storage_key in earlier:
+            _discard(self.storage, checkpoint_id, storage_key)
 
 
 @dataclass(frozen=True)

@@ -39,19 +39,19 @@ def footprint_settings(settings: Settings, deployment: dict) -> dict:
     }
 
 
-def job_checkpoint_key(claim: dict) -> str | None:
-    """The checkpoint key of a claimed job (workers.engine.checkpoints.settings); None for a goal job."""
-    if claim["goal"] is not None:
-        return None
+def job_checkpoint_key(claim: dict) -> str:
+    """The checkpoint key of a claimed job (workers.engine.checkpoints.settings): of its recipe, or of the goal
+    a goal job searches for."""
     inputs = {
         "model": claim["model_key"], "dataset": claim["dataset_sha256"], "models": claim["referenced_model_keys"],
         "site_datasets": {dataset_id: entry["sha256"] for dataset_id, entry in claim["site_datasets"].items()},
     }
-    return checkpoint_key(claim["recipe"], claim["device"], claim["target"], claim["evaluation"], inputs)
+    what = claim["recipe"] if claim["goal"] is None else {"goal": claim["goal"]}
+    return checkpoint_key(what, claim["device"], claim["target"], claim["evaluation"], inputs)
 
 
 def engine_spec(
-    claim: dict, settings: Settings, storage: Storage, work_dir: Path, key: str | None, resume: ResumePoint | None
+    claim: dict, settings: Settings, storage: Storage, work_dir: Path, key: str, resume: ResumePoint | None
 ) -> dict:
     return {
         # Local copies: the stored folders themselves on a shared directory, a cached download from a bucket.
@@ -78,8 +78,8 @@ def engine_spec(
         "dataset_sha256": claim["dataset_sha256"],
         "work_dir": str(work_dir / "scratch"),
         "output_dir": str(work_dir / "output"),
-        # Goal jobs search rather than run steps: they have no checkpoints.
-        "checkpoints": None if key is None else {
+        # After each recipe step, or each candidate of a goal's search.
+        "checkpoints": {
             "key": key, "attempt": claim["attempt"], "save_dir": str(work_dir / "checkpoints"),
             "resume_dir": None if resume is None else str(resume.folder),
         },

@@ -319,11 +319,11 @@ def _stop_reason(job_id: str) -> str | None:
     return STOP_CANCELLED if cancelled else None
 
 
-def _on_engine_event(job_id: str, claim: dict, event: dict, log: LogShipper, uploader: CheckpointUploader | None) -> None:
+def _on_engine_event(job_id: str, claim: dict, event: dict, log: LogShipper, uploader: CheckpointUploader) -> None:
     """A step's checkpoint is written: store it. A federated step is listening: each site's worker gets its
     share of the training (queue site.NAME)."""
-    if event.get("event") == "checkpoint" and uploader is not None:
-        uploader.submit(int(event["step"]), Path(event["path"]))
+    if event.get("event") == "checkpoint":
+        uploader.submit(int(event["step"]), Path(event["path"]), bool(event.get("supersedes_earlier")))
     if event.get("event") != "federation":
         return
     sent = []
@@ -368,10 +368,10 @@ def execute_job(job_id: str) -> str:
         f"attempt {claim['attempt']} started on {socket.gethostname()} (worker pid {os.getpid()}), device {claim['device']}"
     )
     key = job_checkpoint_key(claim)
-    resume = None if key is None else find_resume_point(job_id, key, storage, work_dir, log)
+    resume = find_resume_point(job_id, key, storage, work_dir, log)
     spec_path = work_dir / "spec.json"
     spec_path.write_text(json.dumps(engine_spec(claim, settings, storage, work_dir, key, resume)))
-    uploader = None if key is None else CheckpointUploader(job_id, key, claim["attempt"], storage, log)
+    uploader = CheckpointUploader(job_id, key, claim["attempt"], storage, log)
     try:
         outcome = run_engine(
             spec_path,
@@ -384,9 +384,8 @@ def execute_job(job_id: str) -> str:
             nice=settings.engine_nice,
             on_event=lambda event: _on_engine_event(job_id, claim, event, log, uploader),
         )
-        if uploader is not None:
-            # The next attempt of a stopped job resumes from them; a finished job needs none.
-            uploader.close(store_pending=outcome.kind != "done")
+        # The next attempt of a stopped job resumes from them; a finished job needs none.
+        uploader.close(store_pending=outcome.kind != "done")
         log.ship(final=True)
         if outcome.kind == "done":
             mlflow_state = _log_to_mlflow(claim, settings, outcome, log)
@@ -394,8 +393,7 @@ def execute_job(job_id: str) -> str:
             forget_checkpoints(job_id, storage)
             return SUCCEEDED
     finally:
-        if uploader is not None:
-            uploader.close(store_pending=False)  # after an exception; a no-op once closed
+        uploader.close(store_pending=False)  # after an exception; a no-op once closed
         shutil.rmtree(work_dir, ignore_errors=True)
 
     if outcome.kind == "stopped" and outcome.message == STOP_NOT_OURS:

@@ -184,6 +184,12 @@ def candidate_seconds(spec: CandidateSpec, work: Workload, search_latency_batche
     return _CANDIDATE_OVERHEAD_S + steps + package + measure
 
 
+def cost_class(spec: CandidateSpec) -> str:
+    """Candidates whose time scales alike: the family, its rung, and whether a fidelity fallback runs."""
+    falls_back = any(step["params"].get("target_fidelity") for step in spec.recipe["steps"])
+    return f"{spec.family}:{spec.rung}:{'fallback' if falls_back else 'direct'}"
+
+
 def result_measurement_seconds(work: Workload) -> float:
     """One model's measurement on the evaluation rows: fidelity pass, latency and inference energy."""
     return work.forward_seconds(work.eval_rows) + work.latency_seconds(work.latency_batches, work.latency_runs) \

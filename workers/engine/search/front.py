@@ -6,7 +6,9 @@ constraint and what would meet it. A search never comes back empty-handed.
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.engine.recipe import Recipe
 from workers.engine.search.goal import LLM_FAMILIES, Goal
+from workers.engine.search.report import CandidateReport
 from workers.engine.search.space import CandidateSpec
 
 
@@ -162,3 +164,25 @@ def shortfall(goal: Goal, chosen: Measured, candidates: list[Measured], dropped:
         f"{limit.format(limit_value)}.",
         "would_need": advice,
     }
+
+
+def choice_reason(goal: Goal, chosen: Measured, feasible: int) -> str:
+    if not chosen.feasible:
+        return "no candidate met every constraint: this one comes closest (the least total shortfall)"
+    what = {"smallest": "the smallest", "fastest": "the fastest", "most_faithful": "the most faithful",
+            "least_energy": "the least energy"}[goal.objective]
+    return f"{what} of the {feasible} candidates that met every constraint on the search rows"
+
+
+def candidate_report(measured: Measured, chosen: Measured) -> CandidateReport:
+    return CandidateReport(
+        number=measured.number, family=measured.spec.family, rung=measured.spec.rung,
+        description=measured.spec.describe(), recipe=Recipe.from_dict(measured.spec.recipe).to_dict(),
+        size_bytes=measured.size_bytes, size_ratio=measured.size_ratio, fidelity=measured.fidelity,
+        fidelity_metric=measured.fidelity_metric, latency_ms=measured.latency_ms, accuracy=measured.accuracy,
+        accuracy_drop=measured.accuracy_drop, perplexity=measured.perplexity,
+        perplexity_increase=measured.perplexity_increase, kwh_per_1000=measured.kwh_per_1000,
+        energy_kwh=measured.job_kwh,
+        wall_time_s=measured.wall_time_s, estimated_s=measured.estimated_s, feasible=measured.feasible,
+        violations=measured.violations, pareto=measured.pareto, chosen=measured is chosen,
+    )

@@ -29,15 +29,19 @@ from workers.engine.evaluation.runners import Runner
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.evaluation.step_probe import StepProbe
 from workers.engine.recipe import Recipe
-from workers.engine.report import StepReport
+from workers.engine.report import CheckpointsReport, StepReport
 from workers.engine.reuse import ReuseCache
-from workers.engine.search.estimate import Preflight, Workload, candidate_seconds, representative
+from workers.engine.search.estimate import Preflight, Workload, candidate_seconds, cost_class, representative
 from workers.engine.search.front import (
-    Measured, choose, constraint_values, mark_pareto, objective_score, shortfall, violations,
+    Measured, candidate_report, choice_reason, choose, constraint_values, mark_pareto, objective_score, shortfall,
+    violations,
 )
 from workers.engine.search.goal import QUALITY_CONSTRAINTS, Family, Goal
+from workers.engine.search.checkpoint import (
+    KeptCandidate, SearchCheckpoints, SearchProgress, add_trial, trial_record,
+)
 from workers.engine.search.plan import PerplexityTokens
-from workers.engine.search.report import CandidateReport, SearchReport, SkippedReport
+from workers.engine.search.report import SearchReport, SkippedReport
 from workers.engine.search.space import CandidateSpec, is_training, quick_rung, seed_points, suggest
 from workers.engine.shipping import Packaged, package_result, result_runner_for
 from workers.engine.state import ModelState
@@ -112,6 +116,7 @@ class SearchOutcome:
     recipe: dict[str, Any]
     state_parameters: int
     report: SearchReport
+    checkpoints: CheckpointsReport | None
 
 
 @dataclass
@@ -120,12 +125,6 @@ class _Kept:
     steps: list[StepReport]
     state_parameters: int
     directory: Path
-
-
-def _cost_class(spec: CandidateSpec) -> str:
-    """Candidates whose time scales alike: the family, its rung, and whether a fidelity fallback runs."""
-    falls_back = any(step["params"].get("target_fidelity") for step in spec.recipe["steps"])
-    return f"{spec.family}:{spec.rung}:{'fallback' if falls_back else 'direct'}"
 
 
 def _layer_share(model: torch.nn.Module) -> float:
@@ -137,8 +136,9 @@ def _layer_share(model: torch.nn.Module) -> float:
 
 class _Search:
     def __init__(self, setup: SearchSetup, meter: EnergyMeter, gpu_peak: GpuMemoryPeak,
-                 on_progress: Callable[[str, float], None]):
+                 on_progress: Callable[[str, float], None], checkpoints: SearchCheckpoints | None):
         self.setup = setup
+        self.checkpoints = checkpoints
         self.goal = setup.goal
         self.meter = meter
         self.gpu_peak = gpu_peak
@@ -155,15 +155,46 @@ class _Search:
         self.probe = StepProbe(setup.task, setup.inputs.batches, setup.original.outputs, threads=setup.threads)
         self.reuse = ReuseCache(setup.environment.work_dir / "search" / "reuse")
         self.original_accuracy = setup.original.quality.accuracy if setup.original.quality else None
+        self.trials: list[dict[str, Any]] = []
+        self.seconds_before = 0.0  # earlier attempts' search time: it counts against the budget
+        restored = checkpoints.restored if checkpoints is not None else None
+        if restored is not None:
+            self.restore(restored.progress, restored.kept)
+        self.deadline = setup.deadline - self.seconds_before
+
+    def restore(self, progress: SearchProgress, kept: KeptCandidate) -> None:
+        """Goes on from an earlier attempt: its candidates count as measured (sampled again, they cost nothing)."""
+        self.measured, self.failed, self.skipped = progress.measured, progress.failed, progress.skipped
+        self.by_key = {measured.spec.key: measured for measured in self.measured}
+        self.skipped_for_budget, self.corrections = progress.skipped_for_budget, progress.corrections
+        self.trials, self.seconds_before = progress.trials, progress.seconds
+        directory = self.setup.environment.work_dir / "search" / f"{kept.number:02d}"
+        self.kept = {kept.number: _Kept(kept.packaged, kept.steps, kept.state_parameters, directory)}
+
+    def progress(self) -> SearchProgress:
+        return SearchProgress(
+            measured=self.measured, failed=self.failed, skipped=self.skipped,
+            skipped_for_budget=self.skipped_for_budget, corrections=self.corrections,
+            seconds=self.seconds_before + time.perf_counter() - self.started, trials=self.trials,
+            resumed_candidates=[] if self.checkpoints is None else self.checkpoints.report.resumed_steps,
+        )
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoints is None:
+            return
+        number = choose(self.goal, self.measured, self.setup.requests_per_day).number
+        kept = self.kept[number]
+        choice = KeptCandidate(number, kept.packaged, kept.steps, kept.state_parameters)
+        self.checkpoints.save(self.progress(), choice, kept.directory)
 
     # -- time and energy --------------------------------------------------------------------------
 
     def estimate(self, spec: CandidateSpec) -> float:
         batches = tuple(self.setup.settings.latency_batch_sizes)
-        return candidate_seconds(spec, self.setup.work, batches) * self.corrections.get(_cost_class(spec), 1.0)
+        return candidate_seconds(spec, self.setup.work, batches) * self.corrections.get(cost_class(spec), 1.0)
 
     def left(self) -> float:
-        return self.setup.deadline - time.perf_counter()
+        return self.deadline - time.perf_counter()
 
     def energy_spent(self) -> bool:
         return self.goal.budget_kwh is not None and self.meter.total_kwh() >= self.goal.budget_kwh
@@ -234,8 +265,8 @@ class _Search:
             return None
         wall = time.perf_counter() - started
         # Like candidates' next estimates follow what this one really took (within 4x either way).
-        uncorrected = estimated / self.corrections.get(_cost_class(spec), 1.0)
-        self.corrections[_cost_class(spec)] = min(4.0, max(0.25, wall / max(uncorrected, 1e-3)))
+        uncorrected = estimated / self.corrections.get(cost_class(spec), 1.0)
+        self.corrections[cost_class(spec)] = min(4.0, max(0.25, wall / max(uncorrected, 1e-3)))
         fidelity = summarise_fidelity(
             setup.task, item_fidelity(setup.task, setup.original.outputs, evaluation.outputs), setup.inputs.num_samples
         )
@@ -256,6 +287,7 @@ class _Search:
         self.by_key[spec.key] = measured
         self.kept[number] = _Kept(packaged, steps, state_parameters, directory)
         self.keep_only_the_choice()
+        self.save_checkpoint()
         logger.info(
             "search: candidate %d: %.4fx (%d bytes), %s %.4f, %.2f ms at batch %d in %.0f s%s",
             number, measured.size_ratio, measured.size_bytes, measured.fidelity_metric, measured.fidelity,
@@ -292,7 +324,7 @@ class _Search:
             shutil.rmtree(self.kept.pop(number).directory, ignore_errors=True)
 
     def fraction(self) -> float:
-        total = self.setup.deadline - self.started
+        total = self.deadline - self.started
         return min(1.0, (time.perf_counter() - self.started) / total) if total > 0 else 1.0
 
     # -- training candidates ----------------------------------------------------------------------
@@ -375,7 +407,9 @@ class _Search:
             seed=self.goal.seed, n_startup_trials=len(seeds) + 4, warn_independent_sampling=False,
         )
         study = optuna.create_study(directions=self.directions(), sampler=sampler)
-        for point in seeds:
+        for record in self.trials:  # an earlier attempt's, restored
+            add_trial(study, record)
+        for point in seeds[len(self.trials):]:
             study.enqueue_trial(point)
         repeats, budget_skips = 0, self.skipped_for_budget
         while True:
@@ -404,28 +438,25 @@ class _Search:
                 repeats, budget_skips = 0, self.skipped_for_budget
             if measured is None:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                self.trials.append(trial_record(trial, None, None))
                 if not self.measured and self.left() < min(
                         self.estimate(representative(family, self.goal, self.setup.target)) for family in families):
                     return "the time budget is too small for any candidate"
                 continue
-            for name, value in constraint_values(self.goal, measured).items():
+            constraints = constraint_values(self.goal, measured)
+            for name, value in constraints.items():
                 trial.set_constraint(name, value)
             study.tell(trial, self.values(measured))
+            self.trials.append(trial_record(trial, self.values(measured), constraints))
             self.on_progress("search", self.fraction())
 
 
-def _reason(goal: Goal, chosen: Measured, feasible: int) -> str:
-    if not chosen.feasible:
-        return "no candidate met every constraint: this one comes closest (the least total shortfall)"
-    what = {"smallest": "the smallest", "fastest": "the fastest", "most_faithful": "the most faithful",
-            "least_energy": "the least energy"}[goal.objective]
-    return f"{what} of the {feasible} candidates that met every constraint on the search rows"
-
-
 def run_search(setup: SearchSetup, families: list[Family], meter: EnergyMeter, gpu_peak: GpuMemoryPeak,
-               on_progress: Callable[[str, float], None]) -> SearchOutcome:
+               on_progress: Callable[[str, float], None],
+               checkpoints: SearchCheckpoints | None = None) -> SearchOutcome:
+    """`checkpoints`: resume from an earlier attempt's search, and save after each candidate."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = _Search(setup, meter, gpu_peak, on_progress)
+    search = _Search(setup, meter, gpu_peak, on_progress, checkpoints)
     stopped_because = search.run(families)
     if not search.measured:
         raise EngineUserError(
@@ -444,12 +475,12 @@ def run_search(setup: SearchSetup, families: list[Family], meter: EnergyMeter, g
         search_rows=setup.inputs.num_samples,
         evaluation_rows=setup.evaluation_rows,
         original_perplexity=None if setup.perplexity is None else setup.perplexity.original,
-        candidates=[_candidate_report(m, chosen) for m in search.measured],
+        candidates=[candidate_report(m, chosen) for m in search.measured],
         skipped=search.skipped,
         families=list(families),
         dropped_families=setup.preflight.dropped,
         chosen=chosen.number,
-        reason=_reason(goal, chosen, feasible),
+        reason=choice_reason(goal, chosen, feasible),
         goal_met=chosen.feasible,
         shortfall=shortfall(goal, chosen, search.measured, setup.preflight.dropped, search.skipped_for_budget,
                             setup.inputs.num_samples),
@@ -457,24 +488,11 @@ def run_search(setup: SearchSetup, families: list[Family], meter: EnergyMeter, g
         sampler=f"optuna {optuna.__version__} TPESampler (multi-objective, constrained), seed {goal.seed}",
         preflight=setup.preflight.as_dict(goal.max_candidates),
         seconds_per_row=setup.work.seconds_per_row,
-        wall_time_s=time.perf_counter() - search.started,
+        wall_time_s=search.seconds_before + time.perf_counter() - search.started,
         energy_kwh=None if any(value is None for value in stage_energy) else sum(stage_energy),
         reused=dict(search.reuse.hits),
     )
     logger.info("search done (%s): %d candidates; chose %d, %s", stopped_because, len(search.measured),
                 chosen.number, report.reason)
-    return SearchOutcome(kept.packaged, kept.steps, chosen.spec.recipe, kept.state_parameters, report)
-
-
-def _candidate_report(measured: Measured, chosen: Measured) -> CandidateReport:
-    return CandidateReport(
-        number=measured.number, family=measured.spec.family, rung=measured.spec.rung,
-        description=measured.spec.describe(), recipe=Recipe.from_dict(measured.spec.recipe).to_dict(),
-        size_bytes=measured.size_bytes, size_ratio=measured.size_ratio, fidelity=measured.fidelity,
-        fidelity_metric=measured.fidelity_metric, latency_ms=measured.latency_ms, accuracy=measured.accuracy,
-        accuracy_drop=measured.accuracy_drop, perplexity=measured.perplexity,
-        perplexity_increase=measured.perplexity_increase, kwh_per_1000=measured.kwh_per_1000,
-        energy_kwh=measured.job_kwh,
-        wall_time_s=measured.wall_time_s, estimated_s=measured.estimated_s, feasible=measured.feasible,
-        violations=measured.violations, pareto=measured.pareto, chosen=measured is chosen,
-    )
+    return SearchOutcome(kept.packaged, kept.steps, chosen.spec.recipe, kept.state_parameters, report,
+                         None if checkpoints is None else checkpoints.report)
