@@ -23,7 +23,13 @@ needs_llm_venv = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    return build_tiny_causal_lm("llama", tmp_path_factory.mktemp("llama"))
+    """Uploaded in bf16, as most LLM checkpoints are."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = build_tiny_causal_lm("llama", tmp_path_factory.mktemp("llama"))
+    AutoModelForCausalLM.from_pretrained(folder).to(torch.bfloat16).save_pretrained(folder)
+    return folder
 
 
 def run_goal(model_dir, tmp_path, goal, target=TORCH_CPU):
@@ -66,8 +72,17 @@ def test_the_smallest_checkpoint_within_the_perplexity_limit_ships(llama, tmp_pa
     assert report["steps"][0]["format_after"] == "compressed-tensors"
     assert report["perplexity"]["dataset"]["tokens"] > 100
     assert set(search["preflight"]["family_seconds"]) == {"llm_w4a16", "llm_w8a16"}
-    # The original was written for llm-compressor once, by the first candidate; the others loaded that.
+    # The original was written for llm-compressor once, by the first candidate; the others loaded that, and
+    # what the scheme leaves unquantized ships in the upload's bf16, not the engine's float32.
     assert search["reused"]["llm_input"] == 2
+    import zipfile
+
+    from safetensors import safe_open
+
+    with zipfile.ZipFile(tmp_path / "out" / "model.zip") as archive:
+        archive.extract("model.safetensors", tmp_path / "shipped")
+    with safe_open(tmp_path / "shipped" / "model.safetensors", "pt") as tensors:
+        assert tensors.get_slice("lm_head.weight").get_dtype() == "BF16"
 
 
 def test_a_causal_lm_goal_needs_the_torch_target(tmp_path):

@@ -86,6 +86,13 @@ def _save_input(state: ModelState, context: StepContext, folder: Path) -> Path:
         name: tensor.to(dtype) for name, tensor in model.state_dict().items()
     }
     model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
+    if weights is not None:
+        # The config names the in-memory copy's float32; llm-compressor loads by it, and would ship what the
+        # scheme leaves unquantized in float32 instead of the uploaded dtype.
+        config_path = folder / "config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["dtype"] = str(dtype).removeprefix("torch.")
+        config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     context.tokenizer.save_pretrained(folder)
     return folder
 
