@@ -153,7 +153,8 @@ class StepReport(_Strict):
 
 
 class CheckpointSaved(_Strict):
-    step: int = Field(description="1-based: the checkpoint holds the model after this step.")
+    step: int = Field(description="1-based: the checkpoint holds the model after this step (a goal job: the search "
+                                   "after this many candidates).")
     seconds: float = Field(description="Time to write it, outside the steps' own time.")
     size_bytes: int
 
@@ -163,7 +164,9 @@ class CheckpointsReport(_Strict):
 
     attempt: int
     resumed_from_attempt: int | None = Field(None, description="The attempt whose checkpoint this one resumed from.")
-    resumed_steps: list[int] = Field(default_factory=list, description="1-based steps restored instead of run.")
+    resumed_steps: list[int] = Field(
+        default_factory=list, description="1-based steps restored instead of run (a goal job: its candidates)."
+    )
     saved: list[CheckpointSaved] = Field(default_factory=list)
     not_saved: list[str] = Field(
         default_factory=list, description="Steps whose checkpoint could not be written, and why; the job went on."
