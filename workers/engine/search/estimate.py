@@ -60,7 +60,8 @@ _WEIGHT_COPIES = 8.0
 _TRAINING_WEIGHT_COPIES = 12.0
 # A causal LM's upload is usually bf16, which the engine holds in float32 (the original and each
 # candidate's reloaded checkpoint), and its logits (a vocabulary per token) outweigh an encoder's outputs:
-# the tiny LM's goal jobs peaked at 2,193 MB against 1,212 estimated with the encoders' count.
+# the tiny LM's goal jobs peaked at 2,193 MB against 1,212 estimated with the encoders' count, then at
+# 2,302 MB against 1,724 with this one (benchmarks/results/llm_auto_bench.md).
 _LLM_WEIGHT_COPIES = 16.0
 # Representative params of each family, for estimates before any trial has sampled them.
 _REPRESENTATIVE: dict[Family, dict[str, Any]] = {
