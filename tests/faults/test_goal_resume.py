@@ -7,7 +7,7 @@ from tests.faults.test_resume import stored_steps
 from tests.integration import harness
 
 GOAL = {"min_fidelity": 0.9, "objective": "smallest", "families": ["half", "int8", "int4", "cluster"],
-        "max_candidates": 10, "search_rows": 64, "budget_minutes": 10}
+        "max_candidates": 16, "search_rows": 64, "budget_minutes": 10}
 # Slow latency runs make each candidate last long enough to kill the search between two of them.
 EVALUATION = {"max_samples": 16, "sequence_length": 128, "latency_batch_sizes": [32], "latency_warmup": 1,
               "latency_repeats": 10, "energy_repeats": 2}
