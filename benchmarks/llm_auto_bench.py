@@ -88,6 +88,7 @@ def main() -> int:
         parser.error(f"unknown goals {unknown}; choose from {', '.join(GOALS)}")
     model_dir = ensure_tiny_lm(args.model)
     training = json.loads((model_dir / "training.json").read_text())
+    training["dtype"] = json.loads((model_dir / "config.json").read_text()).get("dtype", "as uploaded")
     info = inspect_model_folder(model_dir)
     weights = sum(path.stat().st_size for path in model_dir.glob("*.safetensors"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -159,7 +160,7 @@ def write_results(out: str, rows: list[dict], fronts: list[str], raw: dict, trai
               f"Target torch on the CPU. The job's dataset: {DATASET_ROWS} training texts (256 searched, 128 for the "
               f"job's own evaluation). Held-out: {tokens:,} tokens the model, the search and the job never saw, "
               "windows of 512 moving by 256. Size ratio: the shipped safetensors against the original's weights "
-              "(fp32).\n\n")
+              f"({training['dtype']}).\n\n")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{out}.md").write_text(header + text + "\n", encoding="utf-8")
     payload = {"cpu": cpu_model(), "goals": raw}

@@ -152,3 +152,16 @@ def test_llm_estimates_rank_the_algorithms_and_count_the_perplexity_passes():
     assert set(plan.family_seconds) == set(LLM_FAMILIES) and not plan.problems
     refused = preflight(goal, work, Target(), (1,), "text-generation")
     assert refused.problems and "runtime torch" in refused.problems[0]
+
+
+def test_with_nothing_feasible_equal_shortfalls_go_to_the_more_faithful():
+    from workers.engine.search.front import choose
+
+    goal = Goal(max_perplexity_increase=0.01, max_size_ratio=0.05)
+    rounded, calibrated = _measured(101.0, 0.01), _measured(100.1, 0.001)
+    rounded.number, calibrated.number = 1, 2
+    calibrated.fidelity = 0.98
+    for candidate in (rounded, calibrated):
+        candidate.violations = violations(goal, candidate)
+    assert rounded.violations == calibrated.violations == {"max_size_ratio": pytest.approx(9.0)}
+    assert choose(goal, [rounded, calibrated], None) is calibrated

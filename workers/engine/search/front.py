@@ -98,8 +98,10 @@ def choose(goal: Goal, candidates: list[Measured], requests_per_day: float | Non
     feasible = [candidate for candidate in candidates if candidate.feasible]
     if feasible:
         return min(feasible, key=lambda c: (objective_score(goal, c, requests_per_day), -c.fidelity))
-    # The least total shortfall across the broken constraints, then the objective.
-    return min(candidates, key=lambda c: (sum(c.violations.values()), objective_score(goal, c, requests_per_day)))
+    # The least total shortfall across the broken constraints, then the objective, then fidelity (as above:
+    # among equally small 4-bit checkpoints, the most faithful).
+    return min(candidates, key=lambda c: (sum(c.violations.values()), objective_score(goal, c, requests_per_day),
+                                          -c.fidelity))
 
 
 _LIMITS = {
