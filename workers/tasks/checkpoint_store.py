@@ -47,7 +47,7 @@ class CheckpointUploader:
         self._thread.start()
 
     def submit(self, step: int, folder: Path, supersedes_earlier: bool = False) -> None:
-        """`supersedes_earlier`: once this one is stored, the job's earlier checkpoints are deleted (a goal's
+        """`supersedes_earlier`: once this one is stored, the job's other checkpoints are deleted (a goal's
         search needs only its latest)."""
         self._folders.put((step, folder, supersedes_earlier))
 
@@ -66,7 +66,7 @@ class CheckpointUploader:
                 if self._store_pending:
                     self._store(step, folder)
                     if supersedes_earlier:
-                        self._delete_before(step)
+                        self._delete_others(step)
             except Exception as exc:  # noqa: BLE001 - a checkpoint is a saving, never a reason to fail the job
                 logger.warning("storing the checkpoint of job %s step %d failed", self.job_id, step, exc_info=True)
                 self.log.worker(f"checkpoint after step {step} not stored: {type(exc).__name__}: {exc}"[:1000])
@@ -86,12 +86,13 @@ class CheckpointUploader:
             ))
         self.log.worker(f"checkpoint after step {step} stored ({size / 1e6:.1f} MB, sha256 {digest[:12]})")
 
-
-    def _delete_before(self, step: int) -> None:
+    def _delete_others(self, step: int) -> None:
+        """Every other checkpoint of the job and key: earlier ones, and a later one of an earlier attempt that
+        this attempt could not resume from (it searched again from the start)."""
         with session_scope() as session:
             rows = checkpoints_repository.newest_first(session, self.job_id, self.key)
-            earlier = [(row.id, row.storage_key) for row in rows if row.step < step]
-        for checkpoint_id, storage_key in earlier:
+            others = [(row.id, row.storage_key) for row in rows if row.step != step]
+        for checkpoint_id, storage_key in others:
             _discard(self.storage, checkpoint_id, storage_key)
 
 
