@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.engine.footprint.settings import DEFAULT_WUE_L_PER_KWH
@@ -219,6 +219,23 @@ class Settings(BaseSettings):
         description="The host name or address that site workers connect to, when it differs from "
         "COMPRESSO_FEDERATED_BIND_HOST (e.g. bound on 0.0.0.0, reached as coordinator.internal).",
     )
+    federated_tls_cert: FilePath | None = Field(
+        None,
+        description="On a worker that runs federated steps: the PEM certificate its coordinator presents, with "
+        "COMPRESSO_FEDERATED_TLS_KEY and COMPRESSO_FEDERATED_TLS_CA; the sites then connect over TLS. Its names must "
+        "include the advertised host. Empty: plain gRPC.",
+    )
+    federated_tls_key: FilePath | None = Field(None, description="The private key of COMPRESSO_FEDERATED_TLS_CERT (PEM).")
+    federated_tls_ca: FilePath | None = Field(
+        None,
+        description="The PEM certificate of the authority that signed the coordinator's certificate. A coordinator's "
+        "worker needs it beside the certificate; a site's worker trusts it (empty there: the system's roots).",
+    )
+    federated_require_tls: bool = Field(
+        False,
+        description="On a site's worker: take no part in a federated run whose coordinator has no TLS, where the "
+        "site's weights and the run's token would cross the network in clear.",
+    )
     site_data_dir: Path | None = Field(
         None,
         description="On a site's host: where the site's datasets are kept (compresso site add-dataset writes them, "
@@ -239,6 +256,15 @@ class Settings(BaseSettings):
             value = value.strip().upper()
             return value or None
         return value
+
+    @model_validator(mode="after")
+    def _federated_tls_together(self) -> "Settings":
+        if (self.federated_tls_cert is None) != (self.federated_tls_key is None):
+            raise ValueError("COMPRESSO_FEDERATED_TLS_CERT and COMPRESSO_FEDERATED_TLS_KEY go together: set both, or neither.")
+        if self.federated_tls_cert is not None and self.federated_tls_ca is None:
+            raise ValueError("COMPRESSO_FEDERATED_TLS_CERT needs COMPRESSO_FEDERATED_TLS_CA, the PEM of the authority "
+                             "that signed it (Flower's server sends it with the certificate).")
+        return self
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":

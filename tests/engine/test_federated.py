@@ -62,14 +62,18 @@ def killer(kill_in_round: dict[str, int]):
     return on_client_event
 
 
-@pytest.fixture
-def site_datasets(tmp_path) -> dict[str, Path]:
+def write_site_datasets(folder: Path) -> dict[str, Path]:
     paths = {}
     for index, site in enumerate(["north", "south", "east"]):
-        path = tmp_path / f"{site}.jsonl"
+        path = folder / f"{site}.jsonl"
         path.write_text("".join(json.dumps(row) + "\n" for row in site_rows(index)))
         paths[site] = path
     return paths
+
+
+@pytest.fixture
+def site_datasets(tmp_path) -> dict[str, Path]:
+    return write_site_datasets(tmp_path)
 
 
 def run_step(params: dict, tiny_models, tmp_path, site_datasets, kill_in_round=None, energy=None, impact_rates=None):

@@ -1,5 +1,5 @@
 """A federated recovery end to end, every part a real process on Postgres and Redis: the API, a cpu worker
-that runs the job (and Flower's coordinator), and three site workers (`compresso worker --site NAME`), each
+that runs the job (and Flower's coordinator, over TLS), and three site workers (`compresso worker --site NAME`), each
 with its own site data folder, whose datasets were registered with `compresso site add-dataset`. One site's
 worker is SIGKILLed once the first round is done: the rounds go on with the two others, and the job finishes.
 
@@ -21,6 +21,7 @@ from tests.archives import zip_folder
 from tests.conftest import DATA_DIR, POSTGRES_ADMIN_URL, TEST_DATABASE
 from tests.factories import build_tiny_model
 from tests.integration import harness
+from tests.tls_certificates import write_tls_files
 
 SITES = ("north", "south", "east")
 KILLED = "east"
@@ -33,9 +34,17 @@ FAST_EVALUATION = {
 
 
 @pytest.fixture(scope="module")
-def service(database, tmp_path_factory):
+def tls_files(tmp_path_factory) -> dict:
+    return write_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def service(database, tmp_path_factory, tls_files):
     logs = tmp_path_factory.mktemp("logs")
-    with harness.distributed_service(logs) as client:
+    # The coordinator's worker presents a certificate for 127.0.0.1 that the test authority signed.
+    tls = {"COMPRESSO_FEDERATED_TLS_CERT": str(tls_files["cert"]), "COMPRESSO_FEDERATED_TLS_KEY": str(tls_files["key"]),
+           "COMPRESSO_FEDERATED_TLS_CA": str(tls_files["ca"])}
+    with harness.distributed_service(logs, env=tls) as client:
         yield client, logs
 
 
@@ -78,12 +87,15 @@ def central_text() -> str:
     return "\n".join(chunks)
 
 
-def test_a_federated_recovery_trains_at_two_sites_whose_rows_never_leave_them(service, tmp_path):
+def test_a_federated_recovery_trains_at_two_sites_whose_rows_never_leave_them(service, tls_files, tmp_path):
     client, logs = service
     site_dirs = {site: tmp_path / f"site-{site}" for site in SITES}
+    # Each site trusts the test authority and takes part over TLS only.
+    site_tls = {"COMPRESSO_FEDERATED_TLS_CA": str(tls_files["ca"]), "COMPRESSO_FEDERATED_REQUIRE_TLS": "true"}
     workers = [
         harness.start(harness.compresso("worker", "--site", site),
-                      {**os.environ, "COMPRESSO_SITE_DATA_DIR": str(site_dirs[site])}, logs / f"worker-{site}.log")
+                      {**os.environ, **site_tls, "COMPRESSO_SITE_DATA_DIR": str(site_dirs[site])},
+                      logs / f"worker-{site}.log")
         for site in SITES
     ]
     try:
@@ -103,6 +115,10 @@ def test_a_federated_recovery_trains_at_two_sites_whose_rows_never_leave_them(se
         })
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
+        wait_for_log(client, job_id, "federated: waiting for 3 sites on port")
+        waiting = [line["message"] for line in client.get(f"/v1/jobs/{job_id}/logs", params={"limit": 1000}).json()["lines"]
+                   if "federated: waiting for 3 sites" in line["message"]]
+        assert waiting[0].endswith("(TLS)"), waiting
         wait_for_log(client, job_id, "federated: round 1/3")
         harness.stop(workers[SITES.index(KILLED)], signal.SIGKILL)  # its Flower client dies with it
         job = harness.wait_for_status(client, job_id, {"succeeded", "failed"}, timeout=420)

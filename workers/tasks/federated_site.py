@@ -68,24 +68,32 @@ def site_impact_rates() -> dict[str, float]:
 
 @celery_app.task(name=FEDERATED_SITE_TASK)
 def federated_site(request: dict) -> dict:
-    """`request`: job_id, site, address, token, task, dataset {id, sha256, filename}, model_key,
+    """`request`: job_id, site, address, token, tls, task, dataset {id, sha256, filename}, model_key,
     connect_timeout_s, run_timeout_s. Returns what the client did, for the site's own log."""
     site = request["site"]
+    settings = get_settings()
+    tls = bool(request.get("tls"))
     try:
+        if settings.federated_require_tls and not tls:
+            raise ValueError(
+                f"its coordinator ({request['address']}) does not use TLS, and this site requires it "
+                "(COMPRESSO_FEDERATED_REQUIRE_TLS): give the coordinator's worker COMPRESSO_FEDERATED_TLS_CERT, _KEY and _CA"
+            )
         dataset_path = site_dataset_file(site, request["dataset"])
     except ValueError as exc:
         # The coordinator sees this site never connect and names it; the reason is in this site's log.
         logger.error("federated job %s: site %s cannot take part: %s", request["job_id"], site, exc)
         return {"status": "refused", "reason": str(exc)}
-    storage = storage_for(get_settings())
+    storage = storage_for(settings)
     with tempfile.TemporaryDirectory(prefix="federated-site-") as scratch:
         spec = {
-            "server_address": request["address"], "token": request["token"], "site": site,
+            "server_address": request["address"], "token": request["token"], "site": site, "tls": tls,
+            "root_certificates": str(settings.federated_tls_ca) if tls and settings.federated_tls_ca else None,
             "teacher_dir": str(storage.local_copy(request["model_key"])), "task": request["task"],
             "dataset_path": str(dataset_path), "connect_timeout_s": request["connect_timeout_s"],
             # The site's own grid and hardware figures (its worker's settings), for each round's energy, water
             # and embodied impact.
-            "energy": energy_settings(get_settings(), {}),
+            "energy": energy_settings(settings, {}),
             "impact_rates": site_impact_rates(),
         }
         code, events = run_site_client(spec, Path(scratch), request["run_timeout_s"])

@@ -74,6 +74,8 @@ def engine_spec(
             "python": str(settings.federated_python) if settings.federated_python else None,
             "bind_host": settings.federated_bind_host,
             "advertise_host": settings.federated_advertise_host,
+            **({"tls_cert": str(settings.federated_tls_cert), "tls_key": str(settings.federated_tls_key),
+                "tls_ca": str(settings.federated_tls_ca)} if settings.federated_tls_cert else {}),
         },
         "dataset_sha256": claim["dataset_sha256"],
         "work_dir": str(work_dir / "scratch"),

@@ -334,6 +334,7 @@ def _on_engine_event(job_id: str, claim: dict, event: dict, log: LogShipper, upl
             continue
         request = {
             "job_id": job_id, "site": entry["site"], "address": event["address"], "token": event["token"],
+            "tls": event.get("tls", False),
             "task": event["task"], "dataset": dataset, "model_key": claim["model_key"],
             "connect_timeout_s": event["connect_timeout_s"], "run_timeout_s": event["run_timeout_s"],
         }

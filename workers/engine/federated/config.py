@@ -193,3 +193,18 @@ class FederationSettings(BaseModel):
     python: str | None = Field(None, description="Flower's interpreter; empty: .venv-federated beside the running venv.")
     bind_host: str = Field("127.0.0.1", description="Where the coordinator listens (a free port is picked).")
     advertise_host: str | None = Field(None, description="The host sites connect to; empty: bind_host.")
+    tls_cert: str | None = Field(None, description="PEM certificate the coordinator presents; with it, TLS.")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert.")
+    tls_ca: str | None = Field(None, description="PEM of the authority that signed tls_cert (Flower sends it too).")
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> "FederationSettings":
+        given = [self.tls_cert is not None, self.tls_key is not None, self.tls_ca is not None]
+        if any(given) and not all(given):
+            raise ValueError("TLS for the federated coordinator needs its certificate, its key and the CA that signed "
+                             "it, all three.")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None

@@ -228,9 +228,12 @@ def main() -> int:
     spec, events = start_child(__doc__)
     spec["fit_config"]["fixed_tensors"] = Path(spec.pop("fixed_path")).read_bytes()
     strategy = make_strategy(spec, events)
+    tls = spec.get("tls")
     try:
+        # Flower's gRPC server takes the CA's certificate, its own and its key, as PEM bytes.
+        certificates = tuple(Path(tls[part]).read_bytes() for part in ("ca", "cert", "key")) if tls else None
         start_server(
-            server_address=spec["address"], strategy=strategy,
+            server_address=spec["address"], strategy=strategy, certificates=certificates,
             config=ServerConfig(num_rounds=spec["rounds"], round_timeout=spec["round_timeout_s"]),
         )
     except Exception as exc:  # noqa: BLE001 - whatever stopped the run, the engine must hear it

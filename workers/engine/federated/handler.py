@@ -36,7 +36,8 @@ def _free_port(host: str) -> int:
 
 
 def _coordinator_spec(
-    config: FederatedConfig, state: ModelState, context: StepContext, address: str, token: str
+    config: FederatedConfig, state: ModelState, context: StepContext, settings: FederationSettings, address: str,
+    token: str,
 ) -> tuple[dict, list[str]]:
     names, arrays, fixed = split_state(state.torch_model)
     masked = pruned_names(state.torch_model, names, arrays)
@@ -58,6 +59,7 @@ def _coordinator_spec(
         "trained": trained_names(state.torch_model, names),
         "connect_timeout_s": config.connect_timeout_s,
         "round_timeout_s": config.round_timeout_s,
+        "tls": ({"ca": settings.tls_ca, "cert": settings.tls_cert, "key": settings.tls_key} if settings.tls else None),
         "initial_path": str(initial_path),
         "fixed_path": str(fixed_path),
         "result_path": str(context.work_dir / "result.safetensors"),
@@ -187,7 +189,7 @@ def apply_federated(config: FederatedConfig, state: ModelState, context: StepCon
         )
     port = _free_port(settings.bind_host)
     token = secrets.token_hex(16)
-    spec, names = _coordinator_spec(config, state, context, f"{settings.bind_host}:{port}", token)
+    spec, names = _coordinator_spec(config, state, context, settings, f"{settings.bind_host}:{port}", token)
     spec_path = context.work_dir / "coordinator.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = repository_env(**{PARENT_PID: str(os.getpid())})
@@ -206,12 +208,15 @@ def apply_federated(config: FederatedConfig, state: ModelState, context: StepCon
                     "event": "federation",
                     "address": f"{settings.advertise_host or settings.bind_host}:{port}",
                     "token": token,
+                    # Sites connect over TLS when the coordinator has a certificate, and check it against their CA.
+                    "tls": settings.tls,
                     "sites": [entry.model_dump() for entry in config.sites],
                     "task": state.task,
                     "connect_timeout_s": config.connect_timeout_s,
                     "run_timeout_s": config.connect_timeout_s + config.rounds * config.round_timeout_s,
                 })
-                logger.info("federated: waiting for %d sites on port %d", len(config.sites), port)
+                logger.info("federated: waiting for %d sites on port %d (%s)", len(config.sites), port,
+                            "TLS" if settings.tls else "plain gRPC, no TLS")
             elif kind == "sites":
                 logger.info("federated: sites connected: %s; missing: %s",
                             ", ".join(event["connected"]) or "none", ", ".join(event["missing"]) or "none")

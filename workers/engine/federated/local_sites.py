@@ -20,12 +20,13 @@ class LocalSites:
         self, scratch: Path, teacher_dir: Path, datasets: dict[str, Path],
         on_client_event: Callable[[str, dict, subprocess.Popen], None] = lambda site, event, process: None,
         threads_per_site: int | None = None, energy: dict[str, dict] | None = None,
-        impact_rates: dict[str, dict] | None = None,
+        impact_rates: dict[str, dict] | None = None, tls_ca: dict[str, Path] | None = None,
     ):
         self.scratch, self.teacher_dir, self.datasets = scratch, teacher_dir, datasets
         self.on_client_event, self.threads_per_site = on_client_event, threads_per_site
         self.energy = energy or {}  # per site: the EnergySettings its worker would give (none: not measured)
         self.impact_rates = impact_rates or {}  # per site: its water and embodied rates (footprint.site)
+        self.tls_ca = tls_ca or {}  # per site: the CA it trusts over TLS (COMPRESSO_FEDERATED_TLS_CA)
         self.processes: dict[str, subprocess.Popen] = {}
         self.events: dict[str, list[dict]] = {}
         self.announcements: list[dict] = []
@@ -45,7 +46,8 @@ class LocalSites:
                 "server_address": event["address"], "token": event["token"], "site": site,
                 "teacher_dir": str(self.teacher_dir), "task": event["task"], "dataset_path": str(self.datasets[site]),
                 "connect_timeout_s": event["connect_timeout_s"], "energy": self.energy.get(site),
-                "impact_rates": self.impact_rates.get(site),
+                "impact_rates": self.impact_rates.get(site), "tls": event.get("tls", False),
+                "root_certificates": str(self.tls_ca[site]) if site in self.tls_ca else None,
             }
             spec_path = self.scratch / f"site-{site}.json"
             spec_path.write_text(json.dumps(spec), encoding="utf-8")

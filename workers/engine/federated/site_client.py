@@ -5,7 +5,7 @@ the number of examples and the losses.
 Runs in Flower's virtualenv as `python -m workers.engine.federated.site_client --spec spec.json`, started by
 the site's worker (workers/tasks/federated_site.py). Spec: server_address, token, site, teacher_dir (the
 job's original model, which each round's model learns to reproduce), task, dataset_path, device,
-connect_timeout_s. Events on stdout: connecting, round (per round trained), done, error.
+connect_timeout_s, tls and root_certificates (a PEM file; empty: the system's roots). Events on stdout: connecting, round (per round trained), done, error.
 """
 
 import json
@@ -126,10 +126,14 @@ def main() -> int:
         emit(events, {"event": "error", "message": f"The site could not prepare its data or model: {exc}"})
         return 2
     torch.manual_seed(0)
-    emit(events, {"event": "connecting", "address": spec["server_address"], "rows": len(client.texts)})
+    tls = bool(spec.get("tls"))
+    emit(events, {"event": "connecting", "address": spec["server_address"], "rows": len(client.texts), "tls": tls})
+    # Over TLS the coordinator's certificate is checked against the site's CA (root_certificates), or the
+    # system's roots when the site names none.
+    roots = Path(spec["root_certificates"]).read_bytes() if tls and spec.get("root_certificates") else None
     start_client(
-        server_address=spec["server_address"], client=client.to_client(), insecure=True,
-        max_wait_time=float(spec["connect_timeout_s"]),
+        server_address=spec["server_address"], client=client.to_client(), insecure=not tls,
+        root_certificates=roots, max_wait_time=float(spec["connect_timeout_s"]),
     )
     emit(events, {"event": "done"})
     return 0
