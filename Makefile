@@ -49,7 +49,7 @@ run: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed $(FED
 # cores the two halves run side by side (about 25 minutes one after the other on a 2-core AVX2 EPYC); the
 # engine's output is printed after the rest's. The container stack (tests/container) runs after the engine's
 # tests, in their half, which finishes ten minutes before the other: under a minute with podman's layer
-# cache, about eight from nothing, and skipped where no podman is installed. With PYTEST_ARGS, one pytest
+# cache, about nine from nothing, and skipped where no podman is installed. With PYTEST_ARGS, one pytest
 # runs just those.
 test: $(VENV)/.installed-dev
 ifeq ($(strip $(PYTEST_ARGS)),)
@@ -63,7 +63,7 @@ else
 	$(PY) -m pytest $(PYTEST_ARGS)
 endif
 
-# tests/container alone: builds the Dockerfile and runs docker-compose.yml end to end with podman (about eight
+# tests/container alone: builds the Dockerfile and runs docker-compose.yml end to end with podman (about nine
 # minutes from nothing, under one with podman's layer cache). Skipped, with the reason, where no engine starts.
 test-container: $(VENV)/.installed-dev
 	$(PY) -m pytest -p no:cacheprovider tests/container

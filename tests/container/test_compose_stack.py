@@ -3,7 +3,7 @@ containerised cpu worker, and the download, through the published port; every se
 passes; nothing runs as root; the image's torch has no CUDA; `down` leaves no container behind.
 
 `make test` runs it beside the engine's tests, and `make test-container` alone: the first build takes about
-eight minutes, later ones reuse podman's layer cache. It is skipped, with the reason, only where no
+nine minutes, later ones reuse podman's layer cache. It is skipped, with the reason, only where no
 container engine can start (`make install-container-engine` installs podman on Debian).
 """
 
