@@ -47,3 +47,24 @@ def test_the_noise_has_the_std_of_the_guarantee_on_what_sites_train_only():
     assert float((result[1][::2] - 1).std()) == pytest.approx(0.2, rel=0.03)
     assert not result[1][1::2].any()
     assert np.array_equal(result[2], current[2])
+
+
+def test_with_a_fixed_denominator_a_round_without_sites_moves_by_the_noise_alone():
+    privacy = SitePrivacy(noise_multiplier=2.0, clipping_norm=0.3, delta=1e-5, trained={"dense", "pruned"},
+                          masked={"pruned"}, site_sampling_rate=0.25)
+    size = 40_000
+    pruned = np.zeros(size, dtype=np.float32)
+    pruned[::2] = 1.0
+    current = [np.zeros(size, dtype=np.float32), pruned, np.ones(size, dtype=np.float32)]
+    # Four sites listed, a quarter sampled on average: the sum's noise (std z x C = 0.6) over 1 expected site.
+    result, round_privacy = privacy.aggregate(NAMES, current, {}, denominator=0.25 * 4)
+    assert round_privacy.update_norms == {} and round_privacy.clipped == []
+    assert round_privacy.noise_std == pytest.approx(0.6)
+    assert float(result[0].std()) == pytest.approx(0.6, rel=0.03)
+    assert not result[1][1::2].any() and np.array_equal(result[2], current[2])
+    # One site's change, over the same fixed denominator: not over the one site that took part.
+    quiet = SitePrivacy(noise_multiplier=1e-9, clipping_norm=1e3, delta=1e-5, trained={"dense", "pruned"},
+                        masked={"pruned"})
+    site = [current[0] + 1.0, current[1], current[2]]
+    averaged, _ = quiet.aggregate(NAMES, current, {"north": site}, denominator=2.0)
+    np.testing.assert_allclose(averaged[0], 0.5, atol=1e-4)

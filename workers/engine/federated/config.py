@@ -65,6 +65,13 @@ class DifferentialPrivacy(BaseModel):
     delta: float = Field(
         1e-5, gt=0, lt=1, description="The delta of the (epsilon, delta) guarantee; keep it below 1 / number of sites."
     )
+    site_sampling_rate: float = Field(
+        1.0, gt=0, le=1,
+        description="q: each round takes each connected site with probability q, independently (Poisson sampling), "
+        "which amplifies the privacy: a site may not even be in a round. The average divides by the expected number "
+        "of sites (q x sites listed), and a round that samples no site moves the weights by the noise alone. 1: every "
+        "site, every round.",
+    )
 
 
 class FederatedConfig(TechniqueConfig):
@@ -117,12 +124,13 @@ class FederatedConfig(TechniqueConfig):
         description="Adds site-level differential privacy: every site's change is clipped, the changes are "
         "averaged with equal weight, and Gaussian noise is added, on the weights the sites train only (not the "
         "frozen token embeddings, not pruned zeros). The report gives the epsilon spent (dp-accounting's RDP "
-        "accountant, one site added or removed, every site in every round) and which sites were clipped.",
+        "accountant, one site added or removed, with the rounds' site sampling) and which sites were clipped.",
     )
     min_sites_per_round: int | None = Field(
         None, ge=1, le=MAX_SITES,
         description="A round whose results come from fewer sites fails the step. Sites that drop out (a worker "
-        "stopped, a network cut) are tolerated down to this. Empty: every site listed.",
+        "stopped, a network cut) are tolerated down to this. Empty: every site listed. With "
+        "differential_privacy.site_sampling_rate below 1 it counts the connected sites a round samples from.",
     )
     connect_timeout_s: float = Field(
         300, gt=0, le=24 * 3600,

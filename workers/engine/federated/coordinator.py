@@ -12,6 +12,7 @@ one server for one run and site workers start one client each for it.
 """
 
 import json
+import logging
 import os
 import sys
 import time
@@ -70,6 +71,9 @@ def make_strategy(spec: dict, events):
             self.current = None  # the round's weights, float32, as the coordinator keeps them
             self.wire_bytes = 0  # their size as sent
             self.privacy = site_privacy(spec)
+            # A round that sampled no site moved the weights by the noise alone; Flower skipped it, so its
+            # weights are not Flower's: the next round starts from these.
+            self.noised_only = None
 
         def initialize_parameters(self, client_manager):
             # Flower asks for the initial weights once its gRPC server is up: sites can connect from now on.
@@ -121,22 +125,41 @@ def make_strategy(spec: dict, events):
                     f"({', '.join(sorted(self.site_of[client.cid] for client in clients)) or 'none'}); "
                     f"min_sites_per_round is {spec['min_sites']}."
                 )
+            if self.privacy is not None and self.privacy.site_sampling_rate < 1:
+                # Poisson sampling: each connected site independently, from the OS's entropy.
+                clients = [client for client in clients if self.privacy.rng.random() < self.privacy.site_sampling_rate]
             config = dict(spec["fit_config"], server_round=server_round)
             if base is FedProx:
                 config["proximal_mu"] = self.proximal_mu
-            self.current = parameters_to_ndarrays(parameters)
+            own = self.noised_only is not None
+            self.current = self.noised_only if own else parameters_to_ndarrays(parameters)
+            self.noised_only = None
             sent = outgoing(self.current, precision)
             self.wire_bytes = sum(array.nbytes for array in sent)
-            fit_ins = FitIns(ndarrays_to_parameters(sent) if sent is not self.current else parameters, config)
+            fit_ins = FitIns(ndarrays_to_parameters(sent) if own or sent is not self.current else parameters, config)
             self.sampled = {client.cid: self.site_of[client.cid] for client in clients}
             self.round_started = time.monotonic()
             emit(events, {"event": "round_started", "round": server_round, "sites": sorted(self.sampled.values())})
+            if not clients:
+                self._noise_only_round(server_round, [])
             return [(client, fit_ins) for client in clients]
+
+        def _noise_only_round(self, server_round: int, dropped: list[str]) -> list:
+            """No site sampled, or every sampled site dropped out: the round's weights are the noise added to
+            the last ones. When none was sampled Flower skips the round's fit, and the next starts from these."""
+            noised, private = self.privacy.aggregate(spec["names"], self.current, {}, denominator=self.denominator)
+            self.noised_only = self.final_arrays = noised
+            if base is FedAvgM:
+                self.initial_parameters = ndarrays_to_parameters(noised)  # where its next server step starts
+            self._record(server_round, {}, dropped, private)
+            return noised
 
         def aggregate_fit(self, server_round, results, failures):
             trained = {self.sampled[proxy.cid]: fit_res for proxy, fit_res in results}
             dropped = sorted(set(self.sampled.values()) - set(trained))
-            if len(trained) < spec["min_sites"]:
+            if self.sampling and not trained:
+                return ndarrays_to_parameters(self._noise_only_round(server_round, dropped)), {}
+            if len(trained) < spec["min_sites"] and not self.sampling:
                 raise FederationError(
                     f"Round {server_round}: {len(trained)} sites sent results ({', '.join(sorted(trained)) or 'none'}; "
                     f"{', '.join(dropped)} dropped out); min_sites_per_round is {spec['min_sites']}."
@@ -150,6 +173,19 @@ def make_strategy(spec: dict, events):
                 results, private = self._private_average(results)
             aggregated, metrics = super().aggregate_fit(server_round, results, failures)
             self.final_arrays = parameters_to_ndarrays(aggregated)
+            self._record(server_round, trained, dropped, private)
+            return aggregated, metrics
+
+        @property
+        def sampling(self) -> bool:
+            return self.privacy is not None and self.privacy.site_sampling_rate < 1
+
+        @property
+        def denominator(self) -> float:
+            """What the private average divides by: the expected number of sites in a round."""
+            return self.privacy.site_sampling_rate * len(spec["sites"])
+
+        def _record(self, server_round: int, trained: dict, dropped: list[str], private) -> None:  # noqa: ANN001
             array_bytes = self.wire_bytes  # each way, in the transfer precision
             record = {
                 "round": server_round,
@@ -187,26 +223,32 @@ def make_strategy(spec: dict, events):
                                      "noise_std": private.noise_std}
             self.rounds.append(record)
             emit(events, {"event": "round", **record})
-            return aggregated, metrics
 
         def _private_average(self, results):
             """The sites' results replaced by one: the clipped, noised average, with equal weights. The base
             strategy then takes it as the round's average (fedavgm steps along it)."""
             site_arrays = {self.sampled[proxy.cid]: parameters_to_ndarrays(res.parameters) for proxy, res in results}
-            averaged, private = self.privacy.aggregate(spec["names"], self.current, site_arrays)
+            averaged, private = self.privacy.aggregate(spec["names"], self.current, site_arrays,
+                                                       denominator=self.denominator if self.sampling else None)
             proxy, first = results[0]
             return [(proxy, replace(first, parameters=ndarrays_to_parameters(averaged), num_examples=1))], private
 
     return SiteStrategy()
 
 
-def epsilon_spent(noise_multiplier: float, rounds: int, delta: float) -> float | None:
-    """(epsilon, delta)-DP after `rounds` rounds of the Gaussian mechanism with every site in every round, by
-    dp-accounting's RDP accountant; None before any round."""
+def epsilon_spent(noise_multiplier: float, rounds: int, delta: float, sampling_rate: float = 1.0) -> float | None:
+    """(epsilon, delta)-DP after `rounds` rounds of the Gaussian mechanism, each round on a Poisson sample of
+    the sites (every site when the rate is 1), by dp-accounting's RDP accountant; None before any round."""
     if rounds == 0:
         return None
+    # The sampled Gaussian's RDP series does not converge at some fractional orders; the accountant leaves those
+    # orders out and says so on absl's logger, once per order, into the job's log. The epsilon is still sound.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     accountant = RdpAccountant()
-    accountant.compose(dp_event.GaussianDpEvent(noise_multiplier), rounds)
+    event = dp_event.GaussianDpEvent(noise_multiplier)
+    if sampling_rate < 1:
+        event = dp_event.PoissonSampledDpEvent(sampling_rate, event)
+    accountant.compose(event, rounds)
     return float(accountant.get_epsilon(delta))
 
 
@@ -248,7 +290,8 @@ def main() -> int:
         return 2
     save_file(dict(zip(spec["names"], strategy.final_arrays, strict=True)), spec["result_path"])
     privacy = strategy.privacy
-    epsilon = epsilon_spent(privacy.noise_multiplier, len(strategy.rounds), privacy.delta) if privacy else None
+    epsilon = (epsilon_spent(privacy.noise_multiplier, len(strategy.rounds), privacy.delta, privacy.site_sampling_rate)
+               if privacy else None)
     emit(events, {"event": "done", "rounds": strategy.rounds, "epsilon": epsilon})
     return 0
 

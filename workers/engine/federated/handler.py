@@ -117,11 +117,17 @@ def _summary(rounds: list[dict], config: FederatedConfig, epsilon: float | None)
 
 
 def _privacy_summary(rounds: list[dict], config: FederatedConfig, epsilon: float | None) -> dict:
+    rate = config.differential_privacy.site_sampling_rate
+    sampled = rate < 1
     return {
         **config.differential_privacy.model_dump(),
         "epsilon": epsilon,
-        "accountant": "dp-accounting RDP, Gaussian mechanism composed over the rounds",
-        "adjacency": "one site added or removed; every site sampled in every round",
+        "accountant": "dp-accounting RDP, Gaussian mechanism composed over the rounds"
+                      + (", each on a Poisson sample of the sites" if sampled else ""),
+        "adjacency": "one site added or removed; "
+                     + (f"each site sampled with probability {rate:g} per round, the average divided by the expected "
+                        f"{rate * len(config.sites):g} sites" if sampled else "every site sampled in every round"),
+        "sites_per_round": [len(record["sites"]) for record in rounds],
         "noise_std_per_round": [record["privacy"]["noise_std"] for record in rounds],
         "clipped": {str(record["round"]): record["privacy"]["clipped"] for record in rounds},
     }
@@ -222,7 +228,8 @@ def apply_federated(config: FederatedConfig, state: ModelState, context: StepCon
                             ", ".join(event["connected"]) or "none", ", ".join(event["missing"]) or "none")
             elif kind == "round":
                 logger.info(
-                    "federated: round %d/%d from %s%s in %.1f s", event["round"], config.rounds, ", ".join(event["sites"]),
+                    "federated: round %d/%d from %s%s in %.1f s", event["round"], config.rounds,
+                    ", ".join(event["sites"]) or "no site (the weights moved by the privacy noise alone)",
                     f" ({', '.join(event['dropped'])} dropped out)" if event["dropped"] else "", event["seconds"],
                 )
                 context.on_progress(event["round"] / config.rounds)

@@ -34,12 +34,18 @@ class SitePrivacy:
     trained: set[str]
     # Names of arrays pruned by earlier steps: their zeros stay zero.
     masked: set[str]
+    # q: the chance that a round takes a given site (the coordinator samples; the accountant counts it).
+    site_sampling_rate: float = 1.0
     rng: np.random.Generator = field(default_factory=np.random.default_rng)  # the OS's entropy: never a seed
 
     def aggregate(
-        self, names: list[str], current: list[np.ndarray], site_arrays: dict[str, list[np.ndarray]]
+        self, names: list[str], current: list[np.ndarray], site_arrays: dict[str, list[np.ndarray]],
+        denominator: float | None = None,
     ) -> tuple[list[np.ndarray], RoundPrivacy]:
-        """The round's new weights: current + (sum of clipped changes + noise) / number of sites."""
+        """The round's new weights: current + (sum of clipped changes + noise) / denominator. The denominator
+        is the number of sites that sent changes unless given: with sites sampled, the expected number sampled
+        (McMahan et al. 2018's fixed-denominator estimator: a count that depends on who took part would reveal
+        it). With no site at all, the round's weights move by the noise alone, as the guarantee needs."""
         kept = [self._kept(name, array) for name, array in zip(names, current, strict=True)]
         total = [np.zeros_like(array) for array in current]
         norms, clipped = {}, []
@@ -54,7 +60,7 @@ class SitePrivacy:
             for accumulated, part in zip(total, change):
                 accumulated += part * np.float32(scale)
         std = self.noise_multiplier * self.clipping_norm
-        count = len(site_arrays)
+        count = denominator if denominator is not None else len(site_arrays)
         result = []
         for keep, old, accumulated in zip(kept, current, total):
             if keep is False:
