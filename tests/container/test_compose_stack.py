@@ -77,7 +77,7 @@ def test_compose_stack_upload_job_download(podman, tmp_path):
         key = json.loads(created.stdout[created.stdout.index("{"):])["key"]
         compose("up", "-d", "--no-build")
         base_url = f"http://127.0.0.1:{port}"
-        wait_ready(base_url, timeout=240)
+        harness.wait_ready(base_url, None, None, timeout=240)
         # Every healthcheck the compose file declares passes (podman runs them on systemd timers, which a
         # machine without systemd lacks, so they are run here directly).
         wait_healthy(podman, project, (*COMPRESSO_SERVICES, "postgres", "redis"), timeout=180)
@@ -110,9 +110,13 @@ def test_compose_stack_upload_job_download(podman, tmp_path):
     assert left == []
 
 
+def container_names(podman: engine.Podman, project: str, service: str) -> list[str]:
+    return podman.run("ps", "--filter", f"label=io.podman.compose.project={project}",
+                      "--filter", f"label=com.docker.compose.service={service}", "--format", "{{.Names}}").stdout.split()
+
+
 def container(podman: engine.Podman, project: str, service: str) -> str:
-    names = podman.run("ps", "--filter", f"label=io.podman.compose.project={project}",
-                       "--filter", f"label=com.docker.compose.service={service}", "--format", "{{.Names}}").stdout.split()
+    names = container_names(podman, project, service)
     assert len(names) == 1, (service, names)
     return names[0]
 
@@ -122,22 +126,9 @@ def wait_healthy(podman: engine.Podman, project: str, services, timeout: float) 
     waiting = set(services)
     while waiting and time.monotonic() < deadline:
         for service in sorted(waiting):
-            names = podman.run("ps", "--filter", f"label=io.podman.compose.project={project}",
-                               "--filter", f"label=com.docker.compose.service={service}",
-                               "--format", "{{.Names}}").stdout.split()
+            names = container_names(podman, project, service)
             if names and podman.run("healthcheck", "run", names[0], check=False, timeout=60).returncode == 0:
                 waiting.discard(service)
         time.sleep(2)
     assert not waiting, f"not healthy after {timeout}s: {sorted(waiting)}"
 
-
-def wait_ready(base_url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{base_url}/readyz did not answer 200 in {timeout}s")

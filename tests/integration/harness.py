@@ -45,11 +45,12 @@ def compresso(*args: str) -> list[str]:
 
 
 def wait_ready(
-    base_url: str, process: subprocess.Popen, log_path: Path, timeout: float = 120, path: str = "/readyz"
+    base_url: str, process: subprocess.Popen | None, log_path: Path | None, timeout: float = 120, path: str = "/readyz"
 ) -> None:
+    """Until GET path answers 200; the process (None: one this test did not start) must not exit meanwhile."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise AssertionError(f"process exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
             if httpx.get(f"{base_url}{path}", timeout=5).status_code == 200:
@@ -57,7 +58,7 @@ def wait_ready(
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise AssertionError(f"{base_url} not ready after {timeout}s:\n{log_path.read_text()[-4000:]}")
+    raise AssertionError(f"{base_url} not ready after {timeout}s:\n{log_path.read_text()[-4000:] if log_path else ''}")
 
 
 def upload(client: httpx.Client, route: str, path: Path, name: str) -> dict:
