@@ -30,7 +30,9 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **pool)
+    # UTF8 whatever the database's encoding: on a SQL_ASCII database (a C-locale cluster's default) psycopg
+    # would return text as bytes, and SQLAlchemy fails on the server's version string before the first query.
+    return create_engine(url, pool_pre_ping=True, connect_args={"client_encoding": "utf8"}, **pool)
 
 
 @lru_cache
