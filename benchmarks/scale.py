@@ -165,6 +165,9 @@ def main() -> int:
     parser.add_argument("--submitters", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds to wait for every job to finish.")
     args = parser.parse_args()
+    # A SIGTERM (a CI runner, `timeout`, kill) unwinds like Ctrl-C, so the API, the workers, moto and the
+    # database are stopped and dropped by the finally blocks below instead of outliving the benchmark.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     name = f"compresso_scalejobs_{uuid.uuid4().hex[:8]}"
     root = Path(tempfile.mkdtemp(prefix=f"{name}-"))
     logs = root / "logs"
