@@ -47,18 +47,20 @@ run: $(VENV)/.installed $(BOAVIZTA_VENV)/.installed $(LLM_VENV)/.installed $(FED
 
 # The engine's tests use no service, and the others mostly wait on servers, workers and outages: on CI's two
 # cores the two halves run side by side (about 25 minutes one after the other on a 2-core AVX2 EPYC); the
-# engine's output is printed after the rest's. The container stack (tests/container) runs first in the
-# engine's half, beside the rest's API tests rather than its timing-sensitive fault tests: about a minute with
-# podman's layer cache (the code's layer alone rebuilds), about nine from nothing, and skipped where no
-# podman is installed. With PYTEST_ARGS, one pytest runs just those.
+# engine's output is printed after the rest's. The container stack (tests/container) runs last, alone: beside
+# the others its image build slowed the fault tests past their bounds. About a minute with podman's layer
+# cache (the code's layer alone rebuilds), about nine from nothing, and skipped where no podman is installed.
+# With PYTEST_ARGS, one pytest runs just those.
 test: $(VENV)/.installed-dev
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@engine_log=$$(mktemp); \
-	$(PY) -m pytest -p no:cacheprovider tests/container tests/engine > $$engine_log 2>&1 & engine=$$!; \
+	$(PY) -m pytest -p no:cacheprovider tests/engine > $$engine_log 2>&1 & engine=$$!; \
 	$(PY) -m pytest --ignore=tests/engine --ignore=tests/container; rest=$$?; \
 	wait $$engine; engine_status=$$?; \
-	echo "===== tests/container and tests/engine (run beside the rest) ====="; cat $$engine_log; rm -f $$engine_log; \
-	test $$rest -eq 0 && test $$engine_status -eq 0
+	echo "===== tests/engine (run beside the rest) ====="; cat $$engine_log; rm -f $$engine_log; \
+	echo "===== tests/container (after both) ====="; \
+	$(PY) -m pytest -p no:cacheprovider tests/container; container=$$?; \
+	test $$rest -eq 0 && test $$engine_status -eq 0 && test $$container -eq 0
 else
 	$(PY) -m pytest $(PYTEST_ARGS)
 endif

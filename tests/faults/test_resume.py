@@ -45,7 +45,7 @@ def kill_during_step_3(cluster: Cluster, client, worker, job_id: str, attempt: i
                 and step_2 is not None and step_2.attempt == attempt and "3/3" in steps_started(client, job_id, attempt))
 
     # Steps 1 and 2 take well under a minute alone; the bound leaves room for a CI machine whose two cores
-    # run the engine's tests and the container build beside this one.
+    # also run the engine's tests beside this one.
     wait_until(in_step_3, timeout=360)
     kill(worker)
     return cluster.start_worker()
