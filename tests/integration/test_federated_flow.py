@@ -1,7 +1,8 @@
 """A federated recovery end to end, every part a real process on Postgres and Redis: the API, a cpu worker
-that runs the job (and Flower's coordinator, over TLS), and three site workers (`compresso worker --site NAME`), each
-with its own site data folder, whose datasets were registered with `compresso site add-dataset`. One site's
-worker is SIGKILLed once the first round is done: the rounds go on with the two others, and the job finishes.
+that runs the job (and Flower's coordinator, over TLS), and three site workers (`compresso worker --site
+NAME`), each with its own site data folder, whose datasets were registered with `compresso site add-dataset`.
+One site's worker is SIGKILLed once the first round is done: the rounds go on with the two others, and the
+job finishes.
 
 The sites' rows must not leave them: no file of the central storage, and no row of the database, holds a
 word of them; the job's report has only what Flower carried back (weights, counts and losses).

@@ -125,7 +125,7 @@ def make_strategy(spec: dict, events):
                     f"({', '.join(sorted(self.site_of[client.cid] for client in clients)) or 'none'}); "
                     f"min_sites_per_round is {spec['min_sites']}."
                 )
-            if self.privacy is not None and self.privacy.site_sampling_rate < 1:
+            if self.sampling:
                 # Poisson sampling: each connected site independently, from the OS's entropy.
                 clients = [client for client in clients if self.privacy.rng.random() < self.privacy.site_sampling_rate]
             config = dict(spec["fit_config"], server_round=server_round)

@@ -5,7 +5,8 @@ the number of examples and the losses.
 Runs in Flower's virtualenv as `python -m workers.engine.federated.site_client --spec spec.json`, started by
 the site's worker (workers/tasks/federated_site.py). Spec: server_address, token, site, teacher_dir (the
 job's original model, which each round's model learns to reproduce), task, dataset_path, device,
-connect_timeout_s, tls and root_certificates (a PEM file; empty: the system's roots). Events on stdout: connecting, round (per round trained), done, error.
+connect_timeout_s, tls and root_certificates (a PEM file; empty: the system's roots). Events on stdout:
+connecting, round (per round trained), done, error.
 """
 
 import json
