@@ -8,8 +8,11 @@ on a folder the engine wrote, and writes a compressed-tensors folder back.
 
     python oneshot_script.py spec.json
 
-stdout: JSON lines, {"event": "layer", "index": k, "total": n, "elapsed_s": ...} as each layer is
-calibrated, then {"event": "done", ...}. Everything else goes to stderr.
+stdout: JSON lines, {"event": "layer", "index": k, "total": n, "resumed": ..., "elapsed_s": ...} as each
+layer is calibrated; {"event": "layer_checkpoint", "path": ..., "pass": p, "layers_done": k, ...} as a
+checkpoint between layers is written (spec "layer_checkpoints": {"dir", "interval_s"}) and
+{"event": "layers_resumed", ...} once one is put back in place (spec "resume_layers"), see
+oneshot_layers.py; then {"event": "done", ...}. Everything else goes to stderr.
 """
 
 import json
@@ -28,31 +31,27 @@ def _emit(event: dict) -> None:
     _EVENTS.flush()
 
 
-def _report_layers(started: float) -> None:
-    """Emits an event as each subgraph (decoder layer) starts calibrating, for progress and per-layer time.
+def _follow_layers(model, spec: dict, started: float) -> None:
+    """Emits an event as each subgraph (decoder layer) starts calibrating, for progress and per-layer time,
+    and saves and resumes layer checkpoints (oneshot_layers.py). llm-compressor has no callback for this;
+    if a release renames what is wrapped, progress is coarser and a checkpoint neither saved nor resumed."""
+    from oneshot_layers import LayerCheckpoints
 
-    llm-compressor has no callback for this; its sequential pipeline reads every subgraph's batches
-    through `_get_batches(..., desc)`, whose desc is "(k/n): Calibrating", so that is wrapped. If a
-    release renames it, progress is coarser and nothing else changes.
-    """
     try:
+        from llmcompressor.core import LifecycleCallbacks
         from llmcompressor.pipelines.sequential import pipeline as sequential
     except ImportError:
+        sequential = None
+    if sequential is None or not hasattr(sequential, "_get_batches"):
+        if spec.get("resume_layers"):
+            raise RuntimeError("this llm-compressor release cannot resume from a layer checkpoint")
         return
-    original = getattr(sequential, "_get_batches", None)
-    if original is None:
-        return
-    pattern = re.compile(r"\((\d+)/(\d+)\): Calibrating")
 
-    def wrapped(*args, **kwargs):
-        desc = kwargs.get("desc", args[3] if len(args) > 3 else "")
-        match = pattern.search(str(desc))
-        if match:
-            _emit({"event": "layer", "index": int(match[1]), "total": int(match[2]),
-                   "elapsed_s": round(time.perf_counter() - started, 3)})
-        return original(*args, **kwargs)
+    def on_layer(index: int, total: int, resumed: bool) -> None:
+        _emit({"event": "layer", "index": index, "total": total, "resumed": resumed,
+               "elapsed_s": round(time.perf_counter() - started, 3)})
 
-    sequential._get_batches = wrapped
+    LayerCheckpoints(model, spec, _emit).install(sequential, LifecycleCallbacks, on_layer)
 
 
 def _no_pinning_without_accelerator() -> None:
@@ -154,7 +153,7 @@ def main(spec_path: str) -> None:
     if needs_data:
         dataset, samples = _calibration_dataset(spec, tokenizer)
         kwargs = {"dataset": dataset, "num_calibration_samples": samples, "max_seq_length": spec["max_sequence_length"]}
-    _report_layers(started)
+    _follow_layers(model, spec, started)
     _no_pinning_without_accelerator()
     oneshot(model=model, recipe=modifiers, shuffle_calibration_samples=False, **kwargs)
     quantize_s = time.perf_counter() - started
