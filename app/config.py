@@ -143,6 +143,11 @@ class Settings(BaseSettings):
         300, gt=0, description="How long a worker keeps retrying a job's final status write while the database is down."
     )
     max_attempts: int = Field(3, ge=1, description="Runs a job gets before a lost worker makes it fail.")
+    layer_checkpoint_minutes: float = Field(
+        10, ge=0, description="Inside an llm_quantize step, the least time between two checkpoints between decoder "
+        "layers, which a new attempt goes on from (0: after every layer). Each holds the layers done and the "
+        "calibration activations, so a short interval costs disk and upload time on a large model.",
+    )
     engine_nice: int = Field(
         10,
         ge=0,

@@ -105,6 +105,7 @@ class StepProgress:
     wall_time_s: float | None = None
     size_bytes_after: int | None = None
     resumed_from_attempt: int | None = None  # this earlier attempt's checkpoint was restored instead of running it
+    resumed_inside: str | None = None  # went on from an earlier attempt's checkpoint inside it, e.g. "layer 25 of 33"
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> StepProgress:

@@ -138,7 +138,7 @@ _CAUSAL_LM_CONFIGS = {
 CAUSAL_LM_ARCHITECTURES = tuple(_CAUSAL_LM_CONFIGS)
 
 
-def build_tiny_causal_lm(architecture: str, dest: Path) -> Path:
+def build_tiny_causal_lm(architecture: str, dest: Path, layers: int = 2) -> Path:
     """A tiny random causal LM of `architecture` (see CAUSAL_LM_ARCHITECTURES), with the GPT-2-style tokenizer."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def build_tiny_causal_lm(architecture: str, dest: Path) -> Path:
     tokenizer = _gpt2_tokenizer()
     eos = tokenizer.eos_token_id
     config = _CAUSAL_LM_CONFIGS[architecture](
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=layers, num_attention_heads=4,
         num_key_value_heads=2, head_dim=32, max_position_embeddings=256, initializer_range=INIT_RANGE,
         bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
     )

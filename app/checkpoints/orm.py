@@ -1,4 +1,6 @@
-"""One row per stored checkpoint: the job's model after its recipe's first `step` steps."""
+"""One row per stored checkpoint: the job's model after its recipe's first `step` steps, or, for a checkpoint
+taken inside step `step` (its manifest says how far the step got), the model before it and the step's own
+progress."""
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -8,7 +10,8 @@ from app.db.base import Base, CreatedAtMixin, IdMixin
 
 class JobCheckpoint(IdMixin, CreatedAtMixin, Base):
     __tablename__ = "job_checkpoints"
-    # One checkpoint per step of a recipe: a later attempt that saves the same step replaces it.
+    # One checkpoint per step of a recipe: a later attempt that saves the same step replaces it, and so does
+    # the step's own end, or a later checkpoint inside it.
     __table_args__ = (UniqueConstraint("job_id", "key", "step"),)
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True)

@@ -12,14 +12,16 @@ def newest_first(session: Session, job_id: str, key: str) -> list[JobCheckpoint]
     return list(session.scalars(query.order_by(JobCheckpoint.step.desc())))
 
 
-def replace(session: Session, checkpoint: JobCheckpoint) -> None:
-    """Stores the row, replacing the one of the same job, key and step (an earlier attempt's)."""
-    session.execute(delete(JobCheckpoint).where(
-        JobCheckpoint.job_id == checkpoint.job_id, JobCheckpoint.key == checkpoint.key,
-        JobCheckpoint.step == checkpoint.step,
-    ))
+def replace(session: Session, checkpoint: JobCheckpoint) -> list[str]:
+    """Stores the row, replacing the one of the same job, key and step (an earlier attempt's, or one taken
+    inside that step); returns the storage keys the replaced rows named."""
+    same_step = (JobCheckpoint.job_id == checkpoint.job_id, JobCheckpoint.key == checkpoint.key,
+                 JobCheckpoint.step == checkpoint.step)
+    replaced = list(session.scalars(select(JobCheckpoint.storage_key).where(*same_step)))
+    session.execute(delete(JobCheckpoint).where(*same_step))
     session.add(checkpoint)
     session.flush()
+    return replaced
 
 
 def remove(session: Session, checkpoint_id: str) -> None:

@@ -5,6 +5,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.jobs.orm import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, Job
+from workers.engine.checkpoints.settings import progress_text
 from workers.engine.stages import stage_phase, step_number
 
 StepState = Literal["pending", "running", "done", "failed", "cancelled", "timed out", "not run"]
@@ -20,13 +21,19 @@ class StepProgress(BaseModel):
         None, description="From the report: the last attempt did not run this step, it restored the checkpoint this "
         "earlier attempt saved after it."
     )
+    resumed_inside: str | None = Field(
+        None, description="From the report: the last attempt ran this step on from where an earlier attempt's "
+        "checkpoint inside it left it, e.g. \"layer 25 of 33\" (llm_quantize)."
+    )
 
 
 
 
 def step_progress(job: Job) -> list[StepProgress]:
     steps = job.recipe.get("steps", [])
-    reported = (job.report or {}).get("steps", []) if job.status == SUCCEEDED else []
+    report = (job.report or {}) if job.status == SUCCEEDED else {}
+    reported = report.get("steps", [])
+    inside = ((report.get("job") or {}).get("checkpoints") or {}).get("resumed_within_step")
     states = _states(job, len(steps))
     return [
         StepProgress(
@@ -34,6 +41,7 @@ def step_progress(job: Job) -> list[StepProgress]:
             technique=str(step.get("technique", "")),
             state=states[index],
             **_measured(reported, index),
+            resumed_inside=progress_text(inside) if inside and inside.get("step") == index + 1 else None,
         )
         for index, step in enumerate(steps)
     ]

@@ -27,7 +27,7 @@ def test_submit_queues_the_job(client, tiny_encoder_zip):
         "stage": None,
         "fraction": 0.0,
         "steps": [{"index": 1, "technique": "quantize", "state": "pending", "wall_time_s": None, "size_bytes_after": None,
-                   "resumed_from_attempt": None}],
+                   "resumed_from_attempt": None, "resumed_inside": None}],
     }
     assert job["artifacts"] == []
     assert job["recipe"]["steps"][0]["technique"] == "quantize"

@@ -45,6 +45,15 @@ def test_a_succeeded_job_shows_each_steps_time_and_size():
             for s in steps] == [(1, "low_rank", "done", 1.5, 900, 1), (2, "quantize", "done", 0.5, 300, None)]
 
 
+def test_a_step_that_went_on_from_a_checkpoint_inside_it_says_from_where():
+    report = {"steps": [{"wall_time_s": 1.5, "size_bytes_after": 900, "resumed_from_attempt": 1},
+                        {"wall_time_s": 0.5, "size_bytes_after": 300, "resumed_from_attempt": None}],
+              "job": {"checkpoints": {"resumed_within_step": {"step": 2, "pass": 2, "passes": 2, "layers_done": 25,
+                                                              "layers": 33}}}}
+    steps = step_progress(Job(status="succeeded", stage="done", recipe=RECIPE, report=report))
+    assert [step.resumed_inside for step in steps] == [None, "pass 2 of 2, layer 25 of 33"]
+
+
 def test_stage_phases():
     assert stage_phase("step_12.cluster") == "step"
     assert stage_phase("step_1") == "before_steps"

@@ -103,7 +103,7 @@ def test_encoder_job_end_to_end(service, eval_dataset, tmp_path):
     assert job["progress"]["steps"] == [{
         "index": 1, "technique": "quantize", "state": "done",
         "wall_time_s": report["steps"][0]["wall_time_s"], "size_bytes_after": report["steps"][0]["size_bytes_after"],
-        "resumed_from_attempt": None,  # the first attempt ran it
+        "resumed_from_attempt": None, "resumed_inside": None,  # the first attempt ran it
     }]
     log = log_messages(client, job["id"])
     assert log[0][0] == "worker" and "attempt 1 started" in log[0][1]

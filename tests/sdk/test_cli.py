@@ -48,7 +48,7 @@ def test_the_whole_flow_in_json(server_url, model_folder, dataset_file, recipe_f
     assert code == 0 and shown["steps"] == [{"index": 1, "technique": "quantize", "state": "done",
                                              "wall_time_s": shown["steps"][0]["wall_time_s"],
                                              "size_bytes_after": shown["steps"][0]["size_bytes_after"],
-                                             "resumed_from_attempt": None}]
+                                             "resumed_from_attempt": None, "resumed_inside": None}]
     code, report = compresso(server_url, "jobs", "report", job["id"])
     assert code == 0 and report["schema_version"] == 1
 

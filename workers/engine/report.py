@@ -157,6 +157,10 @@ class CheckpointSaved(_Strict):
                                    "after this many candidates).")
     seconds: float = Field(description="Time to write it, outside the steps' own time.")
     size_bytes: int
+    within_step: dict[str, Any] | None = Field(
+        None, description="Taken inside this step, which can go on part-way: how far it had got (llm_quantize: "
+        "{pass, passes, layers_done, layers}); the model is the one after the step before."
+    )
 
 
 class CheckpointsReport(_Strict):
@@ -166,6 +170,10 @@ class CheckpointsReport(_Strict):
     resumed_from_attempt: int | None = Field(None, description="The attempt whose checkpoint this one resumed from.")
     resumed_steps: list[int] = Field(
         default_factory=list, description="1-based steps restored instead of run (a goal job: its candidates)."
+    )
+    resumed_within_step: dict[str, Any] | None = Field(
+        None, description="Resumed inside this step ({step, pass, passes, layers_done, layers}): it went on from "
+        "where the earlier attempt's checkpoint left it."
     )
     saved: list[CheckpointSaved] = Field(default_factory=list)
     not_saved: list[str] = Field(

@@ -8,7 +8,7 @@ sets `packed_path` (the .cpz container, whose model decodes bit for bit to `onnx
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import onnx
 import torch
@@ -22,6 +22,9 @@ from workers.engine.federated.config import FederationSettings
 from workers.engine.registry import ModelFormat
 from workers.engine.reuse import ReuseCache
 from workers.engine.target import Target
+
+if TYPE_CHECKING:  # within_step imports the checkpoint store, which imports this module
+    from workers.engine.checkpoints.within_step import WithinStep
 
 
 @dataclass
@@ -123,6 +126,9 @@ class StepContext:
     # Energy the step's work used on other machines (a federated step's sites), each on its own grid: booked
     # in the job's energy as stages of their own, after the step's.
     site_energy: list[StageEnergy] = field(default_factory=list)
+    # A step that can stop part-way and go on (llm_quantize) saves its progress and resumes through this;
+    # None where the run keeps no checkpoints (workers.engine.checkpoints.within_step).
+    within_step: "WithinStep | None" = None
 
     def uploaded_model(self, param: str, model_id: str, role: str) -> Path:
         """The folder of the uploaded model a step's `param` names; EngineUserError when this job has none."""

@@ -13,6 +13,7 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from workers.engine.checkpoints.within_step import WithinStep
 from workers.engine.devices import GpuMemoryPeak
 from workers.engine.energy.schema import StageEnergy
 from workers.engine.evaluation.quality import encode_labels
@@ -60,13 +61,15 @@ def apply_steps(
     done: list[StepReport] | None = None,
     on_step_done: Callable[[int, ModelState, list[StepReport]], None] = lambda index, state, reports: None,
     book_energy: Callable[[StageEnergy], None] = lambda stage: None,
+    within_step_for: Callable[[int, str, list[StepReport]], WithinStep | None] = lambda index, technique, reports: None,
 ) -> tuple[ModelState, list[StepReport]]:
     """`stage_scope(stage)` wraps each step (the energy meter's stage, or nothing when the caller books
     the whole run as one); `on_progress(index, stage, fraction)` follows each step from 0 to 1.
 
     `done`: the reports of the first steps, already in `state` (a resumed job's checkpoint); the rest run.
     `on_step_done(index, state, reports)` follows each step that ran, with every report so far.
-    `book_energy` gets the energy a step's sites used (the energy meter's add_stage), named after the step."""
+    `book_energy` gets the energy a step's sites used (the energy meter's add_stage), named after the step.
+    `within_step_for(index, technique, reports)`: the step's checkpoints inside itself, if any."""
     reports = list(done or [])
     calibration_labels = environment.calibration_labels
     # Each step's "after" is the next one's "before": an ONNX state's count reads the whole file.
@@ -93,6 +96,7 @@ def apply_steps(
             federation=environment.federation,
             announce=environment.announce,
             reuse=environment.first_step_reuse if index == 0 else None,
+            within_step=within_step_for(index, step.technique, reports),
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)
         logger.info("step %d/%d: %s %s", index + 1, len(steps), step.technique, step.model_dump_json())

@@ -11,6 +11,7 @@ go on sending heartbeats and checking for cancellation meanwhile.
 """
 
 import hashlib
+import json
 import logging
 import queue
 import shutil
@@ -24,6 +25,7 @@ from app.checkpoints.orm import JobCheckpoint
 from app.checkpoints.service import checkpoints_prefix
 from app.core.storage import Storage, sha256_of
 from app.db.session import session_scope
+from workers.engine.checkpoints.settings import MANIFEST_FILE, progress_text
 from workers.tasks.log_shipper import LogShipper
 
 logger = logging.getLogger(__name__)
@@ -41,15 +43,23 @@ class CheckpointUploader:
 
     def __init__(self, job_id: str, key: str, attempt: int, storage: Storage, log: LogShipper):
         self.job_id, self.key, self.attempt, self.storage, self.log = job_id, key, attempt, storage, log
-        self._folders: queue.Queue[tuple[int, Path, bool] | None] = queue.Queue()
+        self._folders: queue.Queue[tuple[int, Path, bool, dict | None, int] | None] = queue.Queue()
         self._store_pending = True
+        self._lock = threading.Lock()
+        self._submitted = 0
+        self._latest: dict[int, int] = {}  # step -> the number of its latest checkpoint submitted
         self._thread = threading.Thread(target=self._run, name=f"checkpoints-{job_id}", daemon=True)
         self._thread.start()
 
-    def submit(self, step: int, folder: Path, supersedes_earlier: bool = False) -> None:
+    def submit(self, step: int, folder: Path, supersedes_earlier: bool = False, within_step: dict | None = None) -> None:
         """`supersedes_earlier`: once this one is stored, the job's other checkpoints are deleted (a goal's
-        search needs only its latest)."""
-        self._folders.put((step, folder, supersedes_earlier))
+        search needs only its latest). `within_step`: taken inside step `step` (how far it got); one that a
+        later checkpoint of the same step overtakes in the queue is not stored."""
+        with self._lock:
+            self._submitted += 1
+            self._latest[step] = self._submitted
+            number = self._submitted
+        self._folders.put((step, folder, supersedes_earlier, within_step, number))
 
     def close(self, store_pending: bool) -> None:
         """Waits for the upload under way, then stores what is still queued (or drops it), and stops."""
@@ -59,32 +69,41 @@ class CheckpointUploader:
         self._folders.put(None)
         self._thread.join()
 
+    def _overtaken(self, step: int, number: int, within_step: dict | None) -> bool:
+        with self._lock:
+            return within_step is not None and self._latest.get(step, number) > number
+
     def _run(self) -> None:
         while (item := self._folders.get()) is not None:
-            step, folder, supersedes_earlier = item
+            step, folder, supersedes_earlier, within_step, number = item
             try:
-                if self._store_pending:
-                    self._store(step, folder)
+                if self._store_pending and not self._overtaken(step, number, within_step):
+                    self._store(step, folder, within_step)
                     if supersedes_earlier:
                         self._delete_others(step)
             except Exception as exc:  # noqa: BLE001 - a checkpoint is a saving, never a reason to fail the job
                 logger.warning("storing the checkpoint of job %s step %d failed", self.job_id, step, exc_info=True)
-                self.log.worker(f"checkpoint after step {step} not stored: {type(exc).__name__}: {exc}"[:1000])
+                self.log.worker(f"checkpoint {_where(step, within_step)} not stored: {type(exc).__name__}: {exc}"[:1000])
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def _store(self, step: int, folder: Path) -> None:
+    def _store(self, step: int, folder: Path, within_step: dict | None) -> None:
         archive = _pack(folder)
         shutil.rmtree(folder, ignore_errors=True)
         size, digest = archive.stat().st_size, sha256_of(archive)
-        storage_key = f"{checkpoints_prefix(self.job_id)}/{self.key}/step-{step:02d}.tar"
+        # A checkpoint inside a step has a name of its own, so that the one it replaces stays whole until the
+        # row names the new one.
+        name = f"step-{step:02d}.tar" if within_step is None else f"step-{step:02d}-within-{digest[:16]}.tar"
+        storage_key = f"{checkpoints_prefix(self.job_id)}/{self.key}/{name}"
         self.storage.put(archive, storage_key)  # a move: the archive is gone from here
         with session_scope() as session:
-            checkpoints_repository.replace(session, JobCheckpoint(
+            replaced = checkpoints_repository.replace(session, JobCheckpoint(
                 job_id=self.job_id, key=self.key, step=step, attempt=self.attempt, storage_key=storage_key,
                 size_bytes=size, sha256=digest,
             ))
-        self.log.worker(f"checkpoint after step {step} stored ({size / 1e6:.1f} MB, sha256 {digest[:12]})")
+        for old_key in set(replaced) - {storage_key}:
+            self.storage.delete(old_key)
+        self.log.worker(f"checkpoint {_where(step, within_step)} stored ({size / 1e6:.1f} MB, sha256 {digest[:12]})")
 
     def _delete_others(self, step: int) -> None:
         """Every other checkpoint of the job and key: earlier ones, and a later one of an earlier attempt that
@@ -94,6 +113,10 @@ class CheckpointUploader:
             others = [(row.id, row.storage_key) for row in rows if row.step != step]
         for checkpoint_id, storage_key in others:
             _discard(self.storage, checkpoint_id, storage_key)
+
+
+def _where(step: int, within_step: dict | None) -> str:
+    return f"after step {step}" if within_step is None else f"inside step {step} ({progress_text(within_step)})"
 
 
 @dataclass(frozen=True)
@@ -117,6 +140,15 @@ def _discard(storage: Storage, checkpoint_id: str, storage_key: str) -> None:
     storage.delete(storage_key)
     with session_scope() as session:
         checkpoints_repository.remove(session, checkpoint_id)
+
+
+def _in_step(folder: Path) -> dict | None:
+    """What the checkpoint's manifest says of a step it was taken inside, if any (for the log only: the engine
+    checks the manifest)."""
+    try:
+        return json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8")).get("in_step")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def find_resume_point(job_id: str, key: str, storage: Storage, work_dir: Path, log: LogShipper) -> ResumePoint | None:
@@ -147,6 +179,8 @@ def _find_resume_point(job_id: str, key: str, storage: Storage, work_dir: Path, 
         with tarfile.open(archive) as tar:
             tar.extractall(folder, filter="data")
         archive.unlink()
-        log.worker(f"resuming after step {checkpoint.step} from the checkpoint attempt {checkpoint.attempt} saved")
+        in_step = _in_step(folder)
+        where = _where(checkpoint.step, None if in_step is None else in_step.get("progress", {}))
+        log.worker(f"resuming {where} from the checkpoint attempt {checkpoint.attempt} saved")
         return ResumePoint(folder=folder, step=checkpoint.step, attempt=checkpoint.attempt)
     return None

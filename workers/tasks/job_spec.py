@@ -84,5 +84,6 @@ def engine_spec(
         "checkpoints": {
             "key": key, "attempt": claim["attempt"], "save_dir": str(work_dir / "checkpoints"),
             "resume_dir": None if resume is None else str(resume.folder),
+            "within_step_interval_s": settings.layer_checkpoint_minutes * 60,
         },
     }

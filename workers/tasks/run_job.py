@@ -323,7 +323,8 @@ def _on_engine_event(job_id: str, claim: dict, event: dict, log: LogShipper, upl
     """A step's checkpoint is written: store it. A federated step is listening: each site's worker gets its
     share of the training (queue site.NAME)."""
     if event.get("event") == "checkpoint":
-        uploader.submit(int(event["step"]), Path(event["path"]), bool(event.get("supersedes_earlier")))
+        uploader.submit(int(event["step"]), Path(event["path"]), bool(event.get("supersedes_earlier")),
+                        event.get("within_step"))
     if event.get("event") != "federation":
         return
     sent = []

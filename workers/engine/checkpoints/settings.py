@@ -10,6 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Part of every key: a checkpoint written by an engine that saves states differently is never resumed.
 CHECKPOINT_FORMAT = 1
+# Written last into a checkpoint's folder: one without it was cut off.
+MANIFEST_FILE = "manifest.json"
+
+
+def progress_text(progress: dict) -> str:
+    """How far a step got inside itself ({"pass": 2, "passes": 2, "layers_done": 5, "layers": 33}), in words:
+    "pass 2 of 2, layer 5 of 33"."""
+    layers = f"layer {progress.get('layers_done')} of {progress.get('layers')}"
+    return layers if progress.get("passes", 1) == 1 else f"pass {progress.get('pass')} of {progress['passes']}, {layers}"
 
 
 def checkpoint_key(
@@ -39,4 +48,8 @@ class CheckpointSettings(BaseModel):
     )
     resume_dir: Path | None = Field(
         None, description="A checkpoint folder (checked by the caller) to resume from: its steps are not run again."
+    )
+    within_step_interval_s: float = Field(
+        600.0, ge=0, description="Inside a step that can go on part-way (llm_quantize, between decoder layers): the "
+        "least time between two checkpoints. 0: after every layer."
     )

@@ -8,10 +8,15 @@ with torch.save of the whole module, because no library format holds every one o
 when it is loaded, so the worker only hands a checkpoint to the engine after checking its sha256 against
 the one recorded in the database when it was stored (workers.tasks.checkpoint_store).
 
+A checkpoint can also be taken inside a step that saves its own progress (llm_quantize, between decoder
+layers; workers.engine.checkpoints.within_step): it holds the state before that step, the step's own files
+and how far it got, and a new attempt hands those back to the step.
+
 The manifest is written last: a folder without one was cut off and is not a checkpoint.
 """
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,28 +28,55 @@ import onnx
 import torch
 from transformers import AutoModelForCausalLM
 
-from workers.engine.checkpoints.settings import CHECKPOINT_FORMAT
+from workers.engine.checkpoints.settings import CHECKPOINT_FORMAT, MANIFEST_FILE
 from workers.engine.energy.schema import StageEnergy
 from workers.engine.evaluation.fidelity import OutputStore
 from workers.engine.evaluation.step_probe import TaskReference
 from workers.engine.report import StepReport
 from workers.engine.state import ModelState
 
-MANIFEST_FILE = "manifest.json"
 
 
 class CheckpointError(Exception):
     """The folder is not a checkpoint this job can resume from; the message says why."""
 
 
+@dataclass(frozen=True)
+class InStep:
+    """How far step `step` (1-based) got, and the files it saved to go on from there."""
+
+    step: int
+    technique: str
+    progress: dict
+    files: Path
+
+
+@dataclass(frozen=True)
+class PretrainedBase:
+    """The state before a step as the transformers folder that step was handed (llm_quantize's input)."""
+
+    task: str
+    folder: Path
+
+
 @dataclass
 class Restored:
-    state: ModelState
+    state: ModelState | None  # None: the uploaded model, as the engine loads it
     steps_done: int  # the recipe's first steps_done steps are in the state
     attempt: int  # the attempt that saved it
     step_reports: list[StepReport]
     energy_stages: list[StageEnergy]  # every stage booked up to the save, earlier attempts' included
     task_reference: TaskReference | None
+    in_step: InStep | None = None  # the next step's own progress, to go on from
+
+
+def _link_or_copy(source: str, destination: str) -> str:
+    """A hard link where both are on one disk (the files are not written twice), else a copy."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+    return destination
 
 
 def _copy_file(source: Path, folder: Path) -> str:
@@ -124,11 +156,20 @@ def _save_state(state: ModelState, original_dir: Path, folder: Path) -> dict:
     return saved
 
 
-def _load_state(saved: dict, folder: Path, original_dir: Path, device: str) -> ModelState:
+def _save_pretrained_base(base: PretrainedBase, folder: Path) -> dict:
+    shutil.copytree(base.folder, folder / "pretrained", copy_function=_link_or_copy)
+    return {"task": base.task, "config_dir": "pretrained", "torch_model": "pretrained", "onnx": None, "packed": None,
+            "pte": None, "compressed": None}
+
+
+def _load_state(saved: dict | None, folder: Path, original_dir: Path, device: str) -> ModelState | None:
+    if saved is None:
+        return None
     config_dir = original_dir if saved["config_dir"] == "original" else folder / saved["config_dir"]
     torch_model = None
-    if saved["torch_model"] == "compressed":
-        torch_model = AutoModelForCausalLM.from_pretrained(folder / saved["compressed"], dtype=torch.float32)
+    if saved["torch_model"] in ("compressed", "pretrained"):
+        pretrained = folder / (saved["compressed"] if saved["torch_model"] == "compressed" else "pretrained")
+        torch_model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=torch.float32)
     elif saved["torch_model"] is not None:
         # The sha256 was checked against the database before this folder reached the engine (module docstring).
         torch_model = torch.load(folder / saved["torch_model"], map_location="cpu", weights_only=False)
@@ -164,16 +205,38 @@ def _load_task_reference(saved: dict, folder: Path, reference_dir: Path) -> Task
     )
 
 
+def _load_in_step(saved: dict | None, folder: Path) -> InStep | None:
+    if saved is None:
+        return None
+    files = folder / saved["files"]
+    if not files.is_dir():
+        raise CheckpointError(f"its step {saved['step']} files are missing")
+    return InStep(step=int(saved["step"]), technique=saved["technique"], progress=dict(saved["progress"]), files=files)
+
+
 def save_checkpoint(
-    folder: Path, *, key: str, attempt: int, steps_done: int, state: ModelState, original_dir: Path,
+    folder: Path, *, key: str, attempt: int, steps_done: int, state: ModelState | None, original_dir: Path,
     step_reports: list[StepReport], energy_stages: list[StageEnergy], task_reference: TaskReference | None,
+    in_step: InStep | None = None, pretrained_base: PretrainedBase | None = None,
 ) -> int:
-    """Writes the checkpoint after the recipe's first `steps_done` steps; returns its size in bytes."""
+    """Writes the checkpoint after the recipe's first `steps_done` steps; returns its size in bytes.
+
+    Inside a step (`in_step`, its files moved in): the state before it is `pretrained_base`, the
+    transformers folder the step was handed, or with neither that nor `state`, the uploaded model."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    if pretrained_base is not None:
+        saved_state = _save_pretrained_base(pretrained_base, folder / "state")
+    else:
+        saved_state = None if state is None else _save_state(state, original_dir, folder / "state")
+    if in_step is not None:
+        shutil.move(in_step.files, folder / "in_step")
     manifest = {
         "format": CHECKPOINT_FORMAT, "key": key, "attempt": attempt, "steps_done": steps_done,
-        "state": _save_state(state, original_dir, folder / "state"),
+        "state": saved_state,
+        "in_step": None if in_step is None else {
+            "step": in_step.step, "technique": in_step.technique, "progress": in_step.progress, "files": "in_step",
+        },
         "step_reports": [report.model_dump(mode="json") for report in step_reports],
         "energy_stages": [stage.model_dump(mode="json") for stage in energy_stages],
         "task_reference": None if task_reference is None
@@ -205,6 +268,7 @@ def load_checkpoint(folder: Path, *, key: str, original_dir: Path, device: str, 
             energy_stages=[StageEnergy.model_validate(stage) for stage in manifest["energy_stages"]],
             task_reference=None if manifest["task_reference"] is None
             else _load_task_reference(manifest["task_reference"], folder / "task_reference", reference_dir),
+            in_step=_load_in_step(manifest.get("in_step"), folder),
         )
     except Exception as exc:  # noqa: BLE001 - any failure to rebuild the state means: compute it again
         raise CheckpointError(f"the checkpoint could not be loaded: {type(exc).__name__}: {exc}") from exc

@@ -95,6 +95,7 @@ class EnergyMeter:
         self._tracker: Any = None
         self._stages: list[StageEnergy] = []
         self._open: tuple[str, str] | None = None  # (stage, task name)
+        self._open_readings: list[Reading] = []  # the open stage's readings before its current task (split_open_stage)
         self._tasks = 0
         self._hardware: dict[str, Any] = {}
         self._ram_power_w = 0.0
@@ -161,6 +162,7 @@ class EnergyMeter:
         task = self._guard(f"starting stage {stage!r}", lambda: self._start_task(stage))
         if task is not None:
             self._open = (stage, task)
+            self._open_readings = []
 
     def end(self, stage: str) -> None:
         if not self.active or self._open is None:
@@ -172,7 +174,25 @@ class EnergyMeter:
             return
         reading = self._guard(f"stopping stage {stage!r}", lambda: self._stop_task(task))
         if reading is not None:
-            self.record(stage, [reading])
+            self.record(stage, [*self._open_readings, reading])
+        self._open_readings = []
+
+    def split_open_stage(self) -> StageEnergy | None:
+        """What the open stage has used so far, as a stage of its own (not booked), for a checkpoint taken inside
+        a step: the next attempt books it, since this one may never end the stage. The stage goes on; its
+        booked figure at the end still covers all of it. None when nothing is open or tracking failed."""
+        if not self.active or self._open is None:
+            return None
+        stage, task = self._open
+        reading = self._guard(f"reading stage {stage!r}", lambda: self._stop_task(task))
+        if reading is None:
+            return None
+        self._open_readings.append(reading)
+        next_task = self._guard(f"going on with stage {stage!r}", lambda: self._start_task(stage))
+        if next_task is None:
+            return None
+        self._open = (stage, next_task)
+        return self._stage_energy(stage, self._open_readings)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -202,24 +222,25 @@ class EnergyMeter:
         """Adds one stage made of `readings`; a missing reading means tracking failed, so nothing is added."""
         if not self.active or not readings or any(reading is None for reading in readings):
             return
+        self._stages.append(self._stage_energy(stage, readings))
+
+    def _stage_energy(self, stage: str, readings: list[Reading]) -> StageEnergy:
         pue = self.settings.pue
         cpu = math.fsum(reading.cpu_kwh for reading in readings) * pue
         gpu = math.fsum(reading.gpu_kwh for reading in readings) * pue
         ram = math.fsum(reading.ram_kwh for reading in readings) * pue
         energy = cpu + gpu + ram
         duration = math.fsum(reading.duration_s for reading in readings)
-        self._stages.append(
-            StageEnergy(
-                stage=stage,
-                duration_s=duration,
-                cpu_kwh=cpu,
-                gpu_kwh=gpu,
-                ram_kwh=ram,
-                energy_kwh=energy,
-                co2e_g=energy * self.intensity,
-                method=self.method(),
-                **split_gpu_energy(gpu, duration, self.settings.gpu_idle_watts, pue),
-            )
+        return StageEnergy(
+            stage=stage,
+            duration_s=duration,
+            cpu_kwh=cpu,
+            gpu_kwh=gpu,
+            ram_kwh=ram,
+            energy_kwh=energy,
+            co2e_g=energy * self.intensity,
+            method=self.method(),
+            **split_gpu_energy(gpu, duration, self.settings.gpu_idle_watts, pue),
         )
 
     def stages(self) -> list[StageEnergy]:

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from workers.engine.checkpoints.store import PretrainedBase
+from workers.engine.checkpoints.settings import progress_text
 from workers.engine.errors import EngineUserError
 from workers.engine.loading import max_positions
 from workers.engine.state import ModelState, StepContext
@@ -51,15 +53,16 @@ class _LayerProgress:
         self.context, self.passes = context, passes
         self.pass_index, self.last_index, self.last_elapsed = 0, 0, None
         self.fraction = 0.0
-        self.layer_seconds: list[float] = []
+        self.layer_seconds: list[float] = []  # the layers this attempt calibrated, not those it resumed
+        self.last_resumed = False
 
     def __call__(self, event: dict) -> None:
         index, total, elapsed = event["index"], event["total"], event["elapsed_s"]
         if index <= self.last_index:
             self.pass_index += 1
-        elif self.last_elapsed is not None:
+        elif self.last_elapsed is not None and not self.last_resumed:
             self.layer_seconds.append(round(elapsed - self.last_elapsed, 3))
-        self.last_index, self.last_elapsed = index, elapsed
+        self.last_index, self.last_elapsed, self.last_resumed = index, elapsed, bool(event.get("resumed"))
         done = (min(self.pass_index, self.passes - 1) * total + index - 1) / (self.passes * total)
         self.fraction = max(self.fraction, done)
         self.context.on_progress(self.fraction)
@@ -111,7 +114,43 @@ def _write_input(state: ModelState, context: StepContext) -> tuple[Path, bool]:
     return folder, context.reuse is None
 
 
-def _run_script(python: Path, spec_path: Path, device: str, progress: _LayerProgress) -> dict:
+class _LayerCheckpoints:
+    """Hands each checkpoint the script writes between layers to the run's checkpoints (context.within_step),
+    with the state before the step: the input folder the script loads."""
+
+    def __init__(self, context: StepContext, passes: int, task: str, input_dir: Path):
+        self.within, self.passes, self.task, self.input_dir = context.within_step, passes, task, input_dir
+        self.saved = 0
+        self.resumed: dict | None = None  # how far the earlier attempt had got, once put back in place
+
+    @property
+    def resuming(self) -> bool:
+        return self.within is not None and self.within.resume is not None
+
+    def spec(self, work_dir: Path, resume: bool) -> dict:
+        spec = {}
+        if self.within is not None and self.within.save is not None:
+            spec["layer_checkpoints"] = {"dir": str(work_dir / "layer-checkpoints"), "interval_s": self.within.interval_s}
+        if resume and self.resuming:
+            spec["resume_layers"] = str(self.within.resume.files)
+        return spec
+
+    def progress(self, event: dict) -> dict:
+        return {"pass": event["pass"], "passes": self.passes, "layers_done": event["layers_done"],
+                "layers": event["layers"]}
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] == "layers_resumed":
+            self.resumed = self.progress(event)
+            logger.info("llm_quantize: went on from an earlier attempt's checkpoint after %s",
+                        progress_text(self.resumed))
+        elif event["event"] == "layer_checkpoint" and self.within is not None and self.within.save is not None:
+            self.saved += 1
+            self.within.save(Path(event["path"]), self.progress(event), PretrainedBase(self.task, self.input_dir))
+
+
+def _run_script(python: Path, spec_path: Path, device: str, progress: _LayerProgress,
+                checkpoints: _LayerCheckpoints) -> dict:
     env = dict(os.environ)
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job stays on the CPU even on a GPU host
@@ -128,6 +167,8 @@ def _run_script(python: Path, spec_path: Path, device: str, progress: _LayerProg
                     progress(event)
                 elif event["event"] == "done":
                     done = event
+                else:
+                    checkpoints(event)
         finally:
             # A SIGTERM to the engine (a time limit) must not leave llm-compressor running.
             if process.poll() is None and done is None:
@@ -178,12 +219,28 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
     calibration_file.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
     input_dir, own_input = _write_input(state, context)
     output_dir = context.work_dir / "compressed"
-    spec = script_spec(config, input_dir, output_dir, calibration_file, sequence_length)
-    spec_path = context.work_dir / "oneshot.json"
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    progress = _LayerProgress(context, _calibration_passes(config))
+    passes = _calibration_passes(config)
+    checkpoints = _LayerCheckpoints(context, passes, state.task, input_dir)
+
+    def run(resume: bool) -> tuple[dict, _LayerProgress]:
+        progress = _LayerProgress(context, passes)
+        spec = script_spec(config, input_dir, output_dir, calibration_file, sequence_length)
+        spec_path = context.work_dir / "oneshot.json"
+        spec_path.write_text(json.dumps(spec | checkpoints.spec(context.work_dir, resume)), encoding="utf-8")
+        return _run_script(python, spec_path, context.device, progress, checkpoints), progress
+
     started = time.perf_counter()
-    done = _run_script(python, spec_path, context.device, progress)
+    resume_problem = None
+    try:
+        done, progress = run(resume=True)
+    except RuntimeError as exc:
+        if not checkpoints.resuming or checkpoints.resumed is not None:
+            raise
+        # The earlier attempt's layers could not be put back (another llm-compressor, a damaged file): they
+        # are computed again.
+        resume_problem = str(exc)[:500]
+        logger.warning("llm_quantize: not going on from the earlier attempt's layers (%s); starting over", exc)
+        done, progress = run(resume=False)
     logger.info("llm_quantize: llm-compressor finished in %.1f s", time.perf_counter() - started)
     # The input copy is no longer needed; the compressed folder is the state from here on.
     if own_input:
@@ -202,6 +259,9 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
         calibration_samples=done["calibration_samples"],
         calibration_sequence_length=sequence_length,
         layer_seconds=progress.layer_seconds,
+        layer_checkpoints_saved=checkpoints.saved,
+        resumed_layers=checkpoints.resumed,
+        layer_resume_problem=resume_problem,
         quantize_s=done["quantize_s"],
         peak_rss_mb=done["peak_rss_mb"],
         peak_gpu_memory_mb=done["peak_gpu_memory_mb"],
