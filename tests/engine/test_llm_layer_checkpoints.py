@@ -5,6 +5,7 @@ energy."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from safetensors.torch import load_file
 from tests.engine.conftest import FAST_EVAL
 from tests.factories import SAMPLE_TEXTS, build_tiny_causal_lm
 from workers.engine.checkpoints.settings import checkpoint_key
+from workers.engine.pipeline import PipelineRequest, run_pipeline
+from workers.engine.recipe import Recipe
 from workers.engine.techniques.llm.config import LlmQuantizeConfig
 from workers.engine.techniques.llm.handler import SCRIPT, default_llm_python, script_spec
 
@@ -147,3 +150,43 @@ def test_a_job_killed_inside_llm_quantize_goes_on_from_its_last_layer(llama, tmp
     if report["energy"]["method"] not in ("unavailable", "disabled"):
         stages = [stage["stage"] for stage in report["energy"]["stages"]]
         assert "attempt_1.step_1.llm_quantize" in stages and "step_1.llm_quantize" in stages
+
+
+def test_a_checkpoint_inside_a_later_step_holds_the_model_the_step_before_left(llama, tmp_path):
+    """llm_quantize after a prune step: the checkpoint inside it holds the pruned model (the folder
+    llm-compressor was handed), and the job resumed from it ends with the same weights as the whole job."""
+    steps = [{"technique": "prune", "params": {"structure": "unstructured", "sparsity": 0.3}},
+             {"technique": "llm_quantize", "params": {"scheme": "w4a16", "group_size": 32}}]
+
+    def request(attempt: int, resume_dir: Path | None) -> PipelineRequest:
+        spec = _engine_spec(llama, tmp_path, attempt, None if resume_dir is None else str(resume_dir))
+        return PipelineRequest.model_validate(spec | {"recipe": Recipe.from_dict({"steps": steps})} | {
+            "checkpoints": spec["checkpoints"] | {"key": checkpoint_key({"steps": steps}, "cpu", None, None,
+                                                                         {"model": str(llama)})}})
+
+    events = []
+    whole = run_pipeline(request(1, None), lambda stage, fraction: None, events.append)
+    inside = [event for event in events if event["event"] == "checkpoint" and event.get("within_step")]
+    assert [event["within_step"]["layers_done"] for event in inside] == list(range(1, LAYERS + 1))
+    middle = Path(inside[1]["path"])
+    manifest = json.loads((middle / "manifest.json").read_text())
+    assert manifest["steps_done"] == 1 and manifest["state"]["torch_model"] == "pretrained"
+    assert manifest["in_step"]["progress"]["layers_done"] == 2 and len(manifest["step_reports"]) == 1
+
+    resumed = run_pipeline(request(2, middle), lambda stage, fraction: None, lambda event: None)
+    info = resumed.report["job"]["checkpoints"]
+    assert info["resumed_steps"] == [1] and info["resumed_within_step"]["layers_done"] == 2
+    assert resumed.report["steps"][0]["resumed_from_attempt"] == 1
+    first, second = _weights(tmp_path / "work-1" / "package"), _weights(tmp_path / "work-2" / "package")
+    assert any(name.endswith("weight_packed") for name in first) and first.keys() == second.keys()
+    assert [name for name in first if not first[name].equal(second[name])] == []
+
+    # A checkpoint llm-compressor cannot take back (its activations lost): the step starts over, and says why.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(middle, damaged)
+    (damaged / "in_step" / "activations.pt").unlink()
+    again = run_pipeline(request(3, damaged), lambda stage, fraction: None, lambda event: None)
+    details = again.report["steps"][1]["details"]
+    assert details["resumed_layers"] is None and "activations.pt" in details["layer_resume_problem"]
+    third = _weights(tmp_path / "work-3" / "package")
+    assert [name for name in first if not first[name].equal(third[name])] == []

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 SCRIPT = Path(__file__).with_name("oneshot_script.py")
 _STDERR_TAIL_LINES = 8
+_EXIT_WAIT_S = 60  # for a script that closed its output to exit
 
 
 def default_llm_python() -> Path:
@@ -159,7 +160,7 @@ def _run_script(python: Path, spec_path: Path, device: str, progress: _LayerProg
         process = subprocess.Popen(
             [str(python), str(SCRIPT), str(spec_path)], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
         )
-        done = None
+        done, ended = None, False
         try:
             for line in process.stdout:
                 event = json.loads(line)
@@ -169,14 +170,20 @@ def _run_script(python: Path, spec_path: Path, device: str, progress: _LayerProg
                     done = event
                 else:
                     checkpoints(event)
+            ended = True
         finally:
-            # A SIGTERM to the engine (a time limit) must not leave llm-compressor running.
+            # A SIGTERM to the engine (a time limit) must not leave llm-compressor running; a script that
+            # closed its output is exiting, and its own exit code says how it ended.
             if process.poll() is None and done is None:
-                process.kill()
+                try:
+                    process.wait(timeout=_EXIT_WAIT_S if ended else 0)
+                except subprocess.TimeoutExpired:
+                    process.kill()
             code = process.wait()
     if code != 0 or done is None:
         lines = [line for line in stderr_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-        tail = " | ".join(lines[-_STDERR_TAIL_LINES:]) or "no output"
+        # The exception's own line first: the message may be cut short where it is stored.
+        tail = f"{lines[-1]} (its stderr ends: {' | '.join(lines[-_STDERR_TAIL_LINES:])})" if lines else "no output"
         raise RuntimeError(f"llm-compressor failed (exit {code}): {tail}")
     return done
 
