@@ -30,16 +30,17 @@ sys.path.insert(0, str(REPO_ROOT))
 from workers.engine.techniques.llm.config import LlmQuantizeConfig  # noqa: E402
 from workers.engine.techniques.llm.handler import SCRIPT, script_spec  # noqa: E402
 
-# Llama 3.2 1B and 3B, Llama 3.1 8B (hidden, layers, FFN, heads, KV heads); tiny rehearses the script.
+# Llama 3.2 1B and 3B, Llama 3.1 8B (hidden, layers, FFN, heads, KV heads, vocabulary); tiny rehearses the script.
 SHAPES = {
     "tiny": (256, 4, 512, 8, 4, 32000),
+    "small": (1024, 8, 2816, 16, 4, 32000),  # about 160M parameters: what two CPU cores quantize in minutes
     "1b": (2048, 16, 8192, 32, 8, 128256),
     "3b": (3072, 28, 8192, 24, 8, 128256),
     "8b": (4096, 32, 14336, 32, 8, 128256),
 }
 
 
-def write_model(size: str, folder: Path) -> int:
+def write_model(size: str, folder: Path, dtype: str = "bfloat16") -> int:
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -51,7 +52,7 @@ def write_model(size: str, folder: Path) -> int:
         bos_token_id=0, eos_token_id=1, pad_token_id=1,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     parameters = sum(p.numel() for p in model.parameters())
     model.save_pretrained(folder, safe_serialization=True, max_shard_size="2GB")
     del model

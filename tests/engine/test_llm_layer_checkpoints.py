@@ -1,7 +1,7 @@
 """Checkpoints inside llm_quantize, between decoder layers: llm-compressor killed after layer k and started
-again from its checkpoint writes the same bytes as a run that was never stopped, in one pass (GPTQ) and in
-two (SmoothQuant, then GPTQ); and a job killed inside the step goes on from there, counting both attempts'
-energy."""
+again from its checkpoint writes the same bytes as a run that was never stopped, in one pass (GPTQ, AWQ) and
+in two (SmoothQuant, then GPTQ); a job killed inside the step goes on from there, counting both attempts'
+energy; and a checkpoint inside a later step holds the model the step before left."""
 
 import json
 import os
@@ -31,8 +31,22 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory) -> Path:
-    return build_tiny_causal_lm("llama", tmp_path_factory.mktemp("llama") / "model", layers=LAYERS)
+def causal_lms(tmp_path_factory):
+    """A function: the tiny LM of an architecture, with LAYERS layers, built once."""
+    built = {}
+
+    def build(architecture: str) -> Path:
+        if architecture not in built:
+            folder = tmp_path_factory.mktemp(architecture) / "model"
+            built[architecture] = build_tiny_causal_lm(architecture, folder, layers=LAYERS)
+        return built[architecture]
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def llama(causal_lms) -> Path:
+    return causal_lms("llama")
 
 
 def _script(model_dir: Path, root: Path, name: str, params: dict, extra: dict, kill_at: tuple[int, int] | None = None):
@@ -65,21 +79,24 @@ def _weights(folder: Path) -> dict:
     return tensors
 
 
-@pytest.mark.parametrize(("params", "kill_at"), [
-    ({"scheme": "w4a16"}, (1, 2)),
-    ({"scheme": "w8a8"}, (2, 2)),  # SmoothQuant's pass, then GPTQ's: killed in the second
-], ids=["gptq-w4a16", "smoothquant-gptq-w8a8"])
-def test_a_oneshot_killed_between_layers_goes_on_to_the_same_bytes(llama, tmp_path, params, kill_at):
-    code, events = _script(llama, tmp_path, "whole", params, {})
+@pytest.mark.parametrize(("architecture", "params", "kill_at"), [
+    ("llama", {"scheme": "w4a16"}, (1, 2)),
+    ("llama", {"scheme": "w8a8"}, (2, 2)),  # SmoothQuant's pass, then GPTQ's: killed in the second
+    # Gemma's offset norms are swapped for calibration stand-ins, which AWQ smooths: they are saved too.
+    ("gemma", {"scheme": "w4a16", "algorithm": "awq"}, (1, 2)),
+], ids=["gptq-w4a16-llama", "smoothquant-gptq-w8a8-llama", "awq-gemma"])
+def test_a_oneshot_killed_between_layers_goes_on_to_the_same_bytes(causal_lms, tmp_path, architecture, params, kill_at):
+    model_dir = causal_lms(architecture)
+    code, events = _script(model_dir, tmp_path, "whole", params, {})
     assert code == 0 and not [event for event in events if event["event"] == "layer_checkpoint"]
     every_layer = {"layer_checkpoints": {"dir": str(tmp_path / "first"), "interval_s": 0}}
-    code, events = _script(llama, tmp_path, "killed", params, every_layer, kill_at=kill_at)
+    code, events = _script(model_dir, tmp_path, "killed", params, every_layer, kill_at=kill_at)
     saved = [event for event in events if event["event"] == "layer_checkpoint"]
     assert code == -signal.SIGKILL and (saved[-1]["pass"], saved[-1]["layers_done"]) == kill_at
     assert saved[0]["layers"] == LAYERS + 1 and [event["layers_done"] for event in saved[:2]] == [1, 2]
 
     again = {"resume_layers": saved[-1]["path"], "layer_checkpoints": {"dir": str(tmp_path / "second"), "interval_s": 0}}
-    code, events = _script(llama, tmp_path, "resumed", params, again)
+    code, events = _script(model_dir, tmp_path, "resumed", params, again)
     assert code == 0, (tmp_path / "resumed.stderr").read_text()[-3000:]
     [resumed] = [event for event in events if event["event"] == "layers_resumed"]
     assert (resumed["pass"], resumed["layers_done"]) == kill_at

@@ -14,8 +14,9 @@ again. No other library does this for it, so two of its functions are wrapped:
 - `LifecycleCallbacks.sequential_epoch_end(modules)`, where the modifiers compress a subgraph's modules:
   it names the modules each subgraph holds, and it is skipped for the subgraphs already done.
 With llm-compressor's default "independent" pipeline each data-driven modifier (SparseGPT, SmoothQuant,
-GPTQ, AWQ) walks the layers in a pass of its own. A checkpoint names its pass, and holds every subgraph's
-state at the end of each earlier pass too.
+GPTQ, AWQ) walks the layers in a pass of its own. A checkpoint names its pass; in a pass after the first it
+holds every subgraph: those done in this pass, and the others as the pass before left them, which is how
+they still are in the model when the checkpoint is taken.
 
 A resumed run computes what an uninterrupted one does: the cache holds the same tensors, and the weights
 are the same bytes (tests/engine/test_llm_layer_checkpoints.py compares the two).
@@ -68,7 +69,7 @@ class LayerCheckpoints:
         # (pass, subgraph) -> (file in the store, the module names it holds)
         self.stored: dict[tuple[int, int], tuple[str, list[str]]] = {}
         self.pass_index, self.current, self.total = -1, 0, 0
-        self.modules: dict[int, list[str]] = {}  # this pass: subgraph -> its module names
+        self.modules: dict[int, dict[int, list[str]]] = {}  # pass -> subgraph -> its module names
         self.skipping = False
         self.saves = 0
         self.last_saved = time.monotonic()
@@ -96,13 +97,21 @@ class LayerCheckpoints:
             return original_batches(*args, **kwargs)
 
         def sequential_epoch_end(cls, modules, **kwargs):
-            self.modules[self.current] = [self.names[module] for module in modules if module in self.names]
+            self.modules[self.pass_index][self.current] = self._names_of(modules)
             if self.skipping:
                 return None  # its compressed weights come from the checkpoint
             return original_epoch_end(cls, modules, **kwargs)
 
         sequential_module._get_batches = get_batches
         lifecycle_callbacks.sequential_epoch_end = classmethod(sequential_epoch_end)
+
+    def _names_of(self, modules) -> list[str]:
+        """The modules' names in the model. oneshot swaps some modules for calibration stand-ins after this
+        object is made (Gemma's offset norms, llmcompressor.modeling.offset_norm): the names are looked up
+        again when one is new, so that the stand-ins' weights are saved too."""
+        if any(module not in self.names for module in modules):
+            self.names = {module: name for name, module in self.model.named_modules()}
+        return [self.names[module] for module in modules if module in self.names]
 
     def _done_by_resume(self, index: int) -> bool:
         if self.resume is None or self.resume.get("restored"):
@@ -126,23 +135,15 @@ class LayerCheckpoints:
         return self.skipping
 
     def _next_pass(self) -> None:
-        """The pass that ended left every subgraph in its final state for that pass: what is not in the
-        store yet goes there (not for a pass skipped on resume: its states come from the checkpoint)."""
-        if self.store is not None and self.pass_index >= 0 and not self._skipped_pass(self.pass_index):
-            for subgraph in sorted(self.modules):
-                self._store_subgraph(self.pass_index, subgraph)
         self.pass_index += 1
-        self.modules = {}
-
-    def _skipped_pass(self, pass_index: int) -> bool:
-        return self.resume is not None and pass_index < self.resume["pass"]
+        self.modules[self.pass_index] = {}
 
     def _store_subgraph(self, pass_index: int, subgraph: int) -> None:
         if (pass_index, subgraph) in self.stored:
             return
         from safetensors.torch import save_file
 
-        names = self.modules.get(subgraph, [])
+        names = self.modules[pass_index][subgraph]
         tensors = {}
         for module_name in names:
             module = self.model.get_submodule(module_name)
@@ -164,18 +165,23 @@ class LayerCheckpoints:
         import torch
 
         started = time.monotonic()
-        for subgraph in range(1, layers_done + 1):
-            self._store_subgraph(self.pass_index, subgraph)
+        # Subgraphs 1..k as this pass left them; after the first pass, the others as the pass before left them
+        # (this pass has not reached them, so that is their state in the model now).
+        needed = [(self.pass_index, subgraph) for subgraph in range(1, layers_done + 1)]
+        if self.pass_index > 0:
+            needed += [(self.pass_index - 1, subgraph) for subgraph in range(layers_done + 1, self.total + 1)]
+        for key in needed:
+            self._store_subgraph(*key)
         self.saves += 1
         folder = self.root / f"checkpoint-{self.saves:03d}"
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         files = []
-        for (pass_index, subgraph), (file, names) in sorted(self.stored.items()):
-            if pass_index < self.pass_index or subgraph <= layers_done:
-                _link(self.store / file, partial / file)
-                files.append({"pass": pass_index, "subgraph": subgraph, "file": file, "modules": names})
+        for pass_index, subgraph in needed:
+            file, names = self.stored[(pass_index, subgraph)]
+            _link(self.store / file, partial / file)
+            files.append({"pass": pass_index, "subgraph": subgraph, "file": file, "modules": names})
         torch.save(activations.batch_intermediates, partial / ACTIVATIONS)
         manifest = {"pass": self.pass_index, "layers_done": layers_done, "layers": self.total, "files": files,
                     "llmcompressor": _llmcompressor_version()}
