@@ -182,7 +182,7 @@ def test_a_checkpoint_inside_a_later_step_holds_the_model_the_step_before_left(l
                                                                          {"model": str(llama)})}})
 
     events = []
-    whole = run_pipeline(request(1, None), lambda stage, fraction: None, events.append)
+    run_pipeline(request(1, None), lambda stage, fraction: None, events.append)
     inside = [event for event in events if event["event"] == "checkpoint" and event.get("within_step")]
     assert [event["within_step"]["layers_done"] for event in inside] == list(range(1, LAYERS + 1))
     middle = Path(inside[1]["path"])
