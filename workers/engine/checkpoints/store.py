@@ -214,6 +214,21 @@ def _load_in_step(saved: dict | None, folder: Path) -> InStep | None:
     return InStep(step=int(saved["step"]), technique=saved["technique"], progress=dict(saved["progress"]), files=files)
 
 
+def write_manifest(folder: Path, manifest: dict) -> int:
+    """Writes the manifest last, whole or not at all, and returns the checkpoint's size in bytes."""
+    partial = folder / f"{MANIFEST_FILE}.partial"
+    partial.write_text(json.dumps(manifest), encoding="utf-8")
+    partial.replace(folder / MANIFEST_FILE)
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def read_manifest(folder: Path) -> dict:
+    try:
+        return json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"no readable {MANIFEST_FILE} in {folder}: {exc}") from exc
+
+
 def save_checkpoint(
     folder: Path, *, key: str, attempt: int, steps_done: int, state: ModelState | None, original_dir: Path,
     step_reports: list[StepReport], energy_stages: list[StageEnergy], task_reference: TaskReference | None,
@@ -242,18 +257,12 @@ def save_checkpoint(
         "task_reference": None if task_reference is None
         else _save_task_reference(task_reference, folder / "task_reference"),
     }
-    partial = folder / f"{MANIFEST_FILE}.partial"
-    partial.write_text(json.dumps(manifest), encoding="utf-8")
-    partial.replace(folder / MANIFEST_FILE)
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    return write_manifest(folder, manifest)
 
 
 def load_checkpoint(folder: Path, *, key: str, original_dir: Path, device: str, reference_dir: Path) -> Restored:
     """The state and reports a checkpoint holds; CheckpointError when it cannot be used for this job."""
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"no readable {MANIFEST_FILE} in {folder}: {exc}") from exc
+    manifest = read_manifest(folder)
     if manifest.get("format") != CHECKPOINT_FORMAT or manifest.get("key") != key:
         raise CheckpointError(
             f"the checkpoint was made for another recipe, inputs or checkpoint format (key {manifest.get('key')}, "

@@ -8,7 +8,6 @@ a folder the worker stores and checks by sha256 (workers.tasks.checkpoint_store)
 last, so a folder without one was cut off.
 """
 
-import json
 import logging
 import shutil
 import time
@@ -22,7 +21,7 @@ from optuna.distributions import distribution_to_json, json_to_distribution
 
 from workers.engine.checkpoints.recipe_run import ENERGY_NOTE, carried_stages
 from workers.engine.checkpoints.settings import CHECKPOINT_FORMAT, CheckpointSettings
-from workers.engine.checkpoints.store import MANIFEST_FILE, CheckpointError
+from workers.engine.checkpoints.store import CheckpointError, read_manifest, write_manifest
 from workers.engine.energy.meter import EnergyMeter
 from workers.engine.energy.schema import StageEnergy
 from workers.engine.export.compact_storage import SparseStorageStats
@@ -144,19 +143,13 @@ def save_search_checkpoint(folder: Path, *, key: str, attempt: int, progress: Se
         },
         "energy_stages": [stage.model_dump(mode="json") for stage in energy_stages],
     }
-    partial = folder / f"{MANIFEST_FILE}.partial"
-    partial.write_text(json.dumps(manifest), encoding="utf-8")
-    partial.replace(folder / MANIFEST_FILE)
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    return write_manifest(folder, manifest)
 
 
 def load_search_checkpoint(folder: Path, *, key: str, kept_dir: Callable[[int], Path]) -> RestoredSearch:
     """What a goal job's checkpoint holds, its chosen package copied to `kept_dir(number)`; CheckpointError
     when this job cannot use it."""
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"no readable {MANIFEST_FILE} in {folder}: {exc}") from exc
+    manifest = read_manifest(folder)
     if manifest.get("format") != CHECKPOINT_FORMAT or manifest.get("key") != key or manifest.get("kind") != KIND:
         raise CheckpointError(
             f"the checkpoint was made for another goal, inputs or checkpoint format (key {manifest.get('key')}, "

@@ -71,6 +71,7 @@ class LayerCheckpoints:
         self.pass_index, self.current, self.total = -1, 0, 0
         self.modules: dict[int, dict[int, list[str]]] = {}  # pass -> subgraph -> its module names
         self.skipping = False
+        self.in_subgraph = False  # between a subgraph's calibration and its epoch end
         self.saves = 0
         self.last_saved = time.monotonic()
         self.resume = None
@@ -97,6 +98,9 @@ class LayerCheckpoints:
             return original_batches(*args, **kwargs)
 
         def sequential_epoch_end(cls, modules, **kwargs):
+            if not self.in_subgraph:  # the data-free pipeline's one call over the whole model (rtn, fp8)
+                return original_epoch_end(cls, modules, **kwargs)
+            self.in_subgraph = False
             self.modules[self.pass_index][self.current] = self._names_of(modules)
             if self.skipping:
                 return None  # its compressed weights come from the checkpoint
@@ -124,7 +128,7 @@ class LayerCheckpoints:
             return self.skipping
         if self.pass_index < 0 or index <= self.current:
             self._next_pass()
-        self.current, self.total = index, total
+        self.current, self.total, self.in_subgraph = index, total, True
         self.skipping = self._done_by_resume(index)
         if not self.skipping:
             if self.resume is not None and not self.resume.get("restored"):
