@@ -36,7 +36,6 @@ from workers.engine.report import StepReport
 from workers.engine.state import ModelState
 
 
-
 class CheckpointError(Exception):
     """The folder is not a checkpoint this job can resume from; the message says why."""
 

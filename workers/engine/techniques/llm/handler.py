@@ -125,12 +125,16 @@ class _LayerCheckpoints:
         self.resumed: dict | None = None  # how far the earlier attempt had got, once put back in place
 
     @property
+    def saving(self) -> bool:
+        return self.within is not None and self.within.save is not None
+
+    @property
     def resuming(self) -> bool:
         return self.within is not None and self.within.resume is not None
 
     def spec(self, work_dir: Path, resume: bool) -> dict:
         spec = {}
-        if self.within is not None and self.within.save is not None:
+        if self.saving:
             spec["layer_checkpoints"] = {"dir": str(work_dir / "layer-checkpoints"), "interval_s": self.within.interval_s}
         if resume and self.resuming:
             spec["resume_layers"] = str(self.within.resume.files)
@@ -145,7 +149,7 @@ class _LayerCheckpoints:
             self.resumed = self.progress(event)
             logger.info("llm_quantize: went on from an earlier attempt's checkpoint after %s",
                         progress_text(self.resumed))
-        elif event["event"] == "layer_checkpoint" and self.within is not None and self.within.save is not None:
+        elif event["event"] == "layer_checkpoint" and self.saving:
             self.saved += 1
             self.within.save(Path(event["path"]), self.progress(event), PretrainedBase(self.task, self.input_dir))
 

@@ -39,7 +39,8 @@ _DESC = re.compile(r"\((\d+)/(\d+)\): (Calibrating|Propagating)")
 
 
 def _link(source: Path, destination: Path) -> None:
-    """A hard link (the same bytes, written once), or a copy where the two folders are on different disks."""
+    """A hard link (the same bytes, written once), or a copy where the two folders are on different disks.
+    (The engine's checkpoint store has its twin; this file runs in .venv-llm, which cannot import it.)"""
     try:
         os.link(source, destination)
     except OSError:
