@@ -386,7 +386,7 @@ def _run(request: PipelineRequest, progress: JobProgress, meter: EnergyMeter) ->
         result_eval = evaluate_model(
             result_runner,
             result_task, result_inputs, settings, request.work_dir / "outputs" / "result",
-            progress.phases("evaluate_result", _EVAL_RESULT),
+            progress.phases("evaluate_result", _EVAL_RESULT), reference_outputs,
         )
         if perplexity is not None:
             perplexity.measure("result", result_runner)

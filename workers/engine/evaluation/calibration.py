@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerBase
 
 from workers.engine.architectures.tasks import Task
 from workers.engine.devices import module_device
-from workers.engine.evaluation.fidelity import OutputStore, item_fidelity, reduce_output, summarise_fidelity
+from workers.engine.evaluation.fidelity import OutputStore, batch_outputs, item_fidelity, summarise_fidelity
 from workers.engine.evaluation.runners import Batch, OnnxRunner, TorchRunner, tokenize
 
 # Enough sentences to rank layers and calibrate ranges; more mostly adds time on a 2-core worker.
@@ -77,14 +77,14 @@ class FidelityProbe:
         self.reference = OutputStore(work_dir / "reference")
         runner = TorchRunner(model, task, list(batches[0]), str(module_device(model)))
         for batch in batches:
-            self.reference.append(reduce_output(task, runner(batch), batch["attention_mask"]))
+            self.reference.append(batch_outputs(task, runner, batch))
         self.num_samples = sum(len(batch["attention_mask"]) for batch in batches)
 
     def __call__(self, onnx_path: Path) -> float:
         runner = OnnxRunner(onnx_path, self.onnx_device)
         result = OutputStore(self.work_dir / "candidate")
-        for batch in self.batches:
-            result.append(reduce_output(self.task, runner(batch), batch["attention_mask"]))
+        for batch, reference in zip(self.batches, self.reference, strict=True):
+            result.append(batch_outputs(self.task, runner, batch, reference))
         summary = summarise_fidelity(self.task, item_fidelity(self.task, self.reference, result), self.num_samples)
         result.remove()
         return summary.metrics[summary.primary_metric]

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from workers.engine.architectures.tasks import Task
 from workers.engine.evaluation.data import EvalDataset
 from workers.engine.evaluation.settings import EvalSettings
-from workers.engine.evaluation.fidelity import OutputStore, reduce_output
+from workers.engine.evaluation.fidelity import OutputStore, batch_outputs
 from workers.engine.evaluation.latency import latency_batch, measure_latency
 from workers.engine.evaluation.quality import UNLABELLED, classification_quality
 from workers.engine.evaluation.runners import Batch, Runner, iter_batches
@@ -58,12 +58,15 @@ def evaluate_model(
     settings: EvalSettings,
     store_dir: Path,
     on_progress: Callable[[str, float], None],
+    reference: OutputStore | None = None,
 ) -> ModelEvaluation:
-    """`on_progress` gets ("outputs" | "latency", fraction of that phase)."""
+    """`on_progress` gets ("outputs" | "latency", fraction of that phase). `reference`: the outputs this model
+    will be compared with, on the same inputs (a language model's are reduced against them)."""
     store = OutputStore(store_dir)
     predictions = []
+    references = iter(reference) if reference is not None and task == "text-generation" else None
     for index, batch in enumerate(inputs.batches, start=1):
-        reduced = reduce_output(task, runner(batch), batch["attention_mask"])
+        reduced = batch_outputs(task, runner, batch, None if references is None else next(references))
         store.append(reduced)
         if task == "text-classification":
             predictions.append(reduced.argmax(axis=-1))

@@ -2,9 +2,10 @@
 
 Encoders: cosine of attention-mask mean-pooled embeddings (mean and 5th percentile).
 Classifiers: top-1 agreement and mean KL(original || result) of the class distributions.
-Language models: the same per token, over non-padding positions only.
-Outputs are reduced per batch first (pooled vectors, logits, real-token logits) and kept on disk,
-so a language model's logits need not fit in memory twice.
+Language models: the same per token, over non-padding positions only, from the original's most likely
+tokens (workers.engine.evaluation.token_distributions).
+Outputs are reduced per batch first (pooled vectors, logits, a language model's top tokens) and kept on
+disk, so nothing of them need fit in memory twice.
 """
 
 import shutil
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from workers.engine.architectures.tasks import Task
+from workers.engine.evaluation.runners import Batch, Runner
+from workers.engine.evaluation.token_distributions import agreement_and_kl, reduce_against, reduce_reference
 
 PRIMARY_METRIC: dict[Task, str] = {
     "feature-extraction": "cosine_mean",
@@ -23,17 +26,44 @@ PRIMARY_METRIC: dict[Task, str] = {
 }
 # Rows of logits converted to float64 at a time, to bound memory for large vocabularies.
 _CHUNK_ROWS = 1024
+# A language model's rows are run a few at a time, so that their logits (tokens x vocabulary float32, 64 MB
+# a row of 128 tokens for Llama 3) stay near this: one row at a time there, four of a 32,000-token one.
+_LM_LOGIT_BYTES = 64 * 2**20
 
 
-def reduce_output(task: Task, output: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    """What fidelity needs from one batch: (batch, hidden) pooled, (batch, labels) or (tokens, vocab)."""
+def reduce_output(
+    task: Task, output: np.ndarray, attention_mask: np.ndarray, reference: np.ndarray | None = None
+) -> np.ndarray:
+    """What fidelity needs from one batch: (batch, hidden) pooled, (batch, labels), or per real token the
+    reference's top tokens (`reference` None: this is the reference) or this model's view of them."""
     if task == "feature-extraction":
         mask = attention_mask[..., None].astype(np.float64)
         pooled = (output.astype(np.float64) * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
         return pooled.astype(np.float32)
     if task == "text-classification":
         return output.astype(np.float32)
-    return output[attention_mask.astype(bool)].astype(np.float32)
+    tokens = output[attention_mask.astype(bool)]
+    return reduce_reference(tokens) if reference is None else reduce_against(tokens, reference)
+
+
+def batch_outputs(task: Task, runner: Runner, batch: Batch, reference: np.ndarray | None = None) -> np.ndarray:
+    """The batch's reduced outputs (reduce_output; `reference`: the reference's for the same batch). A language
+    model's rows go through in groups whose logits stay near _LM_LOGIT_BYTES; the first group is one row,
+    whose logits give a row's size."""
+    if task != "text-generation":
+        return reduce_output(task, runner(batch), batch["attention_mask"])
+    parts, start, group, token = [], 0, 1, 0
+    while start < len(batch["attention_mask"]):
+        rows = {name: array[start : start + group] for name, array in batch.items()}
+        mask = rows["attention_mask"]
+        logits = runner(rows)
+        tokens = int(mask.astype(bool).sum())
+        rows_reference = None if reference is None else reference[token : token + tokens]
+        parts.append(reduce_output(task, logits, mask, rows_reference))
+        start, token = start + len(mask), token + tokens
+        group = max(1, _LM_LOGIT_BYTES // max(logits.nbytes // len(mask), 1))
+        del logits
+    return np.concatenate(parts)
 
 
 def items_per_row(task: Task, attention_mask: np.ndarray) -> np.ndarray:
@@ -107,7 +137,8 @@ def item_fidelity(task: Task, reference: OutputStore, result: OutputStore) -> It
     pairs = list(zip(reference, result, strict=True))
     if task == "feature-extraction":
         return ItemFidelity(np.concatenate([_cosines(ref, res) for ref, res in pairs]), None)
-    agree_parts, kl_parts = zip(*(_agreement_and_kl(ref, res) for ref, res in pairs), strict=True)
+    compare = agreement_and_kl if task == "text-generation" else _agreement_and_kl
+    agree_parts, kl_parts = zip(*(compare(ref, res) for ref, res in pairs), strict=True)
     return ItemFidelity(np.concatenate(agree_parts).astype(np.float64), np.concatenate(kl_parts))
 
 

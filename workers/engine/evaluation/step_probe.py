@@ -16,7 +16,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from workers.engine.architectures.tasks import Task
-from workers.engine.evaluation.fidelity import OutputStore, item_fidelity, reduce_output, summarise_fidelity
+from workers.engine.evaluation.fidelity import OutputStore, batch_outputs, item_fidelity, summarise_fidelity
 from workers.engine.evaluation.runners import Batch, ExecutorchRunner, OnnxRunner, Runner, TorchRunner
 from workers.engine.loading import model_input_names
 from workers.engine.state import ModelState
@@ -80,7 +80,8 @@ class StepProbe:
         self, state: ModelState, tokenizer: PreTrainedTokenizerBase, device: Literal["cpu", "cuda"]
     ) -> StepFidelity:
         runner = self._runner(state, tokenizer, device)
-        outputs = [reduce_output(self.task, runner(batch), batch["attention_mask"]) for batch in self.batches]
+        outputs = [batch_outputs(self.task, runner, batch, reference)
+                   for batch, reference in zip(self.batches, self.reference, strict=True)]
         summary = summarise_fidelity(self.task, item_fidelity(self.task, self.reference, outputs), self.rows)
         return StepFidelity(summary.metrics, summary.primary_metric, self.rows)
 
@@ -96,7 +97,7 @@ class StepProbe:
         self.task = state.task
         runner = self._runner(state, tokenizer, device)
         batches = self.all_batches if self.reference_dir is not None else self.batches
-        outputs = [reduce_output(self.task, runner(batch), batch["attention_mask"]) for batch in batches]
+        outputs = [batch_outputs(self.task, runner, batch) for batch in batches]
         self.reference = outputs[: len(self.batches)]
         if self.reference_dir is None:
             return

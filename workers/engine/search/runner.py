@@ -250,7 +250,8 @@ class _Search:
                 state = None
                 runner = result_runner_for(packaged, setup.target, setup.task, setup.tokenizer, setup.threads)
                 evaluation = evaluate_model(
-                    runner, setup.task, setup.inputs, setup.settings, directory / "outputs", lambda *_: None
+                    runner, setup.task, setup.inputs, setup.settings, directory / "outputs", lambda *_: None,
+                    setup.original.outputs,
                 )
                 perplexity = None
                 if setup.perplexity is not None:
