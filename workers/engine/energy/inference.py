@@ -49,24 +49,25 @@ class InferenceProbe:
         self.threads = 0
         self.wall_time_s = 0.0
         self._booked: list[Reading | None] = []
-        self._sides: dict[Side, tuple[Runner, list[Reading | None]]] = {}
+        # (runtime, device, readings) per side: not the runner, which would keep its model in memory to the end.
+        self._sides: dict[Side, tuple[str, str, list[Reading | None]]] = {}
 
     def measure(self, side: Side, runner: Runner) -> None:
         started = time.perf_counter()
         with self.meter.measure(f"{STAGE}.{side}.warmup") as warmup:
             for _ in range(WARMUP_BATCHES):
-                runner(self.batch)
+                runner.run(self.batch)
             runner.synchronize()
         self._booked.append(warmup.reading)
         runs = []
         for repeat in range(self.settings.energy_repeats):
             with self.meter.measure(f"{STAGE}.{side}.{repeat + 1}") as run:
                 for _ in range(self.batches_per_run):
-                    runner(self.batch)
+                    runner.run(self.batch)
                 runner.synchronize()
             runs.append(run.reading)
         self._booked.extend(runs)
-        self._sides[side] = (runner, runs)
+        self._sides[side] = (runner.runtime, runner.device, runs)
         self.threads = self.threads or runner.threads
         self.wall_time_s += time.perf_counter() - started
 
@@ -74,21 +75,21 @@ class InferenceProbe:
         """The mean device kWh per 1,000 inferences measured so far for `side`, or None without readings."""
         if side not in self._sides or self.meter.method() in ("unavailable", "disabled"):
             return None
-        runner, runs = self._sides[side]
+        runtime, device, runs = self._sides[side]
         readings = [run for run in runs if run]
         if not readings:
             return None
-        return side_per_1000(runner.runtime, runner.device, readings, self.inferences_per_run).kwh_per_1000_mean
+        return side_per_1000(runtime, device, readings, self.inferences_per_run).kwh_per_1000_mean
 
     def finish(self) -> InferenceEnergyReport:
         self.meter.record(STAGE, self._booked)
         method = self.meter.method()
         sides: dict[Side, InferenceSide | None] = {"original": None, "result": None}
         if method not in ("unavailable", "disabled"):
-            for side, (runner, runs) in self._sides.items():
+            for side, (runtime, device, runs) in self._sides.items():
                 # A run without a reading means tracking failed, and then the meter says unavailable.
                 readings = [run for run in runs if run]
-                sides[side] = side_per_1000(runner.runtime, runner.device, readings, self.inferences_per_run)
+                sides[side] = side_per_1000(runtime, device, readings, self.inferences_per_run)
         return InferenceEnergyReport(
             device=self.device,
             batch_size=self.batch_size,

@@ -24,12 +24,12 @@ def latency_batch(
 
 def measure_latency(runner: Runner, batch: Batch, warmup: int, repeats: int) -> dict[str, float | int]:
     for _ in range(warmup):
-        runner(batch)
+        runner.run(batch)
     runner.synchronize()
     timings = []
     for _ in range(repeats):
         start = time.perf_counter()
-        runner(batch)
+        runner.run(batch)
         runner.synchronize()
         timings.append((time.perf_counter() - start) * 1000.0)
     return {

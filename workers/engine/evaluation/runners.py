@@ -28,6 +28,10 @@ class Runner(Protocol):
 
     def __call__(self, batch: Batch) -> np.ndarray: ...
 
+    def run(self, batch: Batch) -> None:
+        """Runs the batch for its time and energy alone: its outputs are neither converted nor copied (a
+        language model's logits at batch 32 are a vocabulary of floats per token, GBs as float32)."""
+
     def synchronize(self) -> None:
         """Waits for queued device work, so a timer stops when the work is really done."""
 
@@ -43,11 +47,16 @@ class TorchRunner:
         self.device = device
         self.threads = torch.get_num_threads()
 
-    def __call__(self, batch: Batch) -> np.ndarray:
+    def _forward(self, batch: Batch) -> torch.Tensor:
         inputs = {name: torch.from_numpy(batch[name]).to(self.device) for name in self.input_names}
         with torch.inference_mode():
-            output = getattr(self.model(**inputs, **self.forward_kwargs), self.output_name)
-        return output.float().cpu().numpy()
+            return getattr(self.model(**inputs, **self.forward_kwargs), self.output_name)
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        return self._forward(batch).float().cpu().numpy()
+
+    def run(self, batch: Batch) -> None:
+        self._forward(batch)
 
     def synchronize(self) -> None:
         synchronize(self.device)
@@ -76,6 +85,9 @@ class OnnxRunner:
     def __call__(self, batch: Batch) -> np.ndarray:
         return self.session.run(None, {name: batch[name] for name in self.input_names})[0]
 
+    def run(self, batch: Batch) -> None:
+        self(batch)  # the session hands its outputs over as they are
+
     def synchronize(self) -> None:
         # session.run returns only when its outputs are on the host.
         return None
@@ -97,8 +109,14 @@ class ExecutorchRunner:
         self.method = Runtime.get().load_program(str(path)).load_method("forward")
         self.input_names = input_names
 
+    def _execute(self, batch: Batch) -> torch.Tensor:
+        return self.method.execute([torch.from_numpy(batch[name]) for name in self.input_names])[0]
+
     def __call__(self, batch: Batch) -> np.ndarray:
-        return self.method.execute([torch.from_numpy(batch[name]) for name in self.input_names])[0].float().numpy()
+        return self._execute(batch).float().numpy()
+
+    def run(self, batch: Batch) -> None:
+        self._execute(batch)
 
     def synchronize(self) -> None:
         return None  # execute returns when the outputs are written
