@@ -164,6 +164,32 @@ def test_a_job_ships_the_checkpoint_and_reports_perplexity(causal_lms, tmp_path)
     assert "kWh per 1,000 generated tokens before" in card
 
 
+def test_a_bf16_upload_is_held_in_bf16_and_read_where_it_is(causal_lms, tmp_path):
+    """No float32 copy and no written copy: the job holds the upload's bf16, and llm-compressor reads the
+    upload's own folder, which it leaves as it was."""
+    upload = tmp_path / "upload"
+    AutoModelForCausalLM.from_pretrained(causal_lms["llama"]).to(torch.bfloat16).save_pretrained(upload)
+    for path in causal_lms["llama"].iterdir():  # the tokenizer's files
+        if path.suffix != ".safetensors" and not (upload / path.name).exists():
+            (upload / path.name).write_bytes(path.read_bytes())
+    before = {path.name: (path.stat().st_size, path.stat().st_mtime_ns) for path in upload.iterdir()}
+    request = PipelineRequest(
+        model_dir=upload, target=TORCH_CPU, work_dir=tmp_path / "work", output_dir=tmp_path / "out",
+        recipe=Recipe.from_dict({"steps": [{"technique": "llm_quantize", "params": {"scheme": "w8a16",
+                                                                                  "algorithm": "rtn"}}]}),
+        eval=FAST_EVAL,
+    )
+    report = run_pipeline(request, lambda stage, fraction: None).report
+    assert report["steps"][0]["details"]["held_dtype"] == "bfloat16"
+    step_dir = tmp_path / "work" / "steps" / "01-llm_quantize"
+    assert json.loads((step_dir / "oneshot.json").read_text())["model_dir"] == str(upload)
+    assert not (step_dir / "input").exists()
+    assert {path.name: (path.stat().st_size, path.stat().st_mtime_ns) for path in upload.iterdir()} == before
+    assert report["job"]["peak_rss_mb"] > 100
+    metrics = report["fidelity"]["metrics"]
+    assert metrics["token_top1_agreement"] > 0.5 and 0 < metrics["token_kl_mean"] < 1
+
+
 def test_recipes_and_targets_that_cannot_take_llm_quantize_are_refused():
     steps = [{"technique": "llm_quantize", "params": {"scheme": "w4a16"}}]
     [problem] = target_problems(steps, Target(), "cpu")

@@ -13,14 +13,16 @@ from workers.engine.errors import EngineUserError
 from workers.engine.pruned_model import load_pruned_model
 
 
-def load_model(folder: Path, task: Task, device: str = "cpu") -> torch.nn.Module:
+def load_model(folder: Path, task: Task, device: str = "cpu", stored_dtype: bool = False) -> torch.nn.Module:
+    """In float32 whatever the stored dtype: the steps that train need it, and half precision is slow or
+    unsupported on some CPUs. `stored_dtype`: in the dtype config.json records instead (a causal LM whose
+    steps all take it, see TechniqueConfig.takes_stored_dtype): half the memory, and the original then
+    computes in the precision its compressed form and its users' runtimes compute in."""
     if (folder / PRUNED_SHAPES_FILE).is_file():
         # Layers of different widths (pruned heads or neurons): config.json alone cannot rebuild them.
         return load_pruned_model(folder, task).to(device).eval()
-    # float32 whatever the stored dtype: the reference must be the most faithful version, and
-    # half precision is slow or unsupported on CPU.
     model = AUTO_CLASS_BY_TASK[task].from_pretrained(
-        folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+        folder, use_safetensors=True, trust_remote_code=False, dtype="auto" if stored_dtype else torch.float32
     )
     return model.to(device).eval()
 

@@ -1,5 +1,6 @@
 """The memory this process may use: its cgroup v2 limit where one is set, else the machine's. The worker
-reports it with its hardware, and a goal's pre-flight checks the job's estimated peak against it."""
+reports it with its hardware, and a goal's pre-flight checks the job's estimated peak against it. And the
+memory the job's process used at its peak, for the report."""
 
 from pathlib import Path
 
@@ -17,3 +18,18 @@ def usable_memory_bytes() -> int:
     except OSError:
         pass  # no cgroup v2 limit: the machine's memory is the process's
     return total
+
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MiB: the kernel's high-water mark of its memory (VmHWM), which
+    no sampling can miss. Not getrusage's ru_maxrss, which keeps the mark of the process this one was forked
+    from (a worker's). None where the kernel has no /proc."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # in kB
+    return None

@@ -42,6 +42,7 @@ from workers.engine.loading import (
     max_positions,
     model_input_names,
 )
+from workers.engine.memory import peak_rss_mb
 from workers.engine.model_folder import ModelFolderError, ModelFolderInfo, inspect_model_folder
 from workers.engine.model_card import build_model_card
 from workers.engine.progress import JobProgress, ProgressCallback
@@ -155,7 +156,11 @@ def _load(request: PipelineRequest) -> _Loaded:
     labels = dataset_label_ids(dataset, info.task, config, new_task)
     calibration_labels = dataset_label_ids(calibration, info.task, config, new_task)
     tokenizer = load_tokenizer(request.model_dir)
-    model = load_model(request.model_dir, info.task, request.device)
+    # A causal LM is held as uploaded where every step takes it so (a goal's candidates are all llm_quantize).
+    stored_dtype = info.task == "text-generation" and (
+        request.goal is not None or request.recipe.takes_stored_dtype
+    )
+    model = load_model(request.model_dir, info.task, request.device, stored_dtype)
     inputs = prepare_inputs(tokenizer, dataset, settings, labels)
     search_inputs = None
     if request.goal is not None:
@@ -198,7 +203,7 @@ def _step_environment(
         calibration_texts=loaded.calibration.texts, calibration_labels=loaded.calibration_label_ids,
         calibration_label_names=loaded.calibration_label_names,
         model_paths=dict(request.model_paths), llm_python=request.llm_python,
-        federation=request.federation, announce=announce,
+        federation=request.federation, announce=announce, upload_dir=request.model_dir,
     )
 
 
@@ -458,6 +463,7 @@ def _run(request: PipelineRequest, progress: JobProgress, meter: EnergyMeter) ->
         job=JobReport(
             recipe=recipe, device=request.device, target=request.target.model_dump(),
             wall_time_s=time.perf_counter() - started, peak_gpu_memory_mb=gpu_peak.job_mb(), checkpoints=checkpoints,
+            peak_rss_mb=peak_rss_mb(),
         ),
         environment=collect_environment(),
         evaluation=EvaluationReport(

@@ -196,3 +196,8 @@ class Recipe:
     @property
     def requires_data(self) -> bool:
         return any(step.requires_data for step in self.steps)
+
+    @property
+    def takes_stored_dtype(self) -> bool:
+        """Every step takes a causal LM in its uploaded 16-bit dtype (TechniqueConfig.takes_stored_dtype)."""
+        return all(step.takes_stored_dtype for step in self.steps)

@@ -35,6 +35,9 @@ class TechniqueConfig(BaseModel):
     output_format: ClassVar[ModelFormat] = "torch"
     # The task of the model a step returns, when it is not the task it was given (finetune: a classifier).
     output_task: ClassVar[str | None] = None
+    # The step neither trains nor needs float32 arithmetic, so it takes a causal LM in the 16-bit dtype it was
+    # uploaded in: a causal LM whose every step does is held that way, half the memory of a float32 copy.
+    takes_stored_dtype: ClassVar[bool] = False
 
     # Every step can carry one; the worker enforces it (the engine never sees the clock).
     time_limit_seconds: float | None = Field(

@@ -197,6 +197,11 @@ class JobReport(_Strict):
     peak_gpu_memory_mb: float | None = Field(
         None, description="The most GPU memory torch held during the whole job (MiB); null without a GPU."
     )
+    peak_rss_mb: float | None = Field(
+        None, description="The engine process's peak resident memory during the job (MiB), as the kernel counted "
+        "it: what the job needs of the worker's RAM. Processes it starts count apart (llm_quantize's details give "
+        "llm-compressor's). A causal LM is held in its uploaded 16-bit dtype where every step takes it so."
+    )
     checkpoints: CheckpointsReport | None = Field(
         None, description="Per-step checkpoints of this attempt; null when the worker asked for none (a goal job)."
     )

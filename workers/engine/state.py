@@ -116,6 +116,9 @@ class StepContext:
     # Set only for a goal search's candidate's first step, whose model is the untouched original: the
     # export and calibration statistics every candidate would compute again (workers.engine.reuse).
     reuse: ReuseCache | None = None
+    # Set only where the step's model is the upload as it was loaded (the first step of a run or of a goal's
+    # candidate): the upload's folder, which a step may read instead of writing the model out again.
+    upload_dir: Path | None = None
     # Where each part of the step ran (e.g. {"training": "cuda", "kmeans": "cpu"}), so a cuda job's
     # report says what it left on the CPU.
     placement: dict[str, str] = field(default_factory=dict)

@@ -48,6 +48,7 @@ class StepEnvironment:
     announce: Callable[[dict], None] = lambda event: None
     # A goal search's cache of what the untouched original yields; only the first step sees that model.
     first_step_reuse: ReuseCache | None = None
+    upload_dir: Path | None = None  # the folder the run's original model was loaded from
 
 
 def apply_steps(
@@ -96,6 +97,7 @@ def apply_steps(
             federation=environment.federation,
             announce=environment.announce,
             reuse=environment.first_step_reuse if index == 0 else None,
+            upload_dir=environment.upload_dir if index == 0 else None,
             within_step=within_step_for(index, step.technique, reports),
         )
         context.work_dir.mkdir(parents=True, exist_ok=True)

@@ -143,7 +143,9 @@ def _save_state(state: ModelState, original_dir: Path, folder: Path) -> dict:
     if state.torch_model is not None:
         # The compressed-tensors folder reloads to the same model; anything else is saved whole.
         saved["torch_model"] = "compressed" if state.compressed_dir is not None else "model.pt"
-        if state.compressed_dir is None:
+        if state.compressed_dir is not None:
+            saved["dtype"] = str(next(state.torch_model.parameters()).dtype).removeprefix("torch.")
+        else:
             with _without_capturing_hooks(state.torch_model):
                 torch.save(state.torch_model, folder / "model.pt")
     if state.onnx_path is not None:
@@ -168,7 +170,11 @@ def _load_state(saved: dict | None, folder: Path, original_dir: Path, device: st
     torch_model = None
     if saved["torch_model"] in ("compressed", "pretrained"):
         pretrained = folder / (saved["compressed"] if saved["torch_model"] == "compressed" else "pretrained")
-        torch_model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=torch.float32)
+        # As the job held it: a compressed state in its recorded dtype (float32 before that was recorded);
+        # llm_quantize's written input in float32, as a step before it left the model (a job whose only step
+        # is llm_quantize holds the upload's dtype, but its in-step checkpoints point at the upload itself).
+        dtype = saved.get("dtype", "float32") if saved["torch_model"] == "compressed" else "float32"
+        torch_model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=getattr(torch, dtype))
     elif saved["torch_model"] is not None:
         # The sha256 was checked against the database before this folder reached the engine (module docstring).
         torch_model = torch.load(folder / saved["torch_model"], map_location="cpu", weights_only=False)

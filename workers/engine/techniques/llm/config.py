@@ -39,6 +39,7 @@ class LlmQuantizeConfig(TechniqueConfig):
         "Must be the last step."
     )
     requires_data: ClassVar[bool] = True
+    takes_stored_dtype: ClassVar[bool] = True  # it saves the model in that dtype for llm-compressor anyway
     output_format: ClassVar[Literal["compressed-tensors"]] = "compressed-tensors"
 
     scheme: LlmScheme = Field(description="How weights and activations are stored; see the description.")

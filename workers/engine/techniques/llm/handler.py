@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM
 
 from workers.engine.checkpoints.store import PretrainedBase
 from workers.engine.checkpoints.settings import progress_text
+from workers.engine.config_folder import PRUNED_SHAPES_FILE
 from workers.engine.errors import EngineUserError
 from workers.engine.loading import max_positions
 from workers.engine.state import ModelState, StepContext
@@ -75,7 +76,7 @@ class _LayerProgress:
 
 
 def _stored_dtype(config_dir: Path) -> torch.dtype:
-    """The dtype the uploaded checkpoint was stored in (the engine computes in float32 whatever it is)."""
+    """The dtype the uploaded checkpoint was stored in (the job may hold the model in float32 instead)."""
     config = json.loads((config_dir / "config.json").read_text(encoding="utf-8"))
     name = config.get("dtype") or config.get("torch_dtype") or "float32"
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name, torch.float32)
@@ -103,16 +104,19 @@ def _save_input(state: ModelState, context: StepContext, folder: Path) -> Path:
 
 def _write_input(state: ModelState, context: StepContext) -> tuple[Path, bool]:
     """(the folder the subprocess loads, whether it is this step's own to delete); the state's reference to
-    the model is dropped after, so the job never holds it beside the compressed one it reloads. A search's
-    candidates all start from the same original: it is written once per job (context.reuse)."""
-    if context.reuse is not None:
-        folder = context.reuse.file("llm_input", lambda path: _save_input(state, context, path))
+    the model is dropped after, so the job never holds it beside the compressed one it reloads. The upload,
+    untouched (the first step), is read where it is: no copy of its weights is written (16 GB for an 8B
+    model). Otherwise a search's original is written once per job (context.reuse)."""
+    if context.upload_dir is not None and not (context.upload_dir / PRUNED_SHAPES_FILE).is_file():
+        folder, own = context.upload_dir, False
+    elif context.reuse is not None:
+        folder, own = context.reuse.file("llm_input", lambda path: _save_input(state, context, path)), False
     else:
         state.torch_model.to(_stored_dtype(state.config_dir))  # in place: this copy is the step's own
-        folder = _save_input(state, context, context.work_dir / "input")
+        folder, own = _save_input(state, context, context.work_dir / "input"), True
     state.torch_model = None
     gc.collect()
-    return folder, context.reuse is None
+    return folder, own
 
 
 class _LayerCheckpoints:
@@ -228,6 +232,8 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
         raise EngineUserError("llm_quantize needs calibration texts; give the job a dataset.")
     calibration_file = context.work_dir / "calibration.jsonl"
     calibration_file.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+    # The compressed result comes back in the dtype the job held the model in (float32, or the upload's).
+    held_dtype = next(state.torch_model.parameters()).dtype
     input_dir, own_input = _write_input(state, context)
     output_dir = context.work_dir / "compressed"
     passes = _calibration_passes(config)
@@ -256,7 +262,7 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
     # The input copy is no longer needed; the compressed folder is the state from here on.
     if own_input:
         shutil.rmtree(input_dir)
-    model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(output_dir, dtype=held_dtype)
     context.placement["quantize"] = done["device"]
     context.details.update(
         scheme=config.scheme,
@@ -267,6 +273,7 @@ def apply_llm_quantize(config: LlmQuantizeConfig, state: ModelState, context: St
         sparsity_storage=None if config.sparsity == "none" else "dense zeros: no bytes saved on disk",
         kv_cache=config.kv_cache,
         kept_layers=done["kept_layers"],
+        held_dtype=str(held_dtype).removeprefix("torch."),
         calibration_samples=done["calibration_samples"],
         calibration_sequence_length=sequence_length,
         layer_seconds=progress.layer_seconds,
