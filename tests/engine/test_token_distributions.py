@@ -70,7 +70,7 @@ def test_rows_run_in_groups_give_the_figures_of_one_batch(tmp_path, monkeypatch)
     whole = OutputStore(tmp_path / "whole")
     for batch in batches:
         whole.append(batch_outputs("text-generation", runner, batch))
-    # A budget of about three rows' logits: the rows then run one, then three at a time.
+    # A budget of three rows' logits: the rows then run three at a time.
     row_bytes = batches[0]["input_ids"].shape[1] * model.config.vocab_size * 4
     monkeypatch.setattr(fidelity, "_LM_LOGIT_BYTES", 3 * row_bytes)
     grouped = OutputStore(tmp_path / "grouped")

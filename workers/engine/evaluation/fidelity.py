@@ -48,11 +48,13 @@ def reduce_output(
 
 def batch_outputs(task: Task, runner: Runner, batch: Batch, reference: np.ndarray | None = None) -> np.ndarray:
     """The batch's reduced outputs (reduce_output; `reference`: the reference's for the same batch). A language
-    model's rows go through in groups whose logits stay near _LM_LOGIT_BYTES; the first group is one row,
-    whose logits give a row's size."""
+    model's rows go through in groups whose logits stay near _LM_LOGIT_BYTES, sized from its vocabulary, or
+    where the runner cannot tell it, from the logits of a first group of one row."""
     if task != "text-generation":
         return reduce_output(task, runner(batch), batch["attention_mask"])
-    parts, start, group, token = [], 0, 1, 0
+    width = runner.output_width()
+    group = 1 if width is None else max(1, _LM_LOGIT_BYTES // (batch["attention_mask"].shape[1] * width * 4))
+    parts, start, token = [], 0, 0
     while start < len(batch["attention_mask"]):
         rows = {name: array[start : start + group] for name, array in batch.items()}
         mask = rows["attention_mask"]

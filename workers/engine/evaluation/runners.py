@@ -32,6 +32,9 @@ class Runner(Protocol):
         """Runs the batch for its time and energy alone: its outputs are neither converted nor copied (a
         language model's logits at batch 32 are a vocabulary of floats per token, GBs as float32)."""
 
+    def output_width(self) -> int | None:
+        """The size of the output's last axis (a language model's vocabulary), where known before a run."""
+
     def synchronize(self) -> None:
         """Waits for queued device work, so a timer stops when the work is really done."""
 
@@ -57,6 +60,10 @@ class TorchRunner:
 
     def run(self, batch: Batch) -> None:
         self._forward(batch)
+
+    def output_width(self) -> int | None:
+        embeddings = self.model.get_output_embeddings() if self.output_name == "logits" else None
+        return getattr(embeddings, "out_features", None)
 
     def synchronize(self) -> None:
         synchronize(self.device)
@@ -88,6 +95,10 @@ class OnnxRunner:
     def run(self, batch: Batch) -> None:
         self(batch)  # the session hands its outputs over as they are
 
+    def output_width(self) -> int | None:
+        width = self.session.get_outputs()[0].shape[-1]
+        return width if isinstance(width, int) else None
+
     def synchronize(self) -> None:
         # session.run returns only when its outputs are on the host.
         return None
@@ -117,6 +128,9 @@ class ExecutorchRunner:
 
     def run(self, batch: Batch) -> None:
         self._execute(batch)
+
+    def output_width(self) -> int | None:
+        return None
 
     def synchronize(self) -> None:
         return None  # execute returns when the outputs are written
