@@ -26,6 +26,16 @@ _EVENTS = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)  # libraries' prints go to stderr; stdout carries only our events
 
 
+def _peak_rss_mb() -> float:
+    """This process's high-water mark (VmHWM). Not getrusage's ru_maxrss, which starts at the engine's own
+    mark when it forks this process, so the engine's memory was reported as llm-compressor's. (The engine's
+    workers.engine.memory does the same; this script imports nothing of the engine.)"""
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def _emit(event: dict) -> None:
     _EVENTS.write(json.dumps(event) + "\n")
     _EVENTS.flush()
@@ -168,15 +178,13 @@ def main(spec_path: str) -> None:
     output = Path(spec["output_dir"])
     model.save_pretrained(output, save_compressed=True)
     tokenizer.save_pretrained(output)
-    import resource
-
     _emit({
         "event": "done",
         "kept_layers": ignore,
         "calibration_samples": samples,
         "quantize_s": round(quantize_s, 3),
         "wall_time_s": round(time.perf_counter() - started, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": _peak_rss_mb(),
         "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "versions": {name: _version(name) for name in ("llmcompressor", "compressed-tensors", "transformers", "torch")},
