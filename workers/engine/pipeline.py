@@ -52,7 +52,8 @@ from workers.engine.search.goal import goal_task_problem
 from workers.engine.search.rows import split_rows
 from workers.engine.search.plan import JobFigures, plan_search, search_settings
 from workers.engine.search.checkpoint import SearchCheckpoints
-from workers.engine.search.runner import SearchOutcome, SearchPerplexity, SearchSetup, run_search
+from workers.engine.search.perplexity import SearchPerplexity
+from workers.engine.search.runner import SearchOutcome, SearchSetup, run_search
 from workers.engine.request import PipelineRequest, PipelineResult
 from workers.engine.report import (
     CheckpointsReport,
@@ -243,9 +244,12 @@ def _search(
     search_eval = search_settings(settings, goal)
     plan = plan_search(goal, figures, request.target, tuple(search_eval.latency_batch_sizes))
     logger.info("search plan: %s; families %s", plan.preflight.as_dict(goal.max_candidates), ", ".join(plan.families))
+    # A causal LM's candidates load the upload themselves (llm_quantize drops it at once): not held meanwhile.
+    original_model = None if loaded.info.task == "text-generation" else loaded.model.to(request.device)
+    loaded.model = None
     setup = SearchSetup(
         goal=goal, task=loaded.info.task, target=request.target, device=request.device,
-        original_model=loaded.model.to(request.device), config_dir=request.model_dir, tokenizer=loaded.tokenizer,
+        original_model=original_model, config_dir=request.model_dir, tokenizer=loaded.tokenizer,
         environment=_step_environment(request, loaded), inputs=loaded.search_inputs, settings=search_eval,
         original=original_search, original_size_bytes=original.size_bytes,
         original_kwh_per_1000=probe.kwh_per_1000("original"), requests_per_day=request.energy.requests_per_day,
@@ -255,11 +259,9 @@ def _search(
     checkpoints = None if request.checkpoints is None else SearchCheckpoints(
         request.checkpoints, meter, progress.announce, lambda number: request.work_dir / "search" / f"{number:02d}"
     )
-    outcome = run_search(
+    return run_search(
         setup, plan.families, meter, gpu_peak, lambda stage, fraction: progress(stage, _STEPS, fraction), checkpoints
     )
-    loaded.model = None
-    return outcome
 
 
 def run_pipeline(

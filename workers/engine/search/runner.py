@@ -24,10 +24,10 @@ from workers.engine.energy.meter import EnergyMeter
 from workers.engine.errors import EngineUserError
 from workers.engine.evaluation.evaluate import ModelEvaluation, PreparedInputs, evaluate_model
 from workers.engine.evaluation.fidelity import item_fidelity, summarise_fidelity
-from workers.engine.evaluation.perplexity import PerplexityProbe, TokenStream, strided_perplexity, token_stream
-from workers.engine.evaluation.runners import Runner
+from workers.engine.evaluation.perplexity import strided_perplexity
 from workers.engine.evaluation.settings import EvalSettings
 from workers.engine.evaluation.step_probe import StepProbe
+from workers.engine.loading import load_model
 from workers.engine.recipe import Recipe
 from workers.engine.report import CheckpointsReport, StepReport
 from workers.engine.reuse import ReuseCache
@@ -40,7 +40,7 @@ from workers.engine.search.goal import QUALITY_CONSTRAINTS, Family, Goal
 from workers.engine.search.checkpoint import (
     KeptCandidate, SearchCheckpoints, SearchProgress, add_trial, trial_record,
 )
-from workers.engine.search.plan import PerplexityTokens
+from workers.engine.search.perplexity import SearchPerplexity
 from workers.engine.search.report import SearchReport, SkippedReport
 from workers.engine.search.space import CandidateSpec, is_training, quick_rung, seed_points, suggest
 from workers.engine.shipping import Packaged, package_result, result_runner_for
@@ -55,33 +55,9 @@ PROMISE_MARGIN = 0.02
 # The most (relative) quality shortfall of a post-training quantization that its QAT candidate is tried
 # for: on MiniLM, QAT raised 4-bit weights from 0.9716 to 0.9932 held-out (benchmarks/results/engine_bench_qat2.md).
 QAT_REACH = 0.03
-# First steps that only read the model they are given, when the search hands them its reuse cache:
-# llm_quantize writes the original to disk once per job and its subprocess loads that, so a candidate
-# starting with it needs no copy of the original in memory.
-READS_THE_ORIGINAL_ONLY = frozenset({"llm_quantize"})
 # Consecutive samples of points already measured or ruled out before the search counts as converged.
 # They cost no compute, so the sampler gets many chances to find a new point while budget is left.
 MAX_REPEATS = 50
-
-
-@dataclass(frozen=True)
-class SearchPerplexity:
-    """Causal LMs: the search rows as one token stream, and the original's perplexity on it."""
-
-    stream: TokenStream
-    window: int
-    original: float
-    evaluation_tokens: int  # what the job's own perplexity passes score per model, for the estimates
-
-    @classmethod
-    def measure(cls, runner: Runner, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                job_probe: PerplexityProbe, max_tokens: int) -> "SearchPerplexity":
-        stream = token_stream(tokenizer, texts, "search", max_tokens)
-        original = strided_perplexity(runner, stream, job_probe.window).perplexity
-        return cls(stream, job_probe.window, original, sum(len(item.ids) for item in job_probe.streams.values()))
-
-    def tokens(self) -> PerplexityTokens:
-        return PerplexityTokens(search=len(self.stream.ids), evaluation=self.evaluation_tokens)
 
 
 @dataclass
@@ -90,7 +66,10 @@ class SearchSetup:
     task: Task
     target: Target
     device: Literal["cpu", "cuda"]
-    original_model: torch.nn.Module  # left untouched: every candidate starts from a copy
+    # Left untouched: every candidate starts from a copy. None for a causal LM: each candidate loads it from
+    # config_dir, and its llm_quantize step reads the upload's folder and drops it, so the search never holds
+    # the original beside a candidate's result.
+    original_model: torch.nn.Module | None
     config_dir: Path
     tokenizer: PreTrainedTokenizerBase
     environment: StepEnvironment  # its calibration texts are the search rows
@@ -151,7 +130,7 @@ class _Search:
         self.skipped: list[SkippedReport] = []
         self.skipped_for_budget = 0
         self.corrections: dict[str, float] = {}  # cost class -> measured / estimated time of its last candidate
-        self.layer_share = _layer_share(setup.original_model)
+        self.layer_share = 1.0 if setup.original_model is None else _layer_share(setup.original_model)
         self.probe = StepProbe(setup.task, setup.inputs.batches, setup.original.outputs, threads=setup.threads)
         self.reuse = ReuseCache(setup.environment.work_dir / "search" / "reuse")
         self.original_accuracy = setup.original.quality.accuracy if setup.original.quality else None
@@ -235,8 +214,10 @@ class _Search:
         try:
             with self.meter.stage(stage):
                 recipe = Recipe.from_dict(spec.recipe)
-                reads_only = recipe.steps[0].technique in READS_THE_ORIGINAL_ONLY
-                model = setup.original_model if reads_only else copy.deepcopy(setup.original_model)
+                if setup.original_model is None:
+                    model = load_model(setup.config_dir, setup.task, setup.device, stored_dtype=True)
+                else:
+                    model = copy.deepcopy(setup.original_model)
                 state = ModelState(task=setup.task, config_dir=setup.config_dir, torch_model=model)
                 state, steps = apply_steps(
                     recipe.steps, state, replace(setup.environment, work_dir=directory, first_step_reuse=self.reuse),
