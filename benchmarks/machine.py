@@ -26,7 +26,7 @@ def memory_mb(pid: int, field: str) -> float:
     raise LookupError(f"{field} not found for process {pid}")
 
 
-def run_child(command: list[str]) -> tuple[float, float]:
+def run_child(command: list[str], cwd: Path | None = None) -> tuple[float, float]:
     """Runs a command to its end; returns (wall seconds, its peak RSS in MB).
 
     The peak is the child's VmHWM, read every 20 ms while it runs (the last reading counts: exec
@@ -36,7 +36,7 @@ def run_child(command: list[str]) -> tuple[float, float]:
     printed more than a pipe holds (a long training run's progress events) blocked forever."""
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, cwd=cwd)
         readings: list[float] = []
         running = threading.Event()
         running.set()

@@ -58,11 +58,12 @@ _LLM_CALIBRATION_SAMPLES = 128  # llm_quantize's default
 _BASE_RSS_MB = 700.0
 _WEIGHT_COPIES = 8.0
 _TRAINING_WEIGHT_COPIES = 12.0
-# A causal LM's upload is usually bf16, which the engine holds in float32 (the original and each
-# candidate's reloaded checkpoint), and its logits (a vocabulary per token) outweigh an encoder's outputs:
-# the tiny LM's goal jobs peaked at 2,193 MB against 1,212 estimated with the encoders' count, then at
-# 2,302 MB against 1,724 with this one (benchmarks/results/llm_auto_bench.md).
-_LLM_WEIGHT_COPIES = 16.0
+# A causal LM is held in its uploaded dtype, one copy at a time (the search loads it per candidate, and
+# llm_quantize drops it before llm-compressor runs), plus the transients of a batch of 32 rows' logits in the
+# latency and energy runs (a vocabulary per token: 1 GB for Llama 3 at 128 tokens) and the reloaded result:
+# an llm_quantize job on a random-initialised 1.5B-parameter Llama peaked at 1.52x its bf16 bytes above a
+# 19M one's job (benchmarks/results/llm_memory.md); at 8B the logits weigh less against the weights.
+_LLM_WEIGHT_COPIES = 1.6
 # Representative params of each family, for estimates before any trial has sampled them.
 _REPRESENTATIVE: dict[Family, dict[str, Any]] = {
     "half": {},

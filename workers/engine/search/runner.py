@@ -385,9 +385,7 @@ class _Search:
     def run(self, families: list[Family]) -> str:
         seeds = seed_points(self.goal, families, self.setup.target)
         # Constraints reach the sampler through trial.set_constraint (constrained multi-objective TPE).
-        sampler = optuna.samplers.TPESampler(
-            seed=self.goal.seed, n_startup_trials=len(seeds) + 4, warn_independent_sampling=False,
-        )
+        sampler = optuna.samplers.TPESampler(seed=self.goal.seed, n_startup_trials=len(seeds) + 4)
         study = optuna.create_study(directions=self.directions(), sampler=sampler)
         for record in self.trials:  # an earlier attempt's, restored
             add_trial(study, record)
