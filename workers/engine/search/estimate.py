@@ -61,8 +61,8 @@ _TRAINING_WEIGHT_COPIES = 12.0
 # A causal LM is held in its uploaded dtype, one copy at a time (the search loads it per candidate, and
 # llm_quantize drops it before llm-compressor runs), plus the transients of a batch of 32 rows' logits in the
 # latency and energy runs (a vocabulary per token: 1 GB for Llama 3 at 128 tokens) and the reloaded result:
-# an llm_quantize job on a random-initialised 1.5B-parameter Llama peaked at 1.52x its bf16 bytes above a
-# 19M one's job (benchmarks/results/llm_memory.md); at 8B the logits weigh less against the weights.
+# llm_quantize jobs on random-initialised Llamas peaked at 1.41x (1.5B parameters) and 1.66x (156M) their bf16
+# bytes above a 19M one's job (benchmarks/results/llm_memory.md); at 8B the logits weigh less.
 _LLM_WEIGHT_COPIES = 1.6
 # Representative params of each family, for estimates before any trial has sampled them.
 _REPRESENTATIVE: dict[Family, dict[str, Any]] = {
