@@ -20,7 +20,6 @@ def usable_memory_bytes() -> int:
     return total
 
 
-
 def peak_rss_mb() -> float | None:
     """This process's peak resident memory in MiB: the kernel's high-water mark of its memory (VmHWM), which
     no sampling can miss. Not getrusage's ru_maxrss, which keeps the mark of the process this one was forked
